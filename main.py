@@ -1,0 +1,41 @@
+"""Entry point: `python main.py --config=configs/NAME.py[:VARIANT] --workdir=DIR`.
+
+Thin on purpose: it parses flags and hands (config, workdir) to `rekd_jax.app.run`, where the
+config is validated (before anything compiles) and `config.mode` decides what runs.
+"""
+import sys
+
+from absl import app as absl_app
+from absl import flags
+from ml_collections import config_flags
+
+from rekd_jax import app
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/quickstart.py or configs/alexnet.py:runlocal.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, logs and results (resumes when it exists).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _parse_flags(argv):
+  """absl flag parsing, with a one-line error for an override of a field the config lacks."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    hint = " ".join(str(e).encode().decode("unicode_escape").replace("'", "").split())
+    sys.exit(f"FATAL: unknown config field in {' '.join(overrides)} ({hint}). "
+             "Check the spelling against the config file (fields cannot be added from the "
+             "command line).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise absl_app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  app.run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  absl_app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,37 @@
+"""Validates a config and dispatches on `config.mode`; the only thing main.py calls.
+
+Validation runs before any dataset is opened or any function is compiled, so a bad field fails
+in seconds with a message that names it.
+"""
+import importlib
+
+import ml_collections
+
+# mode -> (module with validate(config), module and function that runs it)
+_MODES = {
+    "pretrain": ("rekd_jax.training.config", "rekd_jax.training.pretrain", "train_and_evaluate"),
+    "quickstart": ("rekd_jax.training.config", "rekd_jax.training.quickstart", "run"),
+    "linear": ("rekd_jax.evaluation.config", "rekd_jax.evaluation.run", "evaluate"),
+    "conv_probe": ("rekd_jax.evaluation.config", "rekd_jax.evaluation.run", "evaluate"),
+    "knn": ("rekd_jax.evaluation.config", "rekd_jax.evaluation.run", "evaluate"),
+    "semi_supervised": ("rekd_jax.evaluation.config", "rekd_jax.evaluation.run", "evaluate"),
+}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the bad field and the fix."""
+  mode = config.get("mode")
+  if mode not in _MODES:
+    raise ValueError(
+        f"config.mode={mode!r} is not a known mode; use one of {sorted(_MODES)} "
+        "(set it in the config file or with --config.mode=...).")
+  importlib.import_module(_MODES[mode][0]).validate(config)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str):
+  """Validates `config`, then runs what `config.mode` names in `workdir`; returns its result."""
+  if not workdir:
+    raise ValueError("--workdir is empty: give a directory for checkpoints, logs and results.")
+  validate(config)
+  _, module, function = _MODES[config.mode]
+  return getattr(importlib.import_module(module), function)(config, workdir)
