@@ -1,0 +1,289 @@
+"""Import a PyTorch checkpoint as an encoder checkpoint (rekd_jax.models.io).
+
+    python -m rekd_jax.tools.import_torch --arch resnet50 --src moco_v2_200ep_pretrain.pth.tar \
+        --dst /tmp/encoders/mocov2_r50 [--format auto|torchvision|mocov2|swav] \
+        [--override cifar_stem=true ...]
+
+Formats ('auto' detects them):
+- torchvision: a plain torchvision state_dict. A classifier (ResNet ``fc``, AlexNet
+  ``classifier``, ...) is kept and the spec records its ``num_classes``; without one the model is
+  built with num_classes=0.
+- mocov2: MoCo v1/v2 (``module.encoder_q.`` keys). The v2 MLP head ``fc.0``/``fc.2`` becomes the
+  projector; MoCo v1's single-Linear ``fc`` head is dropped (backbone only). ``encoder_k``,
+  ``queue`` and ``queue_ptr`` are ignored.
+- swav: SwAV (``module.`` keys); ``projection_head`` (Linear-BN-ReLU-Linear) becomes the
+  projector with BN, ``prototypes`` are ignored.
+Wrappers ``{'state_dict': ...}`` or ``{'model': ...}`` are unwrapped. Torch is imported only by
+the file loader; ``convert`` takes a dict of numpy arrays or tensors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from rekd_jax import models
+from rekd_jax.models import heads, io
+
+FORMATS = ("auto", "torchvision", "mocov2", "swav")
+MOCO_PREFIXES = ("module.encoder_q.", "encoder_q.")
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch.Tensor, without importing torch
+        value = value.detach().cpu()
+        if not value.dtype.is_floating_point:
+            return value.numpy()
+        return value.float().numpy()
+    return np.asarray(value)
+
+
+def unwrap(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The state_dict inside a ``{'state_dict': ...}`` or ``{'model': ...}`` wrapper (or the
+    argument itself)."""
+    for key in ("state_dict", "model"):
+        if isinstance(checkpoint.get(key), Mapping):
+            return dict(checkpoint[key])
+    return dict(checkpoint)
+
+
+def detect_format(state_dict: Mapping[str, Any]) -> str:
+    """'mocov2' (encoder_q keys), 'swav' (projection_head/prototypes keys) or 'torchvision'."""
+    keys = list(state_dict)
+    if any(key.startswith(MOCO_PREFIXES) for key in keys):
+        return "mocov2"
+    if any(key.split(".")[1 if key.startswith("module.") else 0] in ("projection_head", "prototypes") for key in keys):
+        return "swav"
+    return "torchvision"
+
+
+def _strip(prefix: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
+
+
+def _split(state_dict: Mapping[str, Any], fmt: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """(backbone tensors by torch key, projector tensors by (Projector submodule, torch leaf),
+    ignored keys)."""
+    if fmt == "mocov2":
+        prefix = next((p for p in MOCO_PREFIXES if any(k.startswith(p) for k in state_dict)), None)
+        if prefix is None:
+            raise ValueError(f"Format mocov2 needs keys starting with {MOCO_PREFIXES}; got e.g. {list(state_dict)[:3]}.")
+        tensors = _strip(prefix, state_dict)
+        ignored = sorted(k for k in state_dict if not k.startswith(prefix))
+        head_keys = {"hidden": "fc.0", "out": "fc.2"}
+        if "fc.weight" in tensors:  # MoCo v1: a single Linear head, not a projector
+            ignored += ["fc.weight", "fc.bias"]
+            tensors = {k: v for k, v in tensors.items() if k not in ("fc.weight", "fc.bias")}
+    elif fmt == "swav":
+        tensors = _strip("module.", state_dict) if all(k.startswith("module.") for k in state_dict) else dict(state_dict)
+        ignored = sorted(k for k in tensors if k.startswith("prototypes"))
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("prototypes")}
+        head_keys = {"hidden": "projection_head.0", "bn": "projection_head.1", "out": "projection_head.3"}
+    elif fmt == "torchvision":
+        tensors = _strip("module.", state_dict) if all(k.startswith("module.") for k in state_dict) else dict(state_dict)
+        ignored, head_keys = [], {}
+    else:
+        raise ValueError(f"Unknown checkpoint format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    head_prefixes = tuple(p + "." for p in head_keys.values())
+    head = {k: v for k, v in tensors.items() if k.startswith(head_prefixes)}
+    backbone = {k: v for k, v in tensors.items() if not k.startswith(head_prefixes)}
+    ignored += [k for k in backbone if k.endswith("num_batches_tracked")] + [
+        k for k in head if k.endswith("num_batches_tracked")
+    ]
+    backbone = {k: v for k, v in backbone.items() if not k.endswith("num_batches_tracked")}
+    projector = {}
+    for flax_name, torch_name in head_keys.items():
+        for leaf in ("weight", "bias", "running_mean", "running_var"):
+            key = f"{torch_name}.{leaf}"
+            if key in head:
+                projector[(flax_name, leaf)] = head[key]
+    if head and head_keys and not ("hidden", "weight") in projector:
+        raise ValueError(f"Unrecognised {fmt} projection head keys {sorted(head)[:6]}; expected {head_keys}.")
+    return backbone, projector, ignored
+
+
+_PARAM_LEAVES = {"kernel": "weight", "bias": "bias", "scale": "weight"}
+_STAT_LEAVES = {"mean": "running_mean", "var": "running_var"}
+
+
+def _torch_layout(flax_leaf: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The permutation that takes a torch tensor to this Flax leaf (None: as is)."""
+    if flax_leaf == "kernel" and len(shape) == 4:
+        return (2, 3, 1, 0)  # (O, I, H, W) -> (H, W, I, O)
+    if flax_leaf == "kernel" and len(shape) == 2:
+        return (1, 0)  # (O, I) -> (I, O)
+    return None
+
+
+def _fill(template: Mapping[str, Any], torch_name, tensors: Mapping[str, Any], path=()) -> tuple[dict, list, list]:
+    """Fill a Flax variable tree of ShapeDtypeStructs from torch tensors.
+
+    Returns (tree, missing torch keys, mis-shaped descriptions); used torch keys are popped from
+    ``tensors``.
+    """
+    tree, missing, misshaped = {}, [], []
+    for key, value in template.items():
+        if isinstance(value, Mapping):
+            tree[key], sub_missing, sub_misshaped = _fill(value, torch_name, tensors, path + (key,))
+            missing += sub_missing
+            misshaped += sub_misshaped
+            continue
+        torch_leaf = {**_PARAM_LEAVES, **_STAT_LEAVES}.get(key)
+        if torch_leaf is None:
+            raise ValueError(f"Flax leaf {'/'.join(path + (key,))} has no torch equivalent in the converter.")
+        torch_key = f"{torch_name(path)}.{torch_leaf}"
+        if torch_key not in tensors:
+            missing.append(torch_key)
+            continue
+        array = _to_numpy(tensors.pop(torch_key))
+        torch_shape = tuple(array.shape)
+        permutation = _torch_layout(key, tuple(value.shape))
+        if permutation is not None and array.ndim == len(permutation):
+            array = np.transpose(array, permutation)
+        if tuple(array.shape) != tuple(value.shape):
+            misshaped.append(f"{torch_key}: torch {torch_shape}, Flax {tuple(value.shape)}")
+            continue
+        tree[key] = np.array(array, dtype=np.float32, copy=True)  # never alias torch memory
+    return tree, missing, misshaped
+
+
+def _classifier_classes(arch: str, overrides: Mapping[str, Any], tensors: Mapping[str, Any]) -> int:
+    """Classes of the classifier stored in ``tensors`` (0 if none): the torch tensor that maps to
+    the one kernel of width 1 when the model is built with num_classes=1."""
+    spec = {"arch": arch, "overrides": {**overrides, "num_classes": 1}, "projector": None}
+    shapes = heads.encoder_variable_shapes(spec)["params"]["backbone"]
+    torch_name = models.model_family(arch).torch_module_name
+
+    def output_layers(tree, path=()):
+        for key, value in tree.items():
+            if isinstance(value, Mapping):
+                yield from output_layers(value, path + (key,))
+            elif key == "kernel" and value.ndim == 2 and value.shape[-1] == 1:
+                yield f"{torch_name(path)}.weight"
+
+    for key in output_layers(shapes):
+        if key in tensors:
+            return int(_to_numpy(tensors[key]).shape[0])
+    return 0
+
+
+def convert_checkpoint(
+    checkpoint: Mapping[str, Any], arch: str, fmt: str = "auto", **overrides: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(spec without 'source', variables) for a PyTorch checkpoint; see ``convert``."""
+    state_dict = unwrap(checkpoint)
+    if fmt == "auto":
+        fmt = detect_format(state_dict)
+    backbone_tensors, projector_tensors, ignored = _split(state_dict, fmt)
+    if "num_classes" not in overrides:
+        overrides["num_classes"] = _classifier_classes(arch, overrides, backbone_tensors) if fmt == "torchvision" else 0
+    projector = None
+    if projector_tensors:
+        hidden = _to_numpy(projector_tensors[("hidden", "weight")]).shape[0]
+        out = _to_numpy(projector_tensors[("out", "weight")]).shape[0] if ("out", "weight") in projector_tensors else 0
+        projector = {"hidden": int(hidden), "dim": int(out), "bn": ("bn", "weight") in projector_tensors}
+    spec = {"arch": arch, "overrides": dict(overrides), "projector": projector}
+    models.get_model(arch, **overrides)  # unknown arch / fields -> ValueError before any work
+    shapes = heads.encoder_variable_shapes(spec)
+    family = models.model_family(arch)
+
+    # Backbone: every Flax leaf from its torch tensor.
+    remaining = dict(backbone_tensors)
+    variables: dict[str, dict[str, Any]] = {"params": {}, "batch_stats": {}}
+    missing, misshaped = [], []
+    for collection in ("params", "batch_stats"):
+        if "backbone" in shapes[collection]:
+            tree, m, s = _fill(shapes[collection]["backbone"], family.torch_module_name, remaining)
+            variables[collection]["backbone"] = tree
+            missing += m
+            misshaped += s
+    unexpected = sorted(remaining)
+    if projector is not None:
+        head_tensors = {f"{name}.{leaf}": value for (name, leaf), value in projector_tensors.items()}
+        for collection in ("params", "batch_stats"):
+            if "projector" in shapes[collection]:
+                tree, m, s = _fill(shapes[collection]["projector"], lambda path: ".".join(path), head_tensors)
+                variables[collection]["projector"] = tree
+                missing += [f"projector {key}" for key in m]
+                misshaped += [f"projector {key}" for key in s]
+        unexpected += [f"projector {key}" for key in sorted(head_tensors)]
+    if missing or unexpected or misshaped:
+        raise ValueError(
+            f"The {fmt} checkpoint does not fit {arch!r} with overrides {overrides}: "
+            f"missing {missing[:5]} ({len(missing)} in all), unexpected {unexpected[:5]} ({len(unexpected)}), "
+            f"mis-shaped {misshaped[:5]} ({len(misshaped)}). Check --arch and the model overrides "
+            "(e.g. cifar_stem, width_multiplier, use_bn)."
+        )
+    if ignored:
+        logging.info("import_torch: ignored %d keys, e.g. %s", len(ignored), ignored[:5])
+    return spec, variables
+
+
+def convert(state_dict: Mapping[str, Any], arch: str, fmt: str = "auto", **overrides: Any) -> dict[str, Any]:
+    """Flax variables (float32 numpy, the Encoder layout ``{'params': {'backbone', 'projector'?},
+    'batch_stats': {...}}``) for a PyTorch checkpoint dict (numpy arrays or tensors, possibly
+    wrapped). ``fmt``: 'auto', 'torchvision', 'mocov2' or 'swav'. ``overrides`` are model fields
+    (e.g. cifar_stem=True, use_bn=False); a torchvision classifier sets num_classes unless given.
+    A checkpoint that does not fit raises ValueError listing missing, unexpected and mis-shaped
+    keys."""
+    return convert_checkpoint(state_dict, arch, fmt, **overrides)[1]
+
+
+def load_torch_file(path: str, trust_pickle: bool = False) -> Mapping[str, Any]:
+    """Read a .pth/.pth.tar file with torch (weights only unless ``trust_pickle``)."""
+    import torch  # only the file loader needs torch
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No PyTorch checkpoint at {path}.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except Exception as error:  # torch raises UnpicklingError subclasses with long messages
+        if trust_pickle:
+            raise
+        raise ValueError(
+            f"torch.load(weights_only=True) refused {path}: {str(error).splitlines()[0]} If you trust the "
+            "file, rerun with --trust_pickle."
+        ) from None
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--override expects KEY=VALUE (VALUE as JSON); got {text!r}.")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a bare string such as dtype=bfloat16
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m rekd_jax.tools.import_torch", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--arch", required=True, help=f"model name: {', '.join(models.list_models())}")
+    parser.add_argument("--src", required=True, help="PyTorch checkpoint file (.pth, .pth.tar)")
+    parser.add_argument("--dst", required=True, help="output encoder checkpoint directory")
+    parser.add_argument("--format", default="auto", choices=FORMATS)
+    parser.add_argument(
+        "--override", action="append", default=[], type=_parse_override, metavar="KEY=VALUE",
+        help="model field override, VALUE as JSON (e.g. cifar_stem=true, use_bn=false); repeatable",
+    )
+    parser.add_argument("--trust_pickle", action="store_true", help="allow torch.load(weights_only=False)")
+    args = parser.parse_args(argv)
+    checkpoint = load_torch_file(args.src, args.trust_pickle)
+    fmt = detect_format(unwrap(checkpoint)) if args.format == "auto" else args.format
+    spec, variables = convert_checkpoint(checkpoint, args.arch, fmt, **dict(args.override))
+    spec["source"] = f"import_torch:{fmt}:{os.path.abspath(args.src)}"
+    io.save_encoder(args.dst, spec, variables)
+    print(
+        f"Wrote encoder checkpoint {args.dst}: arch={args.arch} overrides={spec['overrides']} "
+        f"projector={spec['projector']} (format {fmt})"
+    )
+
+
+if __name__ == "__main__":
+    main()
