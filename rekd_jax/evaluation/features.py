@@ -1,0 +1,158 @@
+"""Frozen backbone features: load an encoder checkpoint, extract features over a whole split
+(padded + masked batches, pmap over local devices), cache them as npz in the workdir.
+
+The backbone always runs with BatchNorm in eval mode (train=False): the probes never change
+it. Feature functions map (variables, float images (b, H, W, 3)) -> {name: (b, ...) float32}:
+`pooled_features` gives {'features': global-pooled backbone output}, `conv_features` gives the
+AlexNet conv maps adaptive-max-pooled per layer (rekd_jax.evaluation.conv_probe).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from rekd_jax.models import get_model
+from rekd_jax.models import io as model_io
+
+FeatureFn = Callable[[Any, jax.Array], dict]
+
+
+class Backbone(NamedTuple):
+    """A frozen backbone: the Flax module (num_classes=0), its variables, the checkpoint spec."""
+    module: Any
+    variables: dict
+    spec: dict
+
+
+def load_backbone(checkpoint: str, **overrides: Any) -> Backbone:
+    """The backbone of an encoder checkpoint directory (ours or imported from PyTorch).
+
+    `overrides` update the spec's model fields (e.g. dtype='bfloat16', bn_axis_name='batch').
+    Raises FileNotFoundError saying how to produce a checkpoint when there is none.
+    """
+    if not checkpoint:
+        raise FileNotFoundError("config.checkpoint is empty: set it to an encoder directory. "
+                                + model_io.HOW_TO_PRODUCE)
+    spec, variables = model_io.load_encoder(checkpoint)
+    module = get_model(spec["arch"], **{**spec["overrides"], **overrides, "num_classes": 0})
+    backbone_vars = {"params": variables["params"]["backbone"]}
+    stats = variables.get("batch_stats", {}) or {}
+    if stats.get("backbone"):
+        backbone_vars["batch_stats"] = stats["backbone"]
+    return Backbone(module=module, variables=backbone_vars, spec=dict(spec))
+
+
+def pooled_features(module) -> FeatureFn:
+    """{'features': global-pooled backbone features (float32)} with BatchNorm in eval mode."""
+    def fn(variables, images):
+        return {"features": module.apply(variables, images, train=False).astype(jnp.float32)}
+    return fn
+
+
+def feature_dims(feature_fn: FeatureFn, variables, image_size: int) -> dict[str, int]:
+    """Width of each named feature for `image_size` inputs (shape inference only)."""
+    images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    shapes = jax.eval_shape(feature_fn, variables, images)
+    return {name: int(np.prod(s.shape[1:])) for name, s in shapes.items()}
+
+
+def batch_images(batch: Mapping[str, Any]) -> Any:
+    """The per-device image input of a pipeline batch: uint8 images, or indices (resident mode)."""
+    if "image" in batch:
+        return batch["image"]
+    if "index" in batch:
+        return batch["index"]
+    raise ValueError(f"pipeline batch has neither 'image' nor 'index' (keys {sorted(batch)})")
+
+
+def images_on_device(x: jax.Array, resident: jax.Array | None) -> jax.Array:
+    """Inside pmap: uint8 images from either host images or indices into the resident copy."""
+    return x if resident is None else resident[x]
+
+
+def replicate_resident(pipeline) -> jax.Array | None:
+    """The pipeline's resident uint8 dataset, one copy per local device, laid out for pmap
+    (None in host mode). Each copy goes straight to its device (no stacked host/device copy)."""
+    images = getattr(pipeline, "resident_images", None)
+    if images is None:
+        return None
+    images = np.asarray(images)
+    devices = jax.local_devices()
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("devices",)),
+                                          jax.sharding.PartitionSpec("devices"))
+    shards = [jax.device_put(images[None], device) for device in devices]
+    return jax.make_array_from_single_device_arrays((len(devices),) + images.shape, sharding,
+                                                    shards)
+
+
+def extract_features(feature_fn: FeatureFn, variables: Any, batches: Iterable[Mapping],
+                     *, preprocess: Callable[[jax.Array], jax.Array],
+                     resident: jax.Array | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Features of every real (masked-in) example of `batches`, on the host.
+
+    Args:
+      feature_fn: (variables, float images) -> {name: (b, ...)} per device.
+      variables: unreplicated backbone variables (replicated here once).
+      batches: pipeline batches {'image' | 'index', 'label', 'mask'?} shaped (D, b, ...);
+        without 'mask' every row is real.
+      preprocess: uint8 (b, H, W, 3) -> float images (e.g. augment.eval_view with its config).
+      resident: replicated uint8 dataset when batches carry indices (resident mode).
+    Returns:
+      ({name: (n, ...) float32}, labels (n,) int32) in batch order, padding removed.
+    """
+    replicated = flax.jax_utils.replicate(variables)
+
+    def device_fn(variables, x, resident):
+        return feature_fn(variables, preprocess(images_on_device(x, resident)))
+
+    mapped = jax.pmap(device_fn)
+    chunks: dict[str, list] = {}
+    labels = []
+    for batch in batches:
+        out = mapped(replicated, batch_images(batch), resident)
+        out = jax.device_get(out)
+        mask = np.asarray(batch.get("mask", np.ones(np.shape(batch["label"]), bool))).reshape(-1)
+        for name, value in out.items():
+            value = np.asarray(value)
+            chunks.setdefault(name, []).append(value.reshape((-1,) + value.shape[2:])[mask])
+        labels.append(np.asarray(batch["label"]).reshape(-1)[mask])
+    if not labels:
+        raise ValueError("extract_features: the split produced no batches")
+    return ({name: np.concatenate(parts) for name, parts in chunks.items()},
+            np.concatenate(labels).astype(np.int32))
+
+
+def fingerprint(**fields: Any) -> str:
+    """A short stable hash of what determines a feature set (checkpoint, split, transform...)."""
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached_features(path: str, key: str, compute: Callable[[], tuple[dict, np.ndarray]]
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Load features from the npz at `path` if it was written for `key`, else compute and save.
+
+    The npz holds one array per feature name, 'label' and '__key__'. A stale file (another
+    checkpoint, split or transform) is recomputed and overwritten.
+    """
+    if os.path.exists(path):
+        with np.load(path) as data:
+            if str(data["__key__"]) == key:
+                logging.info("features: loaded %s", path)
+                return ({k: data[k] for k in data.files if k not in ("label", "__key__")},
+                        data["label"])
+        logging.info("features: %s was written for another setup; recomputing", path)
+    feats, labels = compute()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, __key__=np.array(key), label=labels, **feats)
+    os.replace(tmp, path)
+    return feats, labels

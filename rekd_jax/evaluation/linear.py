@@ -1,0 +1,367 @@
+"""Linear classifiers on frozen features: the probe engine of the linear and conv-layer protocols.
+
+A probe is a dict of heads, one linear layer per feature name ({'features': ...} for the linear
+protocol, {'conv1': ..., 'conv5': ...} for the AlexNet conv protocol); all heads train in one
+run on the same batches and their losses are summed (the features are frozen, so the heads do
+not interact). Two ways to feed it:
+
+* fast mode (`train_on_features`): features are extracted once without augmentation and kept
+  on the devices, each device holding its own shard; one pmapped call runs a whole epoch
+  (`lax.scan` over steps), so the probe trains in seconds.
+* image mode (`train_on_images`): the MoCo protocol proper; every step augments a batch of
+  uint8 images (RandomResizedCrop + flip), runs the frozen backbone (BatchNorm in eval mode) and
+  updates the heads.
+
+Both checkpoint after every epoch with `training.checkpoint.Checkpointer` (probe state + epoch
++ data-iterator state) and resume from the latest checkpoint when rerun.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from rekd_jax.evaluation import features as features_lib
+from rekd_jax.evaluation import scoring
+
+AXIS = "batch"
+
+
+@flax.struct.dataclass
+class ProbeState:
+    """Everything that changes while a probe trains (a pytree: checkpointed as is)."""
+    params: Any
+    opt_state: Any
+    step: jax.Array
+
+
+def init_heads(rng: jax.Array, feature_dims: Mapping[str, int], num_classes: int,
+               init_std: float = 0.01) -> dict:
+    """One linear layer per feature name: kernel ~ N(0, init_std^2), zero bias (MoCo's init)."""
+    keys = jax.random.split(rng, len(feature_dims))
+    return {name: {"kernel": init_std * jax.random.normal(key, (dim, num_classes), jnp.float32),
+                   "bias": jnp.zeros((num_classes,), jnp.float32)}
+            for key, (name, dim) in zip(keys, sorted(feature_dims.items()))}
+
+
+def head_logits(params: Mapping, features: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Logits of every head on its (flattened) features."""
+    out = {}
+    for name, head in params.items():
+        x = features[name].reshape(features[name].shape[0], -1).astype(jnp.float32)
+        out[name] = x @ head["kernel"] + head["bias"]
+    return out
+
+
+def masked_loss(params: Mapping, features: Mapping, labels: jax.Array, mask: jax.Array,
+                denominator: jax.Array) -> tuple[jax.Array, dict]:
+    """Sum over heads of the cross-entropy summed over masked-in rows / `denominator`.
+
+    With `denominator` = the number of real rows in the *global* batch and gradients summed
+    across devices, every real example weighs the same and padding weighs nothing.
+    """
+    mask = mask.astype(jnp.float32)
+    total = 0.0
+    per_head = {}
+    for name, logits in head_logits(params, features).items():
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        per_head[name] = jnp.sum(ce * mask) / denominator
+        total = total + per_head[name]
+    return total, per_head
+
+
+def learning_rate_schedule(block, steps_per_epoch: int,
+                           learning_rate: float | None = None) -> optax.Schedule:
+    """The schedule a protocol block asks for, in optimizer steps.
+
+    block.schedule: 'cosine' (to 0 over block.epochs), 'step' (times block.decay_factor at each
+    of block.milestones, in epochs) or 'constant'; optional linear warm-up of
+    block.warmup_epochs.
+    """
+    lr = float(block.learning_rate if learning_rate is None else learning_rate)
+    total = max(1, int(block.epochs) * steps_per_epoch)
+    warmup = int(round(float(block.get("warmup_epochs", 0)) * steps_per_epoch))
+    if block.schedule == "cosine":
+        main = optax.cosine_decay_schedule(lr, max(1, total - warmup))
+    elif block.schedule == "step":
+        main = optax.piecewise_constant_schedule(
+            lr, {int(m) * steps_per_epoch - warmup: float(block.decay_factor)
+                 for m in block.milestones})
+    elif block.schedule == "constant":
+        main = optax.constant_schedule(lr)
+    else:
+        raise ValueError(f"schedule={block.schedule!r}: use 'cosine', 'step' or 'constant'")
+    if warmup <= 0:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+
+
+def sgd(block, steps_per_epoch: int, learning_rate: float | None = None
+        ) -> optax.GradientTransformation:
+    """PyTorch-style SGD: weight decay added to the gradient, then (Nesterov) momentum."""
+    schedule = learning_rate_schedule(block, steps_per_epoch, learning_rate)
+    parts = []
+    if float(block.weight_decay) > 0:
+        parts.append(optax.add_decayed_weights(float(block.weight_decay)))
+    parts.append(optax.sgd(schedule, momentum=float(block.momentum) or None,
+                           nesterov=bool(block.nesterov)))
+    return optax.chain(*parts)
+
+
+def init_state(params: Any, tx: optax.GradientTransformation) -> ProbeState:
+    return ProbeState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32))
+
+
+def apply_gradients(state: ProbeState, grads: Any, tx: optax.GradientTransformation
+                    ) -> ProbeState:
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return ProbeState(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
+                      step=state.step + 1)
+
+
+# --------------------------------------------------------------------------- epoch loop
+
+
+class EpochLoop:
+    """Resumable epoch loop over a device-replicated state: restore, run, checkpoint, log.
+
+    `run_epoch(state, epoch) -> (state, metrics)` receives and returns the replicated state.
+    Checkpoints hold the unreplicated state plus {'epoch', 'data', 'signature'}: 'data' is the
+    data-iterator state from `data_state()` (None when the data order derives from the epoch),
+    'signature' a JSON-able description of the run (protocol block, checkpoint, dataset...); a
+    checkpoint written under another signature is refused rather than silently continued.
+    """
+
+    def __init__(self, checkpointer, writer, *, num_epochs: int, every_epochs: int = 1,
+                 name: str = "probe", signature: Mapping[str, Any] | None = None):
+        self.checkpointer = checkpointer
+        self.writer = writer
+        self.num_epochs = int(num_epochs)
+        self.every_epochs = max(1, int(every_epochs))
+        self.name = name
+        self.signature = json.loads(json.dumps(dict(signature or {}), default=str))
+
+    def run(self, state: Any, run_epoch: Callable[[Any, int], tuple[Any, dict]], *,
+            data_state: Callable[[], dict] | None = None,
+            set_data_state: Callable[[dict], None] | None = None) -> Any:
+        """Run from the latest checkpoint (or epoch 0) to num_epochs; returns the final state."""
+        start = 0
+        if self.checkpointer is not None and self.checkpointer.latest_step() is not None:
+            target = jax.device_get(flax.jax_utils.unreplicate(state))
+            restored, extra = self.checkpointer.restore(target)
+            self._check_signature(extra.get("signature") or {})
+            state = flax.jax_utils.replicate(restored)
+            start = int(extra["epoch"])
+            if set_data_state is not None and extra.get("data") is not None:
+                set_data_state(extra["data"])
+            logging.info("%s: resumed after epoch %d of %d", self.name, start, self.num_epochs)
+        for epoch in range(start, self.num_epochs):
+            t0 = time.time()
+            state, metrics = run_epoch(state, epoch)
+            loss = metrics.get("train_loss")
+            if loss is not None and not np.isfinite(loss):
+                raise FloatingPointError(
+                    f"{self.name}: the training loss is {loss} after epoch {epoch + 1}; lower "
+                    f"{self.name}.learning_rate (lr 30 suits MoCo-scale features; features "
+                    "with a larger norm need less)")
+            metrics = {f"{self.name}/{k}": float(v) for k, v in metrics.items()}
+            metrics[f"{self.name}/epoch_seconds"] = time.time() - t0
+            if self.writer is not None:
+                self.writer.write_scalars(epoch + 1, metrics)
+            done = epoch + 1
+            if self.checkpointer is not None and (done % self.every_epochs == 0
+                                                  or done == self.num_epochs):
+                host = jax.device_get(flax.jax_utils.unreplicate(state))
+                self.checkpointer.save(done, host, {
+                    "epoch": done, "data": data_state() if data_state else None,
+                    "signature": self.signature})
+        if self.checkpointer is not None:
+            self.checkpointer.wait()
+        return state
+
+    def _check_signature(self, saved: Mapping[str, Any]) -> None:
+        differ = sorted(k for k in set(saved) | set(self.signature)
+                        if saved.get(k) != self.signature.get(k))
+        if differ:
+            details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {self.signature.get(k)!r}"
+                                for k in differ)
+            raise ValueError(
+                f"{self.name}: the checkpoint in {self.checkpointer.directory} was written by a "
+                f"different run ({details}). Use a new --workdir, or rerun with the saved "
+                "settings to resume it.")
+
+
+# --------------------------------------------------------------------------- fast mode
+
+
+def shard_for_devices(arrays: Mapping[str, np.ndarray], num_devices: int
+                      ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Split rows into `num_devices` equal shards (D, n_d, ...), zero-padded, plus their mask."""
+    n = len(next(iter(arrays.values())))
+    per = max(1, -(-n // num_devices))
+    out = {}
+    for name, a in arrays.items():
+        padded = np.zeros((num_devices * per,) + a.shape[1:], a.dtype)
+        padded[:n] = a
+        out[name] = padded.reshape((num_devices, per) + a.shape[1:])
+    mask = np.zeros((num_devices * per,), bool)
+    mask[:n] = True
+    return out, mask.reshape(num_devices, per)
+
+
+def epoch_indices(mask: np.ndarray, steps: int, per_device_batch: int, seed: int, epoch: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled row indices and validity, each (D, steps, b), for one epoch of fast mode.
+
+    Every device visits each of its real rows exactly once, in an order seeded by (seed, epoch,
+    process); the remaining slots are marked invalid (they contribute nothing).
+    """
+    num_devices = mask.shape[0]
+    if int(mask.sum(axis=1).max()) > steps * per_device_batch:
+        raise ValueError("epoch_indices: steps * per_device_batch is smaller than a shard")
+    rng = np.random.default_rng([seed, epoch, jax.process_index()])
+    idx = np.zeros((num_devices, steps * per_device_batch), np.int32)
+    valid = np.zeros_like(idx, dtype=bool)
+    for d in range(num_devices):
+        perm = rng.permutation(np.flatnonzero(mask[d]))
+        idx[d, :len(perm)] = perm
+        valid[d, :len(perm)] = True
+    shape = (num_devices, steps, per_device_batch)
+    return idx.reshape(shape), valid.reshape(shape)
+
+
+def train_on_features(features: Mapping[str, np.ndarray], labels: np.ndarray, *,
+                      num_classes: int, block, batch_size: int, seed: int,
+                      checkpointer=None, writer=None, checkpoint_every_epochs: int = 1,
+                      name: str = "probe",
+                      signature: Mapping[str, Any] | None = None) -> dict:
+    """Train one head per feature array on cached features (fast mode); returns host params.
+
+    Args:
+      features: {head name: (n, ...) host array} of this process's training examples.
+      labels: (n,) int labels.
+      num_classes: classifier width.
+      block: protocol config (epochs, learning_rate, schedule, milestones, decay_factor,
+        warmup_epochs, momentum, nesterov, weight_decay, init_std).
+      batch_size: global batch size (a multiple of jax.device_count()).
+      seed: head initialisation and per-epoch shuffling.
+      checkpointer / writer: `training.checkpoint.Checkpointer` / `training.logging` writer
+        (None: no checkpoints / logs).
+      signature: what identifies the run; resuming a checkpoint of another run is refused.
+    """
+    num_devices = jax.local_device_count()
+    per_device = scoring.per_device_batch_size(batch_size, f"{name} batch_size")
+    n = len(labels)
+    if n == 0:
+        raise ValueError(f"{name}: no training features")
+    flat = {k: np.asarray(v, np.float32).reshape(n, -1) for k, v in features.items()}
+    shards, mask = shard_for_devices({**flat, "label": np.asarray(labels, np.int32)},
+                                     num_devices)
+    # Same number of steps on every device of every process (the gradient psum needs it).
+    rows_per_device = int(scoring.gather_rows(np.array([mask.shape[1]])).max())
+    steps = max(1, -(-rows_per_device // per_device))
+    tx = sgd(block, steps)
+    params = init_heads(jax.random.PRNGKey(seed), {k: v.shape[1] for k, v in flat.items()},
+                        num_classes, float(block.init_std))
+    state = flax.jax_utils.replicate(init_state(params, tx))
+    # Device-resident shards: a pmapped identity leaves shard d on local device d.
+    resident = jax.pmap(lambda x: x)({**shards, "mask": mask})
+    head_names = sorted(flat)
+
+    def device_epoch(state, data, idx, valid):
+        def step(state, inputs):
+            rows, ok = inputs
+            feats = {k: data[k][rows] for k in head_names}
+            batch_mask = data["mask"][rows] & ok
+            count = jax.lax.psum(jnp.sum(batch_mask.astype(jnp.float32)), AXIS)
+            (loss, _), grads = jax.value_and_grad(masked_loss, has_aux=True)(
+                state.params, feats, data["label"][rows], batch_mask, jnp.maximum(count, 1.0))
+            grads = jax.lax.psum(grads, AXIS)
+            return apply_gradients(state, grads, tx), jax.lax.psum(loss, AXIS)
+        state, losses = jax.lax.scan(step, state, (idx, valid))
+        return state, jnp.mean(losses)
+
+    epoch_fn = jax.pmap(device_epoch, axis_name=AXIS, donate_argnums=(0,))
+
+    def run_epoch(state, epoch):
+        idx, valid = epoch_indices(mask, steps, per_device, seed, epoch)
+        state, loss = epoch_fn(state, resident, idx, valid)
+        return state, {"train_loss": float(jax.device_get(loss)[0])}
+
+    loop = EpochLoop(checkpointer, writer, num_epochs=int(block.epochs),
+                     every_epochs=checkpoint_every_epochs, name=name, signature=signature)
+    state = loop.run(state, run_epoch)
+    return jax.device_get(flax.jax_utils.unreplicate(state)).params
+
+
+# --------------------------------------------------------------------------- image mode
+
+
+def train_on_images(feature_fn, variables: Any, pipeline, *, train_view: Callable,
+                    image_size: int, num_classes: int, block, seed: int,
+                    checkpointer=None, writer=None, checkpoint_every_epochs: int = 1,
+                    name: str = "probe", signature: Mapping[str, Any] | None = None) -> dict:
+    """Train one head per named feature of a frozen backbone on augmented images.
+
+    Args:
+      feature_fn: (variables, float images) -> {head name: (b, ...)}; BatchNorm in eval mode.
+      variables: unreplicated frozen backbone variables.
+      pipeline: training `rekd_jax.data.pipeline` (shuffled; get_state / set_state for resume;
+        steps_per_epoch).
+      train_view: (rng, uint8 (b, H, W, 3)) -> float images (RandomResizedCrop + flip).
+      image_size: side of the training crops (for the head widths).
+      block: protocol config (epochs, learning_rate, schedule, ..., init_std).
+    Returns the trained head params (host).
+    """
+    steps = int(pipeline.steps_per_epoch)
+    if steps < 1:
+        raise ValueError(f"{name}: the training split gives no full batch; lower batch_size")
+    tx = sgd(block, steps)
+    dims = features_lib.feature_dims(feature_fn, variables, image_size)
+    params = init_heads(jax.random.PRNGKey(seed), dims, num_classes, float(block.init_std))
+    state = flax.jax_utils.replicate(init_state(params, tx))
+    frozen = flax.jax_utils.replicate(variables)
+    resident = features_lib.replicate_resident(pipeline)
+    base_key = jax.random.PRNGKey(seed + 1)
+
+    def device_step(state, frozen, x, labels, mask, resident):
+        # Per-step, per-device augmentation key: reproducible on resume (derived from the step).
+        key = jax.random.fold_in(jax.random.fold_in(base_key, state.step),
+                                 jax.lax.axis_index(AXIS))
+        images = train_view(key, features_lib.images_on_device(x, resident))
+        feats = jax.lax.stop_gradient(feature_fn(frozen, images))
+        count = jax.lax.psum(jnp.sum(mask.astype(jnp.float32)), AXIS)
+        (loss, _), grads = jax.value_and_grad(masked_loss, has_aux=True)(
+            state.params, feats, labels, mask, jnp.maximum(count, 1.0))
+        grads = jax.lax.psum(grads, AXIS)
+        return apply_gradients(state, grads, tx), jax.lax.psum(loss, AXIS)
+
+    step_fn = jax.pmap(device_step, axis_name=AXIS, donate_argnums=(0,))
+    iterator = None
+
+    def run_epoch(state, epoch):
+        nonlocal iterator
+        if iterator is None:  # created after a resume has restored the pipeline state
+            iterator = iter(pipeline)
+        losses = []
+        for _ in range(steps):
+            batch = next(iterator)
+            labels = batch["label"]
+            mask = batch.get("mask", np.ones(np.shape(labels), bool))
+            state, loss = step_fn(state, frozen, features_lib.batch_images(batch), labels, mask,
+                                  resident)
+            losses.append(loss)
+        return state, {"train_loss": float(np.mean(jax.device_get(losses), axis=0)[0])}
+
+    loop = EpochLoop(checkpointer, writer, num_epochs=int(block.epochs),
+                     every_epochs=checkpoint_every_epochs, name=name, signature=signature)
+    state = loop.run(state, run_epoch, data_state=pipeline.get_state,
+                     set_data_state=pipeline.set_state)
+    return jax.device_get(flax.jax_utils.unreplicate(state)).params
