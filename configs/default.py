@@ -1,0 +1,177 @@
+"""Default pre-training config: MoCo v2, ResNet-18, on the embedded rekd_shapes dataset.
+
+Every recipe config calls this get_config() and changes fields (inheritance by calling, as in
+the Flax ImageNet example). Fields:
+
+  mode                 'pretrain' (rekd_jax.app dispatches on it)
+  method               'mocov2' | 'seed' | 'rekd'
+  rng_seed             seeds initialisation, augmentation and the data order
+  data                 rekd_jax.data.pipeline.default_data_config()
+  student / teacher    arch, overrides (backbone fields, e.g. cifar_stem, width_multiplier),
+                       projector {hidden (0 = backbone width), dim, bn}; teacher.checkpoint is the
+                       encoder directory of an offline teacher (SEED, ReKD offline)
+  mocov2 / seed / rekd the method blocks (rekd_jax.methods.<m>.default_config()); for ReKD with an
+                       online teacher, `mocov2` configures the teacher's own MoCo v2 loss
+  global_batch_size, num_epochs, num_train_steps (> 0 overrides num_epochs)
+  optimizer            SGD: lr = base_learning_rate * batch / lr_scaling_batch, momentum,
+                       weight_decay, exclude_bn_and_bias_from_weight_decay, nesterov,
+                       warmup_epochs, then cosine decay to 0
+  ema_momentum         m of the momentum (key) encoders
+  key_bn_splits        shuffle-BN groups of the key encoders over the global batch (0 = auto:
+                       one per device, at least 8: MoCo's SplitBN on few devices)
+  dtype                compute dtype 'float32' | 'bfloat16' (parameters stay float32)
+  log_every_steps, checkpoint_every_steps, keep_checkpoints, async_checkpointing
+  knn_monitor          every_epochs (0 = off), k, temperature, train_examples / test_examples
+                       (0 = whole split), batch_size
+  distributed          enabled, coordinator_address, num_processes, process_id,
+                       cpu_collectives ('gloo' for multi-process CPU runs)
+  tensorboard          'auto' | 'on' | 'off' (clu writers need TensorFlow)
+
+Command: python main.py --config=configs/default.py --workdir=/tmp/default
+Hardware / time: one GPU; 200 epochs of the 10,000-image rekd_shapes set at batch 256 is 7,800
+steps of a CIFAR-stem ResNet-18 (an estimate: well under an hour on one H100; not measured).
+Laptop CPU: --config=configs/default.py:runlocal (8 steps on rekd_shapes/tiny, about a minute).
+Expected result: none claimed; this is the base the recipe configs change, not a recipe.
+"""
+import ml_collections
+
+from rekd_jax.data import pipeline
+from rekd_jax.methods import mocov2, rekd, seed
+
+
+def encoder_block(arch: str, **overrides) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict({
+        "arch": arch,
+        "overrides": dict(overrides),
+        "projector": {"hidden": 0, "dim": 128, "bn": False},
+    })
+
+
+def get_config(arg=None):
+    config = ml_collections.ConfigDict()
+    config.mode = "pretrain"
+    config.method = "mocov2"
+    config.rng_seed = 0
+    config.data = pipeline.default_data_config()
+    config.student = encoder_block("resnet18", cifar_stem=True)
+    config.teacher = encoder_block("resnet50")
+    config.teacher.checkpoint = ""
+    config.mocov2 = mocov2.default_config()
+    config.seed = seed.default_config()
+    config.rekd = rekd.default_config()
+    config.mocov2.queue_size = 4096
+    config.seed.queue_size = 4096
+    config.rekd.queue_size = 4096
+    config.global_batch_size = 256
+    config.num_epochs = 200
+    config.num_train_steps = 0
+    config.optimizer = ml_collections.ConfigDict({
+        "base_learning_rate": 0.03,
+        "lr_scaling_batch": 256,
+        "momentum": 0.9,
+        "nesterov": False,
+        "weight_decay": 1e-4,
+        "exclude_bn_and_bias_from_weight_decay": False,
+        "warmup_epochs": 0,
+    })
+    config.ema_momentum = 0.99
+    config.key_bn_splits = 0
+    config.dtype = "float32"
+    config.log_every_steps = 50
+    config.checkpoint_every_steps = 1000
+    config.keep_checkpoints = 3
+    config.async_checkpointing = True
+    config.knn_monitor = ml_collections.ConfigDict({
+        "every_epochs": 10, "k": 200, "temperature": 0.1,
+        "train_examples": 0, "test_examples": 0, "batch_size": 256,
+    })
+    config.distributed = ml_collections.ConfigDict({
+        "enabled": False, "coordinator_address": "", "num_processes": 1, "process_id": 0,
+        "cpu_collectives": "gloo",
+    })
+    config.tensorboard = "auto"
+    return apply_variants(config, arg, {"runlocal": runlocal}, "configs/default.py")
+
+
+def set_queue_size(config: ml_collections.ConfigDict, size: int) -> None:
+    for block in ("mocov2", "seed", "rekd"):
+        config[block].queue_size = size
+
+
+def imagenet(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """ImageNet-1k at 224 px with the MoCo v2 recipe of method.md (200 epochs, batch 256,
+    lr 0.03 x batch/256 cosine, wd 1e-4, K 65536, m 0.999, blur on)."""
+    config.data.update(dataset="imagenet2012", train_split="train", eval_split="validation",
+                       image_size=224, eval_resize=256, host_size=256, resident="off")
+    config.data.augment.blur_prob = 0.5
+    config.global_batch_size = 256
+    config.num_epochs = 200
+    config.optimizer.base_learning_rate = 0.03
+    config.optimizer.weight_decay = 1e-4
+    config.ema_momentum = 0.999
+    set_queue_size(config, 65536)
+    config.rekd.num_prototypes = 1000
+    config.dtype = "bfloat16"
+    config.log_every_steps = 100
+    config.checkpoint_every_steps = 2500
+    config.knn_monitor.update(every_epochs=10, train_examples=50000, test_examples=10000)
+    config.student.overrides = {}
+    config.teacher.overrides = {}
+    return config
+
+
+def cifar10(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """CIFAR-10 scale-down of method.md: 32 px, CIFAR stems, batch 512, lr 0.06 x batch/256,
+    K 4096, m 0.99, no blur, 200 epochs."""
+    config.data.update(dataset="cifar10", train_split="train", eval_split="test",
+                       image_size=32, eval_resize=32, host_size=0)
+    config.data.augment.blur_prob = 0.0
+    config.global_batch_size = 512
+    config.num_epochs = 200
+    config.optimizer.base_learning_rate = 0.06
+    config.optimizer.weight_decay = 5e-4
+    config.ema_momentum = 0.99
+    set_queue_size(config, 4096)
+    config.rekd.num_prototypes = 100
+    config.knn_monitor.update(every_epochs=10, train_examples=0, test_examples=0)
+    config.student.overrides = {"cifar_stem": True}
+    config.teacher.overrides = {"cifar_stem": True}
+    return config
+
+
+def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks any config to a laptop-CPU smoke run on rekd_shapes/tiny (about a minute):
+    16 px views, a quarter-width student/teacher where the family allows, 8 steps."""
+    config.data.update(dataset="rekd_shapes/tiny", train_split="train", eval_split="test",
+                       image_size=16, eval_resize=16, host_size=0, resident="auto",
+                       num_workers=2)
+    config.data.augment.blur_prob = 0.0
+    for part in (config.student, config.teacher):
+        overrides = part.overrides.to_dict()
+        overrides["cifar_stem"] = True
+        if part.arch.startswith("resnet"):
+            overrides["width_multiplier"] = 0.125
+        part.overrides = overrides
+    config.global_batch_size = 32
+    set_queue_size(config, 128)
+    config.rekd.num_prototypes = 10
+    config.num_train_steps = 8
+    config.optimizer.warmup_epochs = 0
+    config.log_every_steps = 4
+    config.checkpoint_every_steps = 4
+    config.knn_monitor.update(every_epochs=0)
+    config.key_bn_splits = 0
+    config.dtype = "float32"
+    return config
+
+
+def apply_variants(config: ml_collections.ConfigDict, arg: str | None, known: dict,
+                   file: str) -> ml_collections.ConfigDict:
+    """Applies comma-separated variants (e.g. 'offline,runlocal'); runlocal always last."""
+    names = [a for a in (arg or "").split(",") if a]
+    for name in sorted(names, key=lambda n: n == "runlocal"):
+        if name not in known:
+            raise ValueError(f"{file}: unknown variant {name!r}; use one of {sorted(known)} "
+                             "(comma-separated)")
+        known[name](config)
+    return config

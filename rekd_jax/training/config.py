@@ -1,0 +1,182 @@
+"""Validation of pre-training and quick-start configs: runs before anything compiles.
+
+`validate(config)` raises ValueError naming the bad field and the fix. It checks the method and
+its block (rekd_jax.methods.<method>.validate_config), the architectures, the batch / device /
+queue arithmetic, the optimiser and schedule fields, the offline teacher's checkpoint, the kNN
+monitor and the distributed block. Device counts are only queried when jax.distributed is off
+(querying devices first would make jax.distributed.initialize fail); with it on, the same checks
+run in `check_devices` right after initialisation.
+"""
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+METHODS = ("mocov2", "seed", "rekd")
+DTYPES = ("float32", "bfloat16")
+
+TEACHER_HOWTO = (
+    "get a teacher encoder with `python main.py --config=configs/teacher_resnet50.py "
+    "--workdir=WD` (it writes WD/encoders/student; for CIFAR-10 use configs/cifar10_teacher.py) "
+    "or import a PyTorch checkpoint with `python -m rekd_jax.tools.import_torch`, then set "
+    "--config.teacher.checkpoint to that encoder directory")
+
+
+def _fail(field: str, problem: str, fix: str) -> None:
+    raise ValueError(f"config.{field}: {problem}; {fix}.")
+
+
+def _require(config, fields) -> None:
+    for field in fields:
+        if field not in config:
+            _fail(field, "missing", "start from configs/default.py's get_config()")
+
+
+def _check_arch(field: str, part) -> None:
+    from rekd_jax import models
+    from rekd_jax.training import state as state_lib
+    overrides = state_lib.backbone_overrides(part.overrides)
+    try:
+        models.get_model(part.arch, **dict(overrides, num_classes=0))
+    except (ValueError, TypeError) as e:
+        _fail(f"{field}.arch", f"{part.arch!r} with overrides {overrides} is not a valid model "
+              f"({e})", f"choose one of {models.list_models()}")
+    for name in ("dim",):
+        if int(part.projector[name]) < 1:
+            _fail(f"{field}.projector.{name}", f"must be >= 1, got {part.projector[name]}",
+                  "use e.g. 128")
+    if int(part.projector.hidden) < 0:
+        _fail(f"{field}.projector.hidden", f"must be >= 0, got {part.projector.hidden}",
+              "use 0 for the backbone's feature width")
+
+
+def check_teacher_checkpoint(config) -> None:
+    """The offline teacher's encoder directory must exist."""
+    path = config.teacher.checkpoint
+    if not path:
+        _fail("teacher.checkpoint", f"is empty but method {config.method!r} needs an offline "
+              "teacher", TEACHER_HOWTO)
+    from rekd_jax.models import io as model_io
+    if not os.path.isfile(os.path.join(path, model_io.SPEC_FILE)):
+        _fail("teacher.checkpoint", f"{path!r} holds no encoder checkpoint (no "
+              f"{model_io.SPEC_FILE})", TEACHER_HOWTO)
+
+
+def check_devices(config, num_devices: int) -> None:
+    """Batch and shuffle-BN arithmetic for `num_devices` devices in total."""
+    from rekd_jax.training import step as step_lib
+    batch = config.global_batch_size
+    if batch % num_devices:
+        lower = max(num_devices, batch // num_devices * num_devices)
+        _fail("global_batch_size", f"{batch} is not divisible by the {num_devices} devices",
+              f"use a multiple of {num_devices}, e.g. {lower}")
+    splits = step_lib.key_bn_splits(config, num_devices)
+    if splits % num_devices:
+        _fail("key_bn_splits", f"{splits} is not a multiple of the {num_devices} devices",
+              f"use 0 (auto) or a multiple of {num_devices}")
+    if batch % splits:
+        _fail("key_bn_splits", f"the global batch {batch} does not split into {splits} "
+              "shuffle-BN groups", f"use 0 (auto) or a divisor of {batch}")
+
+
+def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: bool = True,
+                      devices: bool = True) -> None:
+    """Checks one pre-training config. `teacher_checkpoint=False` skips the existence check of
+    an offline teacher that an earlier stage (the quick start's teacher run) will produce."""
+    _require(config, ("method", "student", "teacher", "data", "global_batch_size", "num_epochs",
+                      "num_train_steps", "optimizer", "ema_momentum", "key_bn_splits", "dtype",
+                      "rng_seed", "log_every_steps", "checkpoint_every_steps",
+                      "keep_checkpoints", "knn_monitor", "distributed", "tensorboard"))
+    if config.method not in METHODS:
+        _fail("method", f"{config.method!r} is unknown", f"choose one of {METHODS}")
+    _require(config, (config.method,))
+    batch = config.global_batch_size
+    if not isinstance(batch, int) or batch < 1:
+        _fail("global_batch_size", f"must be a positive integer, got {batch!r}", "use e.g. 256")
+    if config.key_bn_splits < 0:
+        _fail("key_bn_splits", f"must be >= 0, got {config.key_bn_splits}", "use 0 (auto)")
+    if devices and not config.distributed.enabled:
+        import jax
+        check_devices(config, jax.device_count())
+    from rekd_jax.training import state as state_lib
+    try:
+        state_lib.method_module(config.method).validate_config(config[config.method], batch)
+    except ValueError as e:
+        raise ValueError(f"config.{config.method}: {e}") from None
+    from rekd_jax.data import pipeline
+    pipeline.validate_data_config(config.data)
+    _check_arch("student", config.student)
+    mode = state_lib.teacher_mode(config)
+    if config.method == "rekd" and mode not in ("online", "offline"):
+        _fail("rekd.teacher", f"{mode!r} is unknown", "use 'online' or 'offline'")
+    if mode == "online":
+        _check_arch("teacher", config.teacher)
+        try:
+            state_lib.method_module("mocov2").validate_config(config.mocov2, batch)
+        except ValueError as e:
+            raise ValueError(f"config.mocov2 (the online teacher's MoCo v2 loss): {e}") from None
+    if mode == "offline" and teacher_checkpoint:
+        check_teacher_checkpoint(config)
+    if config.num_train_steps < 0 or (config.num_train_steps == 0 and config.num_epochs <= 0):
+        _fail("num_epochs", f"num_epochs={config.num_epochs}, num_train_steps="
+              f"{config.num_train_steps} give no training", "set num_epochs > 0 (or "
+              "num_train_steps > 0, which takes precedence)")
+    opt = config.optimizer
+    _require(opt, ())
+    for field in ("base_learning_rate", "lr_scaling_batch"):
+        if not opt[field] > 0:
+            _fail(f"optimizer.{field}", f"must be > 0, got {opt[field]}", "see configs/default.py")
+    if not 0 <= opt.momentum < 1:
+        _fail("optimizer.momentum", f"must be in [0, 1), got {opt.momentum}", "use 0.9")
+    if opt.weight_decay < 0:
+        _fail("optimizer.weight_decay", f"must be >= 0, got {opt.weight_decay}", "use 1e-4")
+    if opt.warmup_epochs < 0:
+        _fail("optimizer.warmup_epochs", f"must be >= 0, got {opt.warmup_epochs}", "use 0")
+    if not 0 <= config.ema_momentum < 1:
+        _fail("ema_momentum", f"must be in [0, 1), got {config.ema_momentum}",
+              "use 0.999 (ImageNet) or 0.99 (CIFAR)")
+    if config.dtype not in DTYPES:
+        _fail("dtype", f"{config.dtype!r} is not supported", f"choose one of {DTYPES}")
+    for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+        if not isinstance(config[field], int) or config[field] < 1:
+            _fail(field, f"must be a positive integer, got {config[field]!r}", "see default.py")
+    knn = config.knn_monitor
+    if knn.every_epochs < 0:
+        _fail("knn_monitor.every_epochs", f"must be >= 0, got {knn.every_epochs}", "0 disables")
+    if knn.every_epochs and (knn.k < 1 or not knn.temperature > 0 or knn.batch_size < 1):
+        _fail("knn_monitor", f"k={knn.k}, temperature={knn.temperature}, batch_size="
+              f"{knn.batch_size} are invalid", "use k=200, temperature=0.1, batch_size=256")
+    if config.tensorboard not in ("auto", "on", "off"):
+        _fail("tensorboard", f"{config.tensorboard!r} is unknown", "use 'auto', 'on' or 'off'")
+    dist = config.distributed
+    if dist.enabled:
+        if dist.num_processes < 1 or not 0 <= dist.process_id < dist.num_processes:
+            _fail("distributed", f"process_id={dist.process_id} of num_processes="
+                  f"{dist.num_processes} is invalid", "give 0 <= process_id < num_processes "
+                  "(or leave coordinator_address empty to let JAX detect a cluster)")
+
+
+def validate_quickstart(config: ml_collections.ConfigDict) -> None:
+    """Each stage of the quick start is a pre-training config; later stages get their teacher
+    from the teacher stage, so its checkpoint is not required to exist yet."""
+    _require(config, ("runs", "evaluation", "time_budget_minutes"))
+    if "teacher" not in config.runs:
+        _fail("runs.teacher", "missing", "the quick start trains its teacher first")
+    for name, run in config.runs.items():
+        try:
+            validate_pretrain(run, teacher_checkpoint=(name == "teacher"))
+        except ValueError as e:
+            raise ValueError(f"quick start run {name!r}: {e}") from None
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the field and the fix; dispatches on config.mode."""
+    mode = config.get("mode")
+    if mode == "pretrain":
+        validate_pretrain(config)
+    elif mode == "quickstart":
+        validate_quickstart(config)
+    else:
+        raise ValueError(f"config.mode={mode!r}: rekd_jax.training.config validates 'pretrain' "
+                         "and 'quickstart' configs")

@@ -1,0 +1,40 @@
+"""Learning-rate schedule (linear warmup + cosine) and SGD with momentum and weight decay.
+
+lr(step) = base_learning_rate * global_batch / lr_scaling_batch, reached linearly over the
+warmup steps, then cosine-decayed to 0 at the last step (MoCo v2 recipe: 0.03 x batch/256,
+cosine, no warmup). Weight decay is added to the gradient before momentum, as PyTorch's SGD does.
+"""
+from __future__ import annotations
+
+import jax
+import ml_collections
+import optax
+
+
+def peak_learning_rate(opt_cfg: ml_collections.ConfigDict, global_batch_size: int) -> float:
+    return opt_cfg.base_learning_rate * global_batch_size / opt_cfg.lr_scaling_batch
+
+
+def learning_rate_schedule(opt_cfg: ml_collections.ConfigDict, global_batch_size: int,
+                           total_steps: int, warmup_steps: int) -> optax.Schedule:
+    """Linear warmup from 0 over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
+    peak = peak_learning_rate(opt_cfg, global_batch_size)
+    cosine = optax.cosine_decay_schedule(peak, max(1, total_steps - warmup_steps))
+    if warmup_steps <= 0:
+        return cosine
+    warmup = optax.linear_schedule(0.0, peak, warmup_steps)
+    return optax.join_schedules([warmup, cosine], [warmup_steps])
+
+
+def weight_decay_mask(params):
+    """True for kernels; False for 1-D leaves (BatchNorm scale/bias and biases)."""
+    return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def create_optimizer(opt_cfg: ml_collections.ConfigDict,
+                     schedule: optax.Schedule) -> optax.GradientTransformation:
+    """SGD(momentum, nesterov) with weight decay added to the gradient (PyTorch-style)."""
+    mask = weight_decay_mask if opt_cfg.exclude_bn_and_bias_from_weight_decay else None
+    return optax.chain(
+        optax.add_decayed_weights(opt_cfg.weight_decay, mask=mask),
+        optax.sgd(schedule, momentum=opt_cfg.momentum or None, nesterov=opt_cfg.nesterov))

@@ -1,0 +1,257 @@
+"""The pre-training loop: data -> pmapped step -> logging, kNN monitor, checkpoints, encoders.
+
+`train_and_evaluate(config, workdir)` is what `python main.py --config=... --workdir=...` runs
+for mode 'pretrain'. Restarting the same command resumes from the newest complete checkpoint in
+WORKDIR/checkpoints (TrainState + data-iterator state), so a killed run continues exactly where
+its last checkpoint left it. Outputs in WORKDIR:
+
+  checkpoints/<step>/      Orbax: the whole TrainState and the data-iterator state
+  encoders/student/        the trained student (models.io format; evaluation reads it)
+  encoders/teacher/        the online teacher (ReKD with config.rekd.teacher='online')
+  metrics.jsonl            every logged scalar (plus TensorBoard files when TF is installed)
+
+Non-finite guard: every loss and gradient norm is checked on the host before each log line and
+before each checkpoint; a non-finite value stops training with FloatingPointError and nothing is
+saved, so the last good checkpoint stays the newest one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Iterator
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging as absl_logging
+
+from rekd_jax.data import augment, pipeline
+from rekd_jax.evaluation import features as features_lib
+from rekd_jax.evaluation import knn as knn_lib
+from rekd_jax.models import heads
+from rekd_jax.models import io as model_io
+from rekd_jax.training import checkpoint as checkpoint_lib
+from rekd_jax.training import config as config_lib
+from rekd_jax.training import distributed
+from rekd_jax.training import logging as logging_lib
+from rekd_jax.training import optim
+from rekd_jax.training import state as state_lib
+from rekd_jax.training import step as step_lib
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a run builds before its first step."""
+    modules: state_lib.Modules
+    teacher_variables: Any
+    train_data: Any
+    steps_per_epoch: int
+    total_steps: int
+    step_config: step_lib.StepConfig
+    state: state_lib.TrainState
+
+
+def build(config: ml_collections.ConfigDict) -> Run:
+    """Modules, data, optimiser and a fresh (host, unreplicated) TrainState."""
+    teacher_spec, teacher_variables = state_lib.load_offline_teacher(config)
+    modules = state_lib.build_modules(config, teacher_spec)
+    batch = config.global_batch_size
+    train_data = pipeline.create(config.data, split=config.data.train_split, training=True,
+                                 global_batch_size=batch, seed=config.rng_seed)
+    steps_per_epoch = int(train_data.steps_per_epoch)
+    total_steps = int(config.num_train_steps or config.num_epochs * steps_per_epoch)
+    warmup = int(round(config.optimizer.warmup_epochs * steps_per_epoch))
+    schedule = optim.learning_rate_schedule(config.optimizer, batch, total_steps, warmup)
+    tx = optim.create_optimizer(config.optimizer, schedule)
+    state = state_lib.create_train_state(config, modules, tx)
+    step_config = step_lib.make_step_config(config, modules, tx, schedule, batch,
+                                            jax.device_count())
+    return Run(modules, teacher_variables, train_data, steps_per_epoch, total_steps, step_config,
+               state)
+
+
+def replicate(tree):
+    return flax.jax_utils.replicate(tree)
+
+
+def unreplicate(tree):
+    """The first local replica of every leaf, as host numpy (works in multi-process runs)."""
+    return jax.tree_util.tree_map(
+        lambda x: np.asarray(x.addressable_data(0)).reshape(x.shape[1:]), tree)
+
+
+def _batches(data) -> Iterator[dict]:
+    """The pipeline's batches forever (a pipeline that ends per epoch is restarted)."""
+    while True:
+        empty = True
+        for batch in data:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the training pipeline produced no batch: is the split smaller "
+                             "than the global batch size?")
+
+
+def export_encoders(workdir: str, config, modules: state_lib.Modules, state_host) -> dict:
+    """Writes WORKDIR/encoders/student (and /teacher for an online teacher); returns paths."""
+    step = int(state_host.step)
+    paths = {}
+    parts = ["student"] + (["teacher"] if "teacher" in state_host.params else [])
+    for part in parts:
+        spec = dict(modules.student_spec if part == "student" else modules.teacher_spec)
+        spec["source"] = f"{spec['source']} step {step}"
+        path = os.path.join(workdir, "encoders", part)
+        model_io.save_encoder(path, spec, state_lib.encoder_variables(state_host, part))
+        paths[part] = path
+    return paths
+
+
+def knn_monitor(config, modules: state_lib.Modules, encoder_vars) -> dict:
+    """Weighted kNN (k, tau from config.knn_monitor) of student backbone features: the test
+    split classified against the train split (each limited to its configured size)."""
+    knn = config.knn_monitor
+    dtype = state_lib.compute_dtype(config)
+    module = heads.build_encoder(modules.student_spec, dtype=dtype, bn_axis_name=None)
+    feature_fn = lambda v, x: {"features": module.apply(v, x, train=False)["features"]}
+    preprocess = lambda im: augment.eval_view(im, config.data.augment, config.data.image_size,
+                                              config.data.eval_resize, dtype)
+    batch = max(jax.local_device_count(),
+                knn.batch_size // jax.device_count() * jax.device_count())
+    out = {}
+    for name, split, limit in (("train", config.data.train_split, knn.train_examples),
+                               ("test", config.data.eval_split, knn.test_examples)):
+        data = pipeline.create(config.data, split=split, training=False,
+                               global_batch_size=batch, seed=0)
+        if limit and limit < data.num_examples:  # the first `limit` examples of the split
+            data = pipeline.create(config.data, split=split, training=False,
+                                   global_batch_size=batch, seed=0, indices=np.arange(limit))
+        feats, labels = features_lib.extract_features(
+            feature_fn, encoder_vars, data, preprocess=preprocess,
+            resident=features_lib.replicate_resident(data))
+        out[name] = (feats["features"], labels)
+        num_classes = int(data.num_classes)
+    result = knn_lib.knn_classify(out["train"][0], out["train"][1], out["test"][0],
+                                  num_classes=num_classes, k=knn.k, temperature=knn.temperature)
+    acc = knn_lib.knn_accuracy(result, jnp.asarray(out["test"][1]))
+    return {"knn/top1": float(acc["top1"]), "knn/top5": float(acc["top5"])}
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced NaN/Inf; nothing was saved after the last good checkpoint."""
+
+
+def _check_finite(history: list[tuple[int, dict]], last_good: int | None, ckpt_dir: str):
+    for step, metrics in history:
+        bad = {k: float(v) for k, v in metrics.items()
+               if k in ("loss", "grad_norm") and not np.isfinite(v)}
+        if bad:
+            where = (f"the last good checkpoint is step {last_good} in {ckpt_dir}"
+                     if last_good is not None else "no checkpoint was written yet")
+            raise NonFiniteError(
+                f"non-finite training values at step {step}: {bad}. Training stopped without "
+                f"saving; {where}. Rerun the same command to resume from it, after lowering the "
+                "learning rate (--config.optimizer.base_learning_rate=...), adding warmup "
+                "(--config.optimizer.warmup_epochs=...) or using --config.dtype=float32.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Pre-trains (resuming if WORKDIR/checkpoints has a checkpoint); returns a summary dict
+    {'step', 'metrics' (last logged), 'knn' (last monitor, if any), 'encoders' (paths)}."""
+    distributed.initialize(config.distributed)
+    config_lib.check_devices(config, jax.device_count())
+    primary = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    writer = logging_lib.create_writer(workdir, is_primary=primary,
+                                       tensorboard=config.tensorboard)
+    run = build(config)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    ckpt = checkpoint_lib.Checkpointer(ckpt_dir, max_to_keep=config.keep_checkpoints,
+                                       async_save=config.async_checkpointing)
+    state = run.state
+    last_good = ckpt.latest_step()
+    if last_good is not None:
+        restored, extra = ckpt.restore(state_lib.to_host(state))
+        state = state_lib.from_host(state, restored)
+        run.train_data.set_state(extra["data"])
+        absl_logging.info("resumed from %s step %d", ckpt_dir, last_good)
+    else:
+        writer.write_hparams(flatten_config(config))
+    start = int(state.step)
+    p_step = step_lib.make_pmapped_step(run.step_config)
+    p_state = replicate(state)
+    teacher_vars = replicate(run.teacher_variables)
+    resident = features_lib.replicate_resident(run.train_data)
+    knn_every = config.knn_monitor.every_epochs * run.steps_per_epoch
+    progress = logging_lib.create_progress(run.total_steps, writer)
+    history: list[tuple[int, Any]] = []
+    summary: dict = {"metrics": {}, "knn": None}
+    batches = _batches(run.train_data)
+    tick, tick_step = time.time(), start
+
+    def flush_history(step: int) -> None:
+        nonlocal tick, tick_step
+        host = [(s, {k: float(v) for k, v in unreplicate(m).items()}) for s, m in history]
+        history.clear()
+        _check_finite(host, last_good, ckpt_dir)
+        if not host:
+            return
+        means = {f"train/{k}": float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
+        now = time.time()
+        means["train/images_per_sec"] = ((step - tick_step) * config.global_batch_size
+                                         / max(now - tick, 1e-9))
+        means["train/epoch"] = step / run.steps_per_epoch
+        tick, tick_step = now, step
+        writer.write_scalars(step, means)
+        summary["metrics"] = means
+
+    def save(step: int, host_state) -> None:
+        nonlocal last_good
+        ckpt.save(step, state_lib.to_host(host_state), {"data": run.train_data.get_state()})
+        export_encoders(workdir, config, run.modules, host_state)
+        last_good = step
+
+    step = start
+    for step in range(start + 1, run.total_steps + 1):
+        batch = next(batches)
+        p_state, metrics = p_step(p_state, batch, teacher_vars, resident)
+        history.append((step, metrics))
+        progress(step)
+        is_last = step == run.total_steps
+        if step % config.log_every_steps == 0 or is_last:
+            flush_history(step)
+        if step % config.checkpoint_every_steps == 0 or is_last:
+            flush_history(step)
+            save(step, unreplicate(p_state))
+        if (knn_every and step % knn_every == 0) or (is_last and config.knn_monitor.every_epochs):
+            host = unreplicate(p_state)
+            result = knn_monitor(config, run.modules,
+                                 state_lib.encoder_variables(host, "student"))
+            writer.write_scalars(step, result)
+            summary["knn"] = result
+        writer.flush()
+    ckpt.close()
+    writer.close()
+    final = unreplicate(p_state)
+    if not os.path.exists(os.path.join(workdir, "encoders", "student", model_io.SPEC_FILE)):
+        export_encoders(workdir, config, run.modules, final)
+    summary.update(step=int(final.step), encoders={
+        part: os.path.join(workdir, "encoders", part) for part in final.params})
+    return summary
+
+
+def flatten_config(config: ml_collections.ConfigDict) -> dict:
+    """Dotted-name -> value for the hparams record."""
+    out = {}
+
+    def walk(prefix, node):
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, (ml_collections.ConfigDict, dict)):
+                walk(name + ".", value)
+            else:
+                out[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    walk("", config)
+    return out

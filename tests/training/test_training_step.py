@@ -1,0 +1,81 @@
+"""The pmapped step on 4 fake devices equals the same step on 1 device over the same global
+batch (ReKD with an online teacher: student + teacher shuffle-BN key encoders, cross-replica BN,
+online-teacher MoCo v2 loss, relation loss, queues, prototypes, SGD, EMA)."""
+import flax
+import jax
+import numpy as np
+import pytest
+
+from configs import default
+from rekd_jax.training import optim
+from rekd_jax.training import state as state_lib
+from rekd_jax.training import step as step_lib
+
+GLOBAL_BATCH = 8
+
+
+def _config():
+    config = default.get_config("runlocal")
+    config.method = "rekd"
+    config.rekd.teacher = "online"
+    config.data.image_size = 16
+    config.global_batch_size = GLOBAL_BATCH
+    default.set_queue_size(config, 4 * GLOBAL_BATCH)
+    config.rekd.num_prototypes = 4
+    config.key_bn_splits = 4  # 4 devices x 1 split == 1 device x 4 splits (MoCo SplitBN)
+    config.student.arch = "resnet18"
+    config.student.overrides = {"cifar_stem": True, "width_multiplier": 0.125}
+    config.teacher.arch = "resnet18"
+    config.teacher.overrides = {"cifar_stem": True, "width_multiplier": 0.25}
+    config.student.projector.dim = 16
+    config.teacher.projector.dim = 16
+    return config
+
+
+def _run(config, num_devices, images, labels):
+    modules = state_lib.build_modules(config)
+    schedule = optim.learning_rate_schedule(config.optimizer, GLOBAL_BATCH, 10, 0)
+    tx = optim.create_optimizer(config.optimizer, schedule)
+    state = state_lib.create_train_state(config, modules, tx)
+    cfg = step_lib.make_step_config(config, modules, tx, schedule, GLOBAL_BATCH, num_devices)
+    devices = jax.devices()[:num_devices]
+    p_step = jax.pmap(lambda s, b: step_lib.train_step(cfg, s, b, {}, None),
+                      axis_name="batch", devices=devices)
+    batch = {"image": images.reshape((num_devices, -1) + images.shape[1:]),
+             "label": labels.reshape(num_devices, -1)}
+    p_state, metrics = p_step(flax.jax_utils.replicate(state, devices), batch)
+    take = lambda tree: jax.tree_util.tree_map(lambda x: np.asarray(x[0]), tree)
+    return state, take(p_state), take(metrics)
+
+
+def test_four_devices_equal_one_device():
+    if jax.device_count() < 4:
+        pytest.skip("needs 4 (fake) devices: tests/conftest.py sets XLA_FLAGS")
+    rng = np.random.RandomState(0)
+    images = rng.randint(0, 256, (GLOBAL_BATCH, 20, 20, 3)).astype(np.uint8)
+    labels = rng.randint(0, 10, GLOBAL_BATCH).astype(np.int32)
+    config = _config()
+    init, four, m4 = _run(config, 4, images, labels)
+    _, one, m1 = _run(config, 1, images, labels)
+
+    assert set(m4) == set(m1) and {"loss", "student_loss", "teacher/loss"} <= set(m4)
+    for name in m4:
+        np.testing.assert_allclose(m4[name], m1[name], rtol=2e-4, atol=2e-5, err_msg=name)
+    np.testing.assert_allclose(m4["loss"], m4["student_loss"] + m4["teacher/loss"], rtol=1e-5)
+    flat4 = jax.tree_util.tree_flatten_with_path(flax.serialization.to_state_dict(four))[0]
+    flat1 = jax.tree_util.tree_leaves(flax.serialization.to_state_dict(one))
+    for (path, a), b in zip(flat4, flat1):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=jax.tree_util.keystr(path))
+    # The step did something: params moved, both queues took the global batch of keys.
+    assert int(four.step) == 1
+    moved = jax.tree_util.tree_map(lambda a, b: np.abs(a - b).max(), init.params, four.params)
+    assert min(jax.tree_util.tree_leaves(moved)) >= 0 and max(jax.tree_util.tree_leaves(moved)) > 1e-6
+    for queue in (four.teacher_method_state["queue"], ):
+        assert int(queue["ptr"]) == GLOBAL_BATCH and queue["valid"].sum() == GLOBAL_BATCH
+    # Teacher momentum encoder = EMA of the teacher weights before the update.
+    m = config.ema_momentum
+    expected = jax.tree_util.tree_map(lambda k, p: m * k + (1 - m) * p,
+                                      init.ema_params["teacher"], init.params["teacher"])
+    for a, b in zip(jax.tree_util.tree_leaves(expected),
+                    jax.tree_util.tree_leaves(four.ema_params["teacher"])):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
