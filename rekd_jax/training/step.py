@@ -92,7 +92,7 @@ def two_views(cfg: StepConfig, rng, images):
     return jax.vmap(one)(keys, images)
 
 
-def shuffled_key_forward(cfg: StepConfig, module, variables, x, rng):
+def shuffled_key_forward(cfg: StepConfig, module, variables, x, rng, dropout_rng):
     """Key-encoder embeddings of x with shuffle-BN / SplitBN; returns (emb [b, d], batch_stats).
 
     The new BN statistics are averaged over splits and devices, so replicas stay identical.
@@ -105,11 +105,12 @@ def shuffled_key_forward(cfg: StepConfig, module, variables, x, rng):
     s = cfg.splits_per_device
     x_split = x_mine.reshape((s, b // s) + x_mine.shape[1:])
 
-    def forward(xs):
-        out, mutated = module.apply(variables, xs, train=True, mutable=["batch_stats"])
+    def forward(xs, drop_key):
+        out, mutated = module.apply(variables, xs, train=True, mutable=["batch_stats"],
+                                    rngs={"dropout": drop_key})
         return out["embedding"], mutated["batch_stats"]
 
-    emb, stats = jax.vmap(forward)(x_split)
+    emb, stats = jax.vmap(forward)(x_split, jax.random.split(dropout_rng, s))
     emb = emb.reshape((b,) + emb.shape[2:]).astype(jnp.float32)
     stats = jax.lax.pmean(jax.tree_util.tree_map(lambda v: v.mean(0), stats), AXIS)
     emb_all = jax.lax.all_gather(emb, AXIS, tiled=True)
@@ -128,7 +129,11 @@ def train_step(cfg: StepConfig, state: state_lib.TrainState, batch: dict,
     method = state_lib.method_module(cfg.method)
     mods = cfg.modules
     rng = jax.random.fold_in(state.rng, state.step)
-    aug_rng, shuffle_rng, teacher_shuffle_rng, loss_rng, teacher_loss_rng = jax.random.split(rng, 5)
+    (aug_rng, shuffle_rng, teacher_shuffle_rng, loss_rng, teacher_loss_rng,
+     dropout_rng) = jax.random.split(rng, 6)
+    # Stochastic depth / dropout (EfficientNet): a key per device and per forward.
+    dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(AXIS))
+    student_drop, teacher_drop, key_drop, teacher_key_drop = jax.random.split(dropout_rng, 4)
     images = batch["image"] if "image" in batch else resident_images[batch["index"]]
     labels = batch["label"]
     v1, v2 = two_views(cfg, aug_rng, images)
@@ -142,7 +147,7 @@ def train_step(cfg: StepConfig, state: state_lib.TrainState, batch: dict,
         targets["k"], ema_batch_stats["student"] = shuffled_key_forward(
             cfg, mods.student_key, {"params": ema_params["student"],
                                     "batch_stats": state.ema_batch_stats["student"]},
-            v2, shuffle_rng)
+            v2, shuffle_rng, key_drop)
     if cfg.teacher_mode == "offline":
         view = v1 if cfg.method == "seed" else v2
         t = mods.teacher.apply(teacher_variables, view, train=False)["embedding"]
@@ -151,13 +156,13 @@ def train_step(cfg: StepConfig, state: state_lib.TrainState, batch: dict,
         targets["k_t"], ema_batch_stats["teacher"] = shuffled_key_forward(
             cfg, mods.teacher_key, {"params": ema_params["teacher"],
                                     "batch_stats": state.ema_batch_stats["teacher"]},
-            v2, teacher_shuffle_rng)
+            v2, teacher_shuffle_rng, teacher_key_drop)
         targets["t"] = targets["k_t"]
 
     def loss_fn(params):
         out, mutated = mods.student.apply(
             {"params": params["student"], "batch_stats": state.batch_stats["student"]},
-            v1, train=True, mutable=["batch_stats"])
+            v1, train=True, mutable=["batch_stats"], rngs={"dropout": student_drop})
         new_stats = {"student": mutated["batch_stats"]}
         z = out["embedding"].astype(jnp.float32)
         if cfg.method == "mocov2":
@@ -173,7 +178,7 @@ def train_step(cfg: StepConfig, state: state_lib.TrainState, batch: dict,
         if cfg.teacher_mode == "online":
             t_out, t_mutated = mods.teacher.apply(
                 {"params": params["teacher"], "batch_stats": state.batch_stats["teacher"]},
-                v1, train=True, mutable=["batch_stats"])
+                v1, train=True, mutable=["batch_stats"], rngs={"dropout": teacher_drop})
             new_stats["teacher"] = t_mutated["batch_stats"]
             t_loss, (t_metrics, teacher_method_state) = mocov2.loss_fn(
                 {"q": t_out["embedding"].astype(jnp.float32), "k": targets["k_t"]},

@@ -79,3 +79,25 @@ def test_four_devices_equal_one_device():
     for a, b in zip(jax.tree_util.tree_leaves(expected),
                     jax.tree_util.tree_leaves(four.ema_params["teacher"])):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch,overrides", [
+    ("efficientnet_b0", {"cifar_stem": True, "width_multiplier": 0.25}),  # stochastic depth
+    ("mobilenetv3_small", {"cifar_stem": True, "width_multiplier": 0.25}),
+    ("shufflenetv2_x0_5", {"cifar_stem": True}),
+])
+def test_lightweight_students_train_with_mocov2(arch, overrides):
+    """Every student family runs the train step (EfficientNet needs its dropout rng) and
+    moves its parameters with a finite loss."""
+    config = _config()
+    config.method = "mocov2"
+    config.student.arch = arch
+    config.student.overrides = overrides
+    rng = np.random.RandomState(1)
+    images = rng.randint(0, 256, (GLOBAL_BATCH, 16, 16, 3)).astype(np.uint8)
+    labels = rng.randint(0, 10, GLOBAL_BATCH).astype(np.int32)
+    init, after, metrics = _run(config, 1, images, labels)
+    assert np.isfinite(metrics["loss"]) and metrics["loss"] > 0
+    moved = jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(a) - b).max(),
+                                   init.params["student"], after.params["student"])
+    assert max(jax.tree_util.tree_leaves(moved)) > 1e-6
