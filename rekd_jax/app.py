@@ -33,5 +33,7 @@ def run(config: ml_collections.ConfigDict, workdir: str):
   if not workdir:
     raise ValueError("--workdir is empty: give a directory for checkpoints, logs and results.")
   validate(config)
+  from rekd_jax.training import logging as logging_lib
+  logging_lib.quiet_library_logs()
   _, module, function = _MODES[config.mode]
   return getattr(importlib.import_module(module), function)(config, workdir)

@@ -160,7 +160,7 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
 def validate_quickstart(config: ml_collections.ConfigDict) -> None:
     """Each stage of the quick start is a pre-training config; later stages get their teacher
     from the teacher stage, so its checkpoint is not required to exist yet."""
-    _require(config, ("runs", "evaluation", "time_budget_minutes"))
+    _require(config, ("runs", "evaluation", "eval_modes"))
     if "teacher" not in config.runs:
         _fail("runs.teacher", "missing", "the quick start trains its teacher first")
     for name, run in config.runs.items():

@@ -19,12 +19,28 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import time
 from typing import Any, Mapping
 
 import numpy as np
 from absl import logging as absl_logging
+
+
+class _LibraryInfoFilter(logging.Filter):
+    """Drops INFO/DEBUG records that third-party libraries (Orbax: several lines per save) send
+    through absl's logger; their warnings and errors still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+
+
+def quiet_library_logs() -> None:
+    """Keeps the console to this project's own lines (idempotent)."""
+    logger = absl_logging.get_absl_logger()
+    if not any(isinstance(f, _LibraryInfoFilter) for f in logger.filters):
+        logger.addFilter(_LibraryInfoFilter())
 
 
 def tensorflow_available() -> bool:
