@@ -19,31 +19,5 @@ top-1 of the best conv layer under the AlexNet conv protocol (configs/conv_probe
 from configs import default  # inheritance by calling (run from the repository root)
 
 
-def offline(config):
-    """ReKD with a frozen teacher: pass --config.teacher.checkpoint=T/encoders/student (T: a
-    configs/teacher_resnet50.py run) or an import_torch output."""
-    config.rekd.teacher = "offline"
-    return config
-
-
-def mocov2_baseline(config):
-    """The same student trained with plain MoCo v2 (the baseline of the comparison)."""
-    config.method = "mocov2"
-    return config
-
-
-def seed_baseline(config):
-    """SEED (response distillation) from a frozen teacher (needs --config.teacher.checkpoint)."""
-    config.method = "seed"
-    return config
-
-
 def get_config(arg=None):
-    config = default.imagenet(default.get_config())
-    config.method = "rekd"
-    config.student.arch = "alexnet"
-    config.teacher.arch = "resnet50"
-    config.rekd.teacher = "online"
-    return default.apply_variants(config, arg, {
-        "offline": offline, "mocov2": mocov2_baseline, "seed": seed_baseline,
-        "runlocal": default.runlocal}, "configs/alexnet.py")
+    return default.imagenet_student("alexnet", arg, "configs/alexnet.py")

@@ -17,21 +17,6 @@ ResNet-18 kNN about 85% (method.md). Compare each student with its `:mocov2` bas
 from configs import default  # inheritance by calling (run from the repository root)
 
 
-def online(config):
-    config.rekd.teacher = "online"
-    return config
-
-
-def mocov2_baseline(config):
-    config.method = "mocov2"
-    return config
-
-
-def seed_baseline(config):
-    config.method = "seed"
-    return config
-
-
 def get_config(arg=None):
     names = [a for a in (arg or "alexnet").split(",") if a]
     arch, variants = names[0], ",".join(names[1:])
@@ -40,6 +25,5 @@ def get_config(arg=None):
     config.rekd.teacher = "offline"
     config.student.arch = arch
     config.teacher.arch = "resnet50"
-    return default.apply_variants(config, variants, {
-        "online": online, "mocov2": mocov2_baseline, "seed": seed_baseline,
-        "runlocal": default.runlocal}, "configs/cifar10_student.py")
+    return default.apply_variants(config, variants, default.STUDENT_VARIANTS,
+                                  "configs/cifar10_student.py")

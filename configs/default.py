@@ -165,6 +165,45 @@ def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
+def offline_teacher(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """ReKD with a frozen teacher: pass --config.teacher.checkpoint=DIR (the encoders/student of
+    a teacher run, or an import_torch output)."""
+    config.rekd.teacher = "offline"
+    return config
+
+
+def online_teacher(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """ReKD with the teacher trained alongside the student (its own MoCo v2 loss)."""
+    config.rekd.teacher = "online"
+    return config
+
+
+def mocov2_baseline(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The same student trained alone with plain MoCo v2 (the baseline of the comparison)."""
+    config.method = "mocov2"
+    return config
+
+
+def seed_baseline(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """SEED (response distillation) from a frozen teacher (needs --config.teacher.checkpoint)."""
+    config.method = "seed"
+    return config
+
+
+STUDENT_VARIANTS = {"offline": offline_teacher, "online": online_teacher,
+                    "mocov2": mocov2_baseline, "seed": seed_baseline, "runlocal": runlocal}
+
+
+def imagenet_student(arch: str, arg: str | None, file: str) -> ml_collections.ConfigDict:
+    """ReKD on ImageNet: `arch` student, online ResNet-50 teacher, plus the student variants."""
+    config = imagenet(get_config())
+    config.method = "rekd"
+    config.student.arch = arch
+    config.teacher.arch = "resnet50"
+    config.rekd.teacher = "online"
+    return apply_variants(config, arg, STUDENT_VARIANTS, file)
+
+
 def apply_variants(config: ml_collections.ConfigDict, arg: str | None, known: dict,
                    file: str) -> ml_collections.ConfigDict:
     """Applies comma-separated variants (e.g. 'offline,runlocal'); runlocal always last."""

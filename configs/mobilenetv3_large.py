@@ -18,31 +18,5 @@ by us): ImageNet linear top-1 about 57% (MoCo v2 MobileNetV3-L 36.3% plus about 
 from configs import default  # inheritance by calling (run from the repository root)
 
 
-def offline(config):
-    """ReKD with a frozen teacher: pass --config.teacher.checkpoint=T/encoders/student (T: a
-    configs/teacher_resnet50.py run) or an import_torch output."""
-    config.rekd.teacher = "offline"
-    return config
-
-
-def mocov2_baseline(config):
-    """The same student trained with plain MoCo v2 (the baseline of the comparison)."""
-    config.method = "mocov2"
-    return config
-
-
-def seed_baseline(config):
-    """SEED (response distillation) from a frozen teacher (needs --config.teacher.checkpoint)."""
-    config.method = "seed"
-    return config
-
-
 def get_config(arg=None):
-    config = default.imagenet(default.get_config())
-    config.method = "rekd"
-    config.student.arch = "mobilenetv3_large"
-    config.teacher.arch = "resnet50"
-    config.rekd.teacher = "online"
-    return default.apply_variants(config, arg, {
-        "offline": offline, "mocov2": mocov2_baseline, "seed": seed_baseline,
-        "runlocal": default.runlocal}, "configs/mobilenetv3_large.py")
+    return default.imagenet_student("mobilenetv3_large", arg, "configs/mobilenetv3_large.py")
