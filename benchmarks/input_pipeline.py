@@ -11,7 +11,6 @@ shorter side resized and centre-cropped to --host_size in worker threads) and th
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
 import sys

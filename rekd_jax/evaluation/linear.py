@@ -28,6 +28,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from rekd_jax import parallel
 from rekd_jax.evaluation import features as features_lib
 from rekd_jax.evaluation import scoring
 
@@ -157,7 +158,7 @@ class EpochLoop:
             target = jax.device_get(flax.jax_utils.unreplicate(state))
             restored, extra = self.checkpointer.restore(target)
             self._check_signature(extra.get("signature") or {})
-            state = flax.jax_utils.replicate(restored)
+            state = parallel.replicate(restored, AXIS)
             start = int(extra["epoch"])
             if set_data_state is not None and extra.get("data") is not None:
                 set_data_state(extra["data"])
@@ -270,7 +271,7 @@ def train_on_features(features: Mapping[str, np.ndarray], labels: np.ndarray, *,
     tx = sgd(block, steps)
     params = init_heads(jax.random.PRNGKey(seed), {k: v.shape[1] for k, v in flat.items()},
                         num_classes, float(block.init_std))
-    state = flax.jax_utils.replicate(init_state(params, tx))
+    state = parallel.replicate(init_state(params, tx), AXIS)
     # Device-resident shards: a pmapped identity leaves shard d on local device d.
     resident = jax.pmap(lambda x: x)({**shards, "mask": mask})
     head_names = sorted(flat)
@@ -326,7 +327,7 @@ def train_on_images(feature_fn, variables: Any, pipeline, *, train_view: Callabl
     tx = sgd(block, steps)
     dims = features_lib.feature_dims(feature_fn, variables, image_size)
     params = init_heads(jax.random.PRNGKey(seed), dims, num_classes, float(block.init_std))
-    state = flax.jax_utils.replicate(init_state(params, tx))
+    state = parallel.replicate(init_state(params, tx), AXIS)
     frozen = flax.jax_utils.replicate(variables)
     resident = features_lib.replicate_resident(pipeline)
     base_key = jax.random.PRNGKey(seed + 1)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rekd_jax import parallel
 from rekd_jax.data import pipeline as data_pipeline
 from rekd_jax.evaluation import features as features_lib
 from rekd_jax.evaluation import linear, scoring
@@ -82,7 +83,7 @@ def finetune(module, variables: dict, pipeline, *, train_view: Callable, image_s
     params = {"backbone": variables["params"], "head": head}
     state = FinetuneState(params=params, batch_stats=variables.get("batch_stats", {}),
                           opt_state=tx.init(params), step=jnp.zeros((), jnp.int32))
-    state = flax.jax_utils.replicate(state)
+    state = parallel.replicate(state, AXIS)
     resident = features_lib.replicate_resident(pipeline)
     base_key = jax.random.PRNGKey(seed + 1)
 

@@ -21,13 +21,13 @@ import os
 import time
 from typing import Any, Iterator
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging as absl_logging
 
+from rekd_jax import parallel
 from rekd_jax.data import augment, pipeline
 from rekd_jax.evaluation import features as features_lib
 from rekd_jax.evaluation import knn as knn_lib
@@ -74,7 +74,7 @@ def build(config: ml_collections.ConfigDict) -> Run:
 
 
 def replicate(tree):
-    return flax.jax_utils.replicate(tree)
+    return parallel.replicate(tree, state_lib.AXIS_NAME)
 
 
 def unreplicate(tree):

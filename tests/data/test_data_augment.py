@@ -1,5 +1,4 @@
 """Augmentation: parity with torchvision ops, sampler statistics, randomness, dtypes."""
-import math
 
 import jax
 import jax.numpy as jnp
