@@ -10,8 +10,8 @@ What it does, on the embedded rekd_shapes dataset (built on first use, no downlo
      then a results table on stdout and WORKDIR/results.json.
 Views are 16 px crops of the 32 px images to fit a laptop CPU.
 Hardware / time: a laptop-class CPU. Measured on this project's 2-core CPU (jax 0.10.2):
-3 min 47 s in total (teacher 600 steps 78 s, ReKD student 300 steps 60 s, MoCo v2 baseline
-300 steps 43 s; the rest is building rekd_shapes, compilation and the six evaluations).
+3 min 18 s in total (teacher 600 steps 70 s, ReKD student 300 steps 48 s, MoCo v2 baseline
+300 steps 37 s; the rest is building rekd_shapes, compilation and the six evaluations).
 Variant `:tiny` (rekd_shapes/tiny, 6 steps per stage) is what the end-to-end test runs.
 Expected result (measured in that run; 2,000 test images, chance 10%):
   teacher  MoCo v2 ResNet-18 x0.25  kNN 17.8%  linear 17.4%
