@@ -11,15 +11,9 @@ from torch import nn as tnn
 
 from rekd_jax import models
 from rekd_jax.models import heads, io, layers
+from torch_parity import TOL, rel_err
 
-TOL = 1e-4
 TINY = {"width_multiplier": 0.25, "cifar_stem": True}
-
-
-def rel_err(actual, expected) -> float:
-    """max|a - b| / max|b|."""
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    return float(np.abs(actual - expected).max() / np.abs(expected).max())
 
 
 def random_variables(module, *inputs, seed: int = 0):
