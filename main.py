@@ -34,7 +34,10 @@ def _parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise absl_app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  app.run(_CONFIG.value, _WORKDIR.value)
+  try:
+    app.run(_CONFIG.value, _WORKDIR.value)
+  except app.user_errors() as e:
+    sys.exit(f"FATAL: {type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":

@@ -18,20 +18,35 @@ _MODES = {
 }
 
 
+class ConfigError(ValueError):
+  """The config is invalid; the message names the field and the fix."""
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+  """Errors whose message is the whole story for the person at the terminal (main.py prints
+  them without a traceback): a bad config, a dataset that is not prepared, a NaN/Inf stop."""
+  from rekd_jax.data.sources import DatasetNotFoundError
+  from rekd_jax.training.pretrain import NonFiniteError
+  return (ConfigError, DatasetNotFoundError, NonFiniteError)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the bad field and the fix."""
+  """Raises ConfigError (a ValueError) naming the bad field and the fix."""
   mode = config.get("mode")
   if mode not in _MODES:
-    raise ValueError(
+    raise ConfigError(
         f"config.mode={mode!r} is not a known mode; use one of {sorted(_MODES)} "
         "(set it in the config file or with --config.mode=...).")
-  importlib.import_module(_MODES[mode][0]).validate(config)
+  try:
+    importlib.import_module(_MODES[mode][0]).validate(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
 
 
 def run(config: ml_collections.ConfigDict, workdir: str):
   """Validates `config`, then runs what `config.mode` names in `workdir`; returns its result."""
   if not workdir:
-    raise ValueError("--workdir is empty: give a directory for checkpoints, logs and results.")
+    raise ConfigError("--workdir is empty: give a directory for checkpoints, logs and results.")
   validate(config)
   from rekd_jax.training import logging as logging_lib
   logging_lib.quiet_library_logs()

@@ -51,3 +51,18 @@ def test_main_rejects_ill_typed_override(tmp_path):
   result = _main(f"--config={cfg}", "--config.batch_size=abc", f"--workdir={tmp_path}")
   assert result.returncode != 0
   assert "--config.batch_size=abc" in result.stderr
+
+
+def test_main_reports_config_errors_without_traceback(tmp_path):
+  result = _main("--config=configs/alexnet.py:offline,runlocal", f"--workdir={tmp_path}")
+  assert result.returncode != 0
+  assert "FATAL: ConfigError: config.teacher.checkpoint" in result.stderr
+  assert "import_torch" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_main_reports_a_missing_dataset_with_how_to_prepare_it(tmp_path):
+  result = _main("--config=configs/default.py:runlocal", "--config.data.dataset=cifar10",
+                 f"--config.data.data_dir={tmp_path / 'tfds'}", f"--workdir={tmp_path / 'w'}")
+  assert result.returncode != 0
+  assert "FATAL: DatasetNotFoundError: dataset 'cifar10' is not prepared" in result.stderr
+  assert "python -m rekd_jax.data.prepare" in result.stderr and "Traceback" not in result.stderr
