@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from rekd_jax.models.layers import (
     adaptive_avg_pool,
+    check_nhwc_rgb,
     batch_norm,
     conv,
     default_torch_module_name,
@@ -75,11 +76,7 @@ class AlexNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        if x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(
-                f"AlexNet expects NHWC RGB images (batch, height, width, 3); got shape {tuple(x.shape)}. "
-                "Transpose NCHW inputs with x.transpose(0, 2, 3, 1)."
-            )
+        check_nhwc_rgb(x, "AlexNet")
         layout = ((CIFAR_CONV1,) if self.cifar_stem else CONV_LAYOUT[:1]) + CONV_LAYOUT[1:]
         x = x.astype(self.dtype)
         index = 0  # position in torch's features Sequential

@@ -19,7 +19,6 @@ from rekd_jax.models import layers
 from rekd_jax.models.mobilenetv3 import (
     ConvNormAct,
     SqueezeExcitation,
-    check_nhwc_rgb,
     make_divisible,
     torch_module_name,
 )
@@ -140,7 +139,7 @@ class EfficientNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        check_nhwc_rgb(x, "EfficientNet")
+        layers.check_nhwc_rgb(x, "EfficientNet")
         stages = efficientnet_config(self.width_multiplier, self.depth_multiplier)
         common = dict(bn_axis_name=self.bn_axis_name, dtype=self.dtype)
         x = x.astype(self.dtype)

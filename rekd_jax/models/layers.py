@@ -196,3 +196,12 @@ def default_torch_module_name(module_path: Sequence[str]) -> str:
     """Flax module path -> torch state_dict prefix when Flax names are torch names with '.'
     written as '_' before an index: ('layer1_0', 'downsample_1') -> 'layer1.0.downsample.1'."""
     return ".".join(re.sub(r"_(\d+)", r".\1", part) for part in module_path)
+
+
+def check_nhwc_rgb(x: jax.Array, model_name: str) -> None:
+    """Raise a clear error unless ``x`` is a batch of NHWC RGB images."""
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(
+            f"{model_name} expects NHWC RGB images of shape (batch, height, width, 3); got shape "
+            f"{tuple(x.shape)}. Transpose NCHW inputs with x.transpose(0, 2, 3, 1)."
+        )

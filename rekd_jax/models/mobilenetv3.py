@@ -44,15 +44,6 @@ def torch_module_name(module_path: Sequence[str]) -> str:
     return layers.default_torch_module_name(tuple({"conv": "0", "bn": "1"}.get(p, p) for p in module_path))
 
 
-def check_nhwc_rgb(x: jax.Array, model_name: str) -> None:
-    """Raise a clear error unless ``x`` is a batch of NHWC RGB images."""
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(
-            f"{model_name} expects NHWC RGB images of shape (batch, height, width, 3); got shape "
-            f"{tuple(x.shape)}. Transpose NCHW inputs with x.transpose(0, 2, 3, 1)."
-        )
-
-
 class ConvNormAct(nn.Module):
     """torchvision ``Conv2dNormActivation``: bias-free conv, BatchNorm, optional activation.
 
@@ -252,7 +243,7 @@ class MobileNetV3(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        check_nhwc_rgb(x, f"MobileNetV3-{self.variant}")
+        layers.check_nhwc_rgb(x, f"MobileNetV3-{self.variant}")
         blocks, last_channel = mobilenet_v3_config(self.variant, self.width_multiplier)
         bn = dict(bn_torch_momentum=0.01, bn_epsilon=1e-3, bn_axis_name=self.bn_axis_name, dtype=self.dtype)
         x = x.astype(self.dtype)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from rekd_jax.models.layers import (
     batch_norm,
+    check_nhwc_rgb,
     conv,
     default_torch_module_name,
     dense,
@@ -119,11 +120,7 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        if x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(
-                f"ResNet expects NHWC RGB images (batch, height, width, 3); got shape {tuple(x.shape)}. "
-                "Transpose NCHW inputs with x.transpose(0, 2, 3, 1)."
-            )
+        check_nhwc_rgb(x, "ResNet")
         if self.block not in BLOCKS:
             raise ValueError(f"Unknown ResNet block {self.block!r}; use one of {sorted(BLOCKS)}.")
         if self.width_multiplier <= 0:

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 
 from rekd_jax.models import layers
-from rekd_jax.models.mobilenetv3 import check_nhwc_rgb
 
 # Flax names are torchvision's with '.' written as '_' before an index:
 # ('stage2_0', 'branch2_3') -> 'stage2.0.branch2.3'.
@@ -112,7 +111,7 @@ class ShuffleNetV2(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        check_nhwc_rgb(x, "ShuffleNetV2")
+        layers.check_nhwc_rgb(x, "ShuffleNetV2")
         if len(self.stages_repeats) != 3 or len(self.stages_out_channels) != 5:
             raise ValueError(
                 "ShuffleNetV2 needs 3 stages_repeats and 5 stages_out_channels, got "
