@@ -230,3 +230,12 @@ def test_save_rejects_variables_that_do_not_fit_the_spec(tmp_path):
         io.save_encoder(tmp_path / "enc", make_spec(hidden=64, dim=16, bn=False), variables)
     with pytest.raises(ValueError, match="JSON-able"):
         io.save_encoder(tmp_path / "enc", {**make_spec(), "overrides": {"dtype": jnp.bfloat16}}, variables)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "resnet18", "mobilenetv3_small", "shufflenetv2_x0_5",
+                                  "efficientnet_b0"])
+def test_nchw_input_is_refused_with_the_fix(name):
+    model = models.get_model(name, num_classes=0)
+    with pytest.raises(ValueError, match=r"expects NHWC RGB images.*transpose\(0, 2, 3, 1\)"):
+        jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                       jnp.zeros((1, 3, 32, 32)))
