@@ -1,5 +1,8 @@
-"""Helpers for the tests that compare our models with PyTorch (a plain module on sys.path via
-tests/conftest.py's folder, not a conftest)."""
+"""Helpers for the model tests, most of them comparing with PyTorch (a plain module on sys.path
+via tests/conftest.py's folder, not a conftest)."""
+import functools
+
+import jax
 import numpy as np
 import torch
 from torch import nn as tnn
@@ -33,3 +36,20 @@ def images(n: int, size: int, seed: int = 0) -> np.ndarray:
 def torch_apply(module: tnn.Module, x_nhwc: np.ndarray) -> np.ndarray:
   with torch.no_grad():
     return module(torch.from_numpy(x_nhwc.transpose(0, 3, 1, 2))).numpy()
+
+
+def random_variables(module, *inputs, seed: int = 0):
+  """Variables with the module's shapes filled by numpy (Flax init compiles slowly on CPU):
+  He-scaled kernels, positive BN scales and variances, small biases and means."""
+  shapes = jax.eval_shape(functools.partial(module.init, train=False), jax.random.key(0), *inputs)
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name, shape = path[-1].key, leaf.shape
+    if name == "kernel":
+      return (rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[:-1]))).astype(np.float32)
+    if name in ("scale", "var"):
+      return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    return (rng.standard_normal(shape) * 0.1).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)

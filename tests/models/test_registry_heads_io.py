@@ -11,29 +11,9 @@ from torch import nn as tnn
 
 from rekd_jax import models
 from rekd_jax.models import heads, io, layers
-from torch_parity import TOL, rel_err
+from torch_parity import TOL, images, random_variables, rel_err
 
 TINY = {"width_multiplier": 0.25, "cifar_stem": True}
-
-
-def random_variables(module, *inputs, seed: int = 0):
-    """Variables with the module's shapes filled by numpy (Flax init compiles slowly on CPU)."""
-    shapes = jax.eval_shape(functools.partial(module.init, train=False), jax.random.key(0), *inputs)
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        name, shape = path[-1].key, leaf.shape
-        if name == "kernel":
-            return (rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[:-1]))).astype(np.float32)
-        if name in ("scale", "var"):
-            return rng.uniform(0.5, 1.5, shape).astype(np.float32)
-        return (rng.standard_normal(shape) * 0.1).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
-def images(n: int, size: int, seed: int = 0) -> np.ndarray:
-    return np.random.RandomState(seed).randn(n, size, size, 3).astype(np.float32)
 
 
 # ---------------------------------------------------------------- registry

@@ -11,7 +11,7 @@ from torch import nn as tnn
 
 from rekd_jax import models
 from rekd_jax.tools.import_torch import convert
-from torch_parity import TOL, images, randomize_bn, rel_err, torch_apply
+from torch_parity import TOL, images, random_variables, randomize_bn, rel_err, torch_apply
 
 
 def nchw_to_nhwc(t: torch.Tensor) -> np.ndarray:
@@ -28,23 +28,6 @@ def hook_outputs(modules: dict[str, tnn.Module]) -> dict[str, torch.Tensor]:
     for name, module in modules.items():
         module.register_forward_hook(lambda _m, _i, out, name=name: store.__setitem__(name, out.clone()))
     return store
-
-
-def random_variables(model, x: np.ndarray, seed: int = 0):
-    """Variables with the model's shapes filled by numpy (Flax init compiles slowly on CPU):
-    He-scaled kernels, positive BN scales and variances, small biases and means."""
-    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        name, shape = path[-1].key, leaf.shape
-        if name == "kernel":
-            return (rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[:-1]))).astype(np.float32)
-        if name in ("scale", "var"):
-            return rng.uniform(0.5, 1.5, shape).astype(np.float32)
-        return (rng.standard_normal(shape) * 0.1).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def param_count(name: str, **overrides) -> int:
