@@ -5,6 +5,7 @@ semi_supervised.py (each calls it and changes fields). Fields:
 
   mode              'linear' | 'conv_probe' | 'knn' | 'semi_supervised'
   checkpoint        encoder directory (WORKDIR/encoders/student of a pre-training run, or the
+                    untrained baseline init:ARCH[:field=value,...,seed=N]; or the
                     output of `python -m rekd_jax.tools.import_torch`)
   seed              probe initialisation, shuffling, augmentation, label subsets
   data              rekd_jax.data.pipeline.default_data_config(): dataset, splits, image_size
@@ -41,7 +42,6 @@ pct1, pct10 (see VARIANTS).
 """
 from __future__ import annotations
 
-import json
 import os
 
 import ml_collections
@@ -208,10 +208,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not checkpoint:
         _fail("checkpoint", checkpoint, "set --config.checkpoint to an encoder directory. "
               + model_io.HOW_TO_PRODUCE)
+    from rekd_jax.evaluation import features
+    try:
+        untrained = features.parse_init_checkpoint(checkpoint) is not None
+    except ValueError as e:
+        raise ValueError(f"config.{e}") from None
     spec_path = os.path.join(checkpoint, model_io.SPEC_FILE)
-    if not os.path.exists(spec_path):
+    if not untrained and not os.path.exists(spec_path):
         _fail("checkpoint", checkpoint, f"no encoder checkpoint there (no {model_io.SPEC_FILE}). "
-              + model_io.HOW_TO_PRODUCE)
+              + model_io.HOW_TO_PRODUCE + " For the untrained (random-init) baseline use "
+              + features.INIT_SYNTAX)
     if config.dtype not in ("float32", "bfloat16"):
         _fail("dtype", config.dtype, "use 'float32' or 'bfloat16'")
     if int(config.eval_batch_size) < 1:
@@ -236,7 +242,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                   f"give one pool size per layer of conv_probe.layers={tuple(block.layers)}")
         if any(int(s) < 1 for s in block.pool_sizes):
             _fail("conv_probe.pool_sizes", tuple(block.pool_sizes), "sizes must be >= 1")
-        arch = model_io.validate_spec(_read_json(spec_path))["arch"]
+        arch = features.checkpoint_spec(checkpoint)["arch"]
         if arch != "alexnet":
             _fail("checkpoint", checkpoint, f"holds a {arch!r} encoder; the conv probe reads the "
                   "sown AlexNet maps conv1..conv5: use an alexnet checkpoint or mode='linear'")
@@ -264,8 +270,3 @@ def validate(config: ml_collections.ConfigDict) -> None:
         elif not 0.0 < float(block.fraction) <= 1.0:
             _fail("semi_supervised.fraction", block.fraction,
                   "must be in (0, 1], e.g. 0.01 or 0.1 (or set subset_file)")
-
-
-def _read_json(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)

@@ -32,8 +32,85 @@ class Backbone(NamedTuple):
     spec: dict
 
 
+INIT_PREFIX = "init:"
+INIT_SYNTAX = ("init:ARCH[:field=value,...] (model fields such as cifar_stem=true, "
+               "width_multiplier=0.25, plus seed=N for the initialisation; e.g. "
+               "init:resnet18:cifar_stem=true,width_multiplier=0.25,seed=1)")
+
+
+def _literal(text: str) -> Any:
+    """'true'/'false'/numbers/JSON as values, anything else as a string."""
+    lowered = text.strip()
+    if lowered.lower() in ("true", "false"):
+        return lowered.lower() == "true"
+    try:
+        return json.loads(lowered)
+    except ValueError:
+        return lowered
+
+
+def parse_init_checkpoint(checkpoint: str) -> tuple[dict, int] | None:
+    """`init:ARCH[:k=v,...]` -> (encoder spec of an untrained backbone, seed); None for a path.
+
+    The spec is what `models.io` checkpoints hold (no projector), with source 'random init
+    (seed N)'. ValueError naming the syntax when the text is malformed or the model unknown.
+    """
+    if not checkpoint.startswith(INIT_PREFIX):
+        return None
+    body = checkpoint[len(INIT_PREFIX):]
+    arch, _, fields = body.partition(":")
+    overrides: dict[str, Any] = {}
+    for item in filter(None, (f.strip() for f in fields.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"checkpoint {checkpoint!r}: {item!r} is not field=value; use "
+                             + INIT_SYNTAX)
+        overrides[key.strip()] = _literal(value)
+    seed = overrides.pop("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"checkpoint {checkpoint!r}: seed must be an integer; use " + INIT_SYNTAX)
+    try:
+        get_model(arch, **{**overrides, "num_classes": 0})
+    except (ValueError, TypeError) as error:
+        from rekd_jax import models
+        raise ValueError(f"checkpoint {checkpoint!r}: {arch!r} with {overrides} is not a model "
+                         f"({error}); models: {models.list_models()}; use " + INIT_SYNTAX) from None
+    spec = {"arch": arch, "overrides": overrides, "projector": None,
+            "source": f"random init (seed {seed})"}
+    return spec, int(seed)
+
+
+def checkpoint_spec(checkpoint: str) -> dict:
+    """The encoder spec of a checkpoint directory or of an `init:` text (nothing is loaded)."""
+    parsed = parse_init_checkpoint(checkpoint)
+    if parsed is not None:
+        return parsed[0]
+    with open(os.path.join(checkpoint, model_io.SPEC_FILE), encoding="utf-8") as f:
+        return model_io.validate_spec(json.load(f))
+
+
+def checkpoint_identity(checkpoint: str) -> dict:
+    """What identifies a checkpoint for caches and resume signatures: the absolute path and
+    the spec's modification time, or the `init:` text itself (a pure function of it)."""
+    if parse_init_checkpoint(checkpoint) is not None:
+        return {"checkpoint": checkpoint}
+    spec_file = os.path.join(checkpoint, model_io.SPEC_FILE)
+    return {"checkpoint": os.path.abspath(checkpoint), "spec_mtime": os.path.getmtime(spec_file)}
+
+
+def init_backbone(spec: dict, seed: int, **overrides: Any) -> Backbone:
+    """An untrained backbone (the random-init baseline): variables from model.init(seed)."""
+    module = get_model(spec["arch"], **{**spec["overrides"], **overrides, "num_classes": 0})
+    image_size = 32 if spec["overrides"].get("cifar_stem") else 224
+    dummy = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
+    variables = module.init({"params": jax.random.PRNGKey(seed)}, dummy, train=False)
+    variables = jax.tree_util.tree_map(np.asarray, dict(variables))
+    return Backbone(module=module, variables=variables, spec=dict(spec))
+
+
 def load_backbone(checkpoint: str, **overrides: Any) -> Backbone:
-    """The backbone of an encoder checkpoint directory (ours or imported from PyTorch).
+    """The backbone of an encoder checkpoint directory (ours or imported from PyTorch), or an
+    untrained one for `init:ARCH[:field=value,...]` (see `parse_init_checkpoint`).
 
     `overrides` update the spec's model fields (e.g. dtype='bfloat16', bn_axis_name='batch').
     Raises FileNotFoundError saying how to produce a checkpoint when there is none.
@@ -41,6 +118,9 @@ def load_backbone(checkpoint: str, **overrides: Any) -> Backbone:
     if not checkpoint:
         raise FileNotFoundError("config.checkpoint is empty: set it to an encoder directory. "
                                 + model_io.HOW_TO_PRODUCE)
+    parsed = parse_init_checkpoint(checkpoint)
+    if parsed is not None:
+        return init_backbone(*parsed, **overrides)
     spec, variables = model_io.load_encoder(checkpoint)
     module = get_model(spec["arch"], **{**spec["overrides"], **overrides, "num_classes": 0})
     backbone_vars = {"params": variables["params"]["backbone"]}

@@ -49,7 +49,8 @@ def evaluate(config, workdir: str) -> dict:
     protocol = {"linear": _linear, "conv_probe": _conv_probe, "knn": _knn,
                 "semi_supervised": _semi_supervised}[config.mode]
     result = protocol(config, workdir, backbone, writer)
-    result = {"mode": config.mode, "checkpoint": os.path.abspath(config.checkpoint),
+    result = {"mode": config.mode,
+              "checkpoint": features.checkpoint_identity(config.checkpoint)["checkpoint"],
               "arch": backbone.spec["arch"], "dataset": config.data.dataset,
               "eval_split": config.data.eval_split, **result,
               "seconds": round(time.time() - start, 1)}
@@ -113,10 +114,8 @@ def _split_features(config, workdir: str, backbone: features.Backbone, feature_f
 
     if not config.cache_features:
         return compute()
-    spec_file = os.path.join(config.checkpoint, "spec.json")
     key = features.fingerprint(
-        checkpoint=os.path.abspath(config.checkpoint), spec_mtime=os.path.getmtime(spec_file),
-        dataset=config.data.dataset, split=split, image_size=config.data.image_size,
+        **features.checkpoint_identity(config.checkpoint), dataset=config.data.dataset, split=split, image_size=config.data.image_size,
         eval_resize=config.data.eval_resize, dtype=config.dtype, kind=dict(kind),
         process=(jax.process_index(), jax.process_count()))
     suffix = f"_p{jax.process_index()}" if jax.process_count() > 1 else ""
@@ -131,9 +130,8 @@ def _checkpointer(config, workdir: str, name: str) -> Checkpointer:
 
 def _signature(config, block) -> dict:
     """What a probe / fine-tuning checkpoint belongs to (resume only under the same)."""
-    spec_file = os.path.join(config.checkpoint, "spec.json")
-    return {"mode": config.mode, "checkpoint": os.path.abspath(config.checkpoint),
-            "spec_mtime": os.path.getmtime(spec_file), "dataset": config.data.dataset,
+    return {"mode": config.mode, **features.checkpoint_identity(config.checkpoint),
+            "dataset": config.data.dataset,
             "train_split": config.data.train_split, "image_size": config.data.image_size,
             "seed": config.seed, "dtype": config.dtype,
             **{f"{config.mode}.{k}": v for k, v in block.to_dict().items()}}

@@ -20,7 +20,7 @@ from rekd_jax.methods import queue as queue_lib
 
 NAME = 'rekd'
 ASSIGNMENTS = ('argmax', 'sinkhorn')
-TEACHERS = ('online', 'offline')
+TEACHERS = ('online', 'offline', 'none')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -38,11 +38,14 @@ def default_config() -> ml_collections.ConfigDict:
         # Steps unused before a prototype is re-seeded (0 = never). With balanced use a given
         # prototype is idle ~100 steps in a row with negligible probability, so only dead ones go.
         'reseed_after': 100,
-        'relation': 'prototype',       # 'prototype' | 'threshold' | 'topk'.
+        # 'prototype' | 'threshold' | 'topk' | 'oracle' (true labels: the SupCon upper bound,
+        # an ablation; with teacher 'none' it is a supervised contrastive teacher).
+        'relation': 'prototype',
         'relation_threshold': 0.7,     # teacher cosine similarity, for relation='threshold'.
         'relation_topk': 10,           # nearest valid queue entries, for relation='topk'.
         'lambda_inst': 0.0,            # weight of the extra MoCo instance loss L_inst.
-        'teacher': 'online',           # 'online' (trained alongside) | 'offline' (frozen).
+        # 'online' (trained alongside) | 'offline' (frozen) | 'none' (relation 'oracle' only).
+        'teacher': 'online',
     })
 
 
@@ -67,20 +70,27 @@ def validate_config(cfg: ml_collections.ConfigDict, global_batch_size: int) -> N
     if not cfg.lambda_inst >= 0.0:
         raise ValueError(f'{NAME} config: lambda_inst must be >= 0; got {cfg.lambda_inst}.')
     common.check_choice(cfg, 'teacher', TEACHERS, NAME)
+    if cfg.teacher == 'none' and cfg.relation != 'oracle':
+        raise ValueError(f"{NAME} config: teacher='none' mines no relations; use it only with "
+                         f"relation='oracle' (true labels), or set teacher to 'online'/'offline'.")
 
 
 def init_state(rng: jax.Array, cfg: ml_collections.ConfigDict, student_dim: int,
-               teacher_dim: int) -> dict:
+               teacher_dim: int | None) -> dict:
     """{'queue': {'key': [K, student_dim], 'teacher': [K, teacher_dim], 'label': [K] (-1),
-    'ptr', 'valid'}, 'prototypes': uninitialised bank [num_prototypes, teacher_dim]}."""
+    'ptr', 'valid'}, 'prototypes': uninitialised bank [num_prototypes, teacher_dim]}.
+
+    Without a teacher (teacher_dim None: teacher 'none', relation 'oracle') the queue holds no
+    teacher embeddings and there is no prototype bank ({})."""
     queue_key, bank_key = jax.random.split(rng)
-    queue = queue_lib.init_queue(queue_key, cfg.queue_size, {
-        'key': ((student_dim,), jnp.float32, queue_lib.UNIT),
-        'teacher': ((teacher_dim,), jnp.float32, queue_lib.UNIT),
-        'label': ((), jnp.int32, -1),
-    })
-    return {'queue': queue,
-            'prototypes': relation.init_prototypes(bank_key, cfg.num_prototypes, teacher_dim)}
+    fields = {'key': ((student_dim,), jnp.float32, queue_lib.UNIT),
+              'label': ((), jnp.int32, -1)}
+    if teacher_dim is not None:
+        fields['teacher'] = ((teacher_dim,), jnp.float32, queue_lib.UNIT)
+    queue = queue_lib.init_queue(queue_key, cfg.queue_size, fields)
+    bank = ({} if teacher_dim is None else
+            relation.init_prototypes(bank_key, cfg.num_prototypes, teacher_dim))
+    return {'queue': queue, 'prototypes': bank}
 
 
 def _assignments(cfg, t_global, queue, centers):
@@ -104,7 +114,8 @@ def loss_fn(embeddings: dict[str, jax.Array], state: dict, cfg: ml_collections.C
             rng: jax.Array, axis_name: str | None = None):
     """ReKD loss on embeddings {'q': [b, ds], 'k': [b, ds], 't': [b, dt], 'labels': [b]}.
 
-    'labels' (true labels, -1 when unknown; optional) only feed diagnostics. `rng` drives
+    'labels' (true labels, -1 when unknown; optional) only feed diagnostics, except for the
+    'oracle' relation, whose positives they are ('t' may then be absent: no teacher). `rng` drives
     prototype initialisation / re-seeding; the first device's key is used on all devices so the
     bank stays replicated. Returns (loss, (metrics, new_state)): `loss` = L_rel + lambda_inst
     L_inst, the mean over this device's rows (the caller averages gradients over devices);
@@ -113,6 +124,8 @@ def loss_fn(embeddings: dict[str, jax.Array], state: dict, cfg: ml_collections.C
     """
     if rng is None:
         raise ValueError('rekd.loss_fn needs rng (prototype initialisation and re-seeding).')
+    if 't' not in embeddings:
+        return _oracle_without_teacher(embeddings, state, cfg, axis_name)
     q = embeddings['q']
     k = jax.lax.stop_gradient(embeddings['k'])
     t = jax.lax.stop_gradient(embeddings['t']).astype(jnp.float32)
@@ -130,7 +143,8 @@ def loss_fn(embeddings: dict[str, jax.Array], state: dict, cfg: ml_collections.C
     assign_local = common.local_rows(assign_global, q.shape[0], axis_name)
     positive_mask = relation.relation_positives(
         t, queue['teacher'], assign_local, assign_queue, queue['valid'], cfg.relation,
-        cfg.relation_threshold, cfg.relation_topk)
+        cfg.relation_threshold, cfg.relation_topk, anchor_labels=labels,
+        cand_labels=queue['label'])
 
     loss_rel = losses.relation_contrast(q, k, queue['key'], positive_mask, cfg.temperature)
     loss_inst = losses.info_nce(q, k, queue['key'], cfg.temperature)
@@ -152,3 +166,36 @@ def loss_fn(embeddings: dict[str, jax.Array], state: dict, cfg: ml_collections.C
         'prototype_mean_age': jnp.mean(new_bank['age'].astype(jnp.float32)),
     }
     return loss, (metrics, {'queue': new_queue, 'prototypes': new_bank})
+
+
+def _oracle_without_teacher(embeddings, state, cfg, axis_name):
+    """The relation-wise loss with true-label relations and no teacher (teacher 'none'):
+    supervised contrast over {own key} U queue, i.e. SupCon with a MoCo queue. Used to train
+    the supervised (oracle) teacher of the mechanism study; never a self-supervised result."""
+    if cfg.relation != 'oracle':
+        raise ValueError("rekd.loss_fn without teacher embeddings 't' needs relation='oracle'.")
+    if embeddings.get('labels') is None:
+        raise ValueError("rekd relation 'oracle' needs embeddings['labels'] (the true labels).")
+    q = embeddings['q']
+    k = jax.lax.stop_gradient(embeddings['k'])
+    labels = embeddings['labels'].astype(jnp.int32)
+    queue = state['queue']
+    positive_mask = relation.relation_positives(
+        None, None, None, None, queue['valid'], 'oracle', 0.0, 1, anchor_labels=labels,
+        cand_labels=queue['label'])
+    loss_rel = losses.relation_contrast(q, k, queue['key'], positive_mask, cfg.temperature)
+    loss_inst = losses.info_nce(q, k, queue['key'], cfg.temperature)
+    loss = loss_rel + cfg.lambda_inst * loss_inst
+    new_queue = queue_lib.enqueue(queue, {
+        'key': queue_lib.global_batch(k, axis_name),
+        'label': queue_lib.global_batch(labels, axis_name)})
+    labels_global = queue_lib.global_batch(labels, axis_name)
+    metrics = {
+        'loss': common.global_mean(loss, axis_name),
+        'loss_rel': common.global_mean(loss_rel, axis_name),
+        'loss_inst': common.global_mean(loss_inst, axis_name),
+        **mocov2.contrast_metrics(jax.lax.stop_gradient(q), k, queue['key'], axis_name),
+        **relation.relation_diagnostics(positive_mask, labels, queue['label'],
+                                        jnp.zeros_like(labels_global), 1, axis_name=axis_name),
+    }
+    return loss, (metrics, {'queue': new_queue, 'prototypes': state['prototypes']})

@@ -16,7 +16,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-RELATION_VARIANTS = ('prototype', 'threshold', 'topk')
+RELATION_VARIANTS = ('prototype', 'threshold', 'topk', 'oracle')
 # Scale of the seeded noise added to teacher embeddings copied into the bank, so that two
 # prototypes seeded from the same embedding still differ (and split its neighbourhood).
 SEED_PERTURBATION = 1e-3
@@ -148,19 +148,30 @@ def update_prototypes(bank: dict[str, jax.Array], t_global: jax.Array,
             'initialized': jnp.ones((), bool)}
 
 
-def relation_positives(t_anchor: jax.Array, t_cand: jax.Array, assign_anchor: jax.Array,
-                       assign_cand: jax.Array, cand_valid: jax.Array, variant: str,
-                       threshold: float, topk: int) -> jax.Array:
+def relation_positives(t_anchor: jax.Array | None, t_cand: jax.Array | None,
+                       assign_anchor: jax.Array | None, assign_cand: jax.Array | None,
+                       cand_valid: jax.Array, variant: str, threshold: float, topk: int, *,
+                       anchor_labels: jax.Array | None = None,
+                       cand_labels: jax.Array | None = None) -> jax.Array:
     """Relation mask R, bool [B, 1+N]: column 0 = own key (always True), columns 1.. = candidates.
 
     variant 'prototype': R_ij = a(t_i) == a(t_j);  'threshold': t_i.t_j >= threshold;
-    'topk': j among the `topk` valid candidates most similar to t_i (teacher cosine similarity).
+    'topk': j among the `topk` valid candidates most similar to t_i (teacher cosine similarity);
+    'oracle': R_ij = y_i == y_j from the true labels (the SupCon upper bound: an ablation that
+    needs no teacher; unknown labels, < 0, relate to nothing).
     Candidates with cand_valid False are never positive.
     """
     if variant not in RELATION_VARIANTS:
         raise ValueError(f'unknown relation variant {variant!r}; choose one of {RELATION_VARIANTS}.')
-    num_anchors, num_cand = t_anchor.shape[0], t_cand.shape[0]
     valid = jnp.asarray(cand_valid, bool)[None, :]
+    if variant == 'oracle':
+        if anchor_labels is None or cand_labels is None:
+            raise ValueError("relation 'oracle' needs anchor_labels and cand_labels.")
+        anchor_labels = jnp.asarray(anchor_labels)[:, None]
+        related = (anchor_labels == jnp.asarray(cand_labels)[None, :]) & (anchor_labels >= 0)
+        own = jnp.ones((related.shape[0], 1), bool)
+        return jnp.concatenate([own, related & valid], axis=1)
+    num_anchors, num_cand = t_anchor.shape[0], t_cand.shape[0]
     if variant == 'prototype':
         related = assign_anchor[:, None] == assign_cand[None, :]
     else:

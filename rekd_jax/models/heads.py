@@ -1,7 +1,8 @@
 """Projection heads and the Encoder (backbone + projector) used by every method.
 
 - ``Projector``: MoCo v2's MLP, Linear-ReLU-Linear (both with biases); with ``use_bn`` SwAV's
-  Linear-BN-ReLU-Linear. Submodules: 'hidden', 'bn' (only with use_bn), 'out'.
+  Linear-BN-ReLU-Linear. Submodules: 'hidden', 'bn' (only with use_bn), 'out'. With
+  ``layers=1`` one Linear ('out'): MoCo v1's and the MoCo CIFAR-10 demo's linear head.
 - ``Encoder``: ``{'features': pooled backbone features, 'embedding': L2-normalised
   projection}``, both float32; submodules 'backbone' and 'projector'. Without a projector the
   embedding is the L2-normalised features.
@@ -33,9 +34,14 @@ class Projector(nn.Module):
     use_bn: bool = False
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    layers: int = 2
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        if self.layers == 1:
+            return dense(self.out, x.shape[-1], dtype=self.dtype, name="out")(x)
+        if self.layers != 2:
+            raise ValueError(f"Projector layers must be 1 (linear) or 2 (MLP); got {self.layers}.")
         x = dense(self.hidden, x.shape[-1], dtype=self.dtype, name="hidden")(x)
         if self.use_bn:
             x = batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, name="bn")(x)
@@ -54,6 +60,7 @@ class Encoder(nn.Module):
     proj_hidden: int | None = None
     proj_dim: int | None = None
     proj_bn: bool = False
+    proj_layers: int = 2
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
@@ -77,6 +84,7 @@ class Encoder(nn.Module):
                 use_bn=self.proj_bn,
                 dtype=getattr(self.backbone, "dtype", jnp.float32),
                 bn_axis_name=getattr(self.backbone, "bn_axis_name", None),
+                layers=self.proj_layers,
                 name="projector",
             )(features, train)
         return {
@@ -97,7 +105,8 @@ def build_encoder(spec: Mapping[str, Any], **overrides: Any) -> Encoder:
     projector = spec["projector"]
     if projector is None:
         return Encoder(backbone)
-    return Encoder(backbone, int(projector["hidden"]), int(projector["dim"]), bool(projector["bn"]))
+    return Encoder(backbone, int(projector["hidden"]), int(projector["dim"]), bool(projector["bn"]),
+                   int(projector.get("layers", 2)))
 
 
 def encoder_variable_shapes(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,6 +131,7 @@ def encoder_variable_shapes(spec: Mapping[str, Any]) -> dict[str, Any]:
     if projector is not None:
         features = get_model(spec["arch"], **{**overrides, "num_classes": 0})
         pooled = jax.eval_shape(lambda x: features.init_with_output(jax.random.key(0), x, train=False)[0], images)
-        head = Projector(int(projector["hidden"]), int(projector["dim"]), use_bn=bool(projector["bn"]))
+        head = Projector(int(projector["hidden"]), int(projector["dim"]), use_bn=bool(projector["bn"]),
+                         layers=int(projector.get("layers", 2)))
         add("projector", jax.eval_shape(lambda f: head.init(jax.random.key(0), f, train=False), pooled))
     return shapes

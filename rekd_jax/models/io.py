@@ -5,7 +5,7 @@ A checkpoint is a directory holding
 - ``variables/``: an Orbax (StandardCheckpointer) checkpoint of
   ``{'params': {'backbone': ..., 'projector': ...}, 'batch_stats': {'backbone': ..., ...}}``
   with float32 numpy leaves (``projector`` absent for backbone-only checkpoints);
-- ``spec.json``: ``{'arch': str, 'overrides': dict, 'projector': {'hidden', 'dim', 'bn'} | None,
+- ``spec.json``: ``{'arch': str, 'overrides': dict, 'projector': {'hidden', 'dim', 'bn'[, 'layers']} | None,
   'source': str}``; ``overrides`` are model fields (num_classes defaults to 0 here; > 0 means
   the backbone variables include that classifier). ``heads.build_encoder(spec)`` makes the
   module. ``spec.json`` is written
@@ -45,8 +45,11 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(spec["arch"], str) or not isinstance(spec["overrides"], Mapping):
         raise ValueError("Encoder spec: 'arch' must be a model name and 'overrides' a dict of model fields.")
     projector = spec["projector"]
-    if projector is not None and (not isinstance(projector, Mapping) or set(projector) != {"hidden", "dim", "bn"}):
-        raise ValueError(f"Encoder spec: 'projector' must be None or {{'hidden', 'dim', 'bn'}}; got {projector!r}.")
+    if projector is not None and (not isinstance(projector, Mapping)
+                                  or set(projector) - {"layers"} != {"hidden", "dim", "bn"}
+                                  or projector.get("layers", 2) not in (1, 2)):
+        raise ValueError(f"Encoder spec: 'projector' must be None or {{'hidden', 'dim', 'bn'[, 'layers' 1|2]}}; "
+                         f"got {projector!r}.")
     try:
         return json.loads(json.dumps(dict(spec)))
     except TypeError as error:

@@ -46,6 +46,9 @@ def _check_arch(field: str, part) -> None:
         if int(part.projector[name]) < 1:
             _fail(f"{field}.projector.{name}", f"must be >= 1, got {part.projector[name]}",
                   "use e.g. 128")
+    if int(part.projector.get("layers", 2)) not in (1, 2):
+        _fail(f"{field}.projector.layers", f"must be 1 (linear) or 2 (MLP), got "
+              f"{part.projector.layers}", "use 2 (MoCo v2) or 1 (MoCo CIFAR-10 demo)")
     if int(part.projector.hidden) < 0:
         _fail(f"{field}.projector.hidden", f"must be >= 0, got {part.projector.hidden}",
               "use 0 for the backbone's feature width")
@@ -108,8 +111,9 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
     pipeline.validate_data_config(config.data)
     _check_arch("student", config.student)
     mode = state_lib.teacher_mode(config)
-    if config.method == "rekd" and mode not in ("online", "offline"):
-        _fail("rekd.teacher", f"{mode!r} is unknown", "use 'online' or 'offline'")
+    if config.method == "rekd" and config.rekd.teacher not in ("online", "offline", "none"):
+        _fail("rekd.teacher", f"{config.rekd.teacher!r} is unknown",
+              "use 'online', 'offline' or 'none' (with relation 'oracle')")
     if mode == "online":
         _check_arch("teacher", config.teacher)
         try:

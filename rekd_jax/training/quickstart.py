@@ -1,12 +1,12 @@
-"""The quick start: train a teacher, distil a student with ReKD, train the MoCo v2 baseline,
-evaluate all three (kNN + linear probe) and print a table. Runs on a laptop CPU.
+"""The quick start: a teacher, a ReKD student and the MoCo v2 baseline, each beside the
+random-init encoder of its architecture, with kNN and a linear probe. Runs on a laptop CPU.
 
-`run(config, workdir) -> dict` (mode 'quickstart', configs/quickstart.py). Layout of WORKDIR:
-  teacher/, student/, baseline/      pre-training workdirs (checkpoints, encoders, metrics)
-  <run>/eval_<mode>/                 evaluation workdirs (rekd_jax.evaluation.run)
-  results.json                       the table below as JSON
-Each stage resumes like any pre-training run, so rerunning the command after an interruption
-continues where it stopped. The student's offline teacher is teacher/encoders/student.
+`run(config, workdir) -> dict` (mode 'quickstart', configs/quickstart.py). Layout of WORKDIR
+(rekd_jax.experiments.plan): one folder per row (teacher/, student/, baseline/, and
+random_init/<arch>/), each with its eval_<mode>/ folders and row.json; results.json holds the
+table. Each stage resumes like any pre-training run and finished rows are skipped, so rerunning
+the command after an interruption continues where it stopped. The student's offline teacher is
+teacher/encoders/student.
 """
 from __future__ import annotations
 
@@ -16,58 +16,75 @@ import time
 
 import ml_collections
 
-from rekd_jax.training import pretrain
+from rekd_jax.experiments import plan
+
+STAGES = (("teacher", "teacher", "MoCo v2 (teacher)"), ("student", "student", "ReKD (offline)"),
+          ("baseline", "student", "MoCo v2"))
 
 
-def _evaluate(config, encoder_dir: str, workdir: str) -> dict:
-    from rekd_jax.evaluation import run as eval_run
-    out = {}
-    for mode in config.eval_modes:
-        cfg = config.evaluation.copy_and_resolve_references()
-        cfg.mode = mode
-        cfg.checkpoint = encoder_dir
-        result = eval_run.evaluate(cfg, os.path.join(workdir, f"eval_{mode}"))
-        out[mode] = {"top1": float(result["top1"]), "top5": float(result["top5"])}
+def arms(config: ml_collections.ConfigDict) -> list[plan.Arm]:
+    """Random-init rows first (one per architecture), then the stages in order."""
+    out, seen = [], set()
+    for name, _, _ in STAGES:
+        if name not in config.runs:
+            continue
+        run = config.runs[name]
+        key = (run.student.arch, json.dumps(run.student.overrides.to_dict(), sort_keys=True))
+        if key not in seen:
+            seen.add(key)
+            out.append(plan.random_init_arm(run, f"random_init/{run.student.arch}",
+                                            group=name))
+    for name, group, label in STAGES:
+        if name in config.runs:
+            run = config.runs[name]
+            teacher = "teacher" if run.method in ("seed", "rekd") and name != "teacher" else ""
+            out.append(plan.Arm(name=name, arch=run.student.arch, label=label, config=run,
+                                teacher=teacher, group=group))
     return out
 
 
-def format_table(rows: list[dict]) -> str:
-    header = f"{'run':<9} {'method':<7} {'arch':<10} {'steps':>5} {'train s':>8} " \
-             f"{'kNN top1':>9} {'linear top1':>12}"
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        knn = r["eval"].get("knn", {}).get("top1")
-        lin = r["eval"].get("linear", {}).get("top1")
-        fmt = lambda v: "n/a" if v is None else f"{v:.1f}"
-        lines.append(f"{r['run']:<9} {r['method']:<7} {r['arch']:<10} {r['steps']:>5} "
-                     f"{r['train_seconds']:>8.0f} {fmt(knn):>9} {fmt(lin):>12}")
-    return "\n".join(lines)
+def targets(rows: list[dict], chance: float) -> list[str]:
+    """The quick start's targets (README): what each reached, and whether it met the aim."""
+    by_name = {r["name"]: r for r in rows}
+    base = plan.random_init_rows(rows)
+    if not all(m in r["eval"] for r in rows for m in ("knn", "linear")):
+        return ["targets need both the kNN and the linear evaluation (eval_modes)"]
+    knn = lambda r: r["eval"]["knn"]["top1"]
+    lin = lambda r: r["eval"]["linear"]["top1"]
+    lines = []
+    if "teacher" in by_name:
+        t = by_name["teacher"]
+        gain = knn(t) - knn(base[t["arch"]])
+        lines.append(f"teacher kNN gain over random init: {gain:+.1f} (target >= +15): "
+                     f"{'met' if gain >= 15 else 'NOT met'}")
+    if "baseline" in by_name:
+        b = by_name["baseline"]
+        d_knn, d_lin = knn(b) - knn(base[b["arch"]]), lin(b) - lin(base[b["arch"]])
+        lines.append(f"MoCo v2 student over random init: kNN {d_knn:+.1f}, linear {d_lin:+.1f} "
+                     f"(target > 0 on both): {'met' if d_knn > 0 and d_lin > 0 else 'NOT met'}")
+    if "student" in by_name and "baseline" in by_name:
+        s, b = by_name["student"], by_name["baseline"]
+        gain = knn(s) - knn(b)
+        precision = s.get("diagnostics", {}).get("positive_label_precision", float("nan"))
+        lines.append(f"ReKD student over MoCo v2 student: kNN {gain:+.1f} (aim >= +3): "
+                     f"{'met' if gain >= 3 else 'NOT met'}; mined positives' label precision "
+                     f"{precision:.3f} = {precision / chance:.1f}x chance (aim >= 2x): "
+                     f"{'met' if precision >= 2 * chance else 'NOT met'}")
+    return lines
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs every stage; returns {'rows': [...], 'seconds': total}."""
+    """Runs every row; returns {'rows', 'targets', 'chance', 'seconds'} (also results.json)."""
     start = time.time()
-    rows = []
-    teacher_encoder = os.path.join(workdir, "teacher", "encoders", "student")
-    for name in ("teacher", "student", "baseline"):
-        if name not in config.runs:
-            continue
-        run_cfg = config.runs[name].copy_and_resolve_references()
-        if run_cfg.method in ("seed", "rekd") and name != "teacher":
-            run_cfg.teacher.checkpoint = teacher_encoder
-        run_dir = os.path.join(workdir, name)
-        t0 = time.time()
-        summary = pretrain.train_and_evaluate(run_cfg, run_dir)
-        train_seconds = time.time() - t0
-        rows.append({"run": name, "method": run_cfg.method, "arch": run_cfg.student.arch,
-                     "steps": summary["step"], "train_seconds": round(train_seconds, 1),
-                     "final_loss": summary["metrics"].get("train/loss"),
-                     "encoder": summary["encoders"]["student"]})
-        rows[-1]["eval"] = _evaluate(config, summary["encoders"]["student"], run_dir)
-    result = {"rows": rows, "seconds": round(time.time() - start, 1)}
-    table = format_table(rows)
-    print(table)
-    print(f"total {result['seconds']:.0f} s; results in {os.path.join(workdir, 'results.json')}")
-    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+    rows = plan.run_plan(arms(config), workdir, config.evaluation, config.eval_modes)
+    chance = plan.label_chance(config.evaluation.data, config.evaluation.data.eval_split)
+    result = {"rows": rows, "chance": chance, "targets": targets(rows, chance),
+              "seconds": round(time.time() - start, 1)}
+    print(plan.format_table(rows, chance))
+    print("\n".join(result["targets"]))
+    path = os.path.join(workdir, "results.json")
+    print(f"total {result['seconds']:.0f} s; results in {path}")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
+    os.replace(path + ".tmp", path)
     return result

@@ -54,12 +54,13 @@ def method_module(name: str):
 
 
 def teacher_mode(config: ml_collections.ConfigDict) -> str | None:
-    """'online' | 'offline' | None (MoCo v2 has no teacher; SEED's is always offline)."""
+    """'online' | 'offline' | None (MoCo v2 has no teacher; SEED's is always offline; ReKD
+    with teacher 'none' learns from true-label relations only)."""
     if config.method == "mocov2":
         return None
     if config.method == "seed":
         return "offline"
-    return config.rekd.teacher
+    return None if config.rekd.teacher == "none" else config.rekd.teacher
 
 
 def compute_dtype(config: ml_collections.ConfigDict):
@@ -72,9 +73,13 @@ def backbone_overrides(overrides) -> dict:
 
 
 def projector_spec(arch: str, overrides: dict, projector_cfg) -> dict:
-    """{'hidden','dim','bn'}; hidden 0 means the backbone's feature width (method.md)."""
-    hidden = int(projector_cfg.hidden) or models.feature_dim(arch, **overrides)
-    return {"hidden": hidden, "dim": int(projector_cfg.dim), "bn": bool(projector_cfg.bn)}
+    """{'hidden','dim','bn','layers'}; hidden 0 means the backbone's feature width (method.md);
+    layers 1 is a linear head (hidden unused, stored as 0), 2 the MoCo v2 MLP."""
+    layers = int(projector_cfg.get("layers", 2))
+    hidden = 0 if layers == 1 else (int(projector_cfg.hidden)
+                                    or models.feature_dim(arch, **overrides))
+    return {"hidden": hidden, "dim": int(projector_cfg.dim), "bn": bool(projector_cfg.bn),
+            "layers": layers}
 
 
 def encoder_spec(part_cfg, source: str) -> dict:

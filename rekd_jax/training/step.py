@@ -170,7 +170,9 @@ def train_step(cfg: StepConfig, state: state_lib.TrainState, batch: dict,
         elif cfg.method == "seed":
             emb = {"z_s": z, "z_t": targets["t"]}
         else:
-            emb = {"q": z, "k": targets["k"], "t": targets["t"], "labels": labels}
+            emb = {"q": z, "k": targets["k"], "labels": labels}
+            if "t" in targets:
+                emb["t"] = targets["t"]
         loss, (metrics, method_state) = method.loss_fn(
             emb, state.method_state, cfg.method_cfg, rng=loss_rng, axis_name=AXIS)
         metrics = dict(metrics)

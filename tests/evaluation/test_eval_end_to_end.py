@@ -231,3 +231,41 @@ def test_conv_probe_fast_end_to_end(tmp_path_factory, assets):
     cached = np.load(os.path.join(workdir, "features", "conv_probe_test.npz"))
     assert sorted(k for k in cached.files if k.startswith("conv")) == [
         "conv1", "conv2", "conv3", "conv4", "conv5"]
+
+
+def test_untrained_encoder_is_scored_from_an_init_checkpoint(assets, tmp_path):
+    """checkpoint='init:ARCH:fields,seed=N' scores a random-init backbone (the baseline row):
+    the features are those of model.init(PRNGKey(N)), deterministic per seed."""
+    from rekd_jax.evaluation import features
+    from rekd_jax.models import get_model
+    config = tiny_config(assets, "knn")
+    config.checkpoint = "init:resnet18:cifar_stem=true,width_multiplier=0.125,seed=3"
+    eval_config.validate(config)
+    result = run.evaluate(config, str(tmp_path / "a"))
+    assert result["count"] == 100 and result["arch"] == "resnet18"
+    assert result["checkpoint"] == config.checkpoint
+    cached = np.load(tmp_path / "a" / "features" / "knn_test.npz")["features"]
+    model = get_model("resnet18", cifar_stem=True, width_multiplier=0.125, num_classes=0)
+    variables = model.init({"params": jax.random.PRNGKey(3)}, jnp.zeros((2, 32, 32, 3)),
+                           train=False)
+    backbone = features.load_backbone(config.checkpoint)
+    jax.tree.map(np.testing.assert_array_equal, backbone.variables, dict(variables))
+    other = features.load_backbone("init:resnet18:cifar_stem=true,width_multiplier=0.125,seed=4")
+    assert not np.array_equal(other.variables["params"]["conv1"]["kernel"],
+                              backbone.variables["params"]["conv1"]["kernel"])
+    assert cached.shape == (100, 64)
+    # Rerunning re-uses the cache keyed on the init text; another seed is another cache key.
+    again = run.evaluate(config, str(tmp_path / "a"))
+    assert again["top1"] == result["top1"]
+
+
+@pytest.mark.parametrize("text,match", [
+    ("init:resnet18:cifar_stem", "is not field=value"),
+    ("init:resnet18:seed=abc", "seed must be an integer"),
+    ("init:nosuchnet", "is not a model"),
+])
+def test_bad_init_checkpoints_name_the_syntax(assets, text, match):
+    config = tiny_config(assets, "knn")
+    config.checkpoint = text
+    with pytest.raises(ValueError, match=match):
+        eval_config.validate(config)

@@ -179,3 +179,39 @@ def test_init_states():
     np.testing.assert_array_equal(state['queue']['label'], -1)
     with pytest.raises(ValueError, match='must equal'):
         seed.init_state(jax.random.PRNGKey(0), small_config('seed'), 6, 5)
+
+
+def test_rekd_oracle_relation_is_true_label_supcon_with_or_without_a_teacher():
+    """relation='oracle': positives are the queue entries with the anchor's true label (the
+    SupCon upper bound); with teacher 'none' the loss needs no teacher embeddings at all."""
+    cfg = small_config('rekd', relation='oracle', lambda_inst=0.0)
+    no_teacher = small_config('rekd', relation='oracle', lambda_inst=0.0, teacher='none')
+    with_t = jax.jit(make_step(rekd, cfg, 'q', None))
+    without_t = jax.jit(make_step(rekd, no_teacher, 'q', None))
+    state_t = rekd.init_state(jax.random.PRNGKey(0), cfg, 6, 3)
+    state_n = rekd.init_state(jax.random.PRNGKey(0), no_teacher, 6, None)
+    assert 'teacher' not in state_n['queue'] and state_n['prototypes'] == {}
+    for step in range(3):
+        embeddings = make_embeddings('rekd', step)
+        plain = {k: v for k, v in embeddings.items() if k != 't'}
+        loss_t, _, metrics_t, new_t = with_t(embeddings, state_t, jax.random.PRNGKey(step))
+        loss_n, _, metrics_n, new_n = without_t(plain, state_n, jax.random.PRNGKey(step))
+        queue = state_n['queue']
+        labels = embeddings['labels']
+        same = (labels[:, None] == np.asarray(queue['label'])[None, :]) & (labels[:, None] >= 0)
+        mask = np.concatenate([np.ones((GLOBAL, 1), bool), same & np.asarray(queue['valid'])], 1)
+        expected = losses.relation_contrast(embeddings['q'], embeddings['k'], queue['key'],
+                                            mask, cfg.temperature)
+        np.testing.assert_allclose(loss_n, expected, rtol=1e-6)
+        np.testing.assert_allclose(loss_t, loss_n, rtol=1e-6)
+        if step > 0:  # every mined positive shares the label: precision 1
+            np.testing.assert_allclose(metrics_n['positive_label_precision'], 1.0)
+            np.testing.assert_allclose(metrics_t['positive_label_precision'], 1.0)
+            assert float(metrics_n['positives_per_anchor']) > 1.0
+        state_t, state_n = new_t, new_n
+    np.testing.assert_array_equal(state_n['queue']['label'], state_t['queue']['label'])
+
+
+def test_rekd_teacher_none_needs_the_oracle_relation():
+    with pytest.raises(ValueError, match="teacher='none'.*relation='oracle'"):
+        small_config('rekd', teacher='none')

@@ -181,3 +181,17 @@ def test_relation_diagnostics_without_labels_report_zero_precision():
     np.testing.assert_allclose(diagnostics['labelled_pairs_per_anchor'], 0.0)
     np.testing.assert_allclose(diagnostics['prototype_entropy'], 0.0)
     assert math.isfinite(float(diagnostics['positives_per_anchor']))
+
+
+def test_oracle_relation_is_label_equality_over_valid_candidates():
+    anchor = np.array([0, 1, -1], np.int32)
+    cand = np.array([0, 1, 0, -1, 1], np.int32)
+    valid = np.array([True, True, False, True, True])
+    got = relation.relation_positives(None, None, None, None, valid, 'oracle', 0.0, 1,
+                                      anchor_labels=anchor, cand_labels=cand)
+    expected = np.array([[1, 1, 0, 0, 0, 0],
+                         [1, 0, 1, 0, 0, 1],
+                         [1, 0, 0, 0, 0, 0]], bool)  # unknown labels relate to nothing
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match='oracle.*labels'):
+        relation.relation_positives(None, None, None, None, valid, 'oracle', 0.0, 1)

@@ -170,9 +170,15 @@ def test_quickstart_end_to_end(tmp_path, cache_dir):
     import json
     with open(workdir / "results.json") as f:
         result = json.load(f)
-    assert [r["run"] for r in result["rows"]] == ["teacher", "student"]
+    assert [r["name"] for r in result["rows"]] == [
+        "random_init/resnet18", "random_init/alexnet", "teacher", "student"]
     for row in result["rows"]:
-        assert row["steps"] == TOTAL_STEPS
+        assert row["steps"] == (0 if row["label"] == "random init" else TOTAL_STEPS)
         for mode in ("knn", "linear"):
             assert 0.0 <= row["eval"][mode]["top1"] <= 100.0
-    assert "kNN top1" in proc.stdout and "student" in proc.stdout
+    assert result["rows"][0]["encoder"].startswith("init:resnet18:")
+    student = result["rows"][3]
+    assert 0.0 <= student["diagnostics"]["positive_label_precision"] <= 1.0
+    assert result["chance"] == pytest.approx(0.1, abs=0.01)
+    assert "random init" in proc.stdout and "dkNN" in proc.stdout
+    assert any("teacher kNN gain over random init" in t for t in result["targets"])

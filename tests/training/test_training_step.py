@@ -101,3 +101,19 @@ def test_lightweight_students_train_with_mocov2(arch, overrides):
     moved = jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(a) - b).max(),
                                    init.params["student"], after.params["student"])
     assert max(jax.tree_util.tree_leaves(moved)) > 1e-6
+
+
+def test_supervised_teacher_step_uses_labels_and_a_linear_head():
+    """ReKD with teacher 'none' and oracle relations (the study's supervised teacher) trains
+    without any teacher, with the MoCo CIFAR demo's linear projector; its queue keeps labels."""
+    config = _config()
+    config.rekd.update(teacher="none", relation="oracle")
+    config.student.projector.layers = 1
+    rng = np.random.RandomState(2)
+    images = rng.randint(0, 256, (GLOBAL_BATCH, 16, 16, 3)).astype(np.uint8)
+    labels = np.array([0, 1, 0, 1, 2, 2, 3, 0], np.int32)
+    init, after, metrics = _run(config, 1, images, labels)
+    assert "teacher" not in after.params and after.teacher_method_state == {}
+    assert sorted(after.params["student"]["projector"]) == ["out"]  # one linear layer
+    np.testing.assert_array_equal(after.method_state["queue"]["label"][:GLOBAL_BATCH], labels)
+    assert np.isfinite(metrics["loss"]) and metrics["positives_per_anchor"] == 1.0

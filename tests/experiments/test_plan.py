@@ -1,0 +1,47 @@
+"""Experiment plans: random-init rows are required in every table, gains are computed against
+them, init texts round-trip, metrics are summarised from metrics.jsonl."""
+import json
+
+import pytest
+
+from rekd_jax.evaluation import features
+from rekd_jax.experiments import plan
+
+
+def row(name, arch, label, knn, lin, **extra):
+    return {"name": name, "arch": arch, "label": label, "steps": 0 if label == plan.RANDOM_INIT
+            else 10, "train_seconds": 1.0, "eval": {"knn": {"top1": knn}, "linear": {"top1": lin}},
+            **extra}
+
+
+def test_table_needs_a_random_init_row_per_arch_and_shows_gains():
+    rows = [row("random_init/alexnet", "alexnet", plan.RANDOM_INIT, 20.0, 18.0),
+            row("a/mocov2", "alexnet", "MoCo v2", 25.5, 17.0),
+            row("a/rekd", "alexnet", "ReKD (offline)", 30.0, 31.0, method="rekd",
+                diagnostics={"positive_label_precision": 0.25})]
+    table = plan.format_table(rows, chance=0.1)
+    lines = table.splitlines()
+    assert "+5.5" in lines[3] and "-1.0" in lines[3]
+    assert "+10.0" in lines[4] and "+13.0" in lines[4] and "0.250 (2.5x)" in lines[4]
+    with pytest.raises(ValueError, match="no random-init row for \\['resnet18'\\]"):
+        plan.format_table(rows + [row("r/mocov2", "resnet18", "MoCo v2", 30.0, 30.0)])
+
+
+def test_init_text_round_trips_through_the_evaluation_parser():
+    text = plan.init_text("resnet18", {"cifar_stem": True, "width_multiplier": 0.25}, seed=3)
+    spec, seed = features.parse_init_checkpoint(text)
+    assert seed == 3 and spec["arch"] == "resnet18"
+    assert spec["overrides"] == {"cifar_stem": True, "width_multiplier": 0.25}
+
+
+def test_summarize_metrics_means_the_last_quarter(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    with open(path, "w") as f:
+        for step, value in enumerate([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.5, 0.7], 1):
+            f.write(json.dumps({"step": step, "train/positive_label_precision": value}) + "\n")
+        f.write(json.dumps({"hparams": {"x": 1}}) + "\n")
+    assert plan.summarize_metrics(str(path))["positive_label_precision"] == pytest.approx(0.6)
+
+
+def test_format_duration():
+    assert plan.format_duration(3725.4) == "1:02:05"
