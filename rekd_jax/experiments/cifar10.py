@@ -29,8 +29,8 @@ Scales:
   tiny  seconds; rekd_shapes/tiny; what the tests run.
   cpu   the mechanism study on a 2-core CPU (about an hour): CIFAR-10 train[:10000] /
         test[:2000] at 16 px, half/quarter-width students where the family has a width,
-        batch 128 at the demo's peak lr 0.06 (not linearly scaled down), 1,000 teacher and
-        300 student steps.
+        batch 128, students at the demo's linearly scaled lr (peak 0.015), teachers at its
+        unscaled peak 0.06, 1,000 teacher and 300 student steps.
   gpu   full CIFAR-10 at 32 px, full widths, 200 teacher epochs, sized (an estimate, not yet
         measured) for one 10-minute call on one H200; see docs/results.md.
 """
@@ -69,9 +69,11 @@ class Scale:
     mechanism_student: str
     eval_batch: int
     shufflenet: str = "shufflenetv2_x1_0"  # the ShuffleNetV2 width of this scale
-    # The demo's 0.06 is for batch 512 with linear scaling; at a CPU batch that would crush the
-    # peak lr (0.015 at 128) and leave short runs where they started: small scales keep 0.06.
-    lr_scaling_batch: int = 512
+    # The demo's lr 0.06 is for batch 512, linearly scaled. Students follow that rule at every
+    # scale. At a CPU batch it leaves a short teacher run where it started (peak 0.015 at 128),
+    # so small scales give the teachers the demo's peak 0.06 itself (lr_scaling_batch = batch);
+    # AlexNet students collapse at that peak (quick-start measurements, docs/results.md).
+    teacher_lr_scaling_batch: int = 512
 
     def students(self, families=STUDENT_FAMILIES) -> tuple[str, ...]:
         return tuple(self.shufflenet if f == "shufflenetv2" else f for f in families)
@@ -87,7 +89,7 @@ SCALES = {
                                      "efficientnet_b0": {"width_multiplier": 0.25}},
                   queue_batches=4, num_prototypes=10, linear_epochs=2,
                   mechanism_student="alexnet", eval_batch=16, shufflenet="shufflenetv2_x0_5",
-                  lr_scaling_batch=16),
+                  teacher_lr_scaling_batch=16),
     "cpu": Scale(dataset="cifar10", train_split="train[:10000]", eval_split="test[:2000]",
                  image_size=16, batch=128, teacher_arch="resnet18",
                  teacher_overrides={"width_multiplier": 0.25}, teacher_steps=1000,
@@ -97,7 +99,7 @@ SCALES = {
                                     "efficientnet_b0": {"width_multiplier": 0.5}},
                  queue_batches=8, num_prototypes=100, linear_epochs=30,
                  mechanism_student="alexnet", eval_batch=256, shufflenet="shufflenetv2_x0_5",
-                 lr_scaling_batch=128),
+                 teacher_lr_scaling_batch=128),
     "gpu": Scale(dataset="cifar10", train_split="train", eval_split="test", image_size=32,
                  batch=512, teacher_arch="resnet18", teacher_overrides={},
                  teacher_steps=200 * 97, student_steps=50 * 97, student_overrides={},
@@ -115,7 +117,6 @@ def _recipe(scale: Scale, data_dir: str, seed: int) -> ml_collections.ConfigDict
                        eval_split=scale.eval_split, image_size=scale.image_size,
                        eval_resize=scale.image_size)
     config.global_batch_size = scale.batch
-    config.optimizer.lr_scaling_batch = scale.lr_scaling_batch
     default.set_queue_size(config, scale.queue_batches * scale.batch)
     config.rekd.num_prototypes = scale.num_prototypes
     config.knn_monitor.every_epochs = 0
@@ -155,6 +156,7 @@ def teacher_config(scale: Scale, kind: str, data_dir: str,
                             "mocov2" if kind == "mocov2" else "rekd_oracle", data_dir, seed)
     config.student.overrides = _encoder(scale.teacher_arch, scale.teacher_overrides)
     config.num_train_steps = scale.teacher_steps
+    config.optimizer.lr_scaling_batch = scale.teacher_lr_scaling_batch
     return config
 
 
