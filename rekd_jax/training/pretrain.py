@@ -64,7 +64,8 @@ def build(config: ml_collections.ConfigDict) -> Run:
     steps_per_epoch = int(train_data.steps_per_epoch)
     total_steps = int(config.num_train_steps or config.num_epochs * steps_per_epoch)
     warmup = int(round(config.optimizer.warmup_epochs * steps_per_epoch))
-    schedule = optim.learning_rate_schedule(config.optimizer, batch, total_steps, warmup)
+    schedule = optim.learning_rate_schedule(config.optimizer, batch, total_steps, warmup,
+                                            steps_per_epoch)
     tx = optim.create_optimizer(config.optimizer, schedule)
     state = state_lib.create_train_state(config, modules, tx)
     step_config = step_lib.make_step_config(config, modules, tx, schedule, batch,
