@@ -166,7 +166,7 @@ def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     16 px views, a quarter-width student/teacher where the family allows, 8 steps."""
     config.data.update(dataset="rekd_shapes/tiny", train_split="train", eval_split="test",
                        image_size=16, eval_resize=16, host_size=0, resident="auto",
-                       num_workers=2)
+                       num_workers=2, train_crop="device")
     config.data.augment.blur_prob = 0.0
     for part in (config.student, config.teacher):
         overrides = part.overrides.to_dict()
