@@ -223,8 +223,6 @@ def _validate_optim(config, name: str) -> None:
         _fail(f"{name}.train_transform", block.train_transform, f"use one of {augment.CROPS}")
     if "init" in block and block.init not in linear.HEAD_INITS:
         _fail(f"{name}.init", block.init, f"use one of {linear.HEAD_INITS}")
-    if "head_bn" in block and not isinstance(block.head_bn, bool):
-        _fail(f"{name}.head_bn", block.head_bn, "use True or False")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
