@@ -106,3 +106,22 @@ def test_per_device_student_bn_equals_split_bn_on_one_device():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(glob, whole, rtol=1e-4, atol=1e-5)  # cross-replica = 1 group
     assert np.abs(glob - four).max() > 1e-3  # the BN choice matters
+
+
+def test_step_views_of_host_crops_are_the_crops_augmented():
+    """The training step's two_views takes the host's two crops per image as they are (crop
+    box = the whole crop), one per view, with per-example randomness."""
+    config = default.get_config("runlocal")
+    aug = config.data.augment
+    aug.update(jitter_prob=0.0, gray_prob=0.0, blur_prob=0.0, flip_prob=0.0,
+               mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    cfg = step_lib.StepConfig(
+        method="mocov2", teacher_mode=None, modules=None, method_cfg=None,
+        teacher_mocov2_cfg=None, augment_cfg=aug, image_size=16, dtype=np.float32, tx=None,
+        schedule=None, ema_momentum=0.99, global_batch_size=4, num_devices=1,
+        splits_per_device=1)
+    crops = np.random.RandomState(0).randint(0, 256, (4, 2, 16, 16, 3)).astype(np.uint8)
+    v1, v2 = jax.pmap(lambda x: step_lib.two_views(cfg, jax.random.PRNGKey(0), x),
+                      axis_name="batch", devices=jax.devices()[:1])(crops[None])
+    np.testing.assert_allclose(np.asarray(v1[0]), crops[:, 0] / 255.0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(v2[0]), crops[:, 1] / 255.0, atol=1e-6)
