@@ -134,3 +134,46 @@ def test_bad_probe_fields_are_named(field, value, tmp_path):
                                         '"projector": null, "source": "test"}')
     with pytest.raises(ValueError, match=f"conv_probe.{field}"):
         eval_config.validate(config)
+
+
+def test_conv_probe_on_host_crops_of_variable_size_jpegs_end_to_end(tmp_path):
+    """The ImageNet path in miniature: variable-size JPEGs, Resize + RandomCrop drawn over the
+    full image on the host (train_crop='host'), frozen AlexNet, head BatchNorm, image mode."""
+    import json
+    import os
+
+    from PIL import Image
+
+    from rekd_jax.data import prepare
+    from rekd_jax.models import heads, io
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 16), ("val", 8)):
+        for k in range(count):
+            h, w = (int(v) for v in rng.integers(30, 60, 2))
+            small = rng.integers(0, 256, (h // 4, w // 4, 3), dtype=np.uint8)
+            path = tmp_path / "src" / split / f"c{k % 2}" / f"{k}.jpg"
+            os.makedirs(path.parent, exist_ok=True)
+            Image.fromarray(small).resize((w, h), Image.BILINEAR).save(path, quality=90)
+    prepare.prepare(str(tmp_path / "src"), "varjpeg", str(tmp_path / "tfds"), num_workers=1,
+                    log=lambda m: None)
+    spec = {"arch": "alexnet", "overrides": {"cifar_stem": True, "num_classes": 0},
+            "projector": None, "source": "test"}
+    variables = heads.build_encoder(spec).init(jax.random.PRNGKey(0), jnp.zeros((1, 24, 24, 3)),
+                                               train=False)
+    io.save_encoder(str(tmp_path / "encoder"), spec, variables)
+    config = conv_probe_config.get_config("runlocal")
+    config.data.update(dict(dataset="varjpeg", data_dir=str(tmp_path / "tfds"),
+                            train_split="train", eval_split="validation", image_size=24,
+                            eval_resize=28, host_size=28, resident="off", train_crop="host"))
+    config.checkpoint = str(tmp_path / "encoder")
+    config.tensorboard = "off"
+    config.eval_batch_size = 8
+    config.conv_probe.update(dict(epochs=1, batch_size=8, milestones=(),
+                                  pool_sizes=(3, 2, 2, 2, 2)))
+    assert config.conv_probe.head_bn and config.conv_probe.train_transform == "resize_random_crop"
+    result = run.evaluate(config, str(tmp_path / "work"))
+    assert set(result["layers"]) == {"conv1", "conv2", "conv3", "conv4", "conv5"}
+    assert all(v["count"] == 8 for v in result["layers"].values())
+    with open(tmp_path / "work" / "results_conv_probe.json") as f:
+        assert json.load(f)["fast"] is False
