@@ -16,10 +16,19 @@ the Flax ImageNet example). Fields:
   global_batch_size, num_epochs, num_train_steps (> 0 overrides num_epochs)
   optimizer            SGD: lr = base_learning_rate * batch / lr_scaling_batch, momentum,
                        weight_decay, exclude_bn_and_bias_from_weight_decay, nesterov,
-                       warmup_epochs, then cosine decay to 0
+                       warmup_epochs, then cosine decay to 0, updated every step or once per
+                       epoch (cosine_unit 'step' | 'epoch'; 'epoch' is MoCo's
+                       main_moco.py adjust_learning_rate, used by the MoCo-reproducing recipes)
   ema_momentum         m of the momentum (key) encoders
   key_bn_splits        shuffle-BN groups of the key encoders over the global batch (0 = auto:
                        one per device, at least 8: MoCo's SplitBN on few devices)
+  student_bn           BatchNorm of the query/student forward: 'global' (cross-replica over
+                       the global batch), 'per_device' (each device's images) or 'split:N' (N
+                       groups over the global batch, N/D per device: MoCo's SplitBN). MoCo and
+                       SEED train on 8 GPUs x 32 images with plain (per-GPU) BatchNorm, so the
+                       ImageNet recipes use 'split:8' at batch 256: 32 images per group on any
+                       D dividing 8 (on 8 devices it is 'per_device'). The base default is
+                       'global'.
   dtype                compute dtype 'float32' | 'bfloat16' (parameters stay float32)
   log_every_steps, checkpoint_every_steps, keep_checkpoints, async_checkpointing
   knn_monitor          every_epochs (0 = off), k, temperature, train_examples / test_examples
@@ -74,9 +83,11 @@ def get_config(arg=None):
         "weight_decay": 1e-4,
         "exclude_bn_and_bias_from_weight_decay": False,
         "warmup_epochs": 0,
+        "cosine_unit": "step",
     })
     config.ema_momentum = 0.99
     config.key_bn_splits = 0
+    config.student_bn = "global"
     config.dtype = "float32"
     config.log_every_steps = 50
     config.checkpoint_every_steps = 1000
@@ -101,12 +112,23 @@ def set_queue_size(config: ml_collections.ConfigDict, size: int) -> None:
 
 def imagenet(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """ImageNet-1k at 224 px with the MoCo v2 recipe of method.md (200 epochs, batch 256,
-    lr 0.03 x batch/256 cosine, wd 1e-4, K 65536, m 0.999, blur on)."""
+    lr 0.03 x batch/256 cosine, wd 1e-4, K 65536, m 0.999, blur on).
+
+    As facebookresearch/moco main_moco.py (and jacobswan1/SEED main.py) have it: the host
+    draws RandomResizedCrop over the full decoded image (data.train_crop='host'; 'device' is
+    the faster 256 x 256 centre pre-crop), the cosine steps once per epoch
+    (optimizer.cosine_unit='epoch'), and the query/student BatchNorm sees 32 images per group
+    (student_bn='split:8': MoCo's per-GPU BN of 8 GPUs x 32 images, on any device count
+    dividing 8).
+    """
     config.data.update(dataset="imagenet2012", train_split="train", eval_split="validation",
-                       image_size=224, eval_resize=256, host_size=256, resident="off")
+                       image_size=224, eval_resize=256, host_size=256, resident="off",
+                       train_crop="host")
     config.data.augment.blur_prob = 0.5
     config.global_batch_size = 256
     config.num_epochs = 200
+    config.student_bn = "split:8"
+    config.optimizer.cosine_unit = "epoch"
     config.optimizer.base_learning_rate = 0.03
     config.optimizer.weight_decay = 1e-4
     config.ema_momentum = 0.999
@@ -166,7 +188,7 @@ def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     16 px views, a quarter-width student/teacher where the family allows, 8 steps."""
     config.data.update(dataset="rekd_shapes/tiny", train_split="train", eval_split="test",
                        image_size=16, eval_resize=16, host_size=0, resident="auto",
-                       num_workers=2)
+                       num_workers=2, train_crop="device")
     config.data.augment.blur_prob = 0.0
     for part in (config.student, config.teacher):
         overrides = part.overrides.to_dict()
@@ -212,8 +234,16 @@ def seed_baseline(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     return config
 
 
+def seed_tau_paper(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """SEED with the paper's teacher temperature tau_t = 0.01 instead of the released code's
+    1e-4 (the default; see rekd_jax.methods.seed.default_config)."""
+    config.seed.tau_t = seed.TAU_T_PAPER
+    return config
+
+
 STUDENT_VARIANTS = {"offline": offline_teacher, "online": online_teacher,
-                    "mocov2": mocov2_baseline, "seed": seed_baseline, "runlocal": runlocal}
+                    "mocov2": mocov2_baseline, "seed": seed_baseline,
+                    "seed_tau_paper": seed_tau_paper, "runlocal": runlocal}
 
 
 def imagenet_student(arch: str, arg: str | None, file: str) -> ml_collections.ConfigDict:

@@ -2,9 +2,11 @@
 
 Protocol: global-pooled backbone features (BatchNorm in eval mode), one linear layer, 100
 epochs, batch 256, SGD lr 30, momentum 0.9, no weight decay, lr x0.1 at epochs 60 and 80
-(MoCo's main_lincls; --config.linear.schedule=cosine for cosine), RandomResizedCrop(0.08-1)
-+ flip for training, Resize(256) + CenterCrop(224) for evaluation; top-1 / top-5 over the
-whole evaluation split. --config.linear.fast=True freezes and caches the features once
+(facebookresearch/moco main_lincls.py; --config.linear.schedule=cosine for cosine), head
+init N(0, 0.01^2), no BatchNorm before the head, RandomResizedCrop(0.08-1) + flip for training
+(over the full decoded image on the host for ImageNet, data.train_crop='host'; 'device' crops
+the 256 x 256 centre, faster), Resize(256) + CenterCrop(224) for evaluation; top-1 / top-5 over
+the whole evaluation split. --config.linear.fast=True freezes and caches the features once
 (no augmentation) and trains the probe on them in seconds.
 
 Variants (--config=configs/linear_eval.py:VARIANT, comma-separated): imagenet (default),

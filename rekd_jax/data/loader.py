@@ -100,8 +100,9 @@ class _Failure:
 
 _END = object()
 
-# fetch(positions) -> (dict of numpy arrays, each [len(positions), ...], replaced bool [len]).
-FetchFn = Callable[[np.ndarray], "tuple[dict, np.ndarray]"]
+# fetch(positions, epoch) -> (dict of numpy arrays, each [len(positions), ...], replaced bool
+# [len]); the epoch seeds per-example host randomness (host crops), so resume stays exact.
+FetchFn = Callable[[np.ndarray, int], "tuple[dict, np.ndarray]"]
 
 
 class Loader:
@@ -225,7 +226,7 @@ class Loader:
           order_epoch, order = epoch, self.plan.epoch_order(epoch)
         positions, valid = self.plan.positions(order, step)
         chunks = np.array_split(np.arange(positions.size), min(self._num_workers, positions.size))
-        jobs = [self._pool.submit(self._fetch, positions[c]) for c in chunks if c.size]
+        jobs = [self._pool.submit(self._fetch, positions[c], epoch) for c in chunks if c.size]
         inflight.append((jobs, valid, self.plan.next_state(epoch, step)))
         if len(inflight) > self._prefetch:
           if not put(self._assemble(*inflight.popleft())):

@@ -5,6 +5,10 @@
 
 * host mode: ``{'image': uint8 (D, b, H, W, 3), 'label': int32 (D, b)}``; the host decodes
   (and, with ``host_size > 0``, resizes the shorter side and centre-crops) in worker threads;
+* host-crop mode (training pipelines with ``train_crop='host'`` and a ``host_crop`` spec):
+  ``{'image': uint8 (D, b, V, S, S, 3), ...}``, V crops per image drawn over the full decoded
+  image on the worker threads (``rekd_jax.data.host_crop``), the rest of the augmentation on
+  the device (``augment.host_cropped_views``);
 * resident mode: ``{'index': int32 (D, b), 'label': int32 (D, b)}`` and
   ``pipeline.resident_images`` (uint8 [N, H, W, 3]) to place on the accelerators once; the
   training step gathers ``resident_images[index]`` on device.
@@ -24,6 +28,7 @@ from typing import Sequence
 import ml_collections
 import numpy as np
 
+from rekd_jax.data import host_crop as host_crop_lib
 from rekd_jax.data import loader as loader_lib
 from rekd_jax.data import sources
 
@@ -32,8 +37,22 @@ _AUGMENT_FIELDS = ("crop_scale", "crop_ratio", "jitter", "jitter_prob", "gray_pr
                    "blur_prob", "blur_sigma", "flip_prob", "mean", "std")
 
 
+TRAIN_CROPS = ("device", "host")
+
+
 def default_data_config() -> ml_collections.ConfigDict:
-  """The ``config.data`` block shared by pre-training and evaluation configs."""
+  """The ``config.data`` block shared by pre-training and evaluation configs.
+
+  ``train_crop`` chooses where the training crops (RandomResizedCrop, or the probes' crop) are
+  drawn: 'host' = over the full decoded image on the host worker threads, one or two fixed-size
+  crops per image go to the device (MoCo / SEED / main_lincls as published; JPEG decoding at a
+  reduced DCT scale keeps it cheap); 'device' = on the device from what the host delivers:
+  stored fixed-size images, or with ``host_size`` > 0 the centre ``host_size`` square of the
+  image resized to ``host_size`` (faster, one decode per image and resident mode possible, but
+  the crops never see the sides of non-square images). Evaluation pipelines always use
+  ``host_size`` (Resize(256) + CenterCrop(224) stays exact). Fixed-size datasets (CIFAR) are
+  cropped the same either way; 'device' is then the faster choice.
+  """
   return ml_collections.ConfigDict(dict(
       dataset="rekd_shapes",   # TFDS name[/config][:version]; rekd_shapes is built on first use.
       data_dir="",             # '' = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets).
@@ -42,6 +61,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       image_size=32,           # Training views and evaluation centre crop.
       eval_resize=32,          # Shorter side before the evaluation centre crop (256 for 224).
       host_size=0,             # 0: fixed-size images used as stored; >0: host resize + crop.
+      train_crop="device",     # 'device' | 'host': where training crops are drawn (below).
       resident="auto",         # 'auto' | 'on' | 'off': keep the uint8 split on the devices.
       resident_max_mb=1024,    # 'auto' threshold on the uint8 split size.
       num_workers=8,           # Decoding threads per process.
@@ -90,6 +110,12 @@ def validate_data_config(cfg) -> None:
         "set host_size >= image_size (crops are resized up otherwise)")
   if cfg.resident not in _RESIDENT_CHOICES:
     bad("resident", f"= {cfg.resident!r} is not one of {_RESIDENT_CHOICES}", "pick one of them")
+  if cfg.train_crop not in TRAIN_CROPS:
+    bad("train_crop", f"= {cfg.train_crop!r} is not one of {TRAIN_CROPS}",
+        "use 'host' (crops over the full image, as MoCo/SEED) or 'device' (faster)")
+  if cfg.train_crop == "host" and cfg.resident == "on":
+    bad("resident", "= 'on' cannot hold host crops (they change every epoch)",
+        "set resident='auto' (evaluation stays resident when it fits) or train_crop='device'")
   aug = cfg.augment
   missing = [f for f in _AUGMENT_FIELDS if f not in aug]
   if missing:
@@ -159,16 +185,19 @@ class _Counter:
         self.value += n
 
 
-def _decoder(source, example_ids, host_size, image_shape, counter):
-  """fetch(positions) for host mode, and the decoder used to fill resident images."""
+def _decoder(source, example_ids, decode, image_shape, counter):
+  """fetch(positions, epoch) for host mode, and the decoder used to fill resident images.
 
-  def decode_or_replace(position):
+  ``decode(image bytes, example id, epoch)`` -> uint8 array of ``image_shape``.
+  """
+
+  def decode_or_replace(position, epoch):
     """Decode the example at ``position``; on a corrupt image, the next valid one."""
     for attempt in range(len(example_ids)):
       example_id = example_ids[(position + attempt) % len(example_ids)]
       record = source.read([example_id])[0]
       try:
-        image = sources.decode_image(record["image"], host_size)
+        image = decode(record["image"], example_id, epoch)
       except Exception:  # pylint: disable=broad-except  (PIL raises many types)
         counter.add(1)
         continue
@@ -182,7 +211,7 @@ def _decoder(source, example_ids, host_size, image_shape, counter):
           f"expected {image_shape}: the images vary in size; set config.data.host_size "
           "(e.g. 256) so the host resizes and centre-crops them to a fixed size")
 
-  def fetch(positions):
+  def fetch(positions, epoch):
     ids = example_ids[positions]
     records = source.read(ids)
     images = np.empty((len(ids),) + image_shape, np.uint8)
@@ -190,10 +219,10 @@ def _decoder(source, example_ids, host_size, image_shape, counter):
     replaced = np.zeros(len(ids), bool)
     for k, (record, position) in enumerate(zip(records, positions)):
       try:
-        image, label = sources.decode_image(record["image"], host_size), record["label"]
+        image, label = decode(record["image"], ids[k], epoch), record["label"]
       except Exception:  # pylint: disable=broad-except
         counter.add(1)
-        image, label, _ = decode_or_replace(int(position) + 1)
+        image, label, _ = decode_or_replace(int(position) + 1, epoch)
         replaced[k] = True
       check(image, ids[k])
       images[k], labels[k] = image, label
@@ -218,12 +247,15 @@ def _probe_shape(source, example_ids, host_size):
 def create(data_cfg, *, split: str, training: bool, global_batch_size: int, seed: int,
            num_local_devices: int | None = None, process_index: int | None = None,
            process_count: int | None = None, indices: Sequence[int] | None = None,
-           drop_remainder: bool | None = None) -> Pipeline:
+           drop_remainder: bool | None = None,
+           host_crop: host_crop_lib.HostCrop | None = None) -> Pipeline:
   """Build the pipeline for one split (see the module docstring for what it yields).
 
   Devices and processes default to ``jax.local_device_count()``, ``jax.process_index()``
   and ``jax.process_count()``; tests override them. ``indices`` restricts the split to those
   example indices (e.g. a 1% subset); ``drop_remainder`` defaults to ``training``.
+  ``host_crop``: the crops a training pipeline cuts on the host when
+  ``data_cfg.train_crop == 'host'`` (ignored otherwise and for evaluation pipelines).
   """
   validate_data_config(data_cfg)
   if num_local_devices is None or process_index is None or process_count is None:
@@ -247,17 +279,32 @@ def create(data_cfg, *, split: str, training: bool, global_batch_size: int, seed
       num_local_devices=int(num_local_devices), process_index=int(process_index),
       process_count=int(process_count), seed=int(seed), shuffle=training, repeat=training,
       drop_remainder=bool(drop_remainder))
-  image_shape = tuple(_probe_shape(source, example_ids, data_cfg.host_size))
   counter = _Counter()
-  fetch_images = _decoder(source, example_ids, data_cfg.host_size, image_shape, counter)
-  resident = _use_resident(data_cfg, source, example_ids.size, image_shape)
+  if training and data_cfg.train_crop == "host":
+    if host_crop is None:
+      raise ValueError("config.data.train_crop='host' needs the training pipeline's crops: "
+                       "pass host_crop=rekd_jax.data.host_crop.HostCrop(...) to create()")
+    image_shape = (host_crop.views, host_crop.size, host_crop.size, 3)
+    crop_seed = int(seed)
+
+    def decode(data, example_id, epoch):
+      return host_crop_lib.decode_crops(data, host_crop, crop_seed, epoch, int(example_id))
+    resident = False
+  else:
+    image_shape = tuple(_probe_shape(source, example_ids, data_cfg.host_size))
+    host_size = data_cfg.host_size
+
+    def decode(data, example_id, epoch):  # pylint: disable=unused-argument  (deterministic)
+      return sources.decode_image(data, host_size)
+    resident = _use_resident(data_cfg, source, example_ids.size, image_shape)
+  fetch_images = _decoder(source, example_ids, decode, image_shape, counter)
   resident_images = None
   fetch = fetch_images
   if resident:
     resident_images, labels, replaced = _load_resident(fetch_images, example_ids.size,
                                                        image_shape, data_cfg.num_workers)
 
-    def fetch(positions):  # pylint: disable=function-redefined
+    def fetch(positions, epoch):  # pylint: disable=function-redefined,unused-argument
       return ({"index": positions.astype(np.int32), "label": labels[positions]},
               replaced[positions])
 
@@ -290,7 +337,8 @@ def _load_resident(fetch, num_examples, image_shape, num_workers):
   num_chunks = max(1, min(num_examples // 256, 4 * num_workers))
   chunks = np.array_split(np.arange(num_examples), num_chunks)
   with futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
-    for chunk, (arrays, chunk_replaced) in zip(chunks, pool.map(fetch, chunks)):
+    for chunk, (arrays, chunk_replaced) in zip(chunks, pool.map(fetch, chunks,
+                                                                [0] * len(chunks))):
       images[chunk], labels[chunk] = arrays["image"], arrays["label"]
       replaced[chunk] = chunk_replaced
   return images, labels, replaced

@@ -18,14 +18,20 @@ semi_supervised.py (each calls it and changes fields). Fields:
   tensorboard       'auto' | 'on' | 'off' (clu writers need TensorFlow)
   distributed       multi-host setup (rekd_jax.training.distributed): enabled,
                     coordinator_address, num_processes, process_id, cpu_collectives
-  linear            MoCo linear protocol: epochs 100, batch_size 256, SGD learning_rate 30,
-                    momentum 0.9, no weight decay, schedule 'step' at milestones (60, 80) x0.1
-                    (or 'cosine' / 'constant'), crop_scale of the RandomResizedCrop; fast=True
-                    extracts features once without augmentation and trains on them (seconds)
-  conv_probe        AlexNet conv1..conv5 probes: layers, pool_sizes (adaptive max-pool side per
-                    layer: 12, 7, 5, 6, 6 -> about 9k features each), 35 epochs, SGD Nesterov
-                    0.9, weight decay 5e-4, lr 0.01 x0.2 at epochs 5, 15, 25; fast as above
-                    (but it caches ~46k floats per image: CIFAR-scale datasets only)
+  linear            MoCo linear protocol (facebookresearch/moco main_lincls.py): epochs 100,
+                    batch_size 256, SGD learning_rate 30, momentum 0.9, no weight decay,
+                    schedule 'step' at milestones (60, 80) x0.1 (or 'cosine' / 'constant'),
+                    RandomResizedCrop(crop_scale) + flip, head init N(0, 0.01^2), no head
+                    BatchNorm; fast=True extracts features once without augmentation and
+                    trains on them (seconds)
+  conv_probe        AlexNet conv1..conv5 probes, RotNet's ImageNet linear classifiers exactly
+                    (gidariss/FeatureLearningRotNet, see configs/conv_probe.py): layers,
+                    pool_sizes (adaptive max-pool 12, 7, 5, 6, 6 -> about 9k features each),
+                    non-affine BatchNorm before each head (head_bn), init N(0, 2/classes)
+                    ('fan_out'), batch 192, 35 epochs, SGD Nesterov 0.9, weight decay 5e-4,
+                    lr 0.01 x0.2 at epochs 5, 15, 25, Resize(256) + RandomCrop(224) + flip
+                    ('resize_random_crop'); fast as above (but it caches ~46k floats per
+                    image: CIFAR-scale datasets only)
   knn               weighted kNN: k 200, temperature 0.1 (cosine, exp(sim / tau) votes),
                     chunk_size / train_chunk_size bound memory
   semi_supervised   fine-tune backbone + linear head on `fraction` of the training labels
@@ -36,7 +42,13 @@ semi_supervised.py (each calls it and changes fields). Fields:
 
 The three training blocks (linear, conv_probe, semi_supervised) share epochs, batch_size,
 learning_rate, momentum, nesterov, weight_decay, schedule, milestones, decay_factor,
-warmup_epochs, crop_scale and init_std (std of the new linear layer's normal init).
+warmup_epochs, train_transform ('random_resized_crop': RandomResizedCrop(crop_scale) + flip;
+'resize_random_crop': Resize(data.eval_resize) + RandomCrop(data.image_size) + flip), crop_scale
+and init_std (std of the new linear layer's normal init). The probe blocks (linear,
+conv_probe) also have init ('normal': N(0, init_std^2); 'fan_out': N(0, 2 / num_classes)) and
+head_bn (a non-affine BatchNorm on each head's input: BatchNorm1d on pooled features,
+BatchNorm2d per channel on conv maps). With data.train_crop='host' the training crops are
+drawn over the full image on the host (rekd_jax.data.host_crop), otherwise on the device.
 Variants for configs/*.py:VARIANT (comma-separated): imagenet, cifar10, shapes, runlocal,
 pct1, pct10 (see VARIANTS).
 """
@@ -46,7 +58,8 @@ import os
 
 import ml_collections
 
-from rekd_jax.data import pipeline
+from rekd_jax.data import augment, pipeline
+from rekd_jax.evaluation import linear
 from rekd_jax.models import io as model_io
 
 MODES = ("linear", "conv_probe", "knn", "semi_supervised")
@@ -57,7 +70,8 @@ ALEXNET_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 def _optim_block(**fields) -> ml_collections.ConfigDict:
     base = dict(epochs=100, batch_size=256, learning_rate=0.1, momentum=0.9, nesterov=False,
                 weight_decay=0.0, schedule="step", milestones=(), decay_factor=0.1,
-                warmup_epochs=0, crop_scale=(0.08, 1.0), init_std=0.01)
+                warmup_epochs=0, train_transform="random_resized_crop", crop_scale=(0.08, 1.0),
+                init_std=0.01)
     base.update(fields)
     return ml_collections.ConfigDict(base)
 
@@ -78,11 +92,15 @@ def default_eval_config() -> ml_collections.ConfigDict:
     config.distributed = ml_collections.ConfigDict(dict(
         enabled=False, coordinator_address="", num_processes=1, process_id=0,
         cpu_collectives="gloo"))
+    # MoCo main_lincls.py: lr 30, x0.1 at 60 / 80, wd 0, normal_(0, 0.01) init, no head BN.
     config.linear = _optim_block(epochs=100, learning_rate=30.0, milestones=(60, 80),
-                                 decay_factor=0.1, fast=False)
+                                 decay_factor=0.1, fast=False, init="normal", head_bn=False)
+    # RotNet (gidariss/FeatureLearningRotNet) config/ImageNet_LinearClassifiers_ImageNet_RotNet_
+    # AlexNet_Features.py + architectures/LinearClassifier.py + dataloader.py (ImageNet train).
     config.conv_probe = _optim_block(
-        epochs=35, learning_rate=0.01, nesterov=True, weight_decay=5e-4,
+        epochs=35, batch_size=192, learning_rate=0.01, nesterov=True, weight_decay=5e-4,
         milestones=(5, 15, 25), decay_factor=0.2, fast=False,
+        train_transform="resize_random_crop", init="fan_out", head_bn=True,
         layers=ALEXNET_LAYERS, pool_sizes=(12, 7, 5, 6, 6))
     config.knn = ml_collections.ConfigDict(dict(
         k=200, temperature=0.1, chunk_size=256, train_chunk_size=65536))
@@ -96,25 +114,28 @@ def imagenet(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """ImageNet-1k (TFDS imagenet2012, ArrayRecord): 224 crops, resize 256 for evaluation.
 
     The host resizes the shorter side to 256 and centre-crops 256 x 256 (data.host_size), so
-    evaluation is exactly Resize(256) + CenterCrop(224); the probes' RandomResizedCrop samples
-    from that 256 x 256 centre (a small deviation from cropping the full image).
+    evaluation is exactly Resize(256) + CenterCrop(224). The probes' training crops are drawn
+    over the full decoded image on the host (data.train_crop='host'), as main_lincls and
+    RotNet do; data.train_crop='device' samples them from the 256 x 256 centre instead (faster,
+    but the crops never see the sides of non-square images).
     """
     config.data.update(dataset="imagenet2012", train_split="train", eval_split="validation",
-                       image_size=224, eval_resize=256, host_size=256, resident="off")
+                       image_size=224, eval_resize=256, host_size=256, resident="off",
+                       train_crop="host")
     return config
 
 
 def cifar10(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """CIFAR-10 at 32 x 32 (prepare it with `python -m rekd_jax.data.prepare`)."""
     config.data.update(dataset="cifar10", train_split="train", eval_split="test",
-                       image_size=32, eval_resize=32, host_size=0)
+                       image_size=32, eval_resize=32, host_size=0, train_crop="device")
     return config
 
 
 def shapes(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The embedded rekd_shapes dataset (32 x 32, 10 classes; built on first use)."""
     config.data.update(dataset="rekd_shapes", train_split="train", eval_split="test",
-                       image_size=32, eval_resize=32, host_size=0)
+                       image_size=32, eval_resize=32, host_size=0, train_crop="device")
     return config
 
 
@@ -198,6 +219,10 @@ def _validate_optim(config, name: str) -> None:
         _fail(f"{name}.crop_scale", tuple(block.crop_scale), "must satisfy 0 < min <= max <= 1")
     if not float(block.init_std) > 0:
         _fail(f"{name}.init_std", block.init_std, "must be > 0")
+    if block.train_transform not in augment.CROPS:
+        _fail(f"{name}.train_transform", block.train_transform, f"use one of {augment.CROPS}")
+    if "init" in block and block.init not in linear.HEAD_INITS:
+        _fail(f"{name}.init", block.init, f"use one of {linear.HEAD_INITS}")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

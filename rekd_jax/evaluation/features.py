@@ -137,11 +137,17 @@ def pooled_features(module) -> FeatureFn:
     return fn
 
 
-def feature_dims(feature_fn: FeatureFn, variables, image_size: int) -> dict[str, int]:
-    """Width of each named feature for `image_size` inputs (shape inference only)."""
+def feature_shapes(feature_fn: FeatureFn, variables, image_size: int) -> dict[str, tuple]:
+    """Per-example shape of each named feature for `image_size` inputs (shape inference only)."""
     images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
     shapes = jax.eval_shape(feature_fn, variables, images)
-    return {name: int(np.prod(s.shape[1:])) for name, s in shapes.items()}
+    return {name: tuple(s.shape[1:]) for name, s in shapes.items()}
+
+
+def feature_dims(feature_fn: FeatureFn, variables, image_size: int) -> dict[str, int]:
+    """Width (flattened size) of each named feature for `image_size` inputs."""
+    return {name: int(np.prod(shape))
+            for name, shape in feature_shapes(feature_fn, variables, image_size).items()}
 
 
 def batch_images(batch: Mapping[str, Any]) -> Any:

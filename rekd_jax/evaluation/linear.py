@@ -3,7 +3,13 @@
 A probe is a dict of heads, one linear layer per feature name ({'features': ...} for the linear
 protocol, {'conv1': ..., 'conv5': ...} for the AlexNet conv protocol); all heads train in one
 run on the same batches and their losses are summed (the features are frozen, so the heads do
-not interact). Two ways to feed it:
+not interact). With block.head_bn a non-affine BatchNorm normalises each head's input first:
+per channel (the last axis) over the batch and, for pooled conv maps (b, s, s, C), over the
+s x s positions too -- PyTorch's BatchNorm2d(C, affine=False) of RotNet's classifiers (batch
+statistics over the real rows of the global batch while training, running averages with
+momentum 0.1 and the unbiased variance for scoring, eps 1e-5). Head init (block.init):
+'normal' N(0, init_std^2) (MoCo main_lincls) or 'fan_out' N(0, 2 / num_classes) (RotNet's
+LinearClassifier.initilize); biases start at 0. Two ways to feed it:
 
 * fast mode (`train_on_features`): features are extracted once without augmentation and kept
   on the devices, each device holding its own shard; one pmapped call runs a whole epoch
@@ -41,41 +47,122 @@ class ProbeState:
     params: Any
     opt_state: Any
     step: jax.Array
+    stats: Any = flax.struct.field(default_factory=dict)  # head BatchNorm running averages
+
+
+HEAD_INITS = ("normal", "fan_out")
+BN_MOMENTUM = 0.1   # PyTorch's BatchNorm default
+BN_EPSILON = 1e-5
 
 
 def init_heads(rng: jax.Array, feature_dims: Mapping[str, int], num_classes: int,
-               init_std: float = 0.01) -> dict:
-    """One linear layer per feature name: kernel ~ N(0, init_std^2), zero bias (MoCo's init)."""
+               init_std: float = 0.01, init: str = "normal") -> dict:
+    """One linear layer per feature name, zero bias; kernel ~ N(0, init_std^2) ('normal',
+    MoCo's init) or N(0, 2 / num_classes) ('fan_out', RotNet's)."""
+    if init not in HEAD_INITS:
+        raise ValueError(f"head init {init!r} is unknown; use one of {HEAD_INITS}")
+    std = float(init_std) if init == "normal" else float(np.sqrt(2.0 / num_classes))
     keys = jax.random.split(rng, len(feature_dims))
-    return {name: {"kernel": init_std * jax.random.normal(key, (dim, num_classes), jnp.float32),
+    return {name: {"kernel": std * jax.random.normal(key, (dim, num_classes), jnp.float32),
                    "bias": jnp.zeros((num_classes,), jnp.float32)}
             for key, (name, dim) in zip(keys, sorted(feature_dims.items()))}
 
 
+def init_head_stats(channels: Mapping[str, int]) -> dict:
+    """Running mean 0 / variance 1 of each head's non-affine BatchNorm (PyTorch's start)."""
+    return {name: {"mean": jnp.zeros((c,), jnp.float32), "var": jnp.ones((c,), jnp.float32)}
+            for name, c in sorted(channels.items())}
+
+
+def _linear(head: Mapping, x: jax.Array) -> jax.Array:
+    return x.reshape(x.shape[0], -1).astype(jnp.float32) @ head["kernel"] + head["bias"]
+
+
+def _normalise(x: jax.Array, mean: jax.Array, var: jax.Array) -> jax.Array:
+    return (x - mean) * jax.lax.rsqrt(var + BN_EPSILON)
+
+
 def head_logits(params: Mapping, features: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """Logits of every head on its (flattened) features."""
+    """Logits of every head on its features (scoring). A head holding 'bn_mean' / 'bn_var'
+    (trained with head_bn) normalises its input with those running averages first."""
     out = {}
     for name, head in params.items():
-        x = features[name].reshape(features[name].shape[0], -1).astype(jnp.float32)
-        out[name] = x @ head["kernel"] + head["bias"]
+        x = features[name].astype(jnp.float32)
+        if "bn_mean" in head:
+            x = _normalise(x, head["bn_mean"], head["bn_var"])
+        out[name] = _linear(head, x)
     return out
 
 
+def batch_norm_train(x: jax.Array, mask: jax.Array, stats: Mapping, axis_name: str | None
+                     ) -> tuple[jax.Array, dict]:
+    """Non-affine BatchNorm in train mode over the real (masked-in) rows of the global batch.
+
+    Statistics per channel (last axis) over rows and any spatial axes; returns the normalised x
+    and the updated running {'mean', 'var'} (momentum 0.1, unbiased variance, as PyTorch).
+    """
+    x = x.astype(jnp.float32)
+    reduce_axes = tuple(range(x.ndim - 1))
+    weight = mask.astype(jnp.float32).reshape((-1,) + (1,) * (x.ndim - 1))
+
+    def total(v):
+        v = jnp.sum(v, axis=reduce_axes)
+        return v if axis_name is None else jax.lax.psum(v, axis_name)
+
+    count = jnp.maximum(total(jnp.broadcast_to(weight, x.shape[:-1] + (1,)))[0], 1.0)
+    mean = total(x * weight) / count
+    var = total(jnp.square(x - mean) * weight) / count
+    unbiased = var * count / jnp.maximum(count - 1.0, 1.0)
+    new = {"mean": (1 - BN_MOMENTUM) * stats["mean"] + BN_MOMENTUM * mean,
+           "var": (1 - BN_MOMENTUM) * stats["var"] + BN_MOMENTUM * unbiased}
+    return _normalise(x, mean, var), new
+
+
 def masked_loss(params: Mapping, features: Mapping, labels: jax.Array, mask: jax.Array,
-                denominator: jax.Array) -> tuple[jax.Array, dict]:
+                denominator: jax.Array, stats: Mapping | None = None,
+                axis_name: str | None = None) -> tuple[jax.Array, tuple[dict, dict]]:
     """Sum over heads of the cross-entropy summed over masked-in rows / `denominator`.
 
     With `denominator` = the number of real rows in the *global* batch and gradients summed
-    across devices, every real example weighs the same and padding weighs nothing.
+    across devices, every real example weighs the same and padding weighs nothing. `stats`
+    (head BatchNorm running averages; empty or None: no head BatchNorm) are updated from the
+    global batch over `axis_name`. Returns (loss, (per-head losses, new stats)).
     """
     mask = mask.astype(jnp.float32)
+    stats = stats or {}
     total = 0.0
-    per_head = {}
-    for name, logits in head_logits(params, features).items():
+    per_head, new_stats = {}, {}
+    for name, head in params.items():
+        x = features[name]
+        if name in stats:
+            x, new_stats[name] = batch_norm_train(x, mask, stats[name], axis_name)
+        logits = _linear(head, x)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         per_head[name] = jnp.sum(ce * mask) / denominator
         total = total + per_head[name]
-    return total, per_head
+    return total, (per_head, new_stats)
+
+
+def trained_heads(state: ProbeState) -> dict:
+    """Host head params of a trained state, each head's BatchNorm averages merged in as
+    'bn_mean' / 'bn_var' (what `head_logits` scores with)."""
+    host = jax.device_get(flax.jax_utils.unreplicate(state))
+    heads = {name: dict(head) for name, head in host.params.items()}
+    for name, s in (host.stats or {}).items():
+        heads[name].update(bn_mean=s["mean"], bn_var=s["var"])
+    return heads
+
+
+def init_probe(rng: jax.Array, shapes: Mapping[str, tuple], num_classes: int, block,
+               tx: optax.GradientTransformation) -> ProbeState:
+    """A fresh probe state for features of the given per-example shapes: heads as block.init /
+    block.init_std ask, head BatchNorm statistics when block.head_bn."""
+    dims = {k: int(np.prod(v)) for k, v in shapes.items()}
+    params = init_heads(rng, dims, num_classes, float(block.init_std),
+                        str(block.get("init", "normal")))
+    stats = init_head_stats({k: int(v[-1]) for k, v in shapes.items()}) \
+        if bool(block.get("head_bn", False)) else {}
+    return init_state(params, tx, stats)
 
 
 def learning_rate_schedule(block, steps_per_epoch: int,
@@ -116,15 +203,17 @@ def sgd(block, steps_per_epoch: int, learning_rate: float | None = None
     return optax.chain(*parts)
 
 
-def init_state(params: Any, tx: optax.GradientTransformation) -> ProbeState:
-    return ProbeState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32))
+def init_state(params: Any, tx: optax.GradientTransformation, stats: Any = None
+               ) -> ProbeState:
+    return ProbeState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
+                      stats=stats or {})
 
 
-def apply_gradients(state: ProbeState, grads: Any, tx: optax.GradientTransformation
-                    ) -> ProbeState:
+def apply_gradients(state: ProbeState, grads: Any, tx: optax.GradientTransformation,
+                    stats: Any = None) -> ProbeState:
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     return ProbeState(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
-                      step=state.step + 1)
+                      step=state.step + 1, stats=state.stats if stats is None else stats)
 
 
 # --------------------------------------------------------------------------- epoch loop
@@ -250,7 +339,8 @@ def train_on_features(features: Mapping[str, np.ndarray], labels: np.ndarray, *,
       labels: (n,) int labels.
       num_classes: classifier width.
       block: protocol config (epochs, learning_rate, schedule, milestones, decay_factor,
-        warmup_epochs, momentum, nesterov, weight_decay, init_std).
+        warmup_epochs, momentum, nesterov, weight_decay, init_std, and optionally init and
+        head_bn).
       batch_size: global batch size (a multiple of jax.device_count()).
       seed: head initialisation and per-epoch shuffling.
       checkpointer / writer: `training.checkpoint.Checkpointer` / `training.logging` writer
@@ -262,16 +352,16 @@ def train_on_features(features: Mapping[str, np.ndarray], labels: np.ndarray, *,
     n = len(labels)
     if n == 0:
         raise ValueError(f"{name}: no training features")
-    flat = {k: np.asarray(v, np.float32).reshape(n, -1) for k, v in features.items()}
+    flat = {k: np.asarray(v, np.float32) for k, v in features.items()}
     shards, mask = shard_for_devices({**flat, "label": np.asarray(labels, np.int32)},
                                      num_devices)
     # Same number of steps on every device of every process (the gradient psum needs it).
     rows_per_device = int(scoring.gather_rows(np.array([mask.shape[1]])).max())
     steps = max(1, -(-rows_per_device // per_device))
     tx = sgd(block, steps)
-    params = init_heads(jax.random.PRNGKey(seed), {k: v.shape[1] for k, v in flat.items()},
-                        num_classes, float(block.init_std))
-    state = parallel.replicate(init_state(params, tx), AXIS)
+    state = parallel.replicate(init_probe(jax.random.PRNGKey(seed),
+                                          {k: v.shape[1:] for k, v in flat.items()},
+                                          num_classes, block, tx), AXIS)
     # Device-resident shards: a pmapped identity leaves shard d on local device d.
     resident = jax.pmap(lambda x: x)({**shards, "mask": mask})
     head_names = sorted(flat)
@@ -282,10 +372,11 @@ def train_on_features(features: Mapping[str, np.ndarray], labels: np.ndarray, *,
             feats = {k: data[k][rows] for k in head_names}
             batch_mask = data["mask"][rows] & ok
             count = jax.lax.psum(jnp.sum(batch_mask.astype(jnp.float32)), AXIS)
-            (loss, _), grads = jax.value_and_grad(masked_loss, has_aux=True)(
-                state.params, feats, data["label"][rows], batch_mask, jnp.maximum(count, 1.0))
+            (loss, (_, stats)), grads = jax.value_and_grad(masked_loss, has_aux=True)(
+                state.params, feats, data["label"][rows], batch_mask, jnp.maximum(count, 1.0),
+                state.stats, AXIS)
             grads = jax.lax.psum(grads, AXIS)
-            return apply_gradients(state, grads, tx), jax.lax.psum(loss, AXIS)
+            return apply_gradients(state, grads, tx, stats), jax.lax.psum(loss, AXIS)
         state, losses = jax.lax.scan(step, state, (idx, valid))
         return state, jnp.mean(losses)
 
@@ -298,8 +389,7 @@ def train_on_features(features: Mapping[str, np.ndarray], labels: np.ndarray, *,
 
     loop = EpochLoop(checkpointer, writer, num_epochs=int(block.epochs),
                      every_epochs=checkpoint_every_epochs, name=name, signature=signature)
-    state = loop.run(state, run_epoch)
-    return jax.device_get(flax.jax_utils.unreplicate(state)).params
+    return trained_heads(loop.run(state, run_epoch))
 
 
 # --------------------------------------------------------------------------- image mode
@@ -319,15 +409,15 @@ def train_on_images(feature_fn, variables: Any, pipeline, *, train_view: Callabl
       train_view: (rng, uint8 (b, H, W, 3)) -> float images (RandomResizedCrop + flip).
       image_size: side of the training crops (for the head widths).
       block: protocol config (epochs, learning_rate, schedule, ..., init_std).
-    Returns the trained head params (host).
+    Returns the trained heads (host; see `trained_heads`).
     """
     steps = int(pipeline.steps_per_epoch)
     if steps < 1:
         raise ValueError(f"{name}: the training split gives no full batch; lower batch_size")
     tx = sgd(block, steps)
-    dims = features_lib.feature_dims(feature_fn, variables, image_size)
-    params = init_heads(jax.random.PRNGKey(seed), dims, num_classes, float(block.init_std))
-    state = parallel.replicate(init_state(params, tx), AXIS)
+    shapes = features_lib.feature_shapes(feature_fn, variables, image_size)
+    state = parallel.replicate(init_probe(jax.random.PRNGKey(seed), shapes, num_classes, block,
+                                          tx), AXIS)
     frozen = flax.jax_utils.replicate(variables)
     resident = features_lib.replicate_resident(pipeline)
     base_key = jax.random.PRNGKey(seed + 1)
@@ -339,10 +429,10 @@ def train_on_images(feature_fn, variables: Any, pipeline, *, train_view: Callabl
         images = train_view(key, features_lib.images_on_device(x, resident))
         feats = jax.lax.stop_gradient(feature_fn(frozen, images))
         count = jax.lax.psum(jnp.sum(mask.astype(jnp.float32)), AXIS)
-        (loss, _), grads = jax.value_and_grad(masked_loss, has_aux=True)(
-            state.params, feats, labels, mask, jnp.maximum(count, 1.0))
+        (loss, (_, stats)), grads = jax.value_and_grad(masked_loss, has_aux=True)(
+            state.params, feats, labels, mask, jnp.maximum(count, 1.0), state.stats, AXIS)
         grads = jax.lax.psum(grads, AXIS)
-        return apply_gradients(state, grads, tx), jax.lax.psum(loss, AXIS)
+        return apply_gradients(state, grads, tx, stats), jax.lax.psum(loss, AXIS)
 
     step_fn = jax.pmap(device_step, axis_name=AXIS, donate_argnums=(0,))
     iterator = None
@@ -363,6 +453,5 @@ def train_on_images(feature_fn, variables: Any, pipeline, *, train_view: Callabl
 
     loop = EpochLoop(checkpointer, writer, num_epochs=int(block.epochs),
                      every_epochs=checkpoint_every_epochs, name=name, signature=signature)
-    state = loop.run(state, run_epoch, data_state=pipeline.get_state,
-                     set_data_state=pipeline.set_state)
-    return jax.device_get(flax.jax_utils.unreplicate(state)).params
+    return trained_heads(loop.run(state, run_epoch, data_state=pipeline.get_state,
+                                  set_data_state=pipeline.set_state))

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rekd_jax.data import augment
+from rekd_jax.data import augment, host_crop
 from rekd_jax.data import pipeline as data_pipeline
 from rekd_jax.data import sources
 from rekd_jax.evaluation import config as eval_config
@@ -92,13 +92,25 @@ def _eval_view(config) -> Callable[[jax.Array], jax.Array]:
                              resize=int(config.data.eval_resize), dtype=jnp.dtype(config.dtype))
 
 
-def _train_view(config, crop_scale) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """(rng, uint8) -> float: RandomResizedCrop(crop_scale) + horizontal flip, no colour ops."""
+def _train_view(config, block) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """(rng, uint8) -> float: block.train_transform (RandomResizedCrop(crop_scale), or
+    Resize(data.eval_resize) + RandomCrop(data.image_size)) + horizontal flip, no colour ops.
+    On host crops (data.train_crop='host') only the flip and normalisation remain."""
     cfg = config.data.augment.to_dict()
     cfg.update(jitter_prob=0.0, gray_prob=0.0, blur_prob=0.0,
-               crop_scale=tuple(float(v) for v in crop_scale))
+               crop_scale=tuple(float(v) for v in block.crop_scale),
+               crop=block.train_transform, crop_resize=int(config.data.eval_resize))
     return functools.partial(augment.mocov2_view, cfg=cfg, out_size=int(config.data.image_size),
                              dtype=jnp.dtype(config.dtype))
+
+
+def _host_crop(config, block) -> host_crop.HostCrop:
+    """The crop a probe's training pipeline cuts on the host when data.train_crop='host'."""
+    return host_crop.HostCrop(
+        views=1, size=int(config.data.image_size), crop=block.train_transform,
+        scale=tuple(float(v) for v in block.crop_scale),
+        ratio=tuple(float(v) for v in config.data.augment.crop_ratio),
+        resize=int(config.data.eval_resize))
 
 
 def _split_features(config, workdir: str, backbone: features.Backbone, feature_fn,
@@ -168,10 +180,11 @@ def _probe(config, workdir, backbone, writer, *, block, feature_fn, kind) -> dic
             scoring.per_device_batch_size(int(block.batch_size), f"{name}.batch_size")
             train_pipe = data_pipeline.create(
                 config.data, split=config.data.train_split, training=True,
-                global_batch_size=int(block.batch_size), seed=config.seed)
+                global_batch_size=int(block.batch_size), seed=config.seed,
+                host_crop=_host_crop(config, block))
             params = linear.train_on_images(
                 feature_fn, backbone.variables, train_pipe,
-                train_view=_train_view(config, block.crop_scale),
+                train_view=_train_view(config, block),
                 image_size=int(config.data.image_size), num_classes=int(train_pipe.num_classes),
                 block=block, seed=config.seed, checkpointer=checkpointer, writer=writer,
                 checkpoint_every_epochs=int(config.checkpoint_every_epochs), name=name,
@@ -232,7 +245,7 @@ def _conv_probe(config, workdir, backbone, writer) -> dict:
     block = config.conv_probe
     feature_fn = conv_probe.conv_features(backbone.module, block.layers, block.pool_sizes)
     result = _probe(config, workdir, backbone, writer, block=block, feature_fn=feature_fn,
-                    kind={"name": "conv_probe", "layers": list(block.layers),
+                    kind={"name": "conv_probe", "layout": "nhwc", "layers": list(block.layers),
                           "pool_sizes": [int(s) for s in block.pool_sizes]})
     heads = result.pop("heads")
     layers = {layer: heads[layer] for layer in block.layers}
@@ -284,7 +297,7 @@ def _semi_supervised(config, workdir, backbone, writer) -> dict:
         return semi_supervised.run(
             config, backbone, checkpointer=checkpointer, writer=writer,
             signature=_signature(config, block),
-            train_view=_train_view(config, block.crop_scale),
+            train_view=_train_view(config, block), host_crop=_host_crop(config, block),
             score_fn=lambda logits_fn, args: _score_images(config, logits_fn, args))
     finally:
         checkpointer.close()

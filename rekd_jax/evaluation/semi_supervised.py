@@ -139,15 +139,17 @@ def finetune(module, variables: dict, pipeline, *, train_view: Callable, image_s
 
 
 def run(config, backbone: features_lib.Backbone, *, checkpointer, writer, train_view,
-        score_fn: Callable[[Callable, tuple], dict], signature: dict | None = None) -> dict:
+        score_fn: Callable[[Callable, tuple], dict], signature: dict | None = None,
+        host_crop=None) -> dict:
     """The whole protocol: subset, fine-tuning, scoring. `score_fn(logits_fn, args)` scores
-    `logits_fn(*args, images)` on the evaluation split (run.py's streaming scorer)."""
+    `logits_fn(*args, images)` on the evaluation split (run.py's streaming scorer);
+    `host_crop` is the training crop when data.train_crop='host'."""
     block = config.semi_supervised
     scoring.per_device_batch_size(int(block.batch_size), "semi_supervised.batch_size")
     subset = select_subset(config.data, block, int(config.seed))
     pipe = data_pipeline.create(config.data, split=config.data.train_split, training=True,
                                 global_batch_size=int(block.batch_size), seed=config.seed,
-                                indices=subset)
+                                indices=subset, host_crop=host_crop)
     overrides = {**backbone.spec["overrides"], "dtype": config.dtype, "num_classes": 0}
     if block.sync_bn:
         overrides["bn_axis_name"] = AXIS

@@ -81,6 +81,7 @@ def check_devices(config, num_devices: int) -> None:
     if batch % splits:
         _fail("key_bn_splits", f"the global batch {batch} does not split into {splits} "
               "shuffle-BN groups", f"use 0 (auto) or a divisor of {batch}")
+    step_lib.student_bn_groups(config.student_bn, num_devices, batch)
 
 
 def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: bool = True,
@@ -88,8 +89,8 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
     """Checks one pre-training config. `teacher_checkpoint=False` skips the existence check of
     an offline teacher that an earlier stage (the quick start's teacher run) will produce."""
     _require(config, ("method", "student", "teacher", "data", "global_batch_size", "num_epochs",
-                      "num_train_steps", "optimizer", "ema_momentum", "key_bn_splits", "dtype",
-                      "rng_seed", "log_every_steps", "checkpoint_every_steps",
+                      "num_train_steps", "optimizer", "ema_momentum", "key_bn_splits",
+                      "student_bn", "dtype", "rng_seed", "log_every_steps", "checkpoint_every_steps",
                       "keep_checkpoints", "knn_monitor", "distributed", "tensorboard"))
     if config.method not in METHODS:
         _fail("method", f"{config.method!r} is unknown", f"choose one of {METHODS}")
@@ -102,6 +103,8 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
     if devices and not config.distributed.enabled:
         import jax
         check_devices(config, jax.device_count())
+    from rekd_jax.training import step as step_lib
+    step_lib.student_bn_groups(config.student_bn, 1, batch)  # the spelling (devices: above)
     from rekd_jax.training import state as state_lib
     try:
         state_lib.method_module(config.method).validate_config(config[config.method], batch)
@@ -127,7 +130,7 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
               f"{config.num_train_steps} give no training", "set num_epochs > 0 (or "
               "num_train_steps > 0, which takes precedence)")
     opt = config.optimizer
-    _require(opt, ())
+    _require(opt, ("cosine_unit",))
     for field in ("base_learning_rate", "lr_scaling_batch"):
         if not opt[field] > 0:
             _fail(f"optimizer.{field}", f"must be > 0, got {opt[field]}", "see configs/default.py")
@@ -137,6 +140,11 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
         _fail("optimizer.weight_decay", f"must be >= 0, got {opt.weight_decay}", "use 1e-4")
     if opt.warmup_epochs < 0:
         _fail("optimizer.warmup_epochs", f"must be >= 0, got {opt.warmup_epochs}", "use 0")
+    from rekd_jax.training import optim
+    if opt.cosine_unit not in optim.COSINE_UNITS:
+        _fail("optimizer.cosine_unit", f"{opt.cosine_unit!r} is unknown",
+              f"use one of {optim.COSINE_UNITS} ('epoch' steps the cosine once per epoch, as "
+              "MoCo's main_moco.py does)")
     if not 0 <= config.ema_momentum < 1:
         _fail("ema_momentum", f"must be in [0, 1), got {config.ema_momentum}",
               "use 0.999 (ImageNet) or 0.99 (CIFAR)")

@@ -28,7 +28,7 @@ import numpy as np
 from absl import logging as absl_logging
 
 from rekd_jax import parallel
-from rekd_jax.data import augment, pipeline
+from rekd_jax.data import augment, host_crop, pipeline
 from rekd_jax.evaluation import features as features_lib
 from rekd_jax.evaluation import knn as knn_lib
 from rekd_jax.models import heads
@@ -60,11 +60,13 @@ def build(config: ml_collections.ConfigDict) -> Run:
     modules = state_lib.build_modules(config, teacher_spec)
     batch = config.global_batch_size
     train_data = pipeline.create(config.data, split=config.data.train_split, training=True,
-                                 global_batch_size=batch, seed=config.rng_seed)
+                                 global_batch_size=batch, seed=config.rng_seed,
+                                 host_crop=host_crop.for_pretraining(config.data))
     steps_per_epoch = int(train_data.steps_per_epoch)
     total_steps = int(config.num_train_steps or config.num_epochs * steps_per_epoch)
     warmup = int(round(config.optimizer.warmup_epochs * steps_per_epoch))
-    schedule = optim.learning_rate_schedule(config.optimizer, batch, total_steps, warmup)
+    schedule = optim.learning_rate_schedule(config.optimizer, batch, total_steps, warmup,
+                                            steps_per_epoch)
     tx = optim.create_optimizer(config.optimizer, schedule)
     state = state_lib.create_train_state(config, modules, tx)
     step_config = step_lib.make_step_config(config, modules, tx, schedule, batch,

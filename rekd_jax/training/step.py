@@ -9,8 +9,11 @@ N = D*b (device-major). One step:
    is permuted across devices, each device's slice is split into `splits_per_device` groups
    with their own BatchNorm statistics (MoCo's SplitBN, vmapped), and the outputs are
    un-permuted. D devices x S splits equals 1 device x D*S splits.
-3. Query/student encoders use cross-replica BatchNorm (axis 'batch'); an offline teacher runs
-   with BN in eval mode; an online teacher's query encoder is trained by its own MoCo v2 loss.
+3. The query/student encoder's BatchNorm follows config.student_bn (`student_forward`):
+   'global' = cross-replica over the global batch (axis 'batch'), 'per_device' = statistics of
+   each device's b images, 'split:N' = N groups over the global batch (MoCo's SplitBN; N/D per
+   device, vmapped). An offline teacher runs with BN in eval mode; an online teacher's query
+   encoder (cross-replica BN) is trained by its own MoCo v2 loss.
 4. Loss per method (rekd_jax.methods), gradients averaged across devices (pmean), SGD update.
 
 Total loss: MoCo v2: L_inst. SEED: L_seed. ReKD: L_rel + lambda_inst L_inst (inside
@@ -53,6 +56,7 @@ class StepConfig:
     global_batch_size: int
     num_devices: int
     splits_per_device: int
+    student_bn_groups_per_device: int = 0  # 0: cross-replica BN ('global')
 
 
 def make_step_config(config: ml_collections.ConfigDict, modules: state_lib.Modules, tx, schedule,
@@ -65,7 +69,52 @@ def make_step_config(config: ml_collections.ConfigDict, modules: state_lib.Modul
         dtype=state_lib.compute_dtype(config), tx=tx, schedule=schedule,
         ema_momentum=config.ema_momentum, global_batch_size=global_batch_size,
         num_devices=num_devices,
-        splits_per_device=key_bn_splits(config, num_devices) // num_devices)
+        splits_per_device=key_bn_splits(config, num_devices) // num_devices,
+        student_bn_groups_per_device=student_bn_groups(config.student_bn, num_devices,
+                                                       global_batch_size) // num_devices)
+
+
+def student_bn_groups(student_bn: str, num_devices: int, global_batch_size: int) -> int:
+    """Total BatchNorm groups of the query/student forward over the global batch: 0 for
+    'global' (cross-replica), num_devices for 'per_device', N for 'split:N'.
+
+    Raises ValueError naming config.student_bn and the fix when the groups do not tile the
+    devices and the global batch.
+    """
+    fix = ("use 'global', 'per_device' or 'split:N' with N a multiple of the device count "
+           f"({num_devices}) dividing global_batch_size ({global_batch_size}), e.g. 'split:"
+           f"{max(1, global_batch_size // 32)}' for 32 images per group as MoCo/SEED have")
+    if student_bn == "global":
+        return 0
+    if student_bn == "per_device":
+        return num_devices
+    head, _, count = str(student_bn).partition(":")
+    if head != "split" or not count.isdigit() or int(count) < 1:
+        raise ValueError(f"config.student_bn={student_bn!r} is unknown; {fix}")
+    groups = int(count)
+    if groups % num_devices or global_batch_size % groups:
+        raise ValueError(f"config.student_bn={student_bn!r}: {groups} groups do not tile "
+                         f"{num_devices} devices x a global batch of {global_batch_size}; {fix}")
+    return groups
+
+
+def student_forward(cfg: StepConfig, variables, x, dropout_rng):
+    """(out, mutated) of the student/query encoder on this device's x in train mode, with the
+    BatchNorm statistics config.student_bn asks for (see the module docstring)."""
+    mods, groups = cfg.modules, cfg.student_bn_groups_per_device
+    if groups == 0:
+        return mods.student.apply(variables, x, train=True, mutable=["batch_stats"],
+                                  rngs={"dropout": dropout_rng})
+    b = x.shape[0]
+
+    def forward(xs, drop_key):  # student_key: the same encoder with per-call (local) BN
+        return mods.student_key.apply(variables, xs, train=True, mutable=["batch_stats"],
+                                      rngs={"dropout": drop_key})
+
+    out, mutated = jax.vmap(forward)(x.reshape((groups, b // groups) + x.shape[1:]),
+                                     jax.random.split(dropout_rng, groups))
+    out = jax.tree_util.tree_map(lambda v: v.reshape((b,) + v.shape[2:]), out)
+    return out, jax.tree_util.tree_map(lambda v: v.mean(0), mutated)
 
 
 def key_bn_splits(config: ml_collections.ConfigDict, num_devices: int) -> int:
@@ -160,9 +209,9 @@ def train_step(cfg: StepConfig, state: state_lib.TrainState, batch: dict,
         targets["t"] = targets["k_t"]
 
     def loss_fn(params):
-        out, mutated = mods.student.apply(
-            {"params": params["student"], "batch_stats": state.batch_stats["student"]},
-            v1, train=True, mutable=["batch_stats"], rngs={"dropout": student_drop})
+        out, mutated = student_forward(
+            cfg, {"params": params["student"], "batch_stats": state.batch_stats["student"]},
+            v1, student_drop)
         new_stats = {"student": mutated["batch_stats"]}
         z = out["embedding"].astype(jnp.float32)
         if cfg.method == "mocov2":
