@@ -11,12 +11,17 @@ A checkpoint is a directory holding
   module. ``spec.json`` is written
   last, so its presence marks a complete checkpoint.
 
+Saving is atomic: the checkpoint is built in a folder beside the target and renamed into place
+(``rekd_jax.fileio.atomic_dir``), so an existing encoder stays valid until the new one is
+complete, and a kill or full disk never leaves neither.
+
 Produced by pre-training (``WORKDIR/encoders/student``, ``WORKDIR/encoders/teacher``) and by
 ``python -m rekd_jax.tools.import_torch``.
 """
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Mapping
 
 import jax
@@ -24,6 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from rekd_jax import fileio
 from rekd_jax.models.heads import encoder_variable_shapes
 
 SPEC_FILE = "spec.json"
@@ -94,23 +100,28 @@ def check_variables(spec: Mapping[str, Any], variables: Mapping[str, Any]) -> No
         )
 
 
-def save_encoder(directory: str | epath.PathLike, spec: Mapping[str, Any], variables: Mapping[str, Any]) -> None:
-    """Write an encoder checkpoint (overwriting one already there). ``variables`` must be
-    host-local (unreplicated) arrays; they are stored as float32 numpy arrays. Call it from every
-    process in multi-host runs (Orbax coordinates); only process 0 writes spec.json."""
+def save_encoder(
+    directory: str | os.PathLike, spec: Mapping[str, Any], variables: Mapping[str, Any], *,
+    overwrite: bool = True, flag: str = "--overwrite"
+) -> None:
+    """Write an encoder checkpoint atomically (see the module docstring). An existing one is
+    replaced only with ``overwrite`` (else fileio.AlreadyExistsError naming ``flag``).
+    ``variables`` must be host-local (unreplicated) arrays; they are stored as float32 numpy
+    arrays. Call it from every process in multi-host runs (Orbax coordinates); only process 0
+    writes spec.json and renames the result into place."""
     spec = validate_spec(spec)
     variables = _to_numpy_float32({"params": variables["params"], "batch_stats": variables.get("batch_stats", {})})
     check_variables(spec, variables)
-    directory = epath.Path(directory).absolute()
-    if jax.process_index() == 0 and (directory / SPEC_FILE).exists():
-        (directory / SPEC_FILE).unlink()  # incomplete until the new spec.json is written
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(directory / VARIABLES_DIR, variables, force=True)
-    checkpointer.wait_until_finished()
-    if jax.process_index() == 0:
-        temporary = directory / (SPEC_FILE + ".tmp")
-        temporary.write_text(json.dumps(spec, indent=2, sort_keys=True))
-        temporary.replace(directory / SPEC_FILE)
+    primary = jax.process_index() == 0
+    # Every process must name the same folder: the default tag (pid.host) only works alone.
+    tag = None if jax.process_count() == 1 else f"jax{jax.process_count()}.shared"
+    with fileio.atomic_dir(os.fspath(directory), overwrite=overwrite, what="encoder checkpoint",
+                           flag=flag, primary=primary, tag=tag) as tmp:
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(epath.Path(tmp) / VARIABLES_DIR, variables, force=True)
+        checkpointer.wait_until_finished()
+        if primary:
+            fileio.write_text(os.path.join(tmp, SPEC_FILE), json.dumps(spec, indent=2, sort_keys=True))
 
 
 def load_encoder(directory: str | epath.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
