@@ -44,7 +44,7 @@ def main(argv):
     missing = "--config" if not _CONFIG.value else "--workdir"
     sys.exit(f"FATAL: {missing} is missing, give --config=configs/NAME.py[:VARIANT] and "
              "--workdir=DIR (a directory for checkpoints, logs and results).")
-  errors.run_cli(lambda: app.run(_CONFIG.value, _WORKDIR.value), debug=_DEBUG.value)
+  return errors.run_cli(lambda: app.run(_CONFIG.value, _WORKDIR.value), debug=_DEBUG.value)
 
 
 if __name__ == "__main__":

@@ -51,12 +51,14 @@ def one_line(error: BaseException) -> str:
     return "FATAL: " + " ".join(f"{name}: {text}".split())
 
 
-def run_cli(function: Callable[[], object], *, debug: bool) -> object:
-    """Runs `function`; an expected error exits with its one line (re-raised under debug)."""
+def run_cli(function: Callable[[], object], *, debug: bool) -> int:
+    """Runs `function`; returns the exit status: 0, or EXIT_CODE after printing the one line
+    of an expected error (which `debug` re-raises instead)."""
     try:
-        return function()
+        function()
     except expected_errors() as error:
         if debug:
             raise
         print(one_line(error), file=sys.stderr, flush=True)
-        sys.exit(EXIT_CODE)
+        return EXIT_CODE
+    return 0
