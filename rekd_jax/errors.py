@@ -32,7 +32,9 @@ _OS_FIXES = {
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Failures whose message (plus, for OSError, the path and a fix) is the whole story."""
     from rekd_jax.fileio import WorkdirBusyError
-    return (ValueError, OSError, WorkdirBusyError, FloatingPointError, MemoryError)
+    from rekd_jax.models.io import EncoderBusyError
+    return (ValueError, OSError, WorkdirBusyError, EncoderBusyError, FloatingPointError,
+            MemoryError)
 
 
 def one_line(error: BaseException) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, Mapping
 
 import jax
@@ -124,10 +125,44 @@ def save_encoder(
             fileio.write_text(os.path.join(tmp, SPEC_FILE), json.dumps(spec, indent=2, sort_keys=True))
 
 
-def load_encoder(directory: str | epath.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+class EncoderBusyError(RuntimeError):
+    """The encoder cannot be read while another process (named) is rewriting it."""
+
+
+def _writer(directory: epath.Path) -> dict | None:
+    """The live run (not this process) that holds the lock of the pre-training workdir an
+    encoder belongs to (WORKDIR/encoders/<part>), if any."""
+    if directory.parent.name != "encoders":
+        return None
+    holder = fileio.lock_holder(os.fspath(directory.parent.parent))
+    return holder if holder and holder.get("pid") != os.getpid() else None
+
+
+def load_encoder(directory: str | epath.PathLike, *, retries: int = 3) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read an encoder checkpoint: ``(spec, variables)`` with float32 numpy leaves. A missing or
-    malformed directory raises FileNotFoundError / ValueError saying how to produce one."""
+    malformed directory raises FileNotFoundError / ValueError saying how to produce one. While
+    the pre-training run that exports it is running, a failed read is retried (the export
+    replaces the folder atomically, but a read can straddle the swap), and EncoderBusyError
+    names that run when the read still fails."""
     directory = epath.Path(directory).absolute()
+    for attempt in range(retries + 1):
+        try:
+            return _load_encoder(directory)
+        except (OSError, ValueError) as error:
+            holder = _writer(directory)
+            if holder is None:
+                raise
+            if attempt == retries:
+                raise EncoderBusyError(
+                    f"cannot read encoder {directory} while {fileio.describe_holder(holder)} "
+                    f"rewrites it ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}); "
+                    "evaluate it after that run finishes, or evaluate a copy of it"
+                ) from None
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+def _load_encoder(directory: epath.Path) -> tuple[dict[str, Any], dict[str, Any]]:
     spec_path = directory / SPEC_FILE
     if not spec_path.exists() or not (directory / VARIABLES_DIR).exists():
         raise FileNotFoundError(

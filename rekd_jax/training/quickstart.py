@@ -10,12 +10,12 @@ continues where it stopped. The student's offline teacher is teacher/encoders/st
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import ml_collections
 
+from rekd_jax import fileio
 from rekd_jax.training import pretrain
 
 
@@ -68,6 +68,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     table = format_table(rows)
     print(table)
     print(f"total {result['seconds']:.0f} s; results in {os.path.join(workdir, 'results.json')}")
-    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+    fileio.write_json(os.path.join(workdir, "results.json"), result)
     return result
