@@ -46,8 +46,9 @@ def one_line(error: BaseException) -> str:
             where = f"{where} -> {error.filename2}"
         text = f"{error.strerror}: {where}, {_OS_FIXES[error.errno]}"
     elif isinstance(error, MemoryError):
-        text = (f"out of host memory{': ' + str(error) if str(error) else ''}, lower the batch "
-                "size, data.num_workers or data.resident_max_mb")
+        text = (f"out of host memory{': ' + str(error) if str(error) else ''}, lower the "
+                "parallelism (--num_workers, data.num_workers), the batch size or "
+                "data.resident_max_mb, or use a machine with more memory")
     else:
         text = str(error) or "(no message)"
     return "FATAL: " + " ".join(f"{name}: {text}".split())

@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     def run():
         if os.path.lexists(args.dst) and not args.overwrite:  # before the slow part
             raise fileio.AlreadyExistsError(f"--dst {args.dst} already exists; pass --overwrite to replace it")
+        os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)  # unwritable: fail now
         checkpoint = load_torch_file(args.src, args.trust_pickle)
         fmt = detect_format(unwrap(checkpoint)) if args.format == "auto" else args.format
         spec, variables = convert_checkpoint(checkpoint, args.arch, fmt, **dict(args.override))
