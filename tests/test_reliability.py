@@ -54,7 +54,7 @@ def _env(shared):
     return env
 
 
-def _run(shared, *args, timeout=300, **kwargs):
+def _run(shared, *args, timeout=600, **kwargs):
     return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=_env(shared),
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 

@@ -175,13 +175,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     os.makedirs(workdir, exist_ok=True)
     writer = logging_lib.create_writer(workdir, is_primary=primary,
                                        tensorboard=config.tensorboard)
-    run = build(config)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     ckpt = checkpoint_lib.Checkpointer(ckpt_dir, max_to_keep=config.keep_checkpoints,
                                        async_save=config.async_checkpointing)
-    state = run.state
     resume.check_signature(config, workdir, resuming=ckpt.latest_step() is not None,
                            primary=primary)
+    run = build(config)
+    state = run.state
     found = ckpt.restore_newest(state_lib.to_host(state))
     if found is not None:
         restored, extra, restored_step = found
