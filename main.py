@@ -9,14 +9,15 @@ from absl import app as absl_app
 from absl import flags
 from ml_collections import config_flags
 
-from rekd_jax import app
+from rekd_jax import app, errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/quickstart.py or configs/alexnet.py:runlocal.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, logs and results (resumes when it exists).")
-flags.mark_flags_as_required(["config", "workdir"])
+_DEBUG = flags.DEFINE_bool(
+    "debug", False, "Show Python tracebacks for expected errors (otherwise: one FATAL line).")
 
 
 def _parse_flags(argv):
@@ -29,15 +30,21 @@ def _parse_flags(argv):
     sys.exit(f"FATAL: unknown config field in {' '.join(overrides)} ({hint}). "
              "Check the spelling against the config file (fields cannot be added from the "
              "command line).")
+  except flags.Error as e:  # an ill-typed value, an unknown flag, a config file that fails
+    if "--debug" in argv:
+      raise
+    sys.exit(f"FATAL: {' '.join(str(e).split())}. Fix the flag value (python main.py "
+             "--helpfull lists the flags).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise absl_app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    app.run(_CONFIG.value, _WORKDIR.value)
-  except app.user_errors() as e:
-    sys.exit(f"FATAL: {type(e).__name__}: {e}")
+  if not _CONFIG.value or not _WORKDIR.value:
+    missing = "--config" if not _CONFIG.value else "--workdir"
+    sys.exit(f"FATAL: {missing} is missing, give --config=configs/NAME.py[:VARIANT] and "
+             "--workdir=DIR (a directory for checkpoints, logs and results).")
+  return errors.run_cli(lambda: app.run(_CONFIG.value, _WORKDIR.value), debug=_DEBUG.value)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ the Flax ImageNet example). Fields:
   distributed          enabled, coordinator_address, num_processes, process_id,
                        cpu_collectives ('gloo' for multi-process CPU runs)
   tensorboard          'auto' | 'on' | 'off' (clu writers need TensorFlow)
+  allow_config_change  False: resuming a workdir with a config that changes the run stops and
+                       lists the changes (rekd_jax.training.resume); True accepts them
 
 Command: python main.py --config=configs/default.py --workdir=/tmp/default
 Hardware / time: one GPU; 200 epochs of the 10,000-image rekd_shapes set at batch 256 is 7,800
@@ -102,6 +104,7 @@ def get_config(arg=None):
         "cpu_collectives": "gloo",
     })
     config.tensorboard = "auto"
+    config.allow_config_change = False
     return apply_variants(config, arg, {"runlocal": runlocal}, "configs/default.py")
 
 

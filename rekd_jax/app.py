@@ -22,14 +22,6 @@ class ConfigError(ValueError):
   """The config is invalid; the message names the field and the fix."""
 
 
-def user_errors() -> tuple[type[Exception], ...]:
-  """Errors whose message is the whole story for the person at the terminal (main.py prints
-  them without a traceback): a bad config, a dataset that is not prepared, a NaN/Inf stop."""
-  from rekd_jax.data.sources import DatasetNotFoundError
-  from rekd_jax.training.pretrain import NonFiniteError
-  return (ConfigError, DatasetNotFoundError, NonFiniteError)
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError (a ValueError) naming the bad field and the fix."""
   mode = config.get("mode")

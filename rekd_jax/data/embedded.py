@@ -22,10 +22,14 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import os
+import shutil
 
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
+
+from rekd_jax import fileio
 
 CLASS_NAMES = ("circle", "square", "triangle", "star", "cross", "ring", "crescent", "heart",
                "arrow", "lshape")
@@ -211,15 +215,41 @@ class RekdShapes(tfds.core.GeneratorBasedBuilder):
       yield name, {"image": _png(image), "label": int(label), "file_name": name}
 
 
+def build_atomically(make_builder, dataset_dir: str, *, overwrite: bool, finish=None) -> str:
+  """Runs ``make_builder(root).download_and_prepare()`` in a folder beside ``dataset_dir``
+  (rekd_jax.fileio.atomic_dir), moves the built version folder's files up, calls
+  ``finish(folder)`` (e.g. to add a report) and renames the result to ``dataset_dir``. An
+  existing dataset_dir stays valid throughout; overwrite=False refuses to replace it."""
+  with fileio.atomic_dir(dataset_dir, overwrite=overwrite, what="dataset",
+                         flag="--overwrite") as tmp:
+    root = os.path.join(tmp, "_build")
+    builder = make_builder(root)
+    builder.download_and_prepare()
+    built = str(builder.data_dir)
+    for name in os.listdir(built):
+      os.rename(os.path.join(built, name), os.path.join(tmp, name))
+    shutil.rmtree(root)
+    if finish is not None:
+      finish(tmp)
+  return dataset_dir
+
+
 def build_rekd_shapes(data_dir: str, config: str | RekdShapesConfig = "default") -> str:
-  """Generate and write the dataset (a predefined config name or a custom config) to data_dir.
+  """Generate and write the dataset (a predefined config name or a custom config) to data_dir,
+  atomically (build_atomically; a concurrent first use that finishes first wins).
 
   Returns the dataset directory. Logged, since it happens on first use of 'rekd_shapes'.
   """
   builder = RekdShapes(data_dir=data_dir, config=config, file_format="array_record")
   cfg = builder.builder_config
+  dataset_dir = str(builder.data_dir)
   logging.info("Building the embedded dataset rekd_shapes/%s (%d train / %d test, %d px, "
                "seed %d) in %s", cfg.name, cfg.num_train, cfg.num_test, cfg.image_size,
-               cfg.seed, builder.data_dir)
-  builder.download_and_prepare()
-  return str(builder.data_dir)
+               cfg.seed, dataset_dir)
+  try:
+    build_atomically(
+        lambda root: RekdShapes(data_dir=root, config=config, file_format="array_record"),
+        dataset_dir, overwrite=False)
+  except fileio.AlreadyExistsError:
+    logging.info("another process built %s first; using it", dataset_dir)
+  return dataset_dir

@@ -59,9 +59,10 @@ class BatchPlan:
       raise ValueError("the dataset split (or the selected indices) has no examples")
     if self.steps_per_epoch < 1:
       raise ValueError(
-          f"global_batch_size {self.global_batch_size} exceeds the {self.num_examples} "
-          "examples and the remainder is dropped, so an epoch has no batch; lower the batch "
-          "size or pass drop_remainder=False")
+          f"the batch size {self.global_batch_size} exceeds the {self.num_examples} examples "
+          "of the split (training drops the incomplete last batch, so an epoch would have no "
+          f"batch); lower the batch size (e.g. --config.global_batch_size) to at most "
+          f"{self.num_examples} or use a larger split")
 
   @property
   def local_batch_size(self) -> int:

@@ -19,25 +19,38 @@ name, ``file_format='array_record'``, fed already-encoded bytes (TFDS only needs
 to *encode* numpy images; bytes pass through) so the normal TFDS writer produces a dataset
 that ``tfds.data_source(NAME, data_dir=D)`` reads.
 
-Empty, non-image and corrupt (undecodable or truncated) files are counted, skipped and listed
-in a report printed at the end and written to ``<dataset dir>/prepare_report.json``.
+Every file or folder that is not used is counted, skipped and listed, with its reason, in a
+report printed at the end and written to ``<dataset dir>/prepare_report.json``: 'empty',
+'not_an_image', 'corrupt' (undecodable or truncated; 'detail' holds the decoder's message),
+'too_large' (PIL's decompression-bomb limit), 'permission' (a file or folder that cannot be
+read), 'symlink_loop', 'broken_link', 'unreadable' (another OS error), 'outside_layout'.
+Symlinked folders are followed (each folder once). Classes with no image in a split are
+reported as warnings. 16-bit images (PIL modes I;16 and I) are scaled to 8 bits (x 255/65535),
+not clipped.
+
+The dataset is built beside its target and renamed into place when complete
+(``rekd_jax.fileio``): a bad source, a full disk or a kill leaves an existing version intact
+(``--overwrite`` is needed to replace it), and leftovers of killed builds are removed by the
+next run.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import errno
 import io
-import json
 import os
 import re
-import shutil
 import sys
 import time
 from concurrent import futures
 
+import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from rekd_jax import errors, fileio
+from rekd_jax.data import embedded
 from rekd_jax.data.sources import resolve_data_dir
 
 SPLIT_NAMES = {"val": "validation"}
@@ -48,23 +61,74 @@ class PrepareError(ValueError):
   """The source folder cannot be turned into a dataset (message says why and the fix)."""
 
 
+def _os_reason(error: OSError) -> str:
+  if error.errno in (errno.EACCES, errno.EPERM):
+    return "permission"
+  if error.errno == errno.ELOOP:
+    return "symlink_loop"
+  if error.errno == errno.ENOENT:
+    return "broken_link"
+  return "unreadable"
+
+
+def _walk(top: str, src: str, skipped: list) -> list[str]:
+  """Every file under `top` (sorted, following symlinked folders once each); folders and
+  entries that cannot be read are added to `skipped` with their reason."""
+  files, seen = [], set()
+
+  def skip(path, reason, detail=""):
+    skipped.append({"path": os.path.relpath(path, src), "reason": reason, "detail": detail})
+
+  def visit(path):
+    try:
+      st = os.stat(path)
+      entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError as e:
+      return skip(path, _os_reason(e), e.strerror or str(e))
+    if (st.st_dev, st.st_ino) in seen:
+      return skip(path, "symlink_loop", "a folder link back to a folder already read")
+    seen.add((st.st_dev, st.st_ino))
+    for entry in entries:
+      try:
+        is_dir = entry.is_dir()  # follows links; False for broken links and loops
+      except OSError as e:
+        skip(entry.path, _os_reason(e), e.strerror or str(e))
+        continue
+      if is_dir:
+        visit(entry.path)
+      else:
+        files.append(entry.path)
+
+  visit(top)
+  return files
+
+
 def scan(src: str):
   """Find splits, classes and files: ({split: [(path, relative, class)]}, classes, skipped)."""
   if not os.path.isdir(src):
     raise PrepareError(f"--src {src!r} is not a directory; point it at a folder of class "
                        "subfolders (DIR/<class>/*.jpg) or split folders (DIR/train/<class>/*)")
+  skipped = []
+
+  def listdir(path):
+    try:
+      return sorted(os.listdir(path))
+    except OSError as e:
+      raise PrepareError(f"cannot read {path!r} ({e.strerror}); fix its permissions or "
+                         "point --src elsewhere") from None
 
   def subdirs(path):
-    return sorted(d for d in os.listdir(path)
-                  if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
+    return [d for d in listdir(path)
+            if os.path.isdir(os.path.join(path, d)) and not d.startswith(".")]
 
-  skipped = []
   train = os.path.join(src, "train")
-  if os.path.isdir(train) and subdirs(train):
+  if os.path.isdir(train) and os.access(train, os.R_OK | os.X_OK) and subdirs(train):
     split_dirs = {}
-    for entry in sorted(os.listdir(src)):
+    for entry in listdir(src):
       path = os.path.join(src, entry)
-      if os.path.isdir(path) and subdirs(path):
+      if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
+        skipped.append({"path": entry, "reason": "permission", "detail": "folder not readable"})
+      elif os.path.isdir(path) and subdirs(path):
         split_dirs[SPLIT_NAMES.get(entry, entry)] = path
       else:
         skipped.append({"path": entry, "reason": "outside_layout"})
@@ -77,62 +141,78 @@ def scan(src: str):
   splits = {}
   for split, split_dir in split_dirs.items():
     files = []
-    for entry in sorted(os.listdir(split_dir)):
+    for entry in listdir(split_dir):
       if not os.path.isdir(os.path.join(split_dir, entry)):
         skipped.append({"path": os.path.relpath(os.path.join(split_dir, entry), src),
                         "reason": "outside_layout"})
     for cls in subdirs(split_dir):
-      for root, dirs, names in os.walk(os.path.join(split_dir, cls)):
-        dirs.sort()
-        for name in sorted(names):
-          path = os.path.join(root, name)
-          files.append((path, os.path.relpath(path, split_dir), cls))
+      for path in _walk(os.path.join(split_dir, cls), src, skipped):
+        files.append((path, os.path.relpath(path, split_dir), cls))
     splits[split] = files
   return splits, classes, skipped
 
 
+def _decoder_failure(error: Exception) -> tuple[str, str]:
+  """(reason, detail) for an exception raised while reading or decoding one image file."""
+  if isinstance(error, MemoryError):
+    raise error  # the machine is out of memory: never mistaken for a bad file
+  if isinstance(error, Image.DecompressionBombError):
+    return "too_large", str(error)
+  if isinstance(error, Image.UnidentifiedImageError):
+    return "not_an_image", ""
+  if isinstance(error, OSError) and error.errno is not None:  # the file system, not the data
+    return _os_reason(error), error.strerror or str(error)
+  return "corrupt", f"{type(error).__name__}: {error}"  # PIL: truncated / broken data
+
+
 def _header(path):
-  """(status, size): 'ok' with (w, h), or 'empty' / 'not_an_image' from the header alone."""
+  """(status, size, detail): 'ok' with (w, h), or a reason from the header alone."""
   try:
     if os.path.getsize(path) == 0:
-      return "empty", None
+      return "empty", None, ""
     with Image.open(path) as img:
-      return "ok", img.size
-  except Image.UnidentifiedImageError:
-    return "not_an_image", None
-  except Exception:  # pylint: disable=broad-except
-    return "corrupt", None
+      return "ok", img.size, ""
+  except Exception as e:  # pylint: disable=broad-except  (classified, MemoryError re-raised)
+    reason, detail = _decoder_failure(e)
+    return reason, None, detail
+
+
+def _to_8bit(img):
+  """16-bit greyscale (I;16*, and I as PNG stores 16-bit) scaled to 0..255, not clipped."""
+  if img.mode.startswith("I;16") or img.mode == "I":
+    values = np.asarray(img, np.float64) * (255.0 / 65535.0)
+    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L")
+  return img
 
 
 def _load(path):
-  """('ok', bytes, reencoded) or (reason, None, False) after a full decode."""
-  with open(path, "rb") as f:
-    data = f.read()
-  if not data:
-    return "empty", None, False
+  """('ok', bytes, reencoded, '') or (reason, None, False, detail) after a full decode."""
   try:
+    with open(path, "rb") as f:
+      data = f.read()
+    if not data:
+      return "empty", None, False, ""
     with Image.open(io.BytesIO(data)) as img:
       fmt = img.format
       img.load()
       if fmt in ("JPEG", "PNG") and img.mode == "RGB":
-        return "ok", data, False
-      rgb = img.convert("RGB")
-  except Image.UnidentifiedImageError:
-    return "not_an_image", None, False
-  except Exception:  # pylint: disable=broad-except  (truncated / broken data)
-    return "corrupt", None, False
+        return "ok", data, False, ""
+      rgb = _to_8bit(img).convert("RGB")
+  except Exception as e:  # pylint: disable=broad-except  (classified, MemoryError re-raised)
+    reason, detail = _decoder_failure(e)
+    return reason, None, False, detail
   out = io.BytesIO()
   if fmt == "JPEG":
     rgb.save(out, format="JPEG", quality=95)
   else:
     rgb.save(out, format="PNG")
-  return "ok", out.getvalue(), True
+  return "ok", out.getvalue(), True, ""
 
 
 def _registered_version(name: str):
   try:
     return str(tfds.builder_cls(name).VERSION)
-  except Exception:  # pylint: disable=broad-except  (not a registered TFDS dataset)
+  except tfds.core.registered.DatasetNotFoundError:  # not a registered TFDS dataset
     return None
 
 
@@ -147,10 +227,9 @@ def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
   version = _registered_version(name) or "1.0.0"
   data_dir = resolve_data_dir(data_dir)
   dataset_dir = os.path.join(data_dir, name, version)
-  if os.path.exists(dataset_dir):
-    if not overwrite:
-      raise PrepareError(f"{dataset_dir} already exists; pass --overwrite to rebuild it")
-    shutil.rmtree(dataset_dir)
+  if os.path.exists(dataset_dir) and not overwrite:
+    raise PrepareError(f"{dataset_dir} already exists; pass --overwrite to rebuild it (the "
+                       "old version stays in place until the new one is complete)")
 
   # Pass 1 (headers only): drop empty / non-image files early, find whether sizes are fixed.
   candidates = {}
@@ -159,14 +238,15 @@ def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
   with futures.ThreadPoolExecutor(num_workers) as pool:
     for split, files in splits.items():
       kept = []
-      for (path, rel, cls), (status, size) in zip(
+      for (path, rel, cls), (status, size, detail) in zip(
           files, pool.map(_header, [f[0] for f in files])):
         if status == "ok":
           kept.append((path, rel, cls))
           sizes.add(size)
         else:
           stats[split]["skipped"] += 1
-          skipped.append({"path": os.path.relpath(path, src), "reason": status})
+          skipped.append({"path": os.path.relpath(path, src), "reason": status,
+                          "detail": detail})
       if not kept:
         raise PrepareError(f"split {split!r} of {src!r} has no readable images; check the "
                            "folder or remove it")
@@ -179,19 +259,22 @@ def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
       f"{ {s: len(f) for s, f in candidates.items()} }, image shape {shape}")
 
   label_of = {c: i for i, c in enumerate(classes)}
+  per_class = {split: collections.Counter() for split in splits}
 
   def generate(split):
     files = candidates[split]
     with futures.ThreadPoolExecutor(num_workers) as pool:
       for start in range(0, len(files), _CHUNK * num_workers):
         chunk = files[start:start + _CHUNK * num_workers]
-        for (path, rel, cls), (status, data, reencoded) in zip(
+        for (path, rel, cls), (status, data, reencoded, detail) in zip(
             chunk, pool.map(_load, [f[0] for f in chunk])):
           if status != "ok":
             stats[split]["skipped"] += 1
-            skipped.append({"path": os.path.relpath(path, src), "reason": status})
+            skipped.append({"path": os.path.relpath(path, src), "reason": status,
+                            "detail": detail})
             continue
           stats[split]["examples"] += 1
+          per_class[split][cls] += 1
           stats[split]["reencoded"] += int(reencoded)
           yield rel, {"image": data, "label": label_of[cls], "file_name": rel}
 
@@ -218,28 +301,37 @@ def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
       return generate(split)
 
   FolderDataset.name = name
-  builder = FolderDataset(data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare()
+  report = {}
 
-  by_reason = collections.Counter(s["reason"] for s in skipped)
-  report = {
-      "name": name, "version": version, "src": os.path.abspath(src),
-      "dataset_dir": str(builder.data_dir), "classes": classes, "image_shape": list(shape),
-      "splits": {s: {"examples": c["examples"], "skipped": c["skipped"],
-                     "reencoded": c["reencoded"]} for s, c in stats.items()},
-      "skipped_by_reason": dict(by_reason), "skipped": skipped,
-      "seconds": round(time.time() - started, 1),
-  }
-  with open(os.path.join(str(builder.data_dir), "prepare_report.json"), "w") as f:
-    json.dump(report, f, indent=1)
-  log(f"Wrote {name} {version} to {builder.data_dir} in {report['seconds']} s")
+  def write_report(folder):
+    by_reason = collections.Counter(s["reason"] for s in skipped)
+    report.update({
+        "name": name, "version": version, "src": os.path.abspath(src),
+        "dataset_dir": dataset_dir, "classes": classes, "image_shape": list(shape),
+        "splits": {s: {"examples": c["examples"], "skipped": c["skipped"],
+                       "reencoded": c["reencoded"]} for s, c in stats.items()},
+        "skipped_by_reason": dict(by_reason), "skipped": skipped,
+        "empty_classes": {s: [c for c in classes if not per_class[s][c]] for s in splits
+                          if any(not per_class[s][c] for c in classes)},
+        "seconds": round(time.time() - started, 1),
+    })
+    fileio.write_json(os.path.join(folder, "prepare_report.json"), report, indent=1)
+
+  embedded.build_atomically(
+      lambda root: FolderDataset(data_dir=root, file_format="array_record"), dataset_dir,
+      overwrite=overwrite, finish=write_report)
+  log(f"Wrote {name} {version} to {dataset_dir} in {report['seconds']} s")
   for split, counts in report["splits"].items():
     log(f"  {split}: {counts['examples']} examples ({counts['reencoded']} re-encoded)")
-  log(f"  skipped {len(skipped)} files: {dict(by_reason)}")
+  log(f"  skipped {len(skipped)} files or folders: {report['skipped_by_reason']}")
   for entry in skipped[:20]:
-    log(f"    {entry['reason']}: {entry['path']}")
+    detail = f" ({entry['detail']})" if entry.get("detail") else ""
+    log(f"    {entry['reason']}: {entry['path']}{detail}")
   if len(skipped) > 20:
-    log(f"    ... (all listed in {builder.data_dir}/prepare_report.json)")
+    log(f"    ... (all listed in {dataset_dir}/prepare_report.json)")
+  for split, empty in report["empty_classes"].items():
+    log(f"  warning: {len(empty)} classes have no images in split {split!r}: {empty[:20]}; "
+        "check those folders (see the skipped list)")
   return report
 
 
@@ -252,15 +344,14 @@ def main(argv=None) -> int:
   parser.add_argument("--data_dir", default="",
                       help="TFDS data_dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
   parser.add_argument("--num_workers", type=int, default=8, help="reading/decoding threads")
-  parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace an existing version (atomically, once the new one is built)")
+  parser.add_argument("--debug", action="store_true",
+                      help="show tracebacks for expected errors (otherwise one FATAL line)")
   args = parser.parse_args(argv)
-  try:
-    prepare(args.src, args.name, args.data_dir, num_workers=args.num_workers,
-            overwrite=args.overwrite)
-  except PrepareError as err:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
-  return 0
+  return errors.run_cli(lambda: prepare(args.src, args.name, args.data_dir,
+                                        num_workers=args.num_workers, overwrite=args.overwrite),
+                        debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -245,7 +245,8 @@ class EpochLoop:
         start = 0
         if self.checkpointer is not None and self.checkpointer.latest_step() is not None:
             target = jax.device_get(flax.jax_utils.unreplicate(state))
-            restored, extra = self.checkpointer.restore(target)
+            # the newest checkpoint that restores (damaged newer ones are moved aside)
+            restored, extra, _ = self.checkpointer.restore_newest(target)
             self._check_signature(extra.get("signature") or {})
             state = parallel.replicate(restored, AXIS)
             start = int(extra["epoch"])

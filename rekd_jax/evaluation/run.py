@@ -11,7 +11,6 @@ the latest checkpoint (and, once training is done, only re-scores).
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from typing import Any, Callable, Mapping
@@ -21,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rekd_jax import fileio
 from rekd_jax.data import augment, host_crop
 from rekd_jax.data import pipeline as data_pipeline
 from rekd_jax.data import sources
@@ -40,6 +40,11 @@ def evaluate(config, workdir: str) -> dict:
     """
     eval_config.validate(config)
     distributed.initialize(config.distributed)
+    with fileio.WorkdirLock(workdir, "evaluation", primary=jax.process_index() == 0):
+        return _evaluate(config, workdir)
+
+
+def _evaluate(config, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     primary = jax.process_index() == 0
     writer = metric_logging.create_writer(workdir, is_primary=primary,
@@ -58,10 +63,8 @@ def evaluate(config, workdir: str) -> dict:
     writer.flush()
     writer.close()
     if primary:
-        path = os.path.join(workdir, f"results_{config.mode}.json")
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2, sort_keys=True)
-        os.replace(path + ".tmp", path)
+        fileio.write_json(os.path.join(workdir, f"results_{config.mode}.json"), result,
+                          sort_keys=True)
         print(format_table(result))
     return result
 

@@ -37,7 +37,6 @@ Scales:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -286,13 +285,11 @@ def run(scale_name: str, workdir: str, data_dir: str, *, families=STUDENT_FAMILI
     if plots:
         from rekd_jax.tools import report
         result["plots"] = report.study_plots(workdir, rows, evaluation)
-    with open(os.path.join(workdir, "results.md.tmp"), "w", encoding="utf-8") as f:
-        f.write(f"# CIFAR-10 study, scale {scale_name}\n\n```\n{table}\n```\n\n"
-                f"Mechanism (question 4), {seeds} seeds:\n\n```\n{mech}\n```\n")
-    os.replace(os.path.join(workdir, "results.md.tmp"), os.path.join(workdir, "results.md"))
-    with open(os.path.join(workdir, "results.json.tmp"), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2, default=float)
-    os.replace(os.path.join(workdir, "results.json.tmp"), os.path.join(workdir, "results.json"))
+    from rekd_jax import fileio
+    fileio.write_text(os.path.join(workdir, "results.md"),
+                      f"# CIFAR-10 study, scale {scale_name}\n\n```\n{table}\n```\n\n"
+                      f"Mechanism (question 4), {seeds} seeds:\n\n```\n{mech}\n```\n")
+    fileio.write_json(os.path.join(workdir, "results.json"), result, default=float)
     log(table)
     log(mech)
     log(f"wrote {os.path.join(workdir, 'results.json')}, results.md and plots/")

@@ -65,10 +65,9 @@ def random_init_arm(run_config: ml_collections.ConfigDict, name: str, group: str
 
 
 def _write_json(path: str, value: Any) -> None:
+    from rekd_jax import fileio
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, sort_keys=True, default=float)
-    os.replace(path + ".tmp", path)
+    fileio.write_json(path, value, sort_keys=True, default=float)
 
 
 def _read_json(path: str) -> Any:

@@ -11,12 +11,18 @@ A checkpoint is a directory holding
   module. ``spec.json`` is written
   last, so its presence marks a complete checkpoint.
 
+Saving is atomic: the checkpoint is built in a folder beside the target and renamed into place
+(``rekd_jax.fileio.atomic_dir``), so an existing encoder stays valid until the new one is
+complete, and a kill or full disk never leaves neither.
+
 Produced by pre-training (``WORKDIR/encoders/student``, ``WORKDIR/encoders/teacher``) and by
 ``python -m rekd_jax.tools.import_torch``.
 """
 from __future__ import annotations
 
 import json
+import os
+import time
 from typing import Any, Mapping
 
 import jax
@@ -24,6 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from rekd_jax import fileio
 from rekd_jax.models.heads import encoder_variable_shapes
 
 SPEC_FILE = "spec.json"
@@ -97,29 +104,68 @@ def check_variables(spec: Mapping[str, Any], variables: Mapping[str, Any]) -> No
         )
 
 
-def save_encoder(directory: str | epath.PathLike, spec: Mapping[str, Any], variables: Mapping[str, Any]) -> None:
-    """Write an encoder checkpoint (overwriting one already there). ``variables`` must be
-    host-local (unreplicated) arrays; they are stored as float32 numpy arrays. Call it from every
-    process in multi-host runs (Orbax coordinates); only process 0 writes spec.json."""
+def save_encoder(
+    directory: str | os.PathLike, spec: Mapping[str, Any], variables: Mapping[str, Any], *,
+    overwrite: bool = True, flag: str = "--overwrite"
+) -> None:
+    """Write an encoder checkpoint atomically (see the module docstring). An existing one is
+    replaced only with ``overwrite`` (else fileio.AlreadyExistsError naming ``flag``).
+    ``variables`` must be host-local (unreplicated) arrays; they are stored as float32 numpy
+    arrays. Call it from every process in multi-host runs (Orbax coordinates); only process 0
+    writes spec.json and renames the result into place."""
     spec = validate_spec(spec)
     variables = _to_numpy_float32({"params": variables["params"], "batch_stats": variables.get("batch_stats", {})})
     check_variables(spec, variables)
-    directory = epath.Path(directory).absolute()
-    if jax.process_index() == 0 and (directory / SPEC_FILE).exists():
-        (directory / SPEC_FILE).unlink()  # incomplete until the new spec.json is written
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(directory / VARIABLES_DIR, variables, force=True)
-    checkpointer.wait_until_finished()
-    if jax.process_index() == 0:
-        temporary = directory / (SPEC_FILE + ".tmp")
-        temporary.write_text(json.dumps(spec, indent=2, sort_keys=True))
-        temporary.replace(directory / SPEC_FILE)
+    primary = jax.process_index() == 0
+    # Every process must name the same folder: the default tag (pid.host) only works alone.
+    tag = None if jax.process_count() == 1 else f"jax{jax.process_count()}.shared"
+    with fileio.atomic_dir(os.fspath(directory), overwrite=overwrite, what="encoder checkpoint",
+                           flag=flag, primary=primary, tag=tag) as tmp:
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(epath.Path(tmp) / VARIABLES_DIR, variables, force=True)
+        checkpointer.wait_until_finished()
+        if primary:
+            fileio.write_text(os.path.join(tmp, SPEC_FILE), json.dumps(spec, indent=2, sort_keys=True))
 
 
-def load_encoder(directory: str | epath.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+class EncoderBusyError(RuntimeError):
+    """The encoder cannot be read while another process (named) is rewriting it."""
+
+
+def _writer(directory: epath.Path) -> dict | None:
+    """The live run (not this process) that holds the lock of the pre-training workdir an
+    encoder belongs to (WORKDIR/encoders/<part>), if any."""
+    if directory.parent.name != "encoders":
+        return None
+    holder = fileio.lock_holder(os.fspath(directory.parent.parent))
+    return holder if holder and holder.get("pid") != os.getpid() else None
+
+
+def load_encoder(directory: str | epath.PathLike, *, retries: int = 3) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read an encoder checkpoint: ``(spec, variables)`` with float32 numpy leaves. A missing or
-    malformed directory raises FileNotFoundError / ValueError saying how to produce one."""
+    malformed directory raises FileNotFoundError / ValueError saying how to produce one. While
+    the pre-training run that exports it is running, a failed read is retried (the export
+    replaces the folder atomically, but a read can straddle the swap), and EncoderBusyError
+    names that run when the read still fails."""
     directory = epath.Path(directory).absolute()
+    for attempt in range(retries + 1):
+        try:
+            return _load_encoder(directory)
+        except (OSError, ValueError) as error:
+            holder = _writer(directory)
+            if holder is None:
+                raise
+            if attempt == retries:
+                raise EncoderBusyError(
+                    f"cannot read encoder {directory} while {fileio.describe_holder(holder)} "
+                    f"rewrites it ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}); "
+                    "evaluate it after that run finishes, or evaluate a copy of it"
+                ) from None
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+def _load_encoder(directory: epath.Path) -> tuple[dict[str, Any], dict[str, Any]]:
     spec_path = directory / SPEC_FILE
     if not spec_path.exists() or not (directory / VARIABLES_DIR).exists():
         raise FileNotFoundError(

@@ -2,7 +2,11 @@
 
     python -m rekd_jax.tools.import_torch --arch resnet50 --src moco_v2_200ep_pretrain.pth.tar \
         --dst /tmp/encoders/mocov2_r50 [--format auto|torchvision|mocov2|swav] \
-        [--override cifar_stem=true ...]
+        [--override cifar_stem=true ...] [--overwrite] [--debug]
+
+The encoder is written atomically (built beside --dst, renamed into place); an existing --dst
+is replaced only with --overwrite. Expected failures (a missing, corrupt or untrusted file, a
+checkpoint that does not fit --arch, an unwritable --dst) print one FATAL line.
 
 Formats ('auto' detects them):
 - torchvision: a plain torchvision state_dict. A classifier (ResNet ``fc``, AlexNet
@@ -22,11 +26,13 @@ import argparse
 import json
 import logging
 import os
+import pickle
+import sys
 from typing import Any, Mapping
 
 import numpy as np
 
-from rekd_jax import models
+from rekd_jax import errors, fileio, models
 from rekd_jax.models import heads, io
 
 FORMATS = ("auto", "torchvision", "mocov2", "swav")
@@ -241,13 +247,23 @@ def load_torch_file(path: str, trust_pickle: bool = False) -> Mapping[str, Any]:
         raise FileNotFoundError(f"No PyTorch checkpoint at {path}.")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as error:  # torch raises UnpicklingError subclasses with long messages
-        if trust_pickle:
-            raise
-        raise ValueError(
-            f"torch.load(weights_only=True) refused {path}: {str(error).splitlines()[0]} If you trust the "
-            "file, rerun with --trust_pickle."
-        ) from None
+    except pickle.UnpicklingError as error:
+        first_line = (str(error).splitlines() or [""])[0]
+        if not trust_pickle and "Weights only load failed" in first_line:  # code in the pickle
+            raise ValueError(
+                f"torch.load(weights_only=True) refused {path}: it holds Python objects beyond "
+                "tensors, which can run code when loaded; if you trust the file, rerun with "
+                "--trust_pickle."
+            ) from None
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({first_line}); the file "
+                         "is truncated or corrupt: download or export it again.") from None
+    except (RuntimeError, EOFError, KeyError, UnicodeDecodeError) as error:
+        # torch's zip reader (RuntimeError) and legacy unpickler (EOFError, KeyError) on
+        # truncated or foreign bytes
+        first_line = (str(error).splitlines() or [type(error).__name__])[0][:200]
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: "
+                         f"{first_line}); the file is truncated or corrupt: download or export "
+                         "it again.") from None
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -260,7 +276,7 @@ def _parse_override(text: str) -> tuple[str, Any]:
         return key, value  # a bare string such as dtype=bfloat16
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rekd_jax.tools.import_torch", description=__doc__.split("\n\n")[0]
     )
@@ -273,17 +289,26 @@ def main(argv: list[str] | None = None) -> None:
         help="model field override, VALUE as JSON (e.g. cifar_stem=true, use_bn=false); repeatable",
     )
     parser.add_argument("--trust_pickle", action="store_true", help="allow torch.load(weights_only=False)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --dst (atomically)")
+    parser.add_argument("--debug", action="store_true", help="tracebacks instead of one FATAL line")
     args = parser.parse_args(argv)
-    checkpoint = load_torch_file(args.src, args.trust_pickle)
-    fmt = detect_format(unwrap(checkpoint)) if args.format == "auto" else args.format
-    spec, variables = convert_checkpoint(checkpoint, args.arch, fmt, **dict(args.override))
-    spec["source"] = f"import_torch:{fmt}:{os.path.abspath(args.src)}"
-    io.save_encoder(args.dst, spec, variables)
-    print(
-        f"Wrote encoder checkpoint {args.dst}: arch={args.arch} overrides={spec['overrides']} "
-        f"projector={spec['projector']} (format {fmt})"
-    )
+
+    def run():
+        if os.path.lexists(args.dst) and not args.overwrite:  # before the slow part
+            raise fileio.AlreadyExistsError(f"--dst {args.dst} already exists; pass --overwrite to replace it")
+        os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)  # unwritable: fail now
+        checkpoint = load_torch_file(args.src, args.trust_pickle)
+        fmt = detect_format(unwrap(checkpoint)) if args.format == "auto" else args.format
+        spec, variables = convert_checkpoint(checkpoint, args.arch, fmt, **dict(args.override))
+        spec["source"] = f"import_torch:{fmt}:{os.path.abspath(args.src)}"
+        io.save_encoder(args.dst, spec, variables, overwrite=args.overwrite)
+        print(
+            f"Wrote encoder checkpoint {args.dst}: arch={args.arch} overrides={spec['overrides']} "
+            f"projector={spec['projector']} (format {fmt})"
+        )
+
+    return errors.run_cli(run, debug=args.debug)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

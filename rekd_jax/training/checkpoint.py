@@ -14,15 +14,23 @@ API::
     tree, extra = ckpt.restore(target, step=None)   # step None = latest; target gives the
                                               #   structure (and dtypes); raises
                                               #   FileNotFoundError when nothing is saved
+    tree, extra, step = ckpt.restore_newest(target)  # falls back past unrestorable steps
     ckpt.wait()                               # block until an async save is on disk
     ckpt.close()
 
 Saves are skipped (returning False) when the step already exists, so a final save right
 after a periodic one at the same step is harmless.
+
+`restore_newest` is what resuming uses: a newest checkpoint that fails to restore (truncated,
+partly deleted) is named in the log and moved to `<directory>_unrestorable/` (never deleted),
+and the previous one is used. When no checkpoint restores, nothing is moved and
+CheckpointRestoreError names them all (typically the config no longer matches them).
 """
 from __future__ import annotations
 
+import logging
 import os
+import time
 from typing import Any
 
 import jax
@@ -35,15 +43,24 @@ def _to_host(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)), tree)
 
 
+class CheckpointRestoreError(ValueError):
+    """No checkpoint of a directory can be restored into the expected structure."""
+
+
+# What a damaged or mismatched checkpoint raises from Orbax/TensorStore (ValueError for
+# missing or short data files, OSError / KeyError for missing metadata).
+_RESTORE_ERRORS = (ValueError, OSError, KeyError)
+
+
 class Checkpointer:
     """Orbax CheckpointManager keeping the last `max_to_keep` steps under `directory`."""
 
     def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
         self.directory = os.path.abspath(directory)
-        options = ocp.CheckpointManagerOptions(
+        self._options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True,
             enable_async_checkpointing=async_save)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -73,6 +90,44 @@ class Checkpointer:
             extra=ocp.args.JsonRestore())
         restored = self._manager.restore(int(step), args=args)
         return restored["state"], dict(restored["extra"] or {})
+
+    def restore_newest(self, target: Any) -> tuple[Any, dict, int] | None:
+        """(tree, extra, step) of the newest checkpoint that restores, or None when there is
+        none; unrestorable newer ones are moved aside (see the module docstring)."""
+        self.wait()
+        failed = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                tree, extra = self.restore(target, step)
+            except _RESTORE_ERRORS as e:
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                logging.warning("checkpoint %s/%d cannot be restored: %s", self.directory, step,
+                                reason)
+                failed.append((step, reason))
+                continue
+            if failed:
+                self._move_aside([s for s, _ in failed])
+                logging.warning("resuming from the previous complete checkpoint, step %d", step)
+            return tree, extra, step
+        if failed:
+            self.close()
+            listed = "; ".join(f"step {s}: {r}" for s, r in failed)
+            raise CheckpointRestoreError(
+                f"no checkpoint in {self.directory} can be restored ({listed}). If the config "
+                "changed since they were written, rerun with the config that wrote them; if "
+                f"they are damaged, move {self.directory} aside to start afresh")
+        return None
+
+    def _move_aside(self, steps: list[int]) -> None:
+        aside = self.directory + "_unrestorable"
+        os.makedirs(aside, exist_ok=True)
+        self._manager.close()
+        for step in steps:
+            dst = os.path.join(aside, f"{step}.{time.strftime('%Y%m%d-%H%M%S')}")
+            os.rename(os.path.join(self.directory, str(step)), dst)
+            logging.warning("moved the unrestorable checkpoint step %d to %s (kept, not "
+                            "deleted)", step, dst)
+        self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

@@ -168,8 +168,18 @@ def create_progress(num_train_steps: int, writer, *, every_secs: float = 60.0):
 
 
 def read_jsonl(path: str) -> list[dict]:
-    """All records of a metrics.jsonl file (empty list if it does not exist)."""
+    """All records of a metrics.jsonl file (empty list if it does not exist). A torn last line
+    (a run killed mid-write) is skipped; a malformed line elsewhere raises ValueError naming it."""
     if not os.path.exists(path):
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
+    records = []
+    for i, (number, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except ValueError as e:
+            if i == len(lines) - 1:
+                break
+            raise ValueError(f"{path} line {number} is not JSON ({e})") from None
+    return records

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 from absl import logging as absl_logging
 
-from rekd_jax import parallel
+from rekd_jax import fileio, parallel
 from rekd_jax.data import augment, host_crop, pipeline
 from rekd_jax.evaluation import features as features_lib
 from rekd_jax.evaluation import knn as knn_lib
@@ -38,6 +38,7 @@ from rekd_jax.training import config as config_lib
 from rekd_jax.training import distributed
 from rekd_jax.training import logging as logging_lib
 from rekd_jax.training import optim
+from rekd_jax.training import resume
 from rekd_jax.training import state as state_lib
 from rekd_jax.training import step as step_lib
 
@@ -145,11 +146,13 @@ class NonFiniteError(FloatingPointError):
     """Training produced NaN/Inf; nothing was saved after the last good checkpoint."""
 
 
-def _check_finite(history: list[tuple[int, dict]], last_good: int | None, ckpt_dir: str):
+def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint_lib.Checkpointer):
     for step, metrics in history:
         bad = {k: float(v) for k, v in metrics.items()
                if k in ("loss", "grad_norm") and not np.isfinite(v)}
         if bad:
+            ckpt.wait()  # name only a checkpoint whose (async) save has finished
+            last_good, ckpt_dir = ckpt.latest_step(), ckpt.directory
             where = (f"the last good checkpoint is step {last_good} in {ckpt_dir}"
                      if last_good is not None else "no checkpoint was written yet")
             raise NonFiniteError(
@@ -161,25 +164,37 @@ def _check_finite(history: list[tuple[int, dict]], last_good: int | None, ckpt_d
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Pre-trains (resuming if WORKDIR/checkpoints has a checkpoint); returns a summary dict
-    {'step', 'metrics' (last logged), 'knn' (last monitor, if any), 'encoders' (paths)}."""
+    {'step', 'metrics' (last logged), 'knn' (last monitor, if any), 'encoders' (paths)}.
+    Holds WORKDIR's lock (rekd_jax.fileio.WorkdirLock) while it runs."""
     distributed.initialize(config.distributed)
+    with fileio.WorkdirLock(workdir, "pre-training", primary=jax.process_index() == 0):
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     config_lib.check_devices(config, jax.device_count())
     primary = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     writer = logging_lib.create_writer(workdir, is_primary=primary,
                                        tensorboard=config.tensorboard)
-    run = build(config)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     ckpt = checkpoint_lib.Checkpointer(ckpt_dir, max_to_keep=config.keep_checkpoints,
                                        async_save=config.async_checkpointing)
+    resume.check_signature(config, workdir, resuming=ckpt.latest_step() is not None,
+                           primary=primary)
+    run = build(config)
     state = run.state
-    last_good = ckpt.latest_step()
-    if last_good is not None:
-        restored, extra = ckpt.restore(state_lib.to_host(state))
+    found = ckpt.restore_newest(state_lib.to_host(state))
+    if found is not None:
+        restored, extra, restored_step = found
         state = state_lib.from_host(state, restored)
         run.train_data.set_state(extra["data"])
-        absl_logging.info("resumed from %s step %d", ckpt_dir, last_good)
+        if primary:
+            resume.trim_metrics(os.path.join(workdir, "metrics.jsonl"), restored_step)
+        absl_logging.info("resumed from %s step %d", ckpt_dir, restored_step)
     else:
+        if primary:  # records of an earlier attempt that never reached a checkpoint
+            resume.trim_metrics(os.path.join(workdir, "metrics.jsonl"), 0, keep_hparams=False)
         writer.write_hparams(flatten_config(config))
     start = int(state.step)
     p_step = step_lib.make_pmapped_step(run.step_config)
@@ -197,7 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         nonlocal tick, tick_step
         host = [(s, {k: float(v) for k, v in unreplicate(m).items()}) for s, m in history]
         history.clear()
-        _check_finite(host, last_good, ckpt_dir)
+        _check_finite(host, ckpt)
         if not host:
             return
         means = {f"train/{k}": float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
@@ -210,10 +225,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         summary["metrics"] = means
 
     def save(step: int, host_state) -> None:
-        nonlocal last_good
         ckpt.save(step, state_lib.to_host(host_state), {"data": run.train_data.get_state()})
         export_encoders(workdir, config, run.modules, host_state)
-        last_good = step
 
     step = start
     for step in range(start + 1, run.total_steps + 1):

@@ -10,12 +10,12 @@ teacher/encoders/student.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import ml_collections
 
+from rekd_jax import fileio
 from rekd_jax.experiments import plan
 
 STAGES = (("teacher", "teacher", "MoCo v2 (teacher)"), ("student", "student", "ReKD (offline)"),
@@ -84,7 +84,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print("\n".join(result["targets"]))
     path = os.path.join(workdir, "results.json")
     print(f"total {result['seconds']:.0f} s; results in {path}")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-    os.replace(path + ".tmp", path)
+    fileio.write_json(path, result)
     return result

@@ -130,9 +130,12 @@ def test_cli_writes_a_checkpoint_that_load_encoder_reads(tmp_path, resnet18, cap
     assert variables["params"]["backbone"]["conv1"]["kernel"].shape == (3, 3, 3, 64)
 
 
-def test_cli_errors_are_clear(tmp_path):
-    with pytest.raises(FileNotFoundError, match="No PyTorch checkpoint"):
-        import_torch.main(["--arch", "resnet18", "--src", str(tmp_path / "missing.pth"), "--dst", str(tmp_path / "out")])
+def test_cli_errors_are_clear(tmp_path, capsys):
+    code = import_torch.main(["--arch", "resnet18", "--src", str(tmp_path / "missing.pth"), "--dst", str(tmp_path / "out")])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"FATAL: FileNotFoundError: No PyTorch checkpoint at {tmp_path / 'missing.pth'}."
+    with pytest.raises(FileNotFoundError, match="No PyTorch checkpoint"):  # --debug: the traceback
+        import_torch.main(["--arch", "resnet18", "--src", str(tmp_path / "missing.pth"), "--dst", str(tmp_path / "out"), "--debug"])
     with pytest.raises(SystemExit):
         import_torch.main(["--arch", "resnet18", "--src", "x", "--dst", "y", "--format", "simclr"])
 

@@ -1,0 +1,126 @@
+"""Resuming safely: the run signature, and metrics.jsonl trimmed to the restored step.
+
+`check_signature(config, workdir, resuming)` compares the fields that define a pre-training run
+(architectures, method and its block, data, batch, image size, optimiser, step count, dtype,
+seed, EMA, shuffle-BN) with WORKDIR/run_signature.json, written by the run that made the
+checkpoints. A resumed run whose config differs stops with ConfigChangedError listing every
+difference; `--config.allow_config_change=True` accepts them (and records the new signature).
+Operational fields (logging and checkpoint cadence, data_dir, worker threads, residency, the
+kNN monitor, TensorBoard, the distributed setup) may change freely.
+
+`trim_metrics(path, step)` drops the records a killed run logged after its last checkpoint
+(they are logged again by the resumed run) and a torn last line, so every step appears once.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import ml_collections
+
+from rekd_jax import fileio
+
+SIGNATURE_FILE = "run_signature.json"
+OVERRIDE = "--config.allow_config_change=True"
+# Fields that change how a run is executed or observed, not what it computes.
+OPERATIONAL = ("mode", "allow_config_change", "log_every_steps", "checkpoint_every_steps",
+               "keep_checkpoints", "async_checkpointing", "knn_monitor", "distributed",
+               "tensorboard", "data.data_dir", "data.num_workers", "data.prefetch",
+               "data.resident", "data.resident_max_mb")
+
+
+class ConfigChangedError(ValueError):
+    """The config of a resumed run differs from the one that wrote its checkpoints."""
+
+
+def _flatten(node, prefix="") -> dict:
+    out = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, (ml_collections.ConfigDict, dict)):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def signature(config: ml_collections.ConfigDict) -> dict:
+    """The run-defining fields of a pre-training config, dotted names -> JSON values. Method
+    blocks other than the one in use (and MoCo v2's, for an online ReKD teacher) and the
+    teacher block of a method without a teacher are left out: changing them changes nothing."""
+    from rekd_jax.training import state as state_lib
+    used = {config.method}
+    mode = state_lib.teacher_mode(config)
+    if mode == "online":
+        used.add("mocov2")
+    unused = [m for m in ("mocov2", "seed", "rekd") if m not in used]
+    if mode is None:
+        unused.append("teacher")
+    flat = _flatten(config)
+    keep = {k: v for k, v in flat.items()
+            if not any(k == p or k.startswith(p + ".") for p in OPERATIONAL + tuple(unused))}
+    return json.loads(json.dumps(keep, default=str))
+
+
+def _show(value) -> str:
+    return json.dumps(value) if not isinstance(value, str) else repr(value)
+
+
+def check_signature(config: ml_collections.ConfigDict, workdir: str, *, resuming: bool,
+                    primary: bool = True) -> None:
+    """Raises ConfigChangedError when a resumed run's config differs (see module docstring);
+    otherwise records the signature in WORKDIR/run_signature.json."""
+    path = os.path.join(workdir, SIGNATURE_FILE)
+    new = signature(config)
+    if resuming and os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        diffs = [f"{k}: {_show(old.get(k, '<absent>'))} -> {_show(new.get(k, '<absent>'))}"
+                 for k in sorted(set(old) | set(new)) if old.get(k, "<absent>") != new.get(
+                     k, "<absent>")]
+        if diffs and not config.get("allow_config_change", False):
+            raise ConfigChangedError(
+                f"the config changes the run whose checkpoints are in {workdir} "
+                f"({'; '.join(diffs)}); rerun with the original values, pass {OVERRIDE} to "
+                "resume with these changes, or give a new --workdir")
+        if diffs:
+            logging.warning("resuming with a changed config (%s accepted): %s", OVERRIDE,
+                            "; ".join(diffs))
+        elif old == new:
+            return
+    if primary:
+        fileio.write_json(path, new, sort_keys=True)
+
+
+def trim_metrics(path: str, step: int, *, keep_hparams: bool = True) -> int:
+    """Rewrites the JSON-lines file at `path` in place without records of steps after `step`
+    and without unparsable (torn) lines (and without the hparams record unless keep_hparams:
+    a fresh start writes it again); returns how many lines it dropped. In place (not a
+    rename), so a writer that has the file open for appending keeps writing to it."""
+    if not os.path.exists(path):
+        return 0
+    with open(path, "r+b") as f:
+        lines = f.read().splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not line.endswith(b"\n") or not isinstance(record, dict):
+                continue
+            if record.get("step", -1) > step or ("hparams" in record and not keep_hparams):
+                continue
+            kept.append(line)
+        if len(kept) == len(lines):
+            return 0
+        f.seek(0)
+        f.write(b"".join(kept))
+        f.truncate()
+        f.flush()
+        os.fsync(f.fileno())
+    dropped = len(lines) - len(kept)
+    logging.info("metrics: dropped %d records logged after the restored step %d from %s",
+                 dropped, step, path)
+    return dropped
