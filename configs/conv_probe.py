@@ -7,7 +7,8 @@ momentum 0.9, weight decay 5e-4, lr 0.01 divided by 5 at epochs 5, 15 and 25,
 RandomResizedCrop + flip for training, Resize(256) + CenterCrop(224) for evaluation. Reports
 top-1 / top-5 per layer; the headline number is conv5. Needs an alexnet encoder checkpoint.
 
-Variants: imagenet (default), cifar10, shapes, runlocal (comma-separated).
+Variants: imagenet (default), cifar10, shapes, tiny, runlocal (comma-separated; runlocal
+applies last and keeps the dataset).
 
 ImageNet (one H100; estimate, not measured: about 35 passes over ImageNet through AlexNet,
 input-bound, roughly half a day):
@@ -17,17 +18,15 @@ input-bound, roughly half a day):
   supervised AlexNet 50.5.
 
 CPU smoke run (about a minute):
-    python main.py --config=configs/default.py:runlocal --config.student.arch=alexnet \\
+    python main.py --config=configs/default.py:tiny,runlocal --config.student.arch=alexnet \\
         --workdir=/tmp/pre_alexnet
-    python main.py --config=configs/conv_probe.py:runlocal \\
+    python main.py --config=configs/conv_probe.py:tiny,runlocal \\
         --config.checkpoint=/tmp/pre_alexnet/encoders/student --workdir=/tmp/eval_conv
   Writes /tmp/eval_conv/results_conv_probe.json with one row per layer (near chance after a
   10-step pre-training).
 """
-from rekd_jax.evaluation.config import apply_variants, default_eval_config
+from rekd_jax.evaluation.config import VARIANTS, get_protocol_config  # noqa: F401 (help)
 
 
 def get_config(arg=None):
-    config = default_eval_config()
-    config.mode = "conv_probe"
-    return apply_variants(config, arg, "imagenet", "configs/conv_probe.py")
+    return get_protocol_config("conv_probe", "imagenet", arg, "configs/conv_probe.py")

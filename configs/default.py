@@ -30,13 +30,16 @@ the Flax ImageNet example). Fields:
 Command: python main.py --config=configs/default.py --workdir=/tmp/default
 Hardware / time: one GPU; 200 epochs of the 10,000-image rekd_shapes set at batch 256 is 7,800
 steps of a CIFAR-stem ResNet-18 (an estimate: well under an hour on one H100; not measured).
-Laptop CPU: --config=configs/default.py:runlocal (8 steps on rekd_shapes/tiny, about a minute).
+Laptop CPU: --config=configs/default.py:tiny,runlocal (8 steps on rekd_shapes/tiny, about a
+minute). Variants (rekd_jax.variants rules: in the order given, runlocal last): tiny (the
+embedded toy data), runlocal (shrink steps and sizes, keep the dataset).
 Expected result: none claimed; this is the base the recipe configs change, not a recipe.
 """
 import ml_collections
 
 from rekd_jax.data import pipeline
 from rekd_jax.methods import mocov2, rekd, seed
+from rekd_jax.variants import apply_variants, set_dataset
 
 
 def encoder_block(arch: str, **overrides) -> ml_collections.ConfigDict:
@@ -90,7 +93,7 @@ def get_config(arg=None):
         "cpu_collectives": "gloo",
     })
     config.tensorboard = "auto"
-    return apply_variants(config, arg, {"runlocal": runlocal}, "configs/default.py")
+    return apply_variants(config, arg, VARIANTS, "configs/default.py")
 
 
 def set_queue_size(config: ml_collections.ConfigDict, size: int) -> None:
@@ -101,8 +104,7 @@ def set_queue_size(config: ml_collections.ConfigDict, size: int) -> None:
 def imagenet(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """ImageNet-1k at 224 px with the MoCo v2 recipe of method.md (200 epochs, batch 256,
     lr 0.03 x batch/256 cosine, wd 1e-4, K 65536, m 0.999, blur on)."""
-    config.data.update(dataset="imagenet2012", train_split="train", eval_split="validation",
-                       image_size=224, eval_resize=256, host_size=256, resident="off")
+    set_dataset(config.data, "imagenet")
     config.data.augment.blur_prob = 0.5
     config.global_batch_size = 256
     config.num_epochs = 200
@@ -123,8 +125,7 @@ def imagenet(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def cifar10(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """CIFAR-10 scale-down of method.md: 32 px, CIFAR stems, batch 512, lr 0.06 x batch/256,
     K 4096, m 0.99, no blur, 200 epochs."""
-    config.data.update(dataset="cifar10", train_split="train", eval_split="test",
-                       image_size=32, eval_resize=32, host_size=0)
+    set_dataset(config.data, "cifar10")
     config.data.augment.blur_prob = 0.0
     config.global_batch_size = 512
     config.num_epochs = 200
@@ -139,19 +140,40 @@ def cifar10(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
-def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Shrinks any config to a laptop-CPU smoke run on rekd_shapes/tiny (about a minute):
-    16 px views, a quarter-width student/teacher where the family allows, 8 steps."""
-    config.data.update(dataset="rekd_shapes/tiny", train_split="train", eval_split="test",
-                       image_size=16, eval_resize=16, host_size=0, resident="auto",
-                       num_workers=2)
-    config.data.augment.blur_prob = 0.0
+def _cifar_stems(config: ml_collections.ConfigDict) -> None:
+    """Small images (32 px and less) need the CIFAR stems of the student and the teacher."""
     for part in (config.student, config.teacher):
-        overrides = part.overrides.to_dict()
-        overrides["cifar_stem"] = True
+        part.overrides = {**part.overrides.to_dict(), "cifar_stem": True}
+
+
+def shapes(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The embedded rekd_shapes dataset (10,000 train / 2,000 test, 32 px, built on first use;
+    no download), with CIFAR stems and no blur; the recipe's other fields stay."""
+    set_dataset(config.data, "shapes")
+    config.data.augment.blur_prob = 0.0
+    _cifar_stems(config)
+    return config
+
+
+def tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The embedded toy data rekd_shapes/tiny (200 train / 100 test images, 32 px), with CIFAR
+    stems and no blur: with runlocal, the laptop smoke run of any recipe."""
+    shapes(config)
+    set_dataset(config.data, "tiny")
+    return config
+
+
+def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks steps and sizes for a laptop CPU but keeps the dataset (add `tiny` for the toy
+    data): 16 px views, CIFAR stems, 1/8-width ResNets, batch 32, queue 128, 8 steps."""
+    config.data.update(image_size=16, eval_resize=16, num_workers=2)
+    if config.data.host_size:
+        config.data.host_size = 32  # the host resize feeds the 16 px crops
+    config.data.augment.blur_prob = 0.0
+    _cifar_stems(config)
+    for part in (config.student, config.teacher):
         if part.arch.startswith("resnet"):
-            overrides["width_multiplier"] = 0.125
-        part.overrides = overrides
+            part.overrides = {**part.overrides.to_dict(), "width_multiplier": 0.125}
     config.global_batch_size = 32
     set_queue_size(config, 128)
     config.rekd.num_prototypes = 10
@@ -190,8 +212,11 @@ def seed_baseline(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     return config
 
 
+VARIANTS = {"tiny": tiny, "runlocal": runlocal}
+
 STUDENT_VARIANTS = {"offline": offline_teacher, "online": online_teacher,
-                    "mocov2": mocov2_baseline, "seed": seed_baseline, "runlocal": runlocal}
+                    "mocov2": mocov2_baseline, "seed": seed_baseline, "shapes": shapes,
+                    "tiny": tiny, "runlocal": runlocal}
 
 
 def imagenet_student(arch: str, arg: str | None, file: str) -> ml_collections.ConfigDict:
@@ -202,15 +227,3 @@ def imagenet_student(arch: str, arg: str | None, file: str) -> ml_collections.Co
     config.teacher.arch = "resnet50"
     config.rekd.teacher = "online"
     return apply_variants(config, arg, STUDENT_VARIANTS, file)
-
-
-def apply_variants(config: ml_collections.ConfigDict, arg: str | None, known: dict,
-                   file: str) -> ml_collections.ConfigDict:
-    """Applies comma-separated variants (e.g. 'offline,runlocal'); runlocal always last."""
-    names = [a for a in (arg or "").split(",") if a]
-    for name in sorted(names, key=lambda n: n == "runlocal"):
-        if name not in known:
-            raise ValueError(f"{file}: unknown variant {name!r}; use one of {sorted(known)} "
-                             "(comma-separated)")
-        known[name](config)
-    return config

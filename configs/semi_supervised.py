@@ -9,8 +9,9 @@ decay, 20 epochs, x0.2 at epochs 12 and 16, batch 256; RandomResizedCrop + flip.
 defaults to tune (the paper gives no semi-supervised recipe); top-1 / top-5 on the whole
 evaluation split.
 
-Variants (comma-separated, applied in order): imagenet (default), cifar10, shapes, runlocal,
-pct1 / pct10 (the fraction; default 1%), e.g. --config=configs/semi_supervised.py:cifar10,pct10.
+Variants (comma-separated, in order, runlocal last): imagenet (default), cifar10, shapes,
+tiny, runlocal (keeps the dataset), pct1 / pct10 (the fraction; default 1%), e.g.
+--config=configs/semi_supervised.py:cifar10,pct10.
 
 ImageNet 1% (one H100; estimate: 20 epochs of 12.8k images, well under an hour):
     python main.py --config=configs/semi_supervised.py \\
@@ -19,13 +20,11 @@ ImageNet 1% (one H100; estimate: 20 epochs of 12.8k images, well under an hour):
   No reference number in method.md for this project's students.
 
 CPU smoke run (half of rekd_shapes/tiny labelled, 2 epochs; about a minute):
-    python main.py --config=configs/semi_supervised.py:runlocal \\
+    python main.py --config=configs/semi_supervised.py:tiny,runlocal \\
         --config.checkpoint=/tmp/pre/encoders/student --workdir=/tmp/eval_semi
 """
-from rekd_jax.evaluation.config import apply_variants, default_eval_config
+from rekd_jax.evaluation.config import VARIANTS, get_protocol_config  # noqa: F401 (help)
 
 
 def get_config(arg=None):
-    config = default_eval_config()
-    config.mode = "semi_supervised"
-    return apply_variants(config, arg, "imagenet", "configs/semi_supervised.py")
+    return get_protocol_config("semi_supervised", "imagenet", arg, "configs/semi_supervised.py")

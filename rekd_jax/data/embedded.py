@@ -149,7 +149,19 @@ def _png(image: np.ndarray) -> bytes:
   return buffer.getvalue()
 
 
-class RekdShapes(tfds.core.GeneratorBasedBuilder):
+class QuietPrepare:
+  """Mixin for this project's offline TFDS builders: TFDS prints "Downloading and preparing
+  dataset Unknown size ..." and "... downloaded and prepared" to stdout around every build;
+  nothing is downloaded here and the callers log their own line, so both are dropped."""
+
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
+
+class RekdShapes(QuietPrepare, tfds.core.GeneratorBasedBuilder):
   """Procedural shapes (see module docstring)."""
 
   VERSION = tfds.core.Version("1.0.0")

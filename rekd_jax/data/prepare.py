@@ -38,6 +38,7 @@ from concurrent import futures
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from rekd_jax.data.embedded import QuietPrepare
 from rekd_jax.data.sources import resolve_data_dir
 
 SPLIT_NAMES = {"val": "validation"}
@@ -201,7 +202,7 @@ def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
       "file_name": tfds.features.Text(),
   })
 
-  class FolderDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  class FolderDataset(QuietPrepare, tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version(version)
     RELEASE_NOTES = {version: f"Prepared from {os.path.abspath(src)} by rekd_jax.data.prepare."}
 

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rekd_jax import run_record
 from rekd_jax.data import augment
 from rekd_jax.data import pipeline as data_pipeline
 from rekd_jax.data import sources
@@ -42,6 +43,8 @@ def evaluate(config, workdir: str) -> dict:
     distributed.initialize(config.distributed)
     os.makedirs(workdir, exist_ok=True)
     primary = jax.process_index() == 0
+    if primary:
+        run_record.write_config(workdir, config)
     writer = metric_logging.create_writer(workdir, is_primary=primary,
                                           tensorboard=config.tensorboard)
     start = time.time()

@@ -56,11 +56,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if run_cfg.method in ("seed", "rekd") and name != "teacher":
             run_cfg.teacher.checkpoint = teacher_encoder
         run_dir = os.path.join(workdir, name)
-        t0 = time.time()
         summary = pretrain.train_and_evaluate(run_cfg, run_dir)
-        train_seconds = time.time() - t0
         rows.append({"run": name, "method": run_cfg.method, "arch": run_cfg.student.arch,
-                     "steps": summary["step"], "train_seconds": round(train_seconds, 1),
+                     # summed over the first run and its resumes (a finished stage adds 0)
+                     "steps": summary["step"], "train_seconds": summary["train_seconds"],
                      "final_loss": summary["metrics"].get("train/loss"),
                      "encoder": summary["encoders"]["student"]})
         rows[-1]["eval"] = _evaluate(config, summary["encoders"]["student"], run_dir)
