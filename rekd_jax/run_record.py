@@ -121,7 +121,7 @@ def _pretrain_summary(config, workdir: str, result: Mapping) -> list[str]:
              + ", ".join(numbers) + ".",
              f"Wrote in {workdir}: " + ", ".join(
                  [os.path.relpath(p, workdir) for p in encoders.values()]
-                 + ["checkpoints/", "metrics.jsonl", CONFIG_FILE]
+                 + ["checkpoints/", "metrics.jsonl", CONFIG_FILE, TRAIN_TIME_FILE]
                  + ([TEACHER_FILE] if os.path.exists(os.path.join(workdir, TEACHER_FILE))
                     else [])) + "."]
     variant, extra = _dataset_args(config)

@@ -208,5 +208,7 @@ def build_rekd_shapes(data_dir: str, config: str | RekdShapesConfig = "default")
   logging.info("Building the embedded dataset rekd_shapes/%s (%d train / %d test, %d px, "
                "seed %d) in %s", cfg.name, cfg.num_train, cfg.num_test, cfg.image_size,
                cfg.seed, builder.data_dir)
-  builder.download_and_prepare()
+  from rekd_jax import progress  # pylint: disable=import-outside-toplevel
+  with progress.heartbeat(f"building rekd_shapes/{cfg.name}"):
+    builder.download_and_prepare()
   return str(builder.data_dir)

@@ -38,6 +38,7 @@ from concurrent import futures
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from rekd_jax import progress
 from rekd_jax.data.embedded import QuietPrepare
 from rekd_jax.data.sources import resolve_data_dir
 
@@ -220,7 +221,8 @@ def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
 
   FolderDataset.name = name
   builder = FolderDataset(data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare()
+  with progress.heartbeat(f"writing {name}"):
+    builder.download_and_prepare()
 
   by_reason = collections.Counter(s["reason"] for s in skipped)
   report = {
