@@ -58,11 +58,15 @@ def teacher_record(checkpoint: str, spec: Mapping[str, Any]) -> dict:
             "step": int(match.group(1)) if match else None}
 
 
-def record_teacher(workdir: str, checkpoint: str, spec: Mapping[str, Any]) -> dict:
-    """Logs the teacher really loaded and saves it as WORKDIR/teacher.json."""
+def record_teacher(workdir: str, checkpoint: str, spec: Mapping[str, Any],
+                   config_arch: str | None = None) -> dict:
+    """Logs the teacher really loaded and saves it as WORKDIR/teacher.json (the checkpoint's
+    spec decides the architecture; a different config.teacher.arch is noted, unused)."""
     record = teacher_record(checkpoint, spec)
-    logging.info("offline teacher: %s %s from %s (source: %s)", record["arch"],
-                 record["overrides"], record["checkpoint"], record["source"] or "unknown")
+    note = (f"; config.teacher.arch={config_arch!r} is not used, the checkpoint decides"
+            if config_arch and config_arch != record["arch"] else "")
+    logging.info("offline teacher: %s %s from %s (source: %s)%s", record["arch"],
+                 record["overrides"], record["checkpoint"], record["source"] or "unknown", note)
     write_json_atomic(os.path.join(workdir, TEACHER_FILE), record)
     return record
 

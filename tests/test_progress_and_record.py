@@ -161,3 +161,19 @@ def test_pretraining_records_config_teacher_and_train_time(tmp_path):
     rerun = app.run(config, str(workdir))                         # finished: adds nothing
     assert rerun["train_seconds"] == first
     assert json.load(open(workdir / "train_time.json"))["train_seconds"] == first
+
+
+def test_evaluation_metrics_are_on_disk_after_every_epoch(tmp_path):
+    """A killed evaluation keeps the metrics of its finished epochs (metrics.jsonl flushed)."""
+    from rekd_jax.evaluation import linear
+    writer = logging_lib.create_writer(str(tmp_path), tensorboard="off")
+    path = str(tmp_path / "metrics.jsonl")
+    on_disk = []
+
+    def run_epoch(state, epoch):
+        on_disk.append(len(logging_lib.read_jsonl(path)))
+        return state, {"train_loss": 1.0 / (epoch + 1)}
+
+    linear.EpochLoop(None, writer, num_epochs=3, name="probe").run(0, run_epoch)
+    assert on_disk == [0, 1, 2]
+    writer.close()

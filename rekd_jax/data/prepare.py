@@ -243,6 +243,10 @@ def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
     log(f"    {entry['reason']}: {entry['path']}")
   if len(skipped) > 20:
     log(f"    ... (all listed in {builder.data_dir}/prepare_report.json)")
+  data_dir_flag = f" --config.data.data_dir={data_dir}" if data_dir else ""
+  log(f"Next: python main.py --config=configs/knn_eval.py --config.data.dataset={name}"
+      f"{data_dir_flag} --config.checkpoint=ENCODER_DIR --workdir=WORKDIR (or give "
+      f"--config.data.dataset={name}{data_dir_flag} to a pre-training config)")
   return report
 
 

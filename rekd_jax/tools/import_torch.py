@@ -281,7 +281,10 @@ def main(argv: list[str] | None = None) -> None:
     io.save_encoder(args.dst, spec, variables)
     print(
         f"Wrote encoder checkpoint {args.dst}: arch={args.arch} overrides={spec['overrides']} "
-        f"projector={spec['projector']} (format {fmt})"
+        f"projector={spec['projector']} (format {fmt})\n"
+        f"Next: evaluate it (python main.py --config=configs/linear_eval.py "
+        f"--config.checkpoint={args.dst} --workdir=WORKDIR) or distil from it "
+        f"(--config.teacher.checkpoint={args.dst} with an offline ReKD or SEED config)"
     )
 
 

@@ -172,7 +172,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                        tensorboard=config.tensorboard)
     run = build(config)
     if primary and state_lib.teacher_mode(config) == "offline":
-        run_record.record_teacher(workdir, config.teacher.checkpoint, run.modules.teacher_spec)
+        run_record.record_teacher(workdir, config.teacher.checkpoint, run.modules.teacher_spec,
+                                  config.teacher.arch)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     ckpt = checkpoint_lib.Checkpointer(ckpt_dir, max_to_keep=config.keep_checkpoints,
                                        async_save=config.async_checkpointing)
