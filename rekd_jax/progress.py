@@ -81,15 +81,18 @@ class Progress:
         return None if rate is None else (self.total - self.done) / rate
 
     def line(self) -> str:
-        pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        parts = [f"{self.name}: {self.unit} {self.done}/{self.total}{pct}"]
+        if self.total:
+            parts = [f"{self.name}: {self.unit} {self.done}/{self.total} "
+                     f"({100 * self.done / self.total:.0f}%)"]
+        else:  # unknown length: no fraction, no ETA
+            parts = [f"{self.name}: {self.unit} {self.done}"]
         rate = self.rate()
         if rate is not None:
             parts.append(f"{rate:.3g} {self.unit}/s" if rate >= 1 else
                          f"{1 / rate:.3g} s/{self.unit}")
         parts.append(f"elapsed {hms(self._clock() - self._t0)}")
         eta = self.eta()
-        if eta is not None and self.done < self.total:
+        if eta is not None and 0 < self.total and self.done < self.total:
             parts.append(f"ETA {hms(eta)}")
         if self._extra:
             parts.append(", ".join(f"{k}={_fmt(v)}" for k, v in self._extra.items()))
@@ -104,7 +107,7 @@ class Progress:
         now = self._clock()
         if self._first is None:
             self._first = (now, self.done)
-        if now - self._last_line >= self.every_secs and self.done < self.total:
+        if now - self._last_line >= self.every_secs and not 0 < self.total <= self.done:
             self._emit(now)
 
     def update(self, n: int = 1, **extra) -> None:

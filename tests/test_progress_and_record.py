@@ -135,7 +135,7 @@ def test_pretraining_records_config_teacher_and_train_time(tmp_path):
 
     spec = {"arch": "resnet18", "overrides": {"cifar_stem": True, "width_multiplier": 0.125,
                                               "num_classes": 0},
-            "projector": {"hidden": 0, "dim": 128, "bn": False},
+            "projector": {"hidden": 32, "dim": 128, "bn": False},
             "source": "rekd_jax mocov2 step 7"}
     variables = heads.build_encoder(spec).init(jax.random.PRNGKey(0),
                                                jnp.zeros((1, 16, 16, 3)), train=False)
