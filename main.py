@@ -10,12 +10,16 @@ from absl import flags
 from ml_collections import config_flags
 
 from rekd_jax import app, errors
+from rekd_jax import cli_help
+
+__doc__ = cli_help.main_doc(sys.argv, __doc__)  # --help: configs, variants, overrides, outputs
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/quickstart.py or configs/alexnet.py:runlocal.",
-    lock_config=True)
+    "config", None, "Config file and variants, e.g. configs/quickstart.py or "
+    "configs/alexnet.py:tiny,runlocal (see the list above).", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Directory for checkpoints, logs and results (resumes when it exists).")
+    "workdir", None, "Output directory (created if needed; rerunning the same command there "
+    "resumes).")
 _DEBUG = flags.DEFINE_bool(
     "debug", False, "Show Python tracebacks for expected errors (otherwise: one FATAL line).")
 

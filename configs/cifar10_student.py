@@ -6,7 +6,9 @@ Command (teacher from configs/cifar10_teacher.py in /ckpt/c10_teacher):
 Arguments (comma-separated): one architecture (alexnet, mobilenetv3_large, shufflenetv2_x1_0,
 efficientnet_b0, resnet18; any registered name works), then optional variants: online (train a
 ResNet-50 teacher alongside instead; no checkpoint needed), mocov2 (baseline: the student alone
-with MoCo v2), seed (SEED from the offline teacher), runlocal (laptop CPU smoke run).
+with MoCo v2), seed (SEED from the offline teacher), shapes / tiny (the embedded rekd_shapes /
+its 200-image toy split), runlocal (shrink steps and sizes for a laptop CPU, keeping the
+dataset: real CIFAR-10), e.g. :alexnet,online,tiny,runlocal for a smoke run.
 Recipe (method.md CIFAR scale-down): 32 px, CIFAR stems, batch 512, lr 0.06 x 512/256 cosine,
 wd 5e-4, K 4096, m 0.99, 100 prototypes, no blur, 200 epochs.
 Hardware / time: one GPU; an estimate, not measured: under an hour to a few hours per student
@@ -14,7 +16,9 @@ on one H100 (offline teacher forwards add about one student-sized forward of Res
 Expected result: no CIFAR-10 numbers for ReKD are known to us; the reference point is MoCo v2
 ResNet-18 kNN about 85% (method.md). Compare each student with its `:mocov2` baseline.
 """
-from configs import default  # inheritance by calling (run from the repository root)
+from configs import default  # inheritance by calling
+
+VARIANTS = default.STUDENT_VARIANTS
 
 
 def get_config(arg=None):
@@ -25,5 +29,4 @@ def get_config(arg=None):
     config.rekd.teacher = "offline"
     config.student.arch = arch
     config.teacher.arch = "resnet50"
-    return default.apply_variants(config, variants, default.STUDENT_VARIANTS,
-                                  "configs/cifar10_student.py")
+    return default.apply_variants(config, variants, VARIANTS, "configs/cifar10_student.py")

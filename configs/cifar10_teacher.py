@@ -4,7 +4,9 @@ Command (prepare CIFAR-10 first: `python -m rekd_jax.data.prepare`, see the data
   python main.py --config=configs/cifar10_teacher.py --workdir=/ckpt/c10_teacher
 The teacher is WORKDIR/encoders/student; give it to configs/cifar10_student.py as
 --config.teacher.checkpoint. Variants (comma-separated): resnet18, ep400 (teachers may train
-longer, method.md), runlocal (laptop CPU smoke run, about a minute).
+longer, method.md), shapes / tiny (the embedded rekd_shapes / its 200-image toy split),
+runlocal (shrink steps and sizes for a laptop CPU, keeping CIFAR-10); the smoke run without
+CIFAR-10 is :tiny,runlocal (about a minute).
 Recipe (method.md CIFAR scale-down): 32 px, batch 512, lr 0.06 x 512/256 cosine, wd 5e-4,
 K 4096, m 0.99, no blur, 200 epochs.
 Hardware / time: one GPU (an estimate, not measured: about 2 h for ResNet-18 and 5 h for
@@ -12,23 +14,27 @@ ResNet-50 on one H100 at 200 epochs).
 Expected result (reference from method.md, not measured by us): ResNet-18 weighted kNN
 (k 200, tau 0.1) about 85% after 200 epochs; the ResNet-50 teacher should be at least as good.
 """
-from configs import default  # inheritance by calling (run from the repository root)
+from configs import default  # inheritance by calling
 
 
 def resnet18(config):
+    """A CIFAR-stem ResNet-18 teacher instead of the ResNet-50."""
     config.student.arch = "resnet18"
     return config
 
 
 def ep400(config):
+    """400 epochs (teachers may train longer, method.md)."""
     config.num_epochs = 400
     return config
+
+
+VARIANTS = {"resnet18": resnet18, "ep400": ep400, "shapes": default.shapes,
+            "tiny": default.tiny, "runlocal": default.runlocal}
 
 
 def get_config(arg=None):
     config = default.cifar10(default.get_config())
     config.method = "mocov2"
     config.student.arch = "resnet50"
-    return default.apply_variants(config, arg, {
-        "resnet18": resnet18, "ep400": ep400, "runlocal": default.runlocal},
-        "configs/cifar10_teacher.py")
+    return default.apply_variants(config, arg, VARIANTS, "configs/cifar10_teacher.py")

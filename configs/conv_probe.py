@@ -26,8 +26,9 @@ xavier init, ten-crop evaluation): it probes the 96-channel DeepCluster AlexNet 
 its alexnet.py) with fixed MaxPool2d kernels sized for that network, so it does not carry over
 to this AlexNet (64-192-384-256-256) exactly.
 
-Variants: imagenet (default), cifar10, shapes, runlocal (comma-separated). At 32 px
-(cifar10, shapes) Resize(32) + RandomCrop(32) leaves only the flip as augmentation.
+Variants: imagenet (default), cifar10, shapes, tiny, runlocal (comma-separated; runlocal
+applies last and keeps the dataset). At 32 px (cifar10, shapes) Resize(32) + RandomCrop(32)
+leaves only the flip as augmentation.
 
 ImageNet (one H100; estimate, not measured: about 35 passes over ImageNet through AlexNet,
 input-bound, roughly half a day):
@@ -37,17 +38,15 @@ input-bound, roughly half a day):
   supervised AlexNet 50.5.
 
 CPU smoke run (about a minute):
-    python main.py --config=configs/default.py:runlocal --config.student.arch=alexnet \\
+    python main.py --config=configs/default.py:tiny,runlocal --config.student.arch=alexnet \\
         --workdir=/tmp/pre_alexnet
-    python main.py --config=configs/conv_probe.py:runlocal \\
+    python main.py --config=configs/conv_probe.py:tiny,runlocal \\
         --config.checkpoint=/tmp/pre_alexnet/encoders/student --workdir=/tmp/eval_conv
   Writes /tmp/eval_conv/results_conv_probe.json with one row per layer (near chance after a
   10-step pre-training).
 """
-from rekd_jax.evaluation.config import apply_variants, default_eval_config
+from rekd_jax.evaluation.config import VARIANTS, get_protocol_config  # noqa: F401 (help)
 
 
 def get_config(arg=None):
-    config = default_eval_config()
-    config.mode = "conv_probe"
-    return apply_variants(config, arg, "imagenet", "configs/conv_probe.py")
+    return get_protocol_config("conv_probe", "imagenet", arg, "configs/conv_probe.py")

@@ -5,8 +5,9 @@ Command:
 Variants (comma-separated after ':'): offline (frozen teacher from
 --config.teacher.checkpoint=T/encoders/student of a configs/teacher_resnet50.py run, or an
 import_torch output), mocov2 (baseline: the student alone with MoCo v2), seed (SEED from a
-frozen teacher), runlocal (laptop CPU smoke run: rekd_shapes/tiny, 16 px, 8 steps, about a
-minute), e.g. --config=configs/efficientnet_b0.py:offline,runlocal.
+frozen teacher), shapes / tiny (the embedded rekd_shapes / its 200-image toy split, CIFAR
+stems), runlocal (shrink steps and sizes for a laptop CPU, keeping the dataset), e.g. the
+smoke run --config=configs/efficientnet_b0.py:offline,tiny,runlocal (about a minute).
 Then evaluate WORKDIR/encoders/student with configs/linear_eval.py.
 Hardware / time: 8 GPUs of H100 class (global batch 256, bf16); an estimate, not measured:
 MoCo v2 ResNet-50 for 200 epochs took about 53 h on 8 V100s (MoCo v2 paper), and ReKD with an
@@ -15,7 +16,9 @@ online ResNet-50 teacher costs about 2.2x MoCo v2 (paper), so plan on roughly 1-
 Expected result (approximate reference from secondary summaries of the paper, not measured
 by us): ImageNet linear top-1 about 67% (MoCo v2 EfficientNet-B0 42.2% plus about +25 points).
 """
-from configs import default  # inheritance by calling (run from the repository root)
+from configs import default  # inheritance by calling
+
+VARIANTS = default.STUDENT_VARIANTS
 
 
 def get_config(arg=None):

@@ -4,7 +4,8 @@ votes exp(sim / tau); the same function as the online monitor of pre-training.
 Features of the whole training split (evaluation transform, no augmentation) form the
 memory bank; every evaluation image is classified and counted once (top-1 / top-5).
 
-Variants: cifar10 (default), imagenet, shapes, runlocal (comma-separated).
+Variants: cifar10 (default), imagenet, shapes, tiny, runlocal (comma-separated; runlocal
+applies last and keeps the dataset).
 
 CIFAR-10 (one GPU, about a minute):
     python main.py --config=configs/knn_eval.py \\
@@ -17,14 +18,12 @@ scanned in train_chunk_size blocks):
         --config.checkpoint=W/encoders/student --workdir=W/eval_knn
 
 CPU smoke run (seconds):
-    python main.py --config=configs/knn_eval.py:runlocal \\
+    python main.py --config=configs/knn_eval.py:tiny,runlocal \\
         --config.checkpoint=/tmp/pre/encoders/student --workdir=/tmp/eval_knn
-  (/tmp/pre from `python main.py --config=configs/default.py:runlocal --workdir=/tmp/pre`.)
+  (/tmp/pre from `python main.py --config=configs/default.py:tiny,runlocal --workdir=/tmp/pre`.)
 """
-from rekd_jax.evaluation.config import apply_variants, default_eval_config
+from rekd_jax.evaluation.config import VARIANTS, get_protocol_config  # noqa: F401 (help)
 
 
 def get_config(arg=None):
-    config = default_eval_config()
-    config.mode = "knn"
-    return apply_variants(config, arg, "cifar10", "configs/knn_eval.py")
+    return get_protocol_config("knn", "cifar10", arg, "configs/knn_eval.py")

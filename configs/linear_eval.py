@@ -9,8 +9,9 @@ the 256 x 256 centre, faster), Resize(256) + CenterCrop(224) for evaluation; top
 the whole evaluation split. --config.linear.fast=True freezes and caches the features once
 (no augmentation) and trains the probe on them in seconds.
 
-Variants (--config=configs/linear_eval.py:VARIANT, comma-separated): imagenet (default),
-cifar10, shapes (embedded rekd_shapes), runlocal (CPU smoke run on rekd_shapes/tiny).
+Variants (--config=configs/linear_eval.py:VARIANT, comma-separated; runlocal applies last):
+imagenet (default), cifar10, shapes (embedded rekd_shapes), tiny (its 200-image toy split),
+runlocal (2 epochs, small batches and images; keeps the dataset).
 
 ImageNet (one 8-GPU host or one H100; time is an estimate, not measured):
     python main.py --config=configs/linear_eval.py \\
@@ -27,16 +28,14 @@ CIFAR-10 (one GPU, minutes):
   Reference: MoCo v2 ResNet-18 linear about 93 after 1000 pre-training epochs.
 
 CPU smoke run (2 epochs on rekd_shapes/tiny; about half a minute on a laptop CPU):
-    python main.py --config=configs/default.py:runlocal --workdir=/tmp/pre
-    python main.py --config=configs/linear_eval.py:runlocal \\
+    python main.py --config=configs/default.py:tiny,runlocal --workdir=/tmp/pre
+    python main.py --config=configs/linear_eval.py:tiny,runlocal \\
         --config.checkpoint=/tmp/pre/encoders/student --workdir=/tmp/eval_linear
   Writes /tmp/eval_linear/results_linear.json (top-1 / top-5 over the 100 test images; a
   10-step pre-training gives near-chance numbers: the run checks the plumbing, not accuracy).
 """
-from rekd_jax.evaluation.config import apply_variants, default_eval_config
+from rekd_jax.evaluation.config import VARIANTS, get_protocol_config  # noqa: F401 (help)
 
 
 def get_config(arg=None):
-    config = default_eval_config()
-    config.mode = "linear"
-    return apply_variants(config, arg, "imagenet", "configs/linear_eval.py")
+    return get_protocol_config("linear", "imagenet", arg, "configs/linear_eval.py")

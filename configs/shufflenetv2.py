@@ -5,8 +5,9 @@ Command:
 Variants (comma-separated after ':'): offline (frozen teacher from
 --config.teacher.checkpoint=T/encoders/student of a configs/teacher_resnet50.py run, or an
 import_torch output), mocov2 (baseline: the student alone with MoCo v2), seed (SEED from a
-frozen teacher), runlocal (laptop CPU smoke run: rekd_shapes/tiny, 16 px, 8 steps, about a
-minute), e.g. --config=configs/shufflenetv2.py:offline,runlocal.
+frozen teacher), shapes / tiny (the embedded rekd_shapes / its 200-image toy split, CIFAR
+stems), runlocal (shrink steps and sizes for a laptop CPU, keeping the dataset), e.g. the
+smoke run --config=configs/shufflenetv2.py:offline,tiny,runlocal (about a minute).
 Then evaluate WORKDIR/encoders/student with configs/linear_eval.py.
 Hardware / time: 8 GPUs of H100 class (global batch 256, bf16); an estimate, not measured:
 MoCo v2 ResNet-50 for 200 epochs took about 53 h on 8 V100s (MoCo v2 paper), and ReKD with an
@@ -16,7 +17,9 @@ Expected result (approximate reference from secondary summaries of the paper, no
 by us): about +10 points ImageNet linear top-1 over the MoCo v2 ShuffleNetV2 baseline
 (`:mocov2` variant); the absolute number is not known to us.
 """
-from configs import default  # inheritance by calling (run from the repository root)
+from configs import default  # inheritance by calling
+
+VARIANTS = default.STUDENT_VARIANTS
 
 
 def get_config(arg=None):

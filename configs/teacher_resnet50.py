@@ -5,24 +5,29 @@ Command:
 It exports WORKDIR/encoders/student: pass that directory as --config.teacher.checkpoint of an
 offline ReKD or SEED run. (Or skip training: import the official MoCo v2 weights with
 `python -m rekd_jax.tools.import_torch`.)
-Variants: ep800 (800 epochs), runlocal (laptop CPU smoke run: rekd_shapes/tiny, 16 px,
-0.125-width ResNet-50, 8 steps, about a minute).
+Variants: ep800 (800 epochs), shapes / tiny (the embedded rekd_shapes / its 200-image toy
+split), runlocal (shrink steps and sizes: 16 px, 0.125-width ResNet-50, 8 steps); the laptop
+smoke run is :tiny,runlocal (about a minute).
 Hardware / time: 8 GPUs of H100 class, global batch 256, bf16. An estimate, not measured: the
 MoCo v2 paper reports about 53 h for 200 epochs on 8 V100s; H100s should need well under a day.
 Expected result (reference numbers from method.md / the MoCo v2 paper, not measured by us):
 ImageNet linear top-1 67.5% after 200 epochs, 71.1% after 800 (configs/linear_eval.py).
 """
-from configs import default  # inheritance by calling (run from the repository root)
+from configs import default  # inheritance by calling
 
 
 def ep800(config):
+    """800 epochs instead of 200."""
     config.num_epochs = 800
     return config
+
+
+VARIANTS = {"ep800": ep800, "shapes": default.shapes, "tiny": default.tiny,
+            "runlocal": default.runlocal}
 
 
 def get_config(arg=None):
     config = default.imagenet(default.get_config())
     config.method = "mocov2"
     config.student.arch = "resnet50"
-    return default.apply_variants(config, arg, {"ep800": ep800, "runlocal": default.runlocal},
-                                  "configs/teacher_resnet50.py")
+    return default.apply_variants(config, arg, VARIANTS, "configs/teacher_resnet50.py")

@@ -39,8 +39,17 @@ def run(config: ml_collections.ConfigDict, workdir: str):
   """Validates `config`, then runs what `config.mode` names in `workdir`; returns its result."""
   if not workdir:
     raise ConfigError("--workdir is empty: give a directory for checkpoints, logs and results.")
-  validate(config)
+  from rekd_jax import run_record
   from rekd_jax.training import logging as logging_lib
   logging_lib.quiet_library_logs()
+  validate(config)
+  if config.mode == "quickstart":  # pre-training and evaluation write their own config.json
+    run_record.write_config(workdir, config)
   _, module, function = _MODES[config.mode]
-  return getattr(importlib.import_module(module), function)(config, workdir)
+  result = getattr(importlib.import_module(module), function)(config, workdir)
+  import jax
+  if jax.process_index() == 0:
+    summary = run_record.closing_summary(config, workdir, result)
+    if summary:
+      print(summary, flush=True)
+  return result

@@ -173,7 +173,19 @@ def _png(image: np.ndarray) -> bytes:
   return buffer.getvalue()
 
 
-class RekdShapes(tfds.core.GeneratorBasedBuilder):
+class QuietPrepare:
+  """Mixin for this project's offline TFDS builders: TFDS prints "Downloading and preparing
+  dataset Unknown size ..." and "... downloaded and prepared" to stdout around every build;
+  nothing is downloaded here and the callers log their own line, so both are dropped."""
+
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
+
+class RekdShapes(QuietPrepare, tfds.core.GeneratorBasedBuilder):
   """Procedural shapes (see module docstring)."""
 
   VERSION = tfds.core.Version("2.0.0")
@@ -246,10 +258,12 @@ def build_rekd_shapes(data_dir: str, config: str | RekdShapesConfig = "default")
   logging.info("Building the embedded dataset rekd_shapes/%s (%d train / %d test, %d px, "
                "seed %d) in %s", cfg.name, cfg.num_train, cfg.num_test, cfg.image_size,
                cfg.seed, dataset_dir)
+  from rekd_jax import progress  # pylint: disable=import-outside-toplevel
   try:
-    build_atomically(
-        lambda root: RekdShapes(data_dir=root, config=config, file_format="array_record"),
-        dataset_dir, overwrite=False)
+    with progress.heartbeat(f"building rekd_shapes/{cfg.name}"):
+      build_atomically(
+          lambda root: RekdShapes(data_dir=root, config=config, file_format="array_record"),
+          dataset_dir, overwrite=False)
   except fileio.AlreadyExistsError:
     logging.info("another process built %s first; using it", dataset_dir)
   return dataset_dir

@@ -49,8 +49,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from rekd_jax import errors, fileio
+from rekd_jax import errors, fileio, progress
 from rekd_jax.data import embedded
+from rekd_jax.data.embedded import QuietPrepare
 from rekd_jax.data.sources import resolve_data_dir
 
 SPLIT_NAMES = {"val": "validation"}
@@ -284,7 +285,7 @@ def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
       "file_name": tfds.features.Text(),
   })
 
-  class FolderDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  class FolderDataset(QuietPrepare, tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version(version)
     RELEASE_NOTES = {version: f"Prepared from {os.path.abspath(src)} by rekd_jax.data.prepare."}
 
@@ -317,9 +318,10 @@ def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
     })
     fileio.write_json(os.path.join(folder, "prepare_report.json"), report, indent=1)
 
-  embedded.build_atomically(
-      lambda root: FolderDataset(data_dir=root, file_format="array_record"), dataset_dir,
-      overwrite=overwrite, finish=write_report)
+  with progress.heartbeat(f"writing {name}"):
+    embedded.build_atomically(
+        lambda root: FolderDataset(data_dir=root, file_format="array_record"), dataset_dir,
+        overwrite=overwrite, finish=write_report)
   log(f"Wrote {name} {version} to {dataset_dir} in {report['seconds']} s")
   for split, counts in report["splits"].items():
     log(f"  {split}: {counts['examples']} examples ({counts['reencoded']} re-encoded)")
@@ -332,6 +334,10 @@ def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
   for split, empty in report["empty_classes"].items():
     log(f"  warning: {len(empty)} classes have no images in split {split!r}: {empty[:20]}; "
         "check those folders (see the skipped list)")
+  data_dir_flag = f" --config.data.data_dir={data_dir}" if data_dir else ""
+  log(f"Next: python main.py --config=configs/knn_eval.py --config.data.dataset={name}"
+      f"{data_dir_flag} --config.checkpoint=ENCODER_DIR --workdir=WORKDIR (or give "
+      f"--config.data.dataset={name}{data_dir_flag} to a pre-training config)")
   return report
 
 

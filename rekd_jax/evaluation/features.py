@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from rekd_jax import progress as progress_lib
 from rekd_jax.models import get_model
 from rekd_jax.models import io as model_io
 
@@ -199,10 +200,15 @@ def extract_features(feature_fn: FeatureFn, variables: Any, batches: Iterable[Ma
     def device_fn(variables, x, resident):
         return feature_fn(variables, preprocess(images_on_device(x, resident)))
 
-    mapped = jax.pmap(device_fn)
+    mapped = progress_lib.heartbeat_first_call(jax.pmap(device_fn),
+                                               "compiling the feature extractor")
     chunks: dict[str, list] = {}
     labels = []
+    progress = progress_lib.Progress("feature extraction",
+                                     int(getattr(batches, "steps_per_epoch", 0) or 0),
+                                     unit="batch")
     for batch in batches:
+        progress.update(1)
         out = mapped(replicated, batch_images(batch), resident)
         out = jax.device_get(out)
         mask = np.asarray(batch.get("mask", np.ones(np.shape(batch["label"]), bool))).reshape(-1)
@@ -210,6 +216,7 @@ def extract_features(feature_fn: FeatureFn, variables: Any, batches: Iterable[Ma
             value = np.asarray(value)
             chunks.setdefault(name, []).append(value.reshape((-1,) + value.shape[2:])[mask])
         labels.append(np.asarray(batch["label"]).reshape(-1)[mask])
+    progress.close()
     if not labels:
         raise ValueError("extract_features: the split produced no batches")
     return ({name: np.concatenate(parts) for name, parts in chunks.items()},

@@ -35,6 +35,7 @@ import optax
 from absl import logging
 
 from rekd_jax import parallel
+from rekd_jax import progress as progress_lib
 from rekd_jax.evaluation import features as features_lib
 from rekd_jax.evaluation import scoring
 
@@ -253,9 +254,14 @@ class EpochLoop:
             if set_data_state is not None and extra.get("data") is not None:
                 set_data_state(extra["data"])
             logging.info("%s: resumed after epoch %d of %d", self.name, start, self.num_epochs)
+        progress = progress_lib.Progress(self.name, self.num_epochs, unit="epoch", start=start)
         for epoch in range(start, self.num_epochs):
             t0 = time.time()
-            state, metrics = run_epoch(state, epoch)
+            if epoch == start:  # includes compilation
+                with progress_lib.heartbeat(f"{self.name}: epoch {epoch + 1} (includes compiling)"):
+                    state, metrics = run_epoch(state, epoch)
+            else:
+                state, metrics = run_epoch(state, epoch)
             loss = metrics.get("train_loss")
             if loss is not None and not np.isfinite(loss):
                 raise FloatingPointError(
@@ -266,6 +272,8 @@ class EpochLoop:
             metrics[f"{self.name}/epoch_seconds"] = time.time() - t0
             if self.writer is not None:
                 self.writer.write_scalars(epoch + 1, metrics)
+                self.writer.flush()  # metrics.jsonl is complete after every epoch
+            progress.update(1, **({"loss": float(loss)} if loss is not None else {}))
             done = epoch + 1
             if self.checkpointer is not None and (done % self.every_epochs == 0
                                                   or done == self.num_epochs):
@@ -273,6 +281,7 @@ class EpochLoop:
                 self.checkpointer.save(done, host, {
                     "epoch": done, "data": data_state() if data_state else None,
                     "signature": self.signature})
+        progress.close()
         if self.checkpointer is not None:
             self.checkpointer.wait()
         return state

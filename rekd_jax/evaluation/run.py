@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rekd_jax import fileio
+from rekd_jax import fileio, run_record
 from rekd_jax.data import augment, host_crop
 from rekd_jax.data import pipeline as data_pipeline
 from rekd_jax.data import sources
@@ -47,6 +47,8 @@ def evaluate(config, workdir: str) -> dict:
 def _evaluate(config, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     primary = jax.process_index() == 0
+    if primary:
+        run_record.write_config(workdir, config)
     writer = metric_logging.create_writer(workdir, is_primary=primary,
                                           tensorboard=config.tensorboard)
     start = time.time()

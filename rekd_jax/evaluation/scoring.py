@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from rekd_jax import progress as progress_lib
+
 
 def topk_correct(logits: jax.Array, labels: jax.Array, mask: jax.Array,
                  ks: Sequence[int] = (1, 5)) -> jax.Array:
@@ -95,10 +97,13 @@ def score(logits_fn: Callable[..., Mapping[str, jax.Array]], args: tuple,
         return {name: topk_correct(l, labels, mask, ks) for name, l in logits.items()}, \
             jnp.sum(mask.astype(jnp.float32))
 
-    counts_fn = jax.pmap(device_counts)
+    counts_fn = progress_lib.heartbeat_first_call(jax.pmap(device_counts), "compiling the scorer")
     totals: dict[str, np.ndarray] = {}
     seen = 0.0
+    progress = progress_lib.Progress(
+        "scoring", int(getattr(batches, "steps_per_epoch", 0) or 0), unit="batch")
     for batch in batches:
+        progress.update(1)
         if "mask" not in batch:
             raise ValueError("score: evaluation batches need a 'mask' (pipeline.create(..., "
                              "training=False) pads the last batch and masks it)")
@@ -107,6 +112,7 @@ def score(logits_fn: Callable[..., Mapping[str, jax.Array]], args: tuple,
         for name, c in correct.items():
             totals[name] = totals.get(name, 0.0) + np.asarray(c, np.float64).sum(axis=0)
         seen += float(np.sum(count))
+    progress.close()
     names = sorted(totals)
     stacked = np.stack([totals[n] for n in names] + [np.full(len(ks), seen)]) if names else \
         np.full((1, len(ks)), seen)

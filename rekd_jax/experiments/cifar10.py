@@ -73,6 +73,10 @@ class Scale:
     # so small scales give the teachers the demo's peak 0.06 itself (lr_scaling_batch = batch);
     # AlexNet students collapse at that peak (quick-start measurements, docs/results.md).
     teacher_lr_scaling_batch: int = 512
+    # The demo's query SplitBN (8 groups) and per-epoch cosine; small scales run cross-batch
+    # BN and a per-step cosine (a few hundred steps are a handful of epochs).
+    student_bn: str = "split:8"
+    cosine_unit: str = "epoch"
 
     def students(self, families=STUDENT_FAMILIES) -> tuple[str, ...]:
         return tuple(self.shufflenet if f == "shufflenetv2" else f for f in families)
@@ -88,7 +92,7 @@ SCALES = {
                                      "efficientnet_b0": {"width_multiplier": 0.25}},
                   queue_batches=4, num_prototypes=10, linear_epochs=2,
                   mechanism_student="alexnet", eval_batch=16, shufflenet="shufflenetv2_x0_5",
-                  teacher_lr_scaling_batch=16),
+                  teacher_lr_scaling_batch=16, student_bn="global", cosine_unit="step"),
     "cpu": Scale(dataset="cifar10", train_split="train[:10000]", eval_split="test[:2000]",
                  image_size=16, batch=128, teacher_arch="resnet18",
                  teacher_overrides={"width_multiplier": 0.25}, teacher_steps=1000,
@@ -98,7 +102,7 @@ SCALES = {
                                     "efficientnet_b0": {"width_multiplier": 0.5}},
                  queue_batches=8, num_prototypes=100, linear_epochs=30,
                  mechanism_student="alexnet", eval_batch=256, shufflenet="shufflenetv2_x0_5",
-                 teacher_lr_scaling_batch=128),
+                 teacher_lr_scaling_batch=128, student_bn="global", cosine_unit="step"),
     "gpu": Scale(dataset="cifar10", train_split="train", eval_split="test", image_size=32,
                  batch=512, teacher_arch="resnet18", teacher_overrides={},
                  teacher_steps=200 * 97, student_steps=50 * 97, student_overrides={},
@@ -116,6 +120,8 @@ def _recipe(scale: Scale, data_dir: str, seed: int) -> ml_collections.ConfigDict
                        eval_split=scale.eval_split, image_size=scale.image_size,
                        eval_resize=scale.image_size)
     config.global_batch_size = scale.batch
+    config.student_bn = scale.student_bn
+    config.optimizer.cosine_unit = scale.cosine_unit
     default.set_queue_size(config, scale.queue_batches * scale.batch)
     config.rekd.num_prototypes = scale.num_prototypes
     config.knn_monitor.every_epochs = 0

@@ -94,13 +94,9 @@ def _train(arm: Arm, root: str, run_dir: str) -> dict:
     config = arm.config.copy_and_resolve_references()
     if arm.teacher:
         config.teacher.checkpoint = os.path.join(root, arm.teacher, "encoders", "student")
-    timing_path = os.path.join(run_dir, "train_time.json")
-    spent = _read_json(timing_path)["seconds"] if os.path.exists(timing_path) else 0.0
-    start = time.time()
     summary = pretrain.train_and_evaluate(config, run_dir)
-    spent += time.time() - start  # a resume adds its own time to the first run's
-    _write_json(timing_path, {"seconds": spent})
-    return {"steps": int(summary["step"]), "train_seconds": round(spent, 1),
+    # summary["train_seconds"]: the first run's training time plus each resume's (run_record)
+    return {"steps": int(summary["step"]), "train_seconds": round(summary["train_seconds"], 1),
             "encoder": summary["encoders"]["student"],
             "final_loss": summary["metrics"].get("train/loss")}
 

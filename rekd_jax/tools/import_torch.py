@@ -304,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         io.save_encoder(args.dst, spec, variables, overwrite=args.overwrite)
         print(
             f"Wrote encoder checkpoint {args.dst}: arch={args.arch} overrides={spec['overrides']} "
-            f"projector={spec['projector']} (format {fmt})"
+            f"projector={spec['projector']} (format {fmt})\n"
+            f"Next: evaluate it (python main.py --config=configs/linear_eval.py "
+            f"--config.checkpoint={args.dst} --workdir=WORKDIR) or distil from it "
+            f"(--config.teacher.checkpoint={args.dst} with an offline ReKD or SEED config)"
         )
 
     return errors.run_cli(run, debug=args.debug)

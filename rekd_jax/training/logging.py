@@ -7,8 +7,6 @@ API::
     writer.write_scalars(step, {'train/loss': 1.2, ...})   # floats / 0-d arrays
     writer.write_hparams({'lr': 0.1, ...})                  # flat JSON-able dict
     writer.flush(); writer.close()
-    progress = create_progress(num_train_steps, writer, every_secs=60.0)
-    progress(step)      # reports steps/s and ETA (clu.periodic_actions.ReportProgress with TF)
     read_jsonl(path) -> list[dict]                          # every record, in order
 
 Each JSON line is {"step": int, "time": unix seconds, "<name>": value, ...}. Only the primary
@@ -27,20 +25,30 @@ from typing import Any, Mapping
 import numpy as np
 from absl import logging as absl_logging
 
+from rekd_jax import progress as progress_lib
+
 
 class _LibraryInfoFilter(logging.Filter):
-    """Drops INFO/DEBUG records that third-party libraries (Orbax: several lines per save) send
-    through absl's logger; their warnings and errors still pass."""
+    """Drops the INFO/DEBUG records of third-party libraries (JAX's backend probing, TFDS's
+    builder and writer lines, Orbax's several lines per save); their warnings and errors, and
+    every record of this project, still pass. --verbosity=1 (or more) lets everything through."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+        if record.levelno >= logging.WARNING or absl_logging.get_verbosity() >= 1:
+            return True
+        path = record.pathname.replace(os.sep, "/")
+        return "/rekd_jax/" in path or path.endswith("/main.py")
 
 
 def quiet_library_logs() -> None:
-    """Keeps the console to this project's own lines (idempotent)."""
-    logger = absl_logging.get_absl_logger()
-    if not any(isinstance(f, _LibraryInfoFilter) for f in logger.filters):
-        logger.addFilter(_LibraryInfoFilter())
+    """Keeps the console to this project's own lines (idempotent): library INFO lines are
+    filtered (see _LibraryInfoFilter) and TFDS's progress bars only go to a terminal."""
+    for target in (absl_logging.get_absl_logger(), absl_logging.get_absl_handler()):
+        if not any(isinstance(f, _LibraryInfoFilter) for f in target.filters):
+            target.addFilter(_LibraryInfoFilter())
+    if not progress_lib.on_terminal():
+        import tensorflow_datasets as tfds
+        tfds.disable_progress_bar()
 
 
 def tensorflow_available() -> bool:
@@ -75,20 +83,36 @@ class JsonlWriter:
 
 
 class ConsoleWriter:
-    """Logs scalars through absl logging (what clu's LoggingWriter does, without TF)."""
+    """Logs scalars through absl logging, at most one line every `every_secs` (the latest
+    record; the one still held back is logged at close()), so that a run logs about one line
+    per 30 s however fast its epochs or log intervals are. Hparams are not logged: the
+    resolved config is WORKDIR/config.json."""
+
+    def __init__(self, every_secs: float = progress_lib.EVERY_SECS, clock=time.monotonic):
+        self.every_secs = every_secs
+        self._clock = clock
+        self._last = None
+        self._pending = None
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         text = ", ".join(f"{k}={_scalar(v):.5g}" for k, v in sorted(scalars.items()))
+        now = self._clock()
+        if self._last is not None and now - self._last < self.every_secs:
+            self._pending = (int(step), text)
+            return
+        self._last, self._pending = now, None
         absl_logging.info("[%d] %s", int(step), text)
 
     def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-        absl_logging.info("hparams: %s", dict(hparams))
+        pass
 
     def flush(self) -> None:
         pass
 
     def close(self) -> None:
-        pass
+        if self._pending is not None:
+            absl_logging.info("[%d] %s", *self._pending)
+            self._pending = None
 
 
 class MultiWriter:
@@ -127,44 +151,11 @@ def create_writer(workdir: str, *, is_primary: bool = True, tensorboard: str = "
             raise ValueError("tensorboard='on' needs TensorFlow: pip install -r requirements-tf.txt, "
                              "or set tensorboard='auto'")
         from clu import metric_writers  # imports TensorFlow
-        main = metric_writers.create_default_writer(workdir, asynchronous=True)
+        writers = [ConsoleWriter(),  # rate-limited, instead of clu's line per write
+                   metric_writers.AsyncMultiWriter([metric_writers.SummaryWriter(workdir)])]
     else:
-        main = ConsoleWriter()
-    return MultiWriter([main, JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
-
-
-class _Progress:
-    """Steps/s and ETA every `every_secs` seconds (fallback for clu's ReportProgress)."""
-
-    def __init__(self, num_train_steps: int, writer, every_secs: float):
-        self.num_train_steps = num_train_steps
-        self.writer = writer
-        self.every_secs = every_secs
-        self._last_time = None
-        self._last_step = None
-
-    def __call__(self, step: int) -> None:
-        now = time.time()
-        if self._last_time is None:
-            self._last_time, self._last_step = now, step
-            return
-        if now - self._last_time < self.every_secs or step == self._last_step:
-            return
-        rate = (step - self._last_step) / (now - self._last_time)
-        self.writer.write_scalars(step, {"steps_per_sec": rate})
-        eta_min = (self.num_train_steps - step) / max(rate, 1e-9) / 60
-        absl_logging.info("step %d/%d: %.3g steps/s, ETA %.1f min",
-                          step, self.num_train_steps, rate, eta_min)
-        self._last_time, self._last_step = now, step
-
-
-def create_progress(num_train_steps: int, writer, *, every_secs: float = 60.0):
-    """clu.periodic_actions.ReportProgress with TensorFlow, else the same report without it."""
-    if tensorflow_available():
-        from clu import periodic_actions
-        return periodic_actions.ReportProgress(
-            num_train_steps=num_train_steps, writer=writer, every_secs=every_secs)
-    return _Progress(num_train_steps, writer, every_secs)
+        writers = [ConsoleWriter()]
+    return MultiWriter(writers + [JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
 
 
 def read_jsonl(path: str) -> list[dict]:

@@ -28,6 +28,8 @@ import numpy as np
 from absl import logging as absl_logging
 
 from rekd_jax import fileio, parallel
+from rekd_jax import progress as progress_lib
+from rekd_jax import run_record
 from rekd_jax.data import augment, host_crop, pipeline
 from rekd_jax.evaluation import features as features_lib
 from rekd_jax.evaluation import knn as knn_lib
@@ -175,6 +177,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     config_lib.check_devices(config, jax.device_count())
     primary = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
+    if primary:
+        run_record.write_config(workdir, config)
     writer = logging_lib.create_writer(workdir, is_primary=primary,
                                        tensorboard=config.tensorboard)
     ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -183,6 +187,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     resume.check_signature(config, workdir, resuming=ckpt.latest_step() is not None,
                            primary=primary)
     run = build(config)
+    if primary and state_lib.teacher_mode(config) == "offline":
+        run_record.record_teacher(workdir, config.teacher.checkpoint, run.modules.teacher_spec,
+                                  config.teacher.arch)
     state = run.state
     found = ckpt.restore_newest(state_lib.to_host(state))
     if found is not None:
@@ -197,12 +204,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             resume.trim_metrics(os.path.join(workdir, "metrics.jsonl"), 0, keep_hparams=False)
         writer.write_hparams(flatten_config(config))
     start = int(state.step)
-    p_step = step_lib.make_pmapped_step(run.step_config)
+    p_step = progress_lib.heartbeat_first_call(step_lib.make_pmapped_step(run.step_config),
+                                               "compiling the training step")
     p_state = replicate(state)
     teacher_vars = replicate(run.teacher_variables)
     resident = features_lib.replicate_resident(run.train_data)
     knn_every = config.knn_monitor.every_epochs * run.steps_per_epoch
-    progress = logging_lib.create_progress(run.total_steps, writer)
+    progress = progress_lib.Progress("pre-training", run.total_steps, start=start)
+    clock = run_record.TrainClock(workdir)
     history: list[tuple[int, Any]] = []
     summary: dict = {"metrics": {}, "knn": None}
     batches = _batches(run.train_data)
@@ -227,13 +236,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     def save(step: int, host_state) -> None:
         ckpt.save(step, state_lib.to_host(host_state), {"data": run.train_data.get_state()})
         export_encoders(workdir, config, run.modules, host_state)
+        if primary:
+            clock.save()
 
     step = start
     for step in range(start + 1, run.total_steps + 1):
         batch = next(batches)
         p_state, metrics = p_step(p_state, batch, teacher_vars, resident)
         history.append((step, metrics))
-        progress(step)
+        progress.set(step)
         is_last = step == run.total_steps
         if step % config.log_every_steps == 0 or is_last:
             flush_history(step)
@@ -247,8 +258,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             writer.write_scalars(step, result)
             summary["knn"] = result
         writer.flush()
+    progress.close()
     ckpt.close()
     writer.close()
+    summary["train_seconds"] = (clock.save() if primary and step > start
+                                else round(clock.before, 1))
     final = unreplicate(p_state)
     if not os.path.exists(os.path.join(workdir, "encoders", "student", model_io.SPEC_FILE)):
         export_encoders(workdir, config, run.modules, final)

@@ -14,6 +14,7 @@ from rekd_jax.evaluation import config as eval_config
 from rekd_jax.evaluation import linear, run, semi_supervised
 from rekd_jax.models import heads, io
 from rekd_jax.training.checkpoint import Checkpointer
+from rekd_jax.variants import apply_variants
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,8 @@ def assets(tmp_path_factory):
 
 def tiny_config(assets, mode):
     checkpoint, data_dir = assets
-    config = eval_config.apply_variants(eval_config.default_eval_config(), "runlocal", "",
-                                        "test")
+    config = apply_variants(eval_config.default_eval_config(), "tiny,runlocal",
+                            eval_config.VARIANTS, "test")
     config.mode = mode
     config.checkpoint = checkpoint
     config.data.data_dir = data_dir
@@ -187,7 +188,8 @@ def test_validation_names_the_field_and_the_fix(assets, tmp_path):
     with pytest.raises(ValueError, match="config.mode='lineaer'"):
         eval_config.validate(config)
     with pytest.raises(ValueError, match="unknown variant 'imagenet2'"):
-        eval_config.apply_variants(eval_config.default_eval_config(), "imagenet2", "", "x.py")
+        apply_variants(eval_config.default_eval_config(), "imagenet2", eval_config.VARIANTS,
+                       "x.py")
 
 
 def test_eval_configs_load_and_validate(assets):

@@ -10,7 +10,7 @@ RECIPES = ("default", "alexnet", "mobilenetv3_large", "shufflenetv2", "efficient
            "resnet18", "teacher_resnet50", "cifar10_teacher")
 
 
-def _config(name="default", arg="runlocal"):
+def _config(name="default", arg="tiny,runlocal"):
     return importlib.import_module(f"configs.{name}").get_config(arg)
 
 

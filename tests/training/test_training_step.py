@@ -15,7 +15,7 @@ GLOBAL_BATCH = 8
 
 
 def _config():
-    config = default.get_config("runlocal")
+    config = default.get_config("tiny,runlocal")
     config.method = "rekd"
     config.rekd.teacher = "online"
     config.data.image_size = 16

@@ -1,0 +1,1 @@
+"""Recipe configs (one file per recipe); `python main.py --help` lists them."""

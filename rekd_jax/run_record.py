@@ -1,0 +1,179 @@
+"""The record a run leaves in its workdir, and the summary it prints at the end.
+
+  config.json       the resolved config (written atomically at the start of every run)
+  teacher.json      the offline teacher really loaded: checkpoint, arch, overrides, source, step
+  train_time.json   training seconds summed over the run and its resumes (a rerun of a finished
+                    run adds nothing)
+
+`closing_summary(config, workdir, result)` is the text every command ends with: what was
+written, the key numbers, and the next command to run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from typing import Any, Mapping
+
+import ml_collections
+from absl import logging
+
+CONFIG_FILE = "config.json"
+TEACHER_FILE = "teacher.json"
+TRAIN_TIME_FILE = "train_time.json"
+
+
+def write_json_atomic(path: str, value: Any) -> None:
+    """Writes JSON through a temporary file and os.replace (never a torn file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str, default: Any = None) -> Any:
+    if not os.path.exists(path):
+        return default
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> str:
+    """WORKDIR/config.json: the resolved config of this run."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    write_json_atomic(path, config.to_dict())
+    return path
+
+
+def teacher_record(checkpoint: str, spec: Mapping[str, Any]) -> dict:
+    """What was loaded as the offline teacher: arch, overrides, source and step (from the
+    'source' of its spec, e.g. 'rekd_jax mocov2 step 600'; None when the source has no step)."""
+    source = str(spec.get("source", ""))
+    match = re.search(r"step (\d+)", source)
+    return {"checkpoint": os.path.abspath(checkpoint), "arch": spec.get("arch"),
+            "overrides": dict(spec.get("overrides") or {}), "source": source,
+            "step": int(match.group(1)) if match else None}
+
+
+def record_teacher(workdir: str, checkpoint: str, spec: Mapping[str, Any],
+                   config_arch: str | None = None) -> dict:
+    """Logs the teacher really loaded and saves it as WORKDIR/teacher.json (the checkpoint's
+    spec decides the architecture; a different config.teacher.arch is noted, unused)."""
+    record = teacher_record(checkpoint, spec)
+    note = (f"; config.teacher.arch={config_arch!r} is not used, the checkpoint decides"
+            if config_arch and config_arch != record["arch"] else "")
+    logging.info("offline teacher: %s %s from %s (source: %s)%s", record["arch"],
+                 record["overrides"], record["checkpoint"], record["source"] or "unknown", note)
+    write_json_atomic(os.path.join(workdir, TEACHER_FILE), record)
+    return record
+
+
+class TrainClock:
+    """Training seconds of a workdir, summed over its resumes (WORKDIR/train_time.json).
+
+    `save()` stores earlier seconds + the seconds since this clock started; call it at each
+    checkpoint and at the end of a run that trained. A run that trains no step never saves,
+    so rerunning a finished run leaves the total as it was.
+    """
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, TRAIN_TIME_FILE)
+        self.before = float(read_json(self.path, {}).get("train_seconds", 0.0))
+        self._t0 = time.time()
+
+    def total(self) -> float:
+        return self.before + (time.time() - self._t0)
+
+    def save(self) -> float:
+        seconds = round(self.total(), 1)
+        write_json_atomic(self.path, {"train_seconds": seconds})
+        return seconds
+
+
+# --------------------------------------------------------------------------- closing summary
+
+_DATASET_VARIANT = {"imagenet2012": "imagenet", "cifar10": "cifar10", "rekd_shapes": "shapes",
+                    "rekd_shapes/tiny": "tiny"}
+
+
+def _dataset_args(config) -> tuple[str, str]:
+    """(variant, extra flags) that point an evaluation config at this run's dataset."""
+    data = config.data
+    variant = _DATASET_VARIANT.get(data.dataset.split(":")[0], "")
+    extra = f" --config.data.data_dir={data.data_dir}" if data.get("data_dir") else ""
+    if not variant:
+        extra += f" --config.data.dataset={data.dataset}"
+    if variant == "tiny":
+        variant = "tiny,runlocal"
+    return variant, extra
+
+
+def _pretrain_summary(config, workdir: str, result: Mapping) -> list[str]:
+    metrics = result.get("metrics") or {}
+    numbers = [f"step {result.get('step')}"]
+    if "train/loss" in metrics:
+        numbers.append(f"loss {metrics['train/loss']:.4g}")
+    if result.get("knn"):
+        numbers.append(f"kNN top-1 {result['knn']['knn/top1']:.2f}%")
+    if result.get("train_seconds") is not None:
+        numbers.append(f"training {result['train_seconds']:.0f} s")
+    encoders = result.get("encoders") or {}
+    lines = [f"Pre-training done ({config.method}, {config.student.arch}): "
+             + ", ".join(numbers) + ".",
+             f"Wrote in {workdir}: " + ", ".join(
+                 [os.path.relpath(p, workdir) for p in encoders.values()]
+                 + ["checkpoints/", "metrics.jsonl", CONFIG_FILE, TRAIN_TIME_FILE]
+                 + ([TEACHER_FILE] if os.path.exists(os.path.join(workdir, TEACHER_FILE))
+                    else [])) + "."]
+    variant, extra = _dataset_args(config)
+    protocol = "conv_probe" if config.student.arch == "alexnet" else "linear_eval"
+    encoder = encoders.get("student", os.path.join(workdir, "encoders", "student"))
+    lines.append("Next, evaluate the student: python main.py --config=configs/"
+                 f"{protocol}.py{':' + variant if variant else ''} "
+                 f"--config.checkpoint={encoder} --workdir={os.path.join(workdir, 'eval')}"
+                 f"{extra}")
+    return lines
+
+
+def _eval_summary(config, workdir: str, result: Mapping) -> list[str]:
+    lines = [f"{config.mode} evaluation done: top-1 {result['top1']:.2f}%, top-5 "
+             f"{result['top5']:.2f}% on {result.get('count')} {config.data.dataset}/"
+             f"{config.data.eval_split} images ({result.get('seconds', 0):.0f} s).",
+             f"Wrote in {workdir}: results_{config.mode}.json, metrics.jsonl, {CONFIG_FILE}."]
+    others = [m for m in ("knn_eval", "linear_eval", "semi_supervised")
+              if not m.startswith(config.mode.split("_")[0])]
+    variant, extra = _dataset_args(config)
+    other = others[0]
+    lines.append(f"Next, another protocol: python main.py --config=configs/{other}.py"
+                 f"{':' + variant if variant else ''} --config.checkpoint={config.checkpoint} "
+                 f"--workdir={os.path.join(os.path.dirname(os.path.abspath(workdir)), 'eval_' + other)}"
+                 f"{extra}")
+    return lines
+
+
+def _quickstart_summary(config, workdir: str, result: Mapping) -> list[str]:
+    return [f"Quick start done in {result.get('seconds', 0):.0f} s: the table above is "
+            f"{os.path.join(workdir, 'results.json')}; each stage's workdir is under {workdir}.",
+            "Next, a real recipe as a laptop smoke run: python main.py "
+            "--config=configs/cifar10_student.py:alexnet,online,tiny,runlocal "
+            "--workdir=/tmp/rekd_smoke (then drop ':tiny,runlocal' on a GPU; "
+            "python main.py --help lists every config)."]
+
+
+def closing_summary(config, workdir: str, result: Any) -> str:
+    """The lines every command ends with (empty when the mode has none)."""
+    mode = config.get("mode")
+    if not isinstance(result, Mapping):
+        return ""
+    if mode == "pretrain":
+        lines = _pretrain_summary(config, workdir, result)
+    elif mode in ("linear", "conv_probe", "knn", "semi_supervised"):
+        lines = _eval_summary(config, workdir, result)
+    elif mode == "quickstart":
+        lines = _quickstart_summary(config, workdir, result)
+    else:
+        return ""
+    return "\n".join(lines)
