@@ -23,7 +23,7 @@ training curves, a bar chart per student, relation diagnostics over time, and sa
 different-class cosine-similarity histograms of the MoCo v2 and ReKD students (the paper's
 Figure 4).
 
-Recipe: configs/default.py:cifar10 (the MoCo CIFAR-10 demo, cited there) with the scale's
+Recipe: cifar10() of configs/default.py (the MoCo CIFAR-10 demo, cited there) with the scale's
 documented departures (SCALES below): subset, image size, widths, batch, steps.
 Scales:
   tiny  seconds; rekd_shapes/tiny; what the tests run.
@@ -112,7 +112,7 @@ SCALES = {
 
 
 def _recipe(scale: Scale, data_dir: str, seed: int) -> ml_collections.ConfigDict:
-    """configs/default.py:cifar10 with the scale's departures."""
+    """cifar10() of configs/default.py with the scale's departures."""
     from configs import default
     config = default.cifar10(default.get_config())
     config.rng_seed = seed
