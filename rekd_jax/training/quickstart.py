@@ -10,6 +10,7 @@ teacher/encoders/student.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 
