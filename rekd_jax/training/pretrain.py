@@ -170,7 +170,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         run_record.write_config(workdir, config)
     writer = logging_lib.create_writer(workdir, is_primary=primary,
                                        tensorboard=config.tensorboard)
-    run = build(config)
+    with progress_lib.heartbeat("building the models, the data pipeline and the train state"):
+        run = build(config)
     if primary and state_lib.teacher_mode(config) == "offline":
         run_record.record_teacher(workdir, config.teacher.checkpoint, run.modules.teacher_spec,
                                   config.teacher.arch)
