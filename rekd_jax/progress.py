@@ -13,8 +13,9 @@ A Progress logs one line at most every `every_secs` (30 s) and a last one at clo
 "linear probe: epoch 37/100 (37%), 2.41 epoch/s, elapsed 0:00:15, ETA 0:00:26, loss=0.7".
 The rate and the ETA leave out the first update (it includes compilation). On a terminal
 (stderr is a TTY) a tqdm bar is shown as well; in log files there are only the lines.
-A phase that ends within `quiet_secs` (10 s) logs nothing but its closing line, and only when it
-has more than one unit; `heartbeat` logs "still ..." every `every_secs` while its block runs.
+A phase that ends within `quiet_secs` (10 s) logs nothing; `heartbeat` logs "still ..." every
+`every_secs` while its block runs. Call update() after each unit is done, so that the first
+unit's time (compilation) stays out of the rate.
 """
 from __future__ import annotations
 
@@ -114,15 +115,14 @@ class Progress:
         self.set(self.done + n, **extra)
 
     def close(self) -> None:
-        """Logs the closing line (unless the phase was short and had a single unit)."""
+        """Logs the closing line (unless the phase took less than quiet_secs)."""
         if self._closed:
             return
         self._closed = True
         if self._bar is not None:
             self._bar.close()
         now = self._clock()
-        took_long = now - self._t0 >= self.quiet_secs
-        if self.done > self.start and (took_long or self.total - self.start > 1):
+        if self.done > self.start and now - self._t0 >= self.quiet_secs:
             self._emit(now)
 
     def _emit(self, now: float) -> None:

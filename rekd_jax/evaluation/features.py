@@ -208,7 +208,6 @@ def extract_features(feature_fn: FeatureFn, variables: Any, batches: Iterable[Ma
                                      int(getattr(batches, "steps_per_epoch", 0) or 0),
                                      unit="batch")
     for batch in batches:
-        progress.update(1)
         out = mapped(replicated, batch_images(batch), resident)
         out = jax.device_get(out)
         mask = np.asarray(batch.get("mask", np.ones(np.shape(batch["label"]), bool))).reshape(-1)
@@ -216,6 +215,7 @@ def extract_features(feature_fn: FeatureFn, variables: Any, batches: Iterable[Ma
             value = np.asarray(value)
             chunks.setdefault(name, []).append(value.reshape((-1,) + value.shape[2:])[mask])
         labels.append(np.asarray(batch["label"]).reshape(-1)[mask])
+        progress.update(1)
     progress.close()
     if not labels:
         raise ValueError("extract_features: the split produced no batches")

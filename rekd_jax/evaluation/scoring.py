@@ -103,7 +103,6 @@ def score(logits_fn: Callable[..., Mapping[str, jax.Array]], args: tuple,
     progress = progress_lib.Progress(
         "scoring", int(getattr(batches, "steps_per_epoch", 0) or 0), unit="batch")
     for batch in batches:
-        progress.update(1)
         if "mask" not in batch:
             raise ValueError("score: evaluation batches need a 'mask' (pipeline.create(..., "
                              "training=False) pads the last batch and masks it)")
@@ -112,6 +111,7 @@ def score(logits_fn: Callable[..., Mapping[str, jax.Array]], args: tuple,
         for name, c in correct.items():
             totals[name] = totals.get(name, 0.0) + np.asarray(c, np.float64).sum(axis=0)
         seen += float(np.sum(count))
+        progress.update(1)
     progress.close()
     names = sorted(totals)
     stacked = np.stack([totals[n] for n in names] + [np.full(len(ks), seen)]) if names else \

@@ -186,7 +186,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                                        async_save=config.async_checkpointing)
     resume.check_signature(config, workdir, resuming=ckpt.latest_step() is not None,
                            primary=primary)
-    run = build(config)
+    with progress_lib.heartbeat("building the models, the data pipeline and the train state"):
+        run = build(config)
     if primary and state_lib.teacher_mode(config) == "offline":
         run_record.record_teacher(workdir, config.teacher.checkpoint, run.modules.teacher_spec,
                                   config.teacher.arch)
