@@ -26,12 +26,8 @@ TRAIN_TIME_FILE = "train_time.json"
 
 def write_json_atomic(path: str, value: Any) -> None:
     """Writes JSON through a temporary file and os.replace (never a torn file)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    from rekd_jax import fileio
+    fileio.write_json(path, value, sort_keys=True, default=str)
 
 
 def read_json(path: str, default: Any = None) -> Any:
@@ -157,10 +153,11 @@ def _eval_summary(config, workdir: str, result: Mapping) -> list[str]:
 def _quickstart_summary(config, workdir: str, result: Mapping) -> list[str]:
     return [f"Quick start done in {result.get('seconds', 0):.0f} s: the table above is "
             f"{os.path.join(workdir, 'results.json')}; each stage's workdir is under {workdir}.",
-            "Next, a real recipe as a laptop smoke run: python main.py "
+            "Next, the same comparison on real data: python -m rekd_jax.experiments.cifar10 "
+            "--scale=cpu --workdir=/tmp/c10_study --data_dir=DATA_DIR --src=CIFAR10_JPEG_DIR "
+            "(docs/results.md), or a recipe as a laptop smoke run: python main.py "
             "--config=configs/cifar10_student.py:alexnet,online,tiny,runlocal "
-            "--workdir=/tmp/rekd_smoke (then drop ':tiny,runlocal' on a GPU; "
-            "python main.py --help lists every config)."]
+            "--workdir=/tmp/rekd_smoke (python main.py --help lists every config)."]
 
 
 def closing_summary(config, workdir: str, result: Any) -> str:
