@@ -10,7 +10,7 @@ case therefore runs prepare in a child process without the DAC-override capabili
 (`setpriv --bounding-set -dac_override,-dac_read_search`), so the kernel enforces the modes as
 for any user; as a non-root user it runs directly; it is skipped only when neither works.
 
-Pre-training cases use configs/default.py:runlocal (8 steps on rekd_shapes/tiny, checkpoints
+Pre-training cases use configs/default.py:tiny,runlocal (8 steps on rekd_shapes/tiny, checkpoints
 at steps 4 and 8) or tests/training/pretrain_driver.py, with one persistent compilation cache,
 so after the first run each takes seconds.
 """
@@ -35,7 +35,7 @@ from rekd_jax.training import resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = os.path.join(ROOT, "tests", "training", "pretrain_driver.py")
-RUNLOCAL = "--config=configs/default.py:runlocal"
+RUNLOCAL = "--config=configs/default.py:tiny,runlocal"
 
 
 @pytest.fixture(scope="module")
