@@ -9,12 +9,16 @@ ResNet-50 teacher alongside instead; no checkpoint needed), mocov2 (baseline: th
 with MoCo v2), seed (SEED from the offline teacher), shapes / tiny (the embedded rekd_shapes /
 its 200-image toy split), runlocal (shrink steps and sizes for a laptop CPU, keeping the
 dataset: real CIFAR-10), e.g. :alexnet,online,tiny,runlocal for a smoke run.
-Recipe (method.md CIFAR scale-down): 32 px, CIFAR stems, batch 512, lr 0.06 x 512/256 cosine,
-wd 5e-4, K 4096, m 0.99, 100 prototypes, no blur, 200 epochs.
+Recipe: the MoCo CIFAR-10 demo (cifar10() of configs/default.py cites it and lists the
+departures): 32 px, CIFAR stems, batch 512, lr 0.06 cosine per epoch, wd 5e-4, K 4096, m 0.99,
+tau 0.1, linear head, SplitBN 8, no blur, 200 epochs; ReKD's 100 prototypes are ours. The same
+student at a CPU budget, beside every baseline: `python -m rekd_jax.experiments.cifar10
+--scale=cpu` (docs/results.md).
 Hardware / time: one GPU; an estimate, not measured: under an hour to a few hours per student
 on one H100 (offline teacher forwards add about one student-sized forward of ResNet-50).
-Expected result: no CIFAR-10 numbers for ReKD are known to us; the reference point is MoCo v2
-ResNet-18 kNN about 85% (method.md). Compare each student with its `:mocov2` baseline.
+Expected result: no CIFAR-10 numbers for ReKD are known to us; the reference point is the
+demo's MoCo v2 ResNet-18 kNN 82.6%. Compare each student with its `:mocov2` baseline and its
+random init (`--config.checkpoint=init:ARCH:cifar_stem=true` in any evaluation config).
 """
 from configs import default  # inheritance by calling
 

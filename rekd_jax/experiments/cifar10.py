@@ -28,9 +28,9 @@ documented departures (SCALES below): subset, image size, widths, batch, steps.
 Scales:
   tiny  seconds; rekd_shapes/tiny; what the tests run.
   cpu   the mechanism study on a 2-core CPU (about an hour): CIFAR-10 train[:10000] /
-        test[:2000] at 16 px, half/quarter-width students where the family has a width,
-        batch 128, students at the demo's linearly scaled lr (peak 0.015), teachers at its
-        unscaled peak 0.06, 1,000 teacher and 300 student steps.
+        test[:2000] at 16 px, eighth/quarter-width ResNets, MobileNetV3 and EfficientNet,
+        ShuffleNetV2 x0.5, batch 128, students at the demo's linearly scaled lr (peak 0.015),
+        teachers at its unscaled peak 0.06, 800 teacher and 200 student steps.
   gpu   full CIFAR-10 at 32 px, full widths, 200 teacher epochs, sized (an estimate, not yet
         measured) for one 10-minute call on one H200; see docs/results.md.
 """
@@ -95,11 +95,11 @@ SCALES = {
                   teacher_lr_scaling_batch=16, student_bn="global", cosine_unit="step"),
     "cpu": Scale(dataset="cifar10", train_split="train[:10000]", eval_split="test[:2000]",
                  image_size=16, batch=128, teacher_arch="resnet18",
-                 teacher_overrides={"width_multiplier": 0.25}, teacher_steps=1000,
-                 student_steps=300,
-                 student_overrides={"resnet18": {"width_multiplier": 0.25},
-                                    "mobilenetv3_large": {"width_multiplier": 0.5},
-                                    "efficientnet_b0": {"width_multiplier": 0.5}},
+                 teacher_overrides={"width_multiplier": 0.125}, teacher_steps=800,
+                 student_steps=200,
+                 student_overrides={"resnet18": {"width_multiplier": 0.125},
+                                    "mobilenetv3_large": {"width_multiplier": 0.25},
+                                    "efficientnet_b0": {"width_multiplier": 0.25}},
                  queue_batches=8, num_prototypes=100, linear_epochs=30,
                  mechanism_student="alexnet", eval_batch=256, shufflenet="shufflenetv2_x0_5",
                  teacher_lr_scaling_batch=128, student_bn="global", cosine_unit="step"),
