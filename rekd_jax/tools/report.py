@@ -102,10 +102,13 @@ def separation(same: np.ndarray, different: np.ndarray) -> dict:
 
 def knn_features(run_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(test features, labels) cached by the kNN evaluation of a row, if any."""
-    path = os.path.join(run_dir, "eval_knn", "features", "knn_test.npz")
-    if not os.path.exists(path):
+    # knn_<eval split>.npz; a sliced split keeps its slice in the name (knn_test[:2000].npz)
+    found = sorted(p for p in glob.glob(os.path.join(glob.escape(run_dir), "eval_knn",
+                                                     "features", "knn_*.npz"))
+                   if not os.path.basename(p).startswith("knn_train"))
+    if not found:
         return None
-    with np.load(path) as data:
+    with np.load(found[0]) as data:
         return data["features"], data["label"]
 
 
