@@ -290,7 +290,7 @@ def run(scale_name: str, workdir: str, data_dir: str, *, families=STUDENT_FAMILI
     mech = format_mechanism(mechanism)
     if plots:
         from rekd_jax.tools import report
-        result["plots"] = report.study_plots(workdir, rows, evaluation)
+        result["plots"] = report.study_plots(workdir, rows)
     from rekd_jax import fileio
     fileio.write_text(os.path.join(workdir, "results.md"),
                       f"# CIFAR-10 study, scale {scale_name}\n\n```\n{table}\n```\n\n"

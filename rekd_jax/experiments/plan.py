@@ -18,10 +18,12 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import ml_collections
 import numpy as np
+
+from rekd_jax import fileio, run_record
 
 RANDOM_INIT = "random init"
 # metrics.jsonl scalars summarised per trained run (mean over the last quarter of the log lines).
@@ -62,17 +64,6 @@ def random_init_arm(run_config: ml_collections.ConfigDict, name: str, group: str
     seed = int(run_config.rng_seed) if seed is None else seed
     return Arm(name=name, arch=run_config.student.arch, label=RANDOM_INIT,
                init=init_text(run_config.student.arch, overrides, seed), group=group, seed=seed)
-
-
-def _write_json(path: str, value: Any) -> None:
-    from rekd_jax import fileio
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fileio.write_json(path, value, sort_keys=True, default=float)
-
-
-def _read_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def summarize_metrics(metrics_path: str, keys: Sequence[str] = DIAGNOSTICS) -> dict:
@@ -121,7 +112,7 @@ def run_arm(arm: Arm, root: str, evaluation: ml_collections.ConfigDict,
     run_dir = os.path.join(root, arm.name)
     row_path = os.path.join(run_dir, "row.json")
     if os.path.exists(row_path):
-        return _read_json(row_path)
+        return run_record.read_json(row_path)
     row = {"name": arm.name, "arch": arm.arch, "label": arm.label, "group": arm.group,
            "seed": arm.seed, "steps": 0, "train_seconds": 0.0}
     if arm.trained:
@@ -137,7 +128,7 @@ def run_arm(arm: Arm, root: str, evaluation: ml_collections.ConfigDict,
     start = time.time()
     row["eval"] = evaluate_encoder(evaluation, modes, checkpoint, run_dir)
     row["eval_seconds"] = round(time.time() - start, 1)
-    _write_json(row_path, row)
+    fileio.write_json(row_path, row, sort_keys=True, default=float)
     import jax
     jax.clear_caches()  # each arm compiles its own step: do not keep them all in memory
     return row

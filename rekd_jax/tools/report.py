@@ -163,10 +163,9 @@ def plot_results(rows: Sequence[Mapping], out: str, mode: str = "knn") -> str | 
     return out
 
 
-def study_plots(root: str, rows: Sequence[Mapping], evaluation=None) -> dict:
+def study_plots(root: str, rows: Sequence[Mapping]) -> dict:
     """All plots of a quick start or study workdir into ROOT/plots; returns their paths and
-    the similarity statistics. `evaluation` is unused (kept for callers' symmetry)."""
-    del evaluation
+    the similarity statistics."""
     out_dir = os.path.join(root, "plots")
     trained = {r["name"]: os.path.join(root, r["name"]) for r in rows if r.get("steps")}
     rekd = {n: d for n, d in trained.items()
