@@ -28,11 +28,9 @@ CheckpointRestoreError names them all (typically the config no longer matches th
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -97,10 +95,7 @@ class Checkpointer:
     def restore_newest(self, target: Any) -> tuple[Any, dict, int] | None:
         """(tree, extra, step) of the newest checkpoint that restores, or None when there is
         none; unrestorable newer ones are moved aside (see the module docstring)."""
-        with _without_closed_loop_noise():
-            return self._restore_newest(target)
-
-    def _restore_newest(self, target: Any) -> tuple[Any, dict, int] | None:
+        _drop_closed_loop_callbacks()
         self.wait()
         failed = []
         for step in sorted(self.all_steps(), reverse=True):
@@ -144,31 +139,25 @@ class Checkpointer:
         self._manager.close()
 
 
-_NOISE = ("Traceback (most recent call last):", "asyncio/base_events.py", "self._check_closed()",
-          "raise RuntimeError('Event loop is closed')", "RuntimeError: Event loop is closed")
+def _is_closed_loop_callback(unraisable) -> bool:
+    return (unraisable.exc_type is RuntimeError
+            and str(unraisable.exc_value) == "Event loop is closed")
 
 
-@contextlib.contextmanager
-def _without_closed_loop_noise():
-    """After a read of a damaged checkpoint fails, TensorStore's pending reads call back into
-    the asyncio loop Orbax has already closed, and each prints a 'RuntimeError: Event loop is
-    closed' traceback straight to file descriptor 2 (hundreds of lines). Standard error is
-    captured while restores run and written back without those tracebacks; everything else
-    passes through unchanged."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            time.sleep(0.2)  # let late callbacks of failed reads print into the capture
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            lines = capture.read().decode("utf-8", "replace").splitlines(keepends=True)
-            kept = [line for line in lines if not line.strip().startswith(_NOISE)
-                    and not any(n in line for n in _NOISE[1:])]
-            sys.stderr.write("".join(kept))
-            sys.stderr.flush()
+def _drop_closed_loop_callbacks() -> None:
+    """After a read of a damaged checkpoint fails, Orbax closes its asyncio loop while
+    TensorStore still has reads in flight; each one that finishes later (possibly after the
+    restore returned) calls back into the closed loop and Python reports the RuntimeError
+    through `sys.unraisablehook` as a 'Event loop is closed' traceback. Those reports, and only
+    those, are dropped from then on; every other unraisable error reaches the previous hook.
+    Installed once per process, by the first `restore_newest`."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_drops_closed_loop_callbacks", False):
+        return
+
+    def hook(unraisable):
+        if not _is_closed_loop_callback(unraisable):
+            previous(unraisable)
+
+    hook._drops_closed_loop_callbacks = True
+    sys.unraisablehook = hook
