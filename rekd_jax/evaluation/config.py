@@ -13,7 +13,10 @@ semi_supervised.py (each calls it and changes fields). Fields:
                     normalisation; probes zero its colour/blur probabilities)
   dtype             backbone compute dtype ('float32' | 'bfloat16'); heads stay float32
   eval_batch_size   global batch of feature extraction and scoring (the last batch is padded)
-  cache_features    keep extracted features as npz under WORKDIR/features (reused on rerun)
+  cache_features    keep extracted features as npz under features_dir (reused on rerun)
+  features_dir      where cached features live ('' = WORKDIR/features); the kNN and fast
+                    linear protocols extract the same pooled features, so evaluations of one
+                    encoder that share this folder extract them once
   checkpoint_every_epochs, keep_checkpoints   probe / fine-tuning checkpoints (WORKDIR/ckpt_*)
   tensorboard       'auto' | 'on' | 'off' (clu writers need TensorFlow)
   distributed       multi-host setup (rekd_jax.training.distributed): enabled,
@@ -87,6 +90,7 @@ def default_eval_config() -> ml_collections.ConfigDict:
     config.dtype = "float32"
     config.eval_batch_size = 256
     config.cache_features = True
+    config.features_dir = ""
     config.checkpoint_every_epochs = 1
     config.keep_checkpoints = 2
     config.tensorboard = "auto"

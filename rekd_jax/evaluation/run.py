@@ -118,6 +118,10 @@ def _host_crop(config, block) -> host_crop.HostCrop:
         resize=int(config.data.eval_resize))
 
 
+# The pooled backbone features of the eval transform: what kNN and the fast linear probe use.
+POOLED = {"name": "pooled", "features": "pooled"}
+
+
 def _split_features(config, workdir: str, backbone: features.Backbone, feature_fn,
                     split: str, kind: Mapping[str, Any]) -> tuple[dict, np.ndarray]:
     """Frozen eval-transform features of this process's share of `split` (cached if asked)."""
@@ -136,7 +140,8 @@ def _split_features(config, workdir: str, backbone: features.Backbone, feature_f
         eval_resize=config.data.eval_resize, dtype=config.dtype, kind=dict(kind),
         process=(jax.process_index(), jax.process_count()))
     suffix = f"_p{jax.process_index()}" if jax.process_count() > 1 else ""
-    path = os.path.join(workdir, "features", f"{kind['name']}_{split}{suffix}.npz")
+    path = os.path.join(config.features_dir or os.path.join(workdir, "features"),
+                        f"{kind['name']}_{split}{suffix}.npz")
     return features.cached_features(path, key, compute)
 
 
@@ -161,9 +166,8 @@ def _replicate(tree):
 # --------------------------------------------------------------------------- probes
 
 
-def _probe(config, workdir, backbone, writer, *, block, feature_fn, kind) -> dict:
+def _probe(config, workdir, backbone, writer, *, name, block, feature_fn, kind) -> dict:
     """Train heads on frozen features (fast or augmented images) and score the eval split."""
-    name = kind["name"]
     checkpointer = _checkpointer(config, workdir, name)
     try:
         if block.fast:
@@ -238,9 +242,9 @@ def _single_head(heads: Mapping[str, Mapping[str, float]], name: str) -> dict:
 
 
 def _linear(config, workdir, backbone, writer) -> dict:
-    result = _probe(config, workdir, backbone, writer, block=config.linear,
+    result = _probe(config, workdir, backbone, writer, name="linear", block=config.linear,
                     feature_fn=features.pooled_features(backbone.module),
-                    kind={"name": "linear", "features": "pooled"})
+                    kind=POOLED)
     return {**_single_head(result.pop("heads"), "features"), **result,
             "learning_rate": float(config.linear.learning_rate),
             "schedule": config.linear.schedule}
@@ -249,7 +253,8 @@ def _linear(config, workdir, backbone, writer) -> dict:
 def _conv_probe(config, workdir, backbone, writer) -> dict:
     block = config.conv_probe
     feature_fn = conv_probe.conv_features(backbone.module, block.layers, block.pool_sizes)
-    result = _probe(config, workdir, backbone, writer, block=block, feature_fn=feature_fn,
+    result = _probe(config, workdir, backbone, writer, name="conv_probe", block=block,
+                    feature_fn=feature_fn,
                     kind={"name": "conv_probe", "layout": "nhwc", "layers": list(block.layers),
                           "pool_sizes": [int(s) for s in block.pool_sizes]})
     heads = result.pop("heads")
@@ -267,7 +272,7 @@ def _conv_probe(config, workdir, backbone, writer) -> dict:
 
 def _knn(config, workdir, backbone, writer) -> dict:
     """Weighted kNN of eval-split features against all training features (every process)."""
-    kind = {"name": "knn", "features": "pooled"}
+    kind = POOLED
     feature_fn = features.pooled_features(backbone.module)
     train_x, train_y = _split_features(config, workdir, backbone, feature_fn,
                                        config.data.train_split, kind)

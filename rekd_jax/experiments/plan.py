@@ -101,6 +101,7 @@ def evaluate_encoder(evaluation: ml_collections.ConfigDict, modes: Sequence[str]
         cfg = evaluation.copy_and_resolve_references()
         cfg.mode = mode
         cfg.checkpoint = checkpoint
+        cfg.features_dir = os.path.join(workdir, "features")  # one extraction for kNN + linear
         result = eval_run.evaluate(cfg, os.path.join(workdir, f"eval_{mode}"))
         out[mode] = {"top1": float(result["top1"]), "top5": float(result["top5"])}
     return out

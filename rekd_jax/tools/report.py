@@ -6,7 +6,7 @@ same-class / different-class similarity histograms, and result bar charts.
 WORKDIR is a pre-training workdir (metrics.jsonl) or a quick-start / study workdir (row.json
 folders beneath it); several compare on one figure. Writes into --out (default: the first
 WORKDIR's plots/): curves.png, relations.png (ReKD runs), similarity.png (runs with an
-eval_knn/features/knn_test.npz cache, i.e. scored by the kNN protocol), and results.png (rows of
+features/pooled_test.npz cache of the evaluations), and results.png (rows of
 a quick start or study). The CIFAR-10 study and the quick start use the same functions.
 """
 from __future__ import annotations
@@ -101,11 +101,11 @@ def separation(same: np.ndarray, different: np.ndarray) -> dict:
 
 
 def knn_features(run_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(test features, labels) cached by the kNN evaluation of a row, if any."""
-    # knn_<eval split>.npz; a sliced split keeps its slice in the name (knn_test[:2000].npz)
-    found = sorted(p for p in glob.glob(os.path.join(glob.escape(run_dir), "eval_knn",
-                                                     "features", "knn_*.npz"))
-                   if not os.path.basename(p).startswith("knn_train"))
+    """(test features, labels) cached by the evaluations of a row, if any."""
+    # pooled_<eval split>.npz; a sliced split keeps its slice (pooled_test[:2000].npz)
+    found = sorted(p for p in glob.glob(os.path.join(glob.escape(run_dir), "features",
+                                                     "pooled_*.npz"))
+                   if not os.path.basename(p).startswith("pooled_train"))
     if not found:
         return None
     with np.load(found[0]) as data:

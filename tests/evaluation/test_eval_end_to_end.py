@@ -66,8 +66,8 @@ def test_knn_end_to_end(assets, tmp_path):
     saved = read_results(str(tmp_path), "knn")
     assert saved["count"] == 100 and result["count"] == 100   # the whole test split
     assert saved["train_examples"] == 200
-    train = np.load(tmp_path / "features" / "knn_train.npz")
-    test = np.load(tmp_path / "features" / "knn_test.npz")
+    train = np.load(tmp_path / "features" / "pooled_train.npz")
+    test = np.load(tmp_path / "features" / "pooled_test.npz")
     assert train["features"].shape == (200, 64) and test["features"].shape == (100, 64)
     expected = brute_force_knn_top1(train["features"], train["label"], test["features"],
                                     test["label"], 10, 20, 0.1)
@@ -98,7 +98,7 @@ def test_linear_fast_end_to_end_matches_cached_features_and_resumes(assets, tmp_
     assert saved["count"] == 100 and saved["fast"] is True and saved["epochs"] == 2
     params, extra = probe_params(workdir, config.linear)
     assert extra["epoch"] == 2
-    val = np.load(os.path.join(workdir, "features", "linear_test.npz"))
+    val = np.load(os.path.join(workdir, "features", "pooled_test.npz"))
     logits = val["features"] @ params["features"]["kernel"] + params["features"]["bias"]
     top = np.argsort(-logits, axis=1, kind="stable")
     assert saved["top1"] == pytest.approx(100 * np.mean(top[:, 0] == val["label"]))
@@ -246,7 +246,7 @@ def test_untrained_encoder_is_scored_from_an_init_checkpoint(assets, tmp_path):
     result = run.evaluate(config, str(tmp_path / "a"))
     assert result["count"] == 100 and result["arch"] == "resnet18"
     assert result["checkpoint"] == config.checkpoint
-    cached = np.load(tmp_path / "a" / "features" / "knn_test.npz")["features"]
+    cached = np.load(tmp_path / "a" / "features" / "pooled_test.npz")["features"]
     model = get_model("resnet18", cifar_stem=True, width_multiplier=0.125, num_classes=0)
     variables = model.init({"params": jax.random.PRNGKey(3)}, jnp.zeros((2, 32, 32, 3)),
                            train=False)
@@ -271,3 +271,20 @@ def test_bad_init_checkpoints_name_the_syntax(assets, text, match):
     config.checkpoint = text
     with pytest.raises(ValueError, match=match):
         eval_config.validate(config)
+
+
+def test_knn_and_fast_linear_sharing_features_dir_extract_once(assets, tmp_path):
+    shared = str(tmp_path / "features")
+    knn_config = tiny_config(assets, "knn")
+    knn_config.features_dir = shared
+    run.evaluate(knn_config, str(tmp_path / "knn"))
+    files = sorted(os.listdir(shared))
+    assert files == ["pooled_test.npz", "pooled_train.npz"]
+    stamps = {f: os.stat(os.path.join(shared, f)).st_mtime_ns for f in files}
+    linear_config = tiny_config(assets, "linear")
+    linear_config.linear.fast = True
+    linear_config.features_dir = shared
+    run.evaluate(linear_config, str(tmp_path / "linear"))
+    assert {f: os.stat(os.path.join(shared, f)).st_mtime_ns for f in files} == stamps
+    assert not os.path.exists(tmp_path / "linear" / "features")
+    assert read_results(str(tmp_path / "linear"), "linear")["count"] == 100
