@@ -10,8 +10,7 @@ N = D*b (device-major). One step:
    their own BatchNorm statistics (MoCo's SplitBN, vmapped), and the outputs are moved back.
    config.key_shuffle says how (`shuffled_key_forward`): 'all_gather' permutes the global batch
    as MoCo does (D devices x S splits equals 1 device x D*S splits); 'ppermute' sends each
-   device's images in P chunks to P devices (itself included; about D/8 to D times fewer bytes
-   at pod scale).
+   device's images in P chunks to P devices (itself included): at least D-1 times fewer bytes.
 3. The query/student encoder's BatchNorm follows config.student_bn (`student_forward`):
    'global' = cross-replica over the global batch (axis 'batch'), 'per_device' = statistics of
    each device's b images, 'split:N' = N groups over the global batch (MoCo's SplitBN; N/D per

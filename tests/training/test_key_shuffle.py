@@ -158,14 +158,17 @@ def _train_step(config):
 
 
 def test_train_step_with_ppermute_shuffle_keeps_replicas_identical():
-    """ResNet key encoder with BatchNorm: the step runs, moves the weights, and the averaged
-    key-encoder BN statistics are the same on every device."""
+    """A key encoder with BatchNorm (AlexNet, the SSL variant): the step runs, moves the
+    weights, and the averaged key-encoder BN statistics are the same on every device."""
     _needs_devices()
     cfg, init, after, metrics = _train_step(_train_config(
-        "ppermute", "resnet18", {"cifar_stem": True, "width_multiplier": 0.125}))
+        "ppermute", "alexnet", {"cifar_stem": True, "use_bn": True}))
     assert cfg.key_shuffle_devices == 2
     assert np.isfinite(metrics["loss"]) and metrics["loss"] > 0
-    for leaf in jax.tree_util.tree_leaves(after.ema_batch_stats):
+    stats = jax.tree_util.tree_leaves(after.ema_batch_stats)
+    assert stats and any(np.abs(np.asarray(a)[0] - b).max() > 0 for a, b in
+                         zip(stats, jax.tree_util.tree_leaves(init.ema_batch_stats)))
+    for leaf in stats:
         np.testing.assert_array_equal(leaf, np.broadcast_to(leaf[0], leaf.shape))
     moved = jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(a) - b[0]).max(),
                                    init.params, after.params)
