@@ -122,6 +122,8 @@ def test_dataset_lookup_in_a_gs_data_dir(gcs):
   assert sources.find_dataset_dir("mine", "gs://b/data") == "gs://b/data/mine/1.1.0"
   assert sources.find_dataset_dir("mine:1.0.0", "gs://b/data") == "gs://b/data/mine/1.0.0"
   assert sources.find_dataset_dir("other", "gs://b/data") is None
+  with pytest.raises(sources.DatasetNotFoundError, match="cannot be written to gs://b/data"):
+    sources.open_split("rekd_shapes/tiny", "train", "gs://b/data")
 
 
 def test_pretraining_with_a_gs_workdir_is_killed_and_resumed(tmp_path):
@@ -140,6 +142,7 @@ def test_pretraining_with_a_gs_workdir_is_killed_and_resumed(tmp_path):
       if line.startswith("saved step 2") or time.time() > deadline:
         break
     proc.send_signal(signal.SIGKILL)
+    killed_at = time.time()
   finally:
     proc.kill()
     proc.wait()
@@ -150,13 +153,13 @@ def test_pretraining_with_a_gs_workdir_is_killed_and_resumed(tmp_path):
                            timeout=600)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "final step 6" in resumed.stdout
-  assert "resumed from gs://bucket/run/checkpoints step 2" in resumed.stderr
   assert sorted(os.listdir(run / "checkpoints")) == ["2", "4", "6"]
   # Orbax took its GCS path: a commit marker instead of a rename
   assert (run / "checkpoints" / "6" / "commit_success.txt").exists()
   assert (run / "encoders" / "student" / "spec.json").exists()
   assert not (run / ".lock").exists()
-  steps = [r["step"] for r in logging_lib.read_jsonl(str(run / "metrics.jsonl"))
-           if "train/loss" in r]
-  assert steps == list(range(1, 7))
+  records = [r for r in logging_lib.read_jsonl(str(run / "metrics.jsonl")) if "train/loss" in r]
+  assert [r["step"] for r in records] == list(range(1, 7))
+  # resumed, not restarted: steps 1-2 are the killed run's records, steps 3-6 the new run's
+  assert records[1]["time"] < killed_at < records[2]["time"]
   assert json.loads((run / "train_time.json").read_text())["train_seconds"] > 0

@@ -112,6 +112,12 @@ def _ensure_prepared(name: str, data_dir: str) -> str:
   predefined = [c.name for c in embedded.RekdShapes.BUILDER_CONFIGS]
   if base == EMBEDDED_NAME and (config is None or config in predefined) and version in (
       None, str(embedded.RekdShapes.VERSION)):
+    if fileio.is_remote(resolve_data_dir(data_dir)):
+      raise DatasetNotFoundError(
+          f"{name!r} is generated on first use, but ArrayRecord files cannot be written to "
+          f"{resolve_data_dir(data_dir)}: generate it in a local data_dir (any command that uses "
+          f"it, e.g. with --config.data.data_dir=/tmp/tfds) and copy it there: gcloud storage "
+          f"cp --recursive /tmp/tfds/{EMBEDDED_NAME} {resolve_data_dir(data_dir)}/")
     logging.info("rekd_shapes is not in %s yet: generating it (first use).",
                  resolve_data_dir(data_dir))
     return embedded.build_rekd_shapes(resolve_data_dir(data_dir), config or "default")

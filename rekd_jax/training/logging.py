@@ -61,10 +61,12 @@ def _scalar(value: Any) -> float:
 
 
 class JsonlWriter:
-    """Appends one JSON object per write to `path` (resume-friendly: never truncates).
+    """Appends one JSON object per write to `path` (resume-friendly: never truncates). Each
+    record is handed to the OS (or the object store) when written, so a record logged just
+    before a checkpoint survives a SIGKILL or a preemption that follows it.
 
-    On an object store (gs://...), which cannot append, the lines are held until flush(), which
-    reads the object, adds them and writes it back whole (only the primary process writes)."""
+    On an object store (gs://...), which cannot append, each write reads the object, adds the
+    line and writes it back whole (only the primary process writes)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -81,6 +83,7 @@ class JsonlWriter:
             self._pending.append(line)
         else:
             self._file.write(line)
+        self.flush()
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         record = {"step": int(step), "time": time.time()}
