@@ -295,8 +295,10 @@ def run_subcommand(args, run: Runner) -> None:
   sub = args.subcommand
   if sub in ("start", "resume"):
     main_command(t, args)  # check --config / --workdir before anything runs
-  if sub == "resume" and not args.repo:
-    install_commands(t, args)  # raises the --repo error up front
+  if sub == "resume":  # raise the --repo / --stage errors before anything runs
+    install_commands(t, args)
+    if args.data_dir and not _is_gs(args.data_dir) and args.dataset:
+      data_commands(t, args)
   if sub == "create":
     run.note(f"{t.accelerator}: {t.generation.chips(t.size)} chips on {t.hosts} host(s)"
              f"{', spot capacity (preemptible)' if args.spot else ''}")
