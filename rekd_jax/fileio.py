@@ -24,6 +24,29 @@ be told apart from live builds: a leftover whose process no longer runs on this 
 removed ('new') or put back in place when its target is missing ('old'). The lock is an
 ``fcntl.flock`` on WORKDIR/.lock, which the kernel releases when its process dies, so the lock
 of a killed run is taken over without any cleanup; the file records who holds it.
+
+Remote paths. Every workdir, checkpoint, metrics, encoder, result and data_dir path may be a
+URL such as ``gs://bucket/run`` (anything with ``://``). The helpers below are the one place
+that touches those paths; they use ``etils.epath`` (what Orbax and TFDS use: fsspec/gcsfs, or
+tf.io.gfile when TensorFlow is installed) for URLs and ``os`` for local paths::
+
+    is_remote(path); absolute(path)          # abspath for local paths, URLs unchanged
+    exists / isdir / listdir / makedirs / mtime / read_text / read_bytes / write_bytes
+    open_file(path, mode)                    # 'r', 'w', 'rb', 'wb' (also on URLs)
+    remove_tree(path); rename(src, dst)
+
+What an object store cannot do, and what these helpers do instead (each says so once per
+process in a one-line warning):
+  * no atomic rename: ``atomic_dir`` still builds beside the target and then renames (a copy of
+    every object) into place; the old target stays until the new one is complete, but a
+    reader may see a partly copied target during the swap, and a kill during it leaves the
+    old one at ``incomplete.<pid>.<host>.old.<name>`` (restored by the next build);
+  * no O_EXCL/flock: ``WorkdirLock`` writes its holder record to WORKDIR/.lock and refuses to
+    start when a record of a live process on this host is there, but cannot see processes of
+    other machines, so a record left by another machine (a preempted VM) is reported and
+    taken over: exclusivity is not enforced;
+  * objects are written whole: ``write_text`` uploads in one write (readers see the old or
+    the new object, never a torn one), and the metrics writer rewrites metrics.jsonl.
 """
 from __future__ import annotations
 
@@ -34,10 +57,13 @@ import fcntl
 import json
 import logging
 import os
+import posixpath
 import shutil
 import socket
 import time
 from typing import Any, Iterator
+
+from etils import epath
 
 INCOMPLETE = "incomplete."
 LOCK_FILE = ".lock"
@@ -56,12 +82,139 @@ def _host() -> str:
   return socket.gethostname().replace(".", "-") or "localhost"
 
 
+# ------------------------------------------------------------------ local or remote paths
+
+
+def is_remote(path) -> bool:
+  """True for a URL (gs://bucket/..., s3://...), False for a local path."""
+  return "://" in os.fspath(path)
+
+
+def absolute(path) -> str:
+  """os.path.abspath of a local path; a URL is returned unchanged (it is absolute)."""
+  path = os.fspath(path)
+  return path if is_remote(path) else os.path.abspath(path)
+
+
+_warned: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+  """Logs `message` as a warning the first time `key` is seen in this process."""
+  if key not in _warned:
+    _warned.add(key)
+    logging.warning(message)
+
+
+def exists(path) -> bool:
+  return epath.Path(path).exists() if is_remote(path) else os.path.lexists(path)
+
+
+def isdir(path) -> bool:
+  return epath.Path(path).is_dir() if is_remote(path) else os.path.isdir(path)
+
+
+def listdir(path) -> list[str]:
+  """Entry names of a folder (FileNotFoundError when it does not exist)."""
+  if not is_remote(path):
+    return os.listdir(path)
+  if not isdir(path):
+    raise FileNotFoundError(f"no folder {path}")
+  return [p.name for p in epath.Path(path).iterdir()]
+
+
+def makedirs(path) -> None:
+  """mkdir -p (a no-op for object-store prefixes that need no folder object)."""
+  if is_remote(path):
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
+  else:
+    os.makedirs(path, exist_ok=True)
+
+
+def mtime(path) -> float:
+  return float(epath.Path(path).stat().mtime) if is_remote(path) else os.path.getmtime(path)
+
+
+def open_file(path, mode: str = "r"):
+  """open() for local paths and URLs; text modes use UTF-8."""
+  if is_remote(path):
+    return epath.Path(path).open(mode)
+  return open(path, mode, encoding=None if "b" in mode else "utf-8")
+
+
+def read_text(path) -> str:
+  with open_file(path, "r") as f:
+    return f.read()
+
+
+def read_bytes(path) -> bytes:
+  with open_file(path, "rb") as f:
+    return f.read()
+
+
+def write_bytes(path, data: bytes) -> None:
+  """Writes `data` completely to `path` (atomic: temp file + rename locally, one object
+  upload on an object store)."""
+  path = absolute(path)
+  makedirs(posixpath.dirname(path) if is_remote(path) else os.path.dirname(path))
+  if is_remote(path):
+    with open_file(path, "wb") as f:
+      f.write(data)
+    return
+  tmp = incomplete_path(path)
+  try:
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(tmp)
+    raise
+
+
+def remove_tree(path) -> None:
+  """Removes a file or a folder tree (local or remote)."""
+  if is_remote(path):
+    p = epath.Path(path)
+    if p.is_dir():
+      p.rmtree()
+    else:
+      p.unlink()
+  else:
+    _remove(path)
+
+
+def rename(src, dst) -> None:
+  """Moves `src` to a `dst` that does not exist. Atomic locally; on an object store it copies
+  every object and deletes the source (not atomic)."""
+  if is_remote(src) or is_remote(dst):
+    epath.Path(src).rename(dst)
+  else:
+    os.rename(src, dst)
+
+
+def _join(parent: str, name: str) -> str:
+  return posixpath.join(parent, name) if is_remote(parent) else os.path.join(parent, name)
+
+
+def _dirname(path: str) -> str:
+  return posixpath.dirname(path.rstrip("/")) if is_remote(path) else os.path.dirname(path)
+
+
+def _basename(path: str) -> str:
+  return posixpath.basename(path.rstrip("/")) if is_remote(path) else os.path.basename(path)
+
+
+# ------------------------------------------------------------------ crash-safe outputs
+
+
 def incomplete_path(target: str, role: str = "new", tag: str | None = None) -> str:
   """``<parent>/incomplete.<pid>.<host>.<role>.<name>`` for `target` (tag replaces pid.host)."""
-  target = os.path.abspath(target)
+  target = absolute(target)
   tag = tag or f"{os.getpid()}.{_host()}"
-  return os.path.join(os.path.dirname(target),
-                      f"{INCOMPLETE}{tag}.{role}.{os.path.basename(target)}")
+  return _join(_dirname(target), f"{INCOMPLETE}{tag}.{role}.{_basename(target)}")
 
 
 def pid_alive(pid: int) -> bool:
@@ -91,23 +244,25 @@ def clean_incomplete(parent: str, log=logging.info) -> list[str]:
   """
   done = []
   try:
-    entries = sorted(os.listdir(parent))
+    entries = sorted(listdir(parent))
   except FileNotFoundError:
     return done
   for entry in entries:
     if not entry.startswith(INCOMPLETE):
       continue
-    path = os.path.join(parent, entry)
+    path = _join(parent, entry)
     parts = entry.split(".", 4)
     if len(parts) == 5 and parts[1].isdigit() and parts[3] in ("new", "old"):
       _, pid, host, role, name = parts
       if host != _host() or pid_alive(int(pid)):
         continue
-      target = os.path.join(parent, name)
-      if role == "old" and not os.path.lexists(target):
-        os.rename(path, target)
+      target = _join(parent, name)
+      if role == "old" and not exists(target):
+        rename(path, target)
         done.append(f"restored {target} from {entry} (a replacement was cut short)")
         continue
+    elif is_remote(parent):  # an object-store prefix has no modification time
+      continue
     else:
       try:
         if time.time() - os.lstat(path).st_mtime < _FOREIGN_STALE_SECS:
@@ -115,7 +270,7 @@ def clean_incomplete(parent: str, log=logging.info) -> list[str]:
       except FileNotFoundError:
         continue
     with contextlib.suppress(FileNotFoundError):
-      _remove(path)
+      remove_tree(path)
     done.append(f"removed the leftover {path}")
   for line in done:
     log(line)
@@ -141,17 +296,18 @@ def _exchange(a: str, b: str) -> bool:
 
 
 def replace_path(src: str, dst: str) -> None:
-  """Puts the complete `src` at `dst`; an existing `dst` stays valid until then."""
-  if not os.path.lexists(dst):
-    os.rename(src, dst)
+  """Puts the complete `src` at `dst`; an existing `dst` stays valid until then (on an object
+  store: until it is moved aside, just before `src` is copied in; see the module docstring)."""
+  if not exists(dst):
+    rename(src, dst)
     return
-  if _exchange(src, dst):  # src now holds the old one
+  if not is_remote(dst) and _exchange(src, dst):  # src now holds the old one
     _remove(src)
     return
   old = incomplete_path(dst, "old")
-  os.rename(dst, old)  # a kill here is repaired by clean_incomplete (moves `old` back)
-  os.rename(src, dst)
-  _remove(old)
+  rename(dst, old)  # a kill here is repaired by clean_incomplete (moves `old` back)
+  rename(src, dst)
+  remove_tree(old)
 
 
 @contextlib.contextmanager
@@ -165,11 +321,11 @@ def atomic_dir(target: str, *, overwrite: bool = True, what: str = "output",
   yields the path: the primary creates, cleans and renames it, so the caller gives every
   process the same `tag` (the default tag holds this process's pid).
   """
-  target = os.path.abspath(target)
-  parent = os.path.dirname(target)
+  target = absolute(target)
+  parent = _dirname(target)
 
   def refuse_existing():
-    if not overwrite and os.path.lexists(target):
+    if not overwrite and exists(target):
       raise AlreadyExistsError(f"{what} {target} already exists; pass {flag} to replace it (the "
                                "old one stays in place until the new one is complete)")
 
@@ -178,35 +334,30 @@ def atomic_dir(target: str, *, overwrite: bool = True, what: str = "output",
   if not primary:
     yield tmp
     return
-  os.makedirs(parent, exist_ok=True)
+  if is_remote(target):
+    warn_once("atomic_dir", f"{what} {target}: an object store cannot rename a folder "
+              "atomically, so it is built beside its target and then copied into place; a "
+              "reader may see it partly copied until the copy is done (this warning is shown "
+              "once)")
+  makedirs(parent)
   clean_incomplete(parent)
-  if os.path.lexists(tmp):
-    _remove(tmp)
-  os.makedirs(tmp)
+  if exists(tmp):
+    remove_tree(tmp)
+  makedirs(tmp)
   try:
     yield tmp
     refuse_existing()
     replace_path(tmp, target)
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+    with contextlib.suppress(OSError):
+      if exists(tmp):
+        remove_tree(tmp)
     raise
 
 
 def write_text(path: str, text: str) -> None:
-  """Writes `text` to a temp file beside `path`, syncs it and renames it into place."""
-  path = os.path.abspath(path)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = incomplete_path(path)
-  try:
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.unlink(tmp)
-    raise
+  """Writes `text` (UTF-8) completely to `path` (see write_bytes)."""
+  write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str, obj: Any, **kwargs) -> None:
@@ -215,8 +366,7 @@ def write_json(path: str, obj: Any, **kwargs) -> None:
 
 def _read_holder(path: str) -> dict:
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.loads(f.read() or "{}")
+    return json.loads(read_text(path) or "{}")
   except (OSError, ValueError):
     return {}
 
@@ -233,15 +383,18 @@ class WorkdirLock:
   """Exclusive use of a workdir by one run; see the module docstring."""
 
   def __init__(self, workdir: str, what: str, *, primary: bool = True):
-    self.workdir = os.path.abspath(workdir)
-    self.path = os.path.join(self.workdir, LOCK_FILE)
+    self.workdir = absolute(workdir)
+    self.path = _join(self.workdir, LOCK_FILE)
     self.what = what
     self.primary = primary
     self._file = None
+    self._remote_record = None  # the holder record written on an object store
 
   def acquire(self) -> "WorkdirLock":
     if not self.primary:
       return self
+    if is_remote(self.workdir):
+      return self._acquire_record()
     os.makedirs(self.workdir, exist_ok=True)
     f = open(self.path, "a+", encoding="utf-8")
     try:
@@ -259,13 +412,42 @@ class WorkdirLock:
                    describe_holder(previous))
     f.seek(0)
     f.truncate()
-    f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                        "started": time.time(), "what": self.what}))
+    f.write(json.dumps(self._record()))
     f.flush()
     self._file = f
     return self
 
+  def _record(self) -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+            "what": self.what}
+
+  def _acquire_record(self) -> "WorkdirLock":
+    """The lock on an object store: a holder record only (see the module docstring)."""
+    warn_once("lock", f"workdir lock: {self.workdir} is on an object store, which has no "
+              "exclusive locks; the lock is a holder record only, so a second run started on "
+              "another machine with the same workdir is not stopped")
+    previous = _read_holder(self.path)
+    if previous.get("pid") and previous.get("host") == socket.gethostname():
+      if previous["pid"] != os.getpid() and pid_alive(int(previous["pid"])):
+        raise WorkdirBusyError(
+            f"workdir {self.workdir} is in use by {describe_holder(previous)}; wait for it to "
+            f"finish or stop it (kill {previous['pid']}), or give another --workdir")
+    elif previous.get("pid"):
+      logging.warning("workdir lock: taking over from %s, whose record is still there (a "
+                      "preempted or killed run; if it is running, stop one of the two)",
+                      describe_holder(previous))
+    self._remote_record = self._record()
+    write_text(self.path, json.dumps(self._remote_record))
+    return self
+
   def release(self) -> None:
+    record = self._remote_record
+    if record is not None:
+      self._remote_record = None
+      if _read_holder(self.path) == record:  # not taken over meanwhile
+        with contextlib.suppress(FileNotFoundError):
+          remove_tree(self.path)
+      return
     if self._file is None:
       return
     self._file.seek(0)
@@ -283,7 +465,13 @@ class WorkdirLock:
 
 def lock_holder(workdir: str) -> dict | None:
   """Who holds WORKDIR's lock ({'pid', 'host', 'started', 'what'}), or None when nobody does."""
-  path = os.path.join(os.path.abspath(workdir), LOCK_FILE)
+  path = _join(absolute(workdir), LOCK_FILE)
+  if is_remote(path):
+    holder = _read_holder(path)
+    if not holder or (holder.get("host") == socket.gethostname()
+                      and not pid_alive(int(holder.get("pid", 0) or 0))):
+      return None
+    return holder
   try:
     f = open(path, encoding="utf-8")
   except OSError:

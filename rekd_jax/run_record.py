@@ -19,6 +19,8 @@ from typing import Any, Mapping
 import ml_collections
 from absl import logging
 
+from rekd_jax import fileio
+
 CONFIG_FILE = "config.json"
 TEACHER_FILE = "teacher.json"
 TRAIN_TIME_FILE = "train_time.json"
@@ -26,15 +28,13 @@ TRAIN_TIME_FILE = "train_time.json"
 
 def write_json_atomic(path: str, value: Any) -> None:
     """Writes JSON through a temporary file and os.replace (never a torn file)."""
-    from rekd_jax import fileio
     fileio.write_json(path, value, sort_keys=True, default=str)
 
 
 def read_json(path: str, default: Any = None) -> Any:
-    if not os.path.exists(path):
+    if not fileio.exists(path):
         return default
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(fileio.read_text(path))
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> str:
@@ -49,7 +49,7 @@ def teacher_record(checkpoint: str, spec: Mapping[str, Any]) -> dict:
     'source' of its spec, e.g. 'rekd_jax mocov2 step 600'; None when the source has no step)."""
     source = str(spec.get("source", ""))
     match = re.search(r"step (\d+)", source)
-    return {"checkpoint": os.path.abspath(checkpoint), "arch": spec.get("arch"),
+    return {"checkpoint": fileio.absolute(checkpoint), "arch": spec.get("arch"),
             "overrides": dict(spec.get("overrides") or {}), "source": source,
             "step": int(match.group(1)) if match else None}
 
@@ -122,7 +122,7 @@ def _pretrain_summary(config, workdir: str, result: Mapping) -> list[str]:
              f"Wrote in {workdir}: " + ", ".join(
                  [os.path.relpath(p, workdir) for p in encoders.values()]
                  + ["checkpoints/", "metrics.jsonl", CONFIG_FILE, TRAIN_TIME_FILE]
-                 + ([TEACHER_FILE] if os.path.exists(os.path.join(workdir, TEACHER_FILE))
+                 + ([TEACHER_FILE] if fileio.exists(os.path.join(workdir, TEACHER_FILE))
                     else [])) + "."]
     variant, extra = _dataset_args(config)
     protocol = "conv_probe" if config.student.arch == "alexnet" else "linear_eval"
@@ -145,7 +145,7 @@ def _eval_summary(config, workdir: str, result: Mapping) -> list[str]:
     other = others[0]
     lines.append(f"Next, another protocol: python main.py --config=configs/{other}.py"
                  f"{':' + variant if variant else ''} --config.checkpoint={config.checkpoint} "
-                 f"--workdir={os.path.join(os.path.dirname(os.path.abspath(workdir)), 'eval_' + other)}"
+                 f"--workdir={os.path.join(os.path.dirname(fileio.absolute(workdir)), 'eval_' + other)}"
                  f"{extra}")
     return lines
 

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from rekd_jax import fileio
 from rekd_jax.data import embedded
 
 EMBEDDED_NAME = "rekd_shapes"
@@ -48,11 +49,11 @@ def _parse_name(name: str):
 
 
 def _version_dirs(path: str) -> list[str]:
-  if not os.path.isdir(path):
+  if not fileio.isdir(path):
     return []
-  found = [d for d in os.listdir(path)
+  found = [d for d in fileio.listdir(path)
            if re.fullmatch(r"\d+\.\d+\.\d+", d)
-           and os.path.exists(os.path.join(path, d, "dataset_info.json"))]
+           and fileio.exists(os.path.join(path, d, "dataset_info.json"))]
   return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
 
 
@@ -61,8 +62,8 @@ def find_dataset_dir(name: str, data_dir: str) -> str | None:
   base, config, version = _parse_name(name)
   root = os.path.join(resolve_data_dir(data_dir), base)
   candidates = [os.path.join(root, config)] if config else [root]
-  if not config and os.path.isdir(root) and not _version_dirs(root):
-    configs = sorted(d for d in os.listdir(root) if _version_dirs(os.path.join(root, d)))
+  if not config and fileio.isdir(root) and not _version_dirs(root):
+    configs = sorted(d for d in fileio.listdir(root) if _version_dirs(os.path.join(root, d)))
     if base == EMBEDDED_NAME:
       configs = [c for c in configs if c == embedded.RekdShapes.DEFAULT_CONFIG_NAME]
     if len(configs) > 1:
@@ -111,6 +112,12 @@ def _ensure_prepared(name: str, data_dir: str) -> str:
   predefined = [c.name for c in embedded.RekdShapes.BUILDER_CONFIGS]
   if base == EMBEDDED_NAME and (config is None or config in predefined) and version in (
       None, str(embedded.RekdShapes.VERSION)):
+    if fileio.is_remote(resolve_data_dir(data_dir)):
+      raise DatasetNotFoundError(
+          f"{name!r} is generated on first use, but ArrayRecord files cannot be written to "
+          f"{resolve_data_dir(data_dir)}: generate it in a local data_dir (any command that uses "
+          f"it, e.g. with --config.data.data_dir=/tmp/tfds) and copy it there: gcloud storage "
+          f"cp --recursive /tmp/tfds/{EMBEDDED_NAME} {resolve_data_dir(data_dir)}/")
     logging.info("rekd_shapes is not in %s yet: generating it (first use).",
                  resolve_data_dir(data_dir))
     return embedded.build_rekd_shapes(resolve_data_dir(data_dir), config or "default")
@@ -150,9 +157,8 @@ class SplitSource:
     """
     cache = os.path.join(self.dataset_dir,
                          "rekd_index-" + re.sub(r"[^A-Za-z0-9_.%-]", "_", self.split) + ".json")
-    if os.path.exists(cache):
-      with open(cache) as f:
-        stored = json.load(f)
+    if fileio.exists(cache):
+      stored = json.loads(fileio.read_text(cache))
       if len(stored["labels"]) == len(self):
         return {"labels": np.asarray(stored["labels"], np.int32),
                 "file_names": stored["file_names"]}
@@ -165,9 +171,8 @@ class SplitSource:
     result = {"labels": np.asarray(labels, np.int32),
               "file_names": names if self.has_file_name else None}
     try:
-      with open(cache + ".tmp", "w") as f:
-        json.dump({"labels": labels, "file_names": result["file_names"]}, f)
-      os.replace(cache + ".tmp", cache)
+      fileio.write_json(cache, {"labels": labels, "file_names": result["file_names"]},
+                        indent=None)
     except OSError as err:
       logging.info("Not caching the split index (%s); it is rebuilt next time.", err)
     return result

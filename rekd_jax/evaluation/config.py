@@ -61,6 +61,7 @@ import os
 
 import ml_collections
 
+from rekd_jax import fileio
 from rekd_jax.data import augment, pipeline
 from rekd_jax.evaluation import linear
 from rekd_jax.models import io as model_io
@@ -260,7 +261,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     except ValueError as e:
         raise ValueError(f"config.{e}") from None
     spec_path = os.path.join(checkpoint, model_io.SPEC_FILE)
-    if not untrained and not os.path.exists(spec_path):
+    if not untrained and not fileio.exists(spec_path):
         _fail("checkpoint", checkpoint, f"no encoder checkpoint there (no {model_io.SPEC_FILE}). "
               + model_io.HOW_TO_PRODUCE + " For the untrained (random-init) baseline use "
               + features.INIT_SYNTAX)
@@ -309,7 +310,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if not float(block.head_learning_rate) > 0:
             _fail("semi_supervised.head_learning_rate", block.head_learning_rate, "must be > 0")
         if block.subset_file:
-            if not os.path.exists(block.subset_file):
+            if not fileio.exists(block.subset_file):
                 _fail("semi_supervised.subset_file", block.subset_file,
                       "file not found; give a list of training file names (one per line) or "
                       "set it to '' to draw a class-balanced subset of `fraction`")

@@ -9,6 +9,7 @@ AlexNet conv maps adaptive-max-pooled per layer (rekd_jax.evaluation.conv_probe)
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from rekd_jax import fileio
 from rekd_jax import progress as progress_lib
 from rekd_jax.models import get_model
 from rekd_jax.models import io as model_io
@@ -86,8 +88,8 @@ def checkpoint_spec(checkpoint: str) -> dict:
     parsed = parse_init_checkpoint(checkpoint)
     if parsed is not None:
         return parsed[0]
-    with open(os.path.join(checkpoint, model_io.SPEC_FILE), encoding="utf-8") as f:
-        return model_io.validate_spec(json.load(f))
+    return model_io.validate_spec(
+        json.loads(fileio.read_text(os.path.join(checkpoint, model_io.SPEC_FILE))))
 
 
 def checkpoint_identity(checkpoint: str) -> dict:
@@ -96,7 +98,7 @@ def checkpoint_identity(checkpoint: str) -> dict:
     if parse_init_checkpoint(checkpoint) is not None:
         return {"checkpoint": checkpoint}
     spec_file = os.path.join(checkpoint, model_io.SPEC_FILE)
-    return {"checkpoint": os.path.abspath(checkpoint), "spec_mtime": os.path.getmtime(spec_file)}
+    return {"checkpoint": fileio.absolute(checkpoint), "spec_mtime": fileio.mtime(spec_file)}
 
 
 def init_backbone(spec: dict, seed: int, **overrides: Any) -> Backbone:
@@ -236,16 +238,15 @@ def cached_features(path: str, key: str, compute: Callable[[], tuple[dict, np.nd
     The npz holds one array per feature name, 'label' and '__key__'. A stale file (another
     checkpoint, split or transform) is recomputed and overwritten.
     """
-    if os.path.exists(path):
-        with np.load(path) as data:
+    if fileio.exists(path):
+        with np.load(io.BytesIO(fileio.read_bytes(path))) as data:
             if str(data["__key__"]) == key:
                 logging.info("features: loaded %s", path)
                 return ({k: data[k] for k in data.files if k not in ("label", "__key__")},
                         data["label"])
         logging.info("features: %s was written for another setup; recomputing", path)
     feats, labels = compute()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, __key__=np.array(key), label=labels, **feats)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, __key__=np.array(key), label=labels, **feats)
+    fileio.write_bytes(path, buffer.getvalue())
     return feats, labels

@@ -45,7 +45,7 @@ def evaluate(config, workdir: str) -> dict:
 
 
 def _evaluate(config, workdir: str) -> dict:
-    os.makedirs(workdir, exist_ok=True)
+    fileio.makedirs(workdir)
     primary = jax.process_index() == 0
     if primary:
         run_record.write_config(workdir, config)

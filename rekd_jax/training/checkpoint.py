@@ -38,6 +38,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from rekd_jax import fileio
+
 
 def _to_host(tree: Any) -> Any:
     """Numpy copies of every array leaf (scalars become 0-d arrays, which Orbax accepts)."""
@@ -57,7 +59,7 @@ class Checkpointer:
     """Orbax CheckpointManager keeping the last `max_to_keep` steps under `directory`."""
 
     def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
-        self.directory = os.path.abspath(directory)
+        self.directory = fileio.absolute(directory)  # a gs:// URL stays as it is
         self._options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True,
             enable_async_checkpointing=async_save)
@@ -122,11 +124,11 @@ class Checkpointer:
 
     def _move_aside(self, steps: list[int]) -> None:
         aside = self.directory + "_unrestorable"
-        os.makedirs(aside, exist_ok=True)
+        fileio.makedirs(aside)
         self._manager.close()
         for step in steps:
             dst = os.path.join(aside, f"{step}.{time.strftime('%Y%m%d-%H%M%S')}")
-            os.rename(os.path.join(self.directory, str(step)), dst)
+            fileio.rename(os.path.join(self.directory, str(step)), dst)
             logging.warning("moved the unrestorable checkpoint step %d to %s (kept, not "
                             "deleted)", step, dst)
         self._manager = ocp.CheckpointManager(self.directory, options=self._options)

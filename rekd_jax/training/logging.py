@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 from absl import logging as absl_logging
 
+from rekd_jax import fileio
 from rekd_jax import progress as progress_lib
 
 
@@ -60,26 +61,53 @@ def _scalar(value: Any) -> float:
 
 
 class JsonlWriter:
-    """Appends one JSON object per write to `path` (resume-friendly: never truncates)."""
+    """Appends one JSON object per write to `path` (resume-friendly: never truncates). Each
+    record is handed to the OS (or the object store) when written, so a record logged just
+    before a checkpoint survives a SIGKILL or a preemption that follows it.
+
+    On an object store (gs://...), which cannot append, each write reads the object, adds the
+    line and writes it back whole (only the primary process writes)."""
 
     def __init__(self, path: str):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
-        self._file = open(path, "a", encoding="utf-8")
+        self._remote = fileio.is_remote(path)
+        self._pending: list[str] = []
+        if self._remote:
+            fileio.makedirs(os.path.dirname(path))
+        else:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._file = open(path, "a", encoding="utf-8")
+
+    def _write(self, line: str) -> None:
+        if self._remote:
+            self._pending.append(line)
+        else:
+            self._file.write(line)
+        self.flush()
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         record = {"step": int(step), "time": time.time()}
         record.update({k: _scalar(v) for k, v in scalars.items()})
-        self._file.write(json.dumps(record) + "\n")
+        self._write(json.dumps(record) + "\n")
 
     def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-        self._file.write(json.dumps({"hparams": dict(hparams)}, default=str) + "\n")
+        self._write(json.dumps({"hparams": dict(hparams)}, default=str) + "\n")
 
     def flush(self) -> None:
-        self._file.flush()
+        if not self._remote:
+            self._file.flush()
+            return
+        if self._pending:
+            old = fileio.read_bytes(self.path) if fileio.exists(self.path) else b""
+            if old and not old.endswith(b"\n"):
+                old += b"\n"  # a torn last line stays a line of its own (read_jsonl skips it)
+            fileio.write_bytes(self.path, old + "".join(self._pending).encode("utf-8"))
+            self._pending.clear()
 
     def close(self) -> None:
-        self._file.close()
+        self.flush()
+        if not self._remote:
+            self._file.close()
 
 
 class ConsoleWriter:
@@ -161,10 +189,10 @@ def create_writer(workdir: str, *, is_primary: bool = True, tensorboard: str = "
 def read_jsonl(path: str) -> list[dict]:
     """All records of a metrics.jsonl file (empty list if it does not exist). A torn last line
     (a run killed mid-write) is skipped; a malformed line elsewhere raises ValueError naming it."""
-    if not os.path.exists(path):
+    if not fileio.exists(path):
         return []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
+    text = fileio.read_bytes(path).decode("utf-8", errors="replace")
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     records = []
     for i, (number, line) in enumerate(lines):
         try:

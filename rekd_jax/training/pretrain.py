@@ -176,7 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     config_lib.check_devices(config, jax.device_count())
     primary = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
+    fileio.makedirs(workdir)
     if primary:
         run_record.write_config(workdir, config)
     writer = logging_lib.create_writer(workdir, is_primary=primary,
@@ -265,7 +265,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     summary["train_seconds"] = (clock.save() if primary and step > start
                                 else round(clock.before, 1))
     final = unreplicate(p_state)
-    if not os.path.exists(os.path.join(workdir, "encoders", "student", model_io.SPEC_FILE)):
+    if not fileio.exists(os.path.join(workdir, "encoders", "student", model_io.SPEC_FILE)):
         export_encoders(workdir, config, run.modules, final)
     summary.update(step=int(final.step), encoders={
         part: os.path.join(workdir, "encoders", part) for part in final.params})

@@ -82,9 +82,8 @@ def check_signature(config: ml_collections.ConfigDict, workdir: str, *, resuming
     otherwise records the signature in WORKDIR/run_signature.json."""
     path = os.path.join(workdir, SIGNATURE_FILE)
     new = signature(config)
-    if resuming and os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            old = json.load(f)
+    if resuming and fileio.exists(path):
+        old = json.loads(fileio.read_text(path))
         defaults = signature_defaults()
         diffs = [f"{k}: {_show(old.get(k, '<absent>'))} -> {_show(new.get(k, '<absent>'))}"
                  for k in sorted(set(old) | set(new)) if old.get(k, "<absent>") != new.get(
@@ -108,11 +107,12 @@ def trim_metrics(path: str, step: int, *, keep_hparams: bool = True) -> int:
     """Rewrites the JSON-lines file at `path` in place without records of steps after `step`
     and without unparsable (torn) lines (and without the hparams record unless keep_hparams:
     a fresh start writes it again); returns how many lines it dropped. In place (not a
-    rename), so a writer that has the file open for appending keeps writing to it."""
-    if not os.path.exists(path):
+    rename), so a writer that has the file open for appending keeps writing to it. On an
+    object store the object is rewritten whole (its writer holds no open file there)."""
+    if not fileio.exists(path):
         return 0
-    with open(path, "r+b") as f:
-        lines = f.read().splitlines(keepends=True)
+
+    def keep(lines):
         kept = []
         for line in lines:
             try:
@@ -124,13 +124,25 @@ def trim_metrics(path: str, step: int, *, keep_hparams: bool = True) -> int:
             if record.get("step", -1) > step or ("hparams" in record and not keep_hparams):
                 continue
             kept.append(line)
+        return kept
+
+    if fileio.is_remote(path):
+        lines = fileio.read_bytes(path).splitlines(keepends=True)
+        kept = keep(lines)
         if len(kept) == len(lines):
             return 0
-        f.seek(0)
-        f.write(b"".join(kept))
-        f.truncate()
-        f.flush()
-        os.fsync(f.fileno())
+        fileio.write_bytes(path, b"".join(kept))
+    else:
+        with open(path, "r+b") as f:
+            lines = f.read().splitlines(keepends=True)
+            kept = keep(lines)
+            if len(kept) == len(lines):
+                return 0
+            f.seek(0)
+            f.write(b"".join(kept))
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
     dropped = len(lines) - len(kept)
     logging.info("metrics: dropped %d records logged after the restored step %d from %s",
                  dropped, step, path)
