@@ -92,3 +92,13 @@ def test_notebook_runs_headless_at_tiny_size(tmp_path):
     assert [r["steps"] for r in rows] == [0, 0, 2, 2, 2]
     from rekd_jax.tools import report
     assert "knn/top1" in report.read_curves(os.path.join(workdir, "teacher"))
+
+    # the report CLI on the same run directories: the quick-start workdir into --out, and two
+    # rows compared (a trained run and a random-init row, which has only evaluation features)
+    assert report.main([workdir, "--out", str(tmp_path / "cli")]) == 0
+    for name in ("curves.png", "relations.png", "results_knn.png", "similarity_alexnet.png"):
+        assert os.path.getsize(tmp_path / "cli" / name) > 1000, name
+    rows_dirs = [os.path.join(workdir, "student"), os.path.join(workdir, "random_init", "alexnet")]
+    assert report.main([*rows_dirs, "--out", str(tmp_path / "pair")]) == 0
+    assert sorted(os.listdir(tmp_path / "pair")) == ["curves.png", "relations.png",
+                                                     "similarity.png"]
