@@ -22,6 +22,23 @@ the Flax ImageNet example). Fields:
   ema_momentum         m of the momentum (key) encoders
   key_bn_splits        shuffle-BN groups of the key encoders over the global batch (0 = auto:
                        one per device, at least 8: MoCo's SplitBN on few devices)
+  key_shuffle          how shuffle-BN moves the key encoders' images between devices so that a
+                       key is not normalised in its query's BN group (MoCo Sec. 3.3):
+                       'all_gather' (default) is MoCo's shuffle exactly (facebookresearch/moco,
+                       moco/builder.py _batch_shuffle_ddp: all-gather the global batch, take a
+                       slice of one random permutation); a key group holds in expectation 1/D
+                       images of its own device; every device receives (D-1) x b images per
+                       step (b per device), gigabytes per step on a pod. 'ppermute' (a
+                       departure, for pods): each device permutes its b images and sends chunk
+                       k (b/P images) to device i+k, k = 0..P-1 (static ring rotations,
+                       jax.lax.ppermute; chunk 0 stays) and gets the embeddings back by the
+                       inverse rotations; a key group holds exactly 1/P images of its own
+                       device (MoCo's 8 GPUs: 1/8 in expectation); (P-1)/P x b images sent per
+                       device per step, whatever D. Measured bytes and when to use which:
+                       README "Shuffle-BN at pod scale" (benchmarks/shuffle_bytes.py). One
+                       device: both are SplitBN with an in-device shuffle.
+  key_shuffle_devices  P of 'ppermute' (0 = auto: the largest P <= min(D, 8) with P x key BN
+                       splits per device dividing the per-device batch)
   student_bn           BatchNorm of the query/student forward: 'global' (cross-replica over
                        the global batch), 'per_device' (each device's images) or 'split:N' (N
                        groups over the global batch, N/D per device: MoCo's SplitBN). MoCo and
@@ -92,6 +109,8 @@ def get_config(arg=None):
     })
     config.ema_momentum = 0.99
     config.key_bn_splits = 0
+    config.key_shuffle = "all_gather"
+    config.key_shuffle_devices = 0
     config.student_bn = "global"
     config.dtype = "float32"
     config.log_every_steps = 50

@@ -108,8 +108,13 @@ def evaluate_encoder(evaluation: ml_collections.ConfigDict, modes: Sequence[str]
 
 
 def run_arm(arm: Arm, root: str, evaluation: ml_collections.ConfigDict,
-            modes: Sequence[str]) -> dict:
-    """Runs (or skips, when ROOT/<name>/row.json exists) one arm; returns its row."""
+            modes: Sequence[str], *, clear_caches: bool = True) -> dict:
+    """Runs (or skips, when ROOT/<name>/row.json exists) one arm; returns its row.
+
+    `clear_caches` drops JAX's compiled functions afterwards: a long plan compiles a step per
+    arm and should not keep them all in memory; a short one (the quick start) keeps them, so
+    that later arms reuse what earlier ones compiled (model initialisers, above all).
+    """
     run_dir = os.path.join(root, arm.name)
     row_path = os.path.join(run_dir, "row.json")
     if os.path.exists(row_path):
@@ -130,8 +135,9 @@ def run_arm(arm: Arm, root: str, evaluation: ml_collections.ConfigDict,
     row["eval"] = evaluate_encoder(evaluation, modes, checkpoint, run_dir)
     row["eval_seconds"] = round(time.time() - start, 1)
     fileio.write_json(row_path, row, sort_keys=True, default=float)
-    import jax
-    jax.clear_caches()  # each arm compiles its own step: do not keep them all in memory
+    if clear_caches:
+        import jax
+        jax.clear_caches()
     return row
 
 
@@ -143,7 +149,7 @@ def format_duration(seconds: float) -> str:
 
 def run_plan(arms: Sequence[Arm], root: str, evaluation: ml_collections.ConfigDict,
              modes: Sequence[str], *, cost: Callable[[Arm], float] | None = None,
-             log: Callable[[str], None] = print) -> list[dict]:
+             log: Callable[[str], None] = print, clear_caches: bool = True) -> list[dict]:
     """Runs every arm in order (skipping finished ones); logs progress with an ETA.
 
     `cost(arm)` is a relative cost estimate (default: training steps; a random-init arm, which
@@ -161,7 +167,7 @@ def run_plan(arms: Sequence[Arm], root: str, evaluation: ml_collections.ConfigDi
     for i, arm in enumerate(arms, 1):
         finished = os.path.exists(os.path.join(root, arm.name, "row.json"))
         t0 = time.time()
-        rows.append(run_arm(arm, root, evaluation, modes))
+        rows.append(run_arm(arm, root, evaluation, modes, clear_caches=clear_caches))
         if finished:
             total -= cost(arm)
         else:

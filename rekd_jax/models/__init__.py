@@ -6,7 +6,8 @@ Public API
   ``feature_dim(name, **overrides) -> int`` (width of the pooled backbone features);
   ``model_family(name)`` (the family module, used by the PyTorch importer).
 - ``resnet<depth>x<k>`` names (e.g. ``resnet50x2``) are ``resnet<depth>`` with
-  ``width_multiplier=k``; any ResNet also takes a float ``width_multiplier`` override.
+  ``width_multiplier=k``; any ResNet, and AlexNet, also takes a float ``width_multiplier``
+  override.
 - ``dtype`` overrides may be given as strings ('bfloat16') so that specs stay JSON-able.
 
 Contract for family modules (resnet, alexnet, mobilenetv3, shufflenetv2, efficientnet)
@@ -86,8 +87,8 @@ def model_family(name: str) -> ModuleType:
 
 def get_model(name: str, **overrides: Any) -> nn.Module:
     """Build a registered model; ``overrides`` set fields such as num_classes, dtype,
-    bn_axis_name, cifar_stem or family-specific ones (AlexNet ``use_bn``, ResNet
-    ``width_multiplier``). Unknown names or fields raise ValueError listing the valid ones."""
+    bn_axis_name, cifar_stem or family-specific ones (AlexNet ``use_bn``, ResNet and
+    AlexNet ``width_multiplier``). Unknown names or fields raise ValueError listing the valid ones."""
     family, name, overrides = _resolve(name, overrides)
     factory = family.MODELS[name]
     valid = sorted(f.name for f in dataclasses.fields(factory()) if f.init and f.name not in ("parent", "name"))

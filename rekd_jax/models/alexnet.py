@@ -17,6 +17,9 @@ Pooled backbone features (``num_classes=0``): the global average of the conv5 ma
 final ReLU and max-pool (the output of torch's ``features``), 256 wide. The classifier
 (fc6/fc7/fc8) exists only when ``num_classes > 0``.
 
+``width_multiplier`` scales the five conv widths (hence the pooled features: 256 x k), as
+ResNet's does; 1.0 is torchvision's. Small widths are for CPU-sized runs (the quick start).
+
 ``cifar_stem=True`` (32x32 inputs): conv1 becomes 3x3 stride 1 padding 1 (instead of 11x11
 stride 4 padding 2); everything else is unchanged. A 32x32 image gives conv1 32x32, conv2 15x15,
 conv3..conv5 7x7 and a 3x3 map after the final max-pool, so the conv probe's adaptive max-pools
@@ -31,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rekd_jax.models.resnet import scaled_width
 from rekd_jax.models.layers import (
     adaptive_avg_pool,
     check_nhwc_rgb,
@@ -73,16 +77,19 @@ class AlexNet(nn.Module):
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
     cifar_stem: bool = False
+    width_multiplier: float = 1.0
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         check_nhwc_rgb(x, "AlexNet")
+        if self.width_multiplier <= 0:
+            raise ValueError(f"width_multiplier must be positive; got {self.width_multiplier}.")
         layout = ((CIFAR_CONV1,) if self.cifar_stem else CONV_LAYOUT[:1]) + CONV_LAYOUT[1:]
         x = x.astype(self.dtype)
         index = 0  # position in torch's features Sequential
         for number, (features, kernel, stride, padding, pool) in enumerate(layout, start=1):
             x = conv(
-                features,
+                scaled_width(features, self.width_multiplier),
                 kernel,
                 stride=stride,
                 padding=padding,

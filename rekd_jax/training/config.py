@@ -82,6 +82,7 @@ def check_devices(config, num_devices: int) -> None:
         _fail("key_bn_splits", f"the global batch {batch} does not split into {splits} "
               "shuffle-BN groups", f"use 0 (auto) or a divisor of {batch}")
     step_lib.student_bn_groups(config.student_bn, num_devices, batch)
+    step_lib.key_shuffle_devices(config, num_devices, batch)
 
 
 def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: bool = True,
@@ -91,7 +92,8 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
     _require(config, ("method", "student", "teacher", "data", "global_batch_size", "num_epochs",
                       "num_train_steps", "optimizer", "ema_momentum", "key_bn_splits",
                       "student_bn", "dtype", "rng_seed", "log_every_steps", "checkpoint_every_steps",
-                      "keep_checkpoints", "knn_monitor", "distributed", "tensorboard"))
+                      "keep_checkpoints", "knn_monitor", "distributed", "tensorboard",
+                      "key_shuffle", "key_shuffle_devices"))
     if config.method not in METHODS:
         _fail("method", f"{config.method!r} is unknown", f"choose one of {METHODS}")
     _require(config, (config.method,))
@@ -105,6 +107,7 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
         check_devices(config, jax.device_count())
     from rekd_jax.training import step as step_lib
     step_lib.student_bn_groups(config.student_bn, 1, batch)  # the spelling (devices: above)
+    step_lib.check_key_shuffle(config)  # the spelling (devices: check_devices)
     from rekd_jax.training import state as state_lib
     try:
         state_lib.method_module(config.method).validate_config(config[config.method], batch)

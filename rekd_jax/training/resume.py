@@ -5,6 +5,7 @@
 seed, EMA, shuffle-BN) with WORKDIR/run_signature.json, written by the run that made the
 checkpoints. A resumed run whose config differs stops with ConfigChangedError listing every
 difference; `--config.allow_config_change=True` accepts them (and records the new signature).
+A field added to the project since the run started is no difference while it keeps its default.
 Operational fields (logging and checkpoint cadence, data_dir, worker threads, residency, the
 kNN monitor, TensorBoard, the distributed setup) may change freely.
 
@@ -63,6 +64,14 @@ def signature(config: ml_collections.ConfigDict) -> dict:
     return json.loads(json.dumps(keep, default=str))
 
 
+def signature_defaults() -> dict:
+    """configs/default.py's value of every field, as signatures hold them. A field the old
+    signature lacks (added to the project after that run started) is no change when the
+    resumed run leaves it at this default: new fields default to the earlier behaviour."""
+    from configs import default
+    return json.loads(json.dumps(_flatten(default.get_config()), default=str))
+
+
 def _show(value) -> str:
     return json.dumps(value) if not isinstance(value, str) else repr(value)
 
@@ -76,9 +85,11 @@ def check_signature(config: ml_collections.ConfigDict, workdir: str, *, resuming
     if resuming and os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
+        defaults = signature_defaults()
         diffs = [f"{k}: {_show(old.get(k, '<absent>'))} -> {_show(new.get(k, '<absent>'))}"
                  for k in sorted(set(old) | set(new)) if old.get(k, "<absent>") != new.get(
-                     k, "<absent>")]
+                     k, "<absent>") and not (k not in old and k in defaults
+                                             and new[k] == defaults[k])]
         if diffs and not config.get("allow_config_change", False):
             raise ConfigChangedError(
                 f"the config changes the run whose checkpoints are in {workdir} "

@@ -5,10 +5,12 @@ N = D*b (device-major). One step:
 
 1. Augment: two views per image, each image's randomness drawn from its *global* index, so the
    result does not depend on how the global batch is laid out over devices or hosts.
-2. Key encoders (EMA copies, updated first, as MoCo does) run with shuffle-BN: the global batch
-   is permuted across devices, each device's slice is split into `splits_per_device` groups
-   with their own BatchNorm statistics (MoCo's SplitBN, vmapped), and the outputs are
-   un-permuted. D devices x S splits equals 1 device x D*S splits.
+2. Key encoders (EMA copies, updated first, as MoCo does) run with shuffle-BN: the examples are
+   moved between devices, each device's share is split into `splits_per_device` groups with
+   their own BatchNorm statistics (MoCo's SplitBN, vmapped), and the outputs are moved back.
+   config.key_shuffle says how (`shuffled_key_forward`): 'all_gather' permutes the global batch
+   as MoCo does (D devices x S splits equals 1 device x D*S splits); 'ppermute' sends each
+   device's images in P chunks to P devices (itself included): at least D-1 times fewer bytes.
 3. The query/student encoder's BatchNorm follows config.student_bn (`student_forward`):
    'global' = cross-replica over the global batch (axis 'batch'), 'per_device' = statistics of
    each device's b images, 'split:N' = N groups over the global batch (MoCo's SplitBN; N/D per
@@ -57,6 +59,8 @@ class StepConfig:
     num_devices: int
     splits_per_device: int
     student_bn_groups_per_device: int = 0  # 0: cross-replica BN ('global')
+    key_shuffle: str = "all_gather"
+    key_shuffle_devices: int = 0  # P of key_shuffle='ppermute' (0: 'all_gather' / 1 device)
 
 
 def make_step_config(config: ml_collections.ConfigDict, modules: state_lib.Modules, tx, schedule,
@@ -71,7 +75,9 @@ def make_step_config(config: ml_collections.ConfigDict, modules: state_lib.Modul
         num_devices=num_devices,
         splits_per_device=key_bn_splits(config, num_devices) // num_devices,
         student_bn_groups_per_device=student_bn_groups(config.student_bn, num_devices,
-                                                       global_batch_size) // num_devices)
+                                                       global_batch_size) // num_devices,
+        key_shuffle=config.key_shuffle,
+        key_shuffle_devices=key_shuffle_devices(config, num_devices, global_batch_size))
 
 
 def student_bn_groups(student_bn: str, num_devices: int, global_batch_size: int) -> int:
@@ -141,30 +147,133 @@ def two_views(cfg: StepConfig, rng, images):
     return jax.vmap(one)(keys, images)
 
 
+KEY_SHUFFLES = ("all_gather", "ppermute")
+AUTO_SHUFFLE_DEVICES = 8  # key_shuffle_devices=0: up to 8, the mixing of MoCo's 8-GPU runs
+
+
+def check_key_shuffle(config: ml_collections.ConfigDict) -> None:
+    """The spelling of config.key_shuffle / key_shuffle_devices (the device count aside)."""
+    mode, spread = config.key_shuffle, config.key_shuffle_devices
+    if mode not in KEY_SHUFFLES:
+        raise ValueError(f"config.key_shuffle={mode!r} is unknown; use 'all_gather' (MoCo's "
+                         "shuffle, the default) or 'ppermute' (cheaper at pod scale, see "
+                         "configs/default.py)")
+    if not isinstance(spread, int) or spread < 0:
+        raise ValueError(f"config.key_shuffle_devices={spread!r} must be an integer >= 0; use "
+                         "0 (auto)")
+    if spread and mode != "ppermute":
+        raise ValueError(f"config.key_shuffle_devices={spread} is only read by "
+                         f"key_shuffle='ppermute' (key_shuffle is {mode!r}); set it to 0, or "
+                         "set key_shuffle='ppermute'")
+
+
+def key_shuffle_devices(config: ml_collections.ConfigDict, num_devices: int,
+                        global_batch_size: int) -> int:
+    """P of key_shuffle='ppermute': every key BN group draws its images from P devices (0 for
+    'all_gather' and on one device). config.key_shuffle_devices=0 picks the largest P <=
+    min(num_devices, 8) with P x (key BN splits per device) dividing the per-device batch.
+
+    Raises ValueError naming the field and the fix for an unknown mode or a P that does not fit.
+    """
+    check_key_shuffle(config)
+    spread = config.key_shuffle_devices
+    if config.key_shuffle == "all_gather":
+        return 0
+    if num_devices == 1:
+        if spread:
+            raise ValueError(f"config.key_shuffle_devices={spread}: there is one device; use "
+                             "0 (one device shuffles within its key BN splits)")
+        return 0
+    local = global_batch_size // num_devices
+    splits = key_bn_splits(config, num_devices) // num_devices
+    fits = [p for p in range(2, num_devices + 1) if local % (p * splits) == 0]
+    if spread == 0 and fits:  # auto: the most mixing up to 8 devices (or the least above)
+        return max([p for p in fits if p <= AUTO_SHUFFLE_DEVICES] or [min(fits)])
+    if spread not in fits:
+        choices = (f"use 0 (auto) or one of {fits}" if fits else "change global_batch_size or "
+                   "key_bn_splits, or use key_shuffle='all_gather'")
+        raise ValueError(
+            f"config.key_shuffle_devices={spread} (0 = auto) does not fit {num_devices} devices "
+            f"x {local} images x {splits} key BN splits per device: P must be in "
+            f"2..{num_devices} and P x {splits} must divide {local}; {choices}")
+    return spread
+
+
 def shuffled_key_forward(cfg: StepConfig, module, variables, x, rng, dropout_rng):
     """Key-encoder embeddings of x with shuffle-BN / SplitBN; returns (emb [b, d], batch_stats).
 
-    The new BN statistics are averaged over splits and devices, so replicas stay identical.
+    Both modes move the examples so that the BN group a key is normalised in is not the group
+    its query saw (the leak MoCo's shuffle-BN removes: He et al. 2020, Sec. 3.3;
+    facebookresearch/moco, moco/builder.py `_batch_shuffle_ddp` / `_batch_unshuffle_ddp`), run
+    cfg.splits_per_device BN groups per device, and undo the move exactly: every example gets
+    its own embedding back. The new BN statistics are averaged over groups and devices, so
+    replicas stay identical.
+
+    'all_gather' is MoCo's shuffle: every device all-gathers the global batch, takes its slice
+    of one random permutation (the same on all devices, from the shared rng) and all-gathers
+    the embeddings back. A key BN group is a uniformly random subset of the global batch: in
+    expectation 1/D of it comes from the key's own device (1/8 in MoCo's 8-GPU runs). Each
+    device receives (D-1) x b images per step.
+
+    'ppermute': each device permutes its b images at random (its own permutation, from the
+    shared rng and its index) and sends chunk k (b/P images) to device (i + k) mod D,
+    k = 0..P-1, by P-1 static ring rotations (lax.ppermute; chunk 0 stays); the embeddings go
+    back by the inverse rotations. A key BN group holds b/(P S) random images of each of P
+    consecutive devices: exactly 1/P of it comes from the key's own device, the fraction MoCo's
+    shuffle has in expectation on P devices (P = D = 8: MoCo's setting, stratified). Which
+    devices pair up is fixed, which images travel is random every step (and the loader already
+    shuffles which images a device holds), so no per-step device permutation is needed. Each
+    device sends (P-1)/P x b images per step, whatever D. Not MoCo's shuffle: 'all_gather'
+    stays the default.
+
+    One device: both modes are SplitBN with an in-device shuffle (as MoCo's single-GPU
+    SplitBatchNorm demo): one random permutation of the b images over the splits.
     """
+    s = cfg.splits_per_device
+
+    def forward(x_split):
+        def one(xs, drop_key):
+            out, mutated = module.apply(variables, xs, train=True, mutable=["batch_stats"],
+                                        rngs={"dropout": drop_key})
+            return out["embedding"], mutated.get("batch_stats", {})
+
+        emb, stats = jax.vmap(one)(x_split, jax.random.split(dropout_rng, s))
+        stats = jax.lax.pmean(jax.tree_util.tree_map(lambda v: v.mean(0), stats), AXIS)
+        return emb.astype(jnp.float32), stats
+
+    if cfg.key_shuffle_devices:
+        return _ppermute_key_forward(cfg, forward, x, rng)
     b = x.shape[0]
     n = cfg.global_batch_size
     x_all = jax.lax.all_gather(x, AXIS, tiled=True)
     perm = jax.random.permutation(rng, n)
     x_mine = _local_slice(x_all[perm], b)
-    s = cfg.splits_per_device
-    x_split = x_mine.reshape((s, b // s) + x_mine.shape[1:])
-
-    def forward(xs, drop_key):
-        out, mutated = module.apply(variables, xs, train=True, mutable=["batch_stats"],
-                                    rngs={"dropout": drop_key})
-        return out["embedding"], mutated["batch_stats"]
-
-    emb, stats = jax.vmap(forward)(x_split, jax.random.split(dropout_rng, s))
-    emb = emb.reshape((b,) + emb.shape[2:]).astype(jnp.float32)
-    stats = jax.lax.pmean(jax.tree_util.tree_map(lambda v: v.mean(0), stats), AXIS)
-    emb_all = jax.lax.all_gather(emb, AXIS, tiled=True)
+    emb, stats = forward(x_mine.reshape((s, b // s) + x_mine.shape[1:]))
+    emb_all = jax.lax.all_gather(emb.reshape((b,) + emb.shape[2:]), AXIS, tiled=True)
     emb_all = emb_all[jnp.argsort(perm)]
     return _local_slice(emb_all, b), stats
+
+
+def _rotate(x, shift: int, num_devices: int):
+    """x of device i goes to device (i + shift) mod num_devices (shift 0: stays)."""
+    if shift % num_devices == 0:
+        return x
+    return jax.lax.ppermute(x, AXIS, [(i, (i + shift) % num_devices) for i in range(num_devices)])
+
+
+def _ppermute_key_forward(cfg: StepConfig, forward, x, rng):
+    """key_shuffle='ppermute' (see shuffled_key_forward)."""
+    d, p, s, b = cfg.num_devices, cfg.key_shuffle_devices, cfg.splits_per_device, x.shape[0]
+    c, rest = b // p, x.shape[1:]
+    perm = jax.random.permutation(jax.random.fold_in(rng, jax.lax.axis_index(AXIS)), b)
+    chunks = x[perm].reshape((p, c) + rest)
+    # received[k]: chunk k of device i - k; BN group t takes part t of every received chunk.
+    received = jnp.stack([_rotate(chunks[k], k, d) for k in range(p)])
+    groups = received.reshape((p, s, c // s) + rest).swapaxes(0, 1).reshape((s, b // s) + rest)
+    emb, stats = forward(groups)
+    emb = emb.reshape((s, p, c // s, -1)).swapaxes(0, 1).reshape((p, c, -1))
+    returned = jnp.stack([_rotate(emb[k], -k, d) for k in range(p)])
+    return returned.reshape((b, -1))[jnp.argsort(perm)], stats
 
 
 def ema(old, new, momentum):
@@ -212,7 +321,7 @@ def train_step(cfg: StepConfig, state: state_lib.TrainState, batch: dict,
         out, mutated = student_forward(
             cfg, {"params": params["student"], "batch_stats": state.batch_stats["student"]},
             v1, student_drop)
-        new_stats = {"student": mutated["batch_stats"]}
+        new_stats = {"student": mutated.get("batch_stats", {})}  # {}: a BN-free encoder
         z = out["embedding"].astype(jnp.float32)
         if cfg.method == "mocov2":
             emb = {"q": z, "k": targets["k"]}

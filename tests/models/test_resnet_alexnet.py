@@ -242,3 +242,17 @@ def test_width_multiplier_names():
     assert shapes["conv1"]["kernel"].shape == (7, 7, 3, 16)
     assert shapes["layer4_0"]["conv3"]["kernel"].shape == (1, 1, 128, 512)
     assert shapes["fc"]["kernel"].shape == (512, 1000)
+
+
+def test_alexnet_width_multiplier_scales_every_conv():
+    model = models.get_model("alexnet", cifar_stem=True, width_multiplier=0.25, num_classes=0)
+    x = images(2, 32)
+    variables = random_variables(model, x)
+    kernels = [variables["params"][f"features_{i}"]["kernel"].shape for i in (0, 4, 8, 11, 14)]
+    assert kernels == [(3, 3, 3, 16), (5, 5, 16, 48), (3, 3, 48, 96), (3, 3, 96, 64),
+                       (3, 3, 64, 64)]
+    assert model.apply(variables, x, train=False).shape == (2, 64)
+    assert models.feature_dim("alexnet", cifar_stem=True, width_multiplier=0.25) == 64
+    assert models.get_model("alexnet", width_multiplier=1.0) == models.get_model("alexnet")
+    with pytest.raises(ValueError, match="width_multiplier must be positive"):
+        models.feature_dim("alexnet", width_multiplier=0.0)

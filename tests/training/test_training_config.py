@@ -1,6 +1,7 @@
 """Config validation: every recipe config loads and validates; bad fields fail early and say
 which field and how to fix it."""
 import importlib
+import json
 
 import pytest
 
@@ -70,3 +71,19 @@ def test_missing_offline_teacher_says_how_to_get_one(method, tmp_path):
 def test_unknown_variant_is_rejected():
     with pytest.raises(ValueError, match="unknown variant"):
         _config("alexnet", "runlokal")
+
+
+def test_resume_accepts_a_field_added_since_the_run_started_at_its_default(tmp_path):
+    from configs import default
+    from rekd_jax.training import resume
+    config = default.get_config("tiny,runlocal")
+    resume.check_signature(config, str(tmp_path), resuming=False)
+    path = tmp_path / resume.SIGNATURE_FILE
+    old = json.loads(path.read_text())
+    del old["key_shuffle"]  # as a run started before the field existed wrote it
+    path.write_text(json.dumps(old))
+    resume.check_signature(config, str(tmp_path), resuming=True)  # default value: no change
+    path.write_text(json.dumps(old))
+    config.key_shuffle = "ppermute"
+    with pytest.raises(resume.ConfigChangedError, match="key_shuffle: '<absent>' -> 'ppermute'"):
+        resume.check_signature(config, str(tmp_path), resuming=True)
