@@ -3,11 +3,14 @@ same-class / different-class similarity histograms, and result bar charts.
 
     python -m rekd_jax.tools.report WORKDIR [WORKDIR ...] [--out DIR]
 
-WORKDIR is a pre-training workdir (metrics.jsonl) or a quick-start / study workdir (row.json
-folders beneath it); several compare on one figure. Writes into --out (default: the first
-WORKDIR's plots/): curves.png, relations.png (ReKD runs), similarity.png (runs with an
-features/pooled_test.npz cache of the evaluations), and results.png (rows of
-a quick start or study). The CIFAR-10 study and the quick start use the same functions.
+WORKDIR is a pre-training workdir (metrics.jsonl), a row of a quick start or study (its
+features/pooled_test.npz cache; random-init rows have only that), or a quick-start / study
+workdir (row.json folders beneath it); several compare on one figure. Run directories give
+curves.png, relations.png (ReKD runs) and similarity.png in --out (default: the first WORKDIR's
+plots/); a quick-start / study workdir gives curves.png, relations.png, results_knn.png,
+results_linear.png and similarity_<arch>.png in its own plots/ (--out when it is the only
+WORKDIR, else --out/<its name>). The CIFAR-10 study, the quick start and the Colab notebook use
+the same functions.
 """
 from __future__ import annotations
 
@@ -47,10 +50,12 @@ def read_curves(run_dir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def plot_curves(runs: Mapping[str, str], out: str, names: Sequence[str] = CURVES,
-                title: str = "training curves") -> str | None:
-    """One panel per metric, one line per run; None when no run logged any of `names`."""
+                title: str = "training curves", knn: bool = True) -> str | None:
+    """One panel per metric (plus the kNN monitor's 'knn/top1' with `knn`), one line per run;
+    None when no run logged any of them."""
     curves = {label: read_curves(d) for label, d in runs.items()}
-    present = [n for n in (*names, "knn/top1") if any(n in c for c in curves.values())]
+    wanted = (*names, "knn/top1") if knn else tuple(names)
+    present = [n for n in wanted if any(n in c for c in curves.values())]
     if not present:
         return None
     plt = _pyplot()
@@ -163,16 +168,16 @@ def plot_results(rows: Sequence[Mapping], out: str, mode: str = "knn") -> str | 
     return out
 
 
-def study_plots(root: str, rows: Sequence[Mapping]) -> dict:
-    """All plots of a quick start or study workdir into ROOT/plots; returns their paths and
-    the similarity statistics."""
-    out_dir = os.path.join(root, "plots")
+def study_plots(root: str, rows: Sequence[Mapping], out_dir: str = "") -> dict:
+    """All plots of a quick start or study workdir into OUT_DIR (default ROOT/plots); returns
+    their paths and the similarity statistics."""
+    out_dir = out_dir or os.path.join(root, "plots")
     trained = {r["name"]: os.path.join(root, r["name"]) for r in rows if r.get("steps")}
     rekd = {n: d for n, d in trained.items()
             if any(r["name"] == n and r.get("method") == "rekd" for r in rows)}
     result = {"curves": plot_curves(trained, os.path.join(out_dir, "curves.png")),
               "relations": plot_curves(rekd, os.path.join(out_dir, "relations.png"),
-                                       RELATIONS, "relation diagnostics"),
+                                       RELATIONS, "relation diagnostics", knn=False),
               "results_knn": plot_results(rows, os.path.join(out_dir, "results_knn.png"), "knn"),
               "results_linear": plot_results(rows, os.path.join(out_dir, "results_linear.png"),
                                              "linear")}
@@ -195,8 +200,10 @@ def study_plots(root: str, rows: Sequence[Mapping]) -> dict:
 
 
 def _rows_under(workdir: str) -> list[dict]:
+    """The row.json files below WORKDIR (not its own: a row's name is relative to its parent)."""
     rows = []
-    for path in sorted(glob.glob(os.path.join(workdir, "**", "row.json"), recursive=True)):
+    for path in sorted(glob.glob(os.path.join(glob.escape(workdir), "*", "**", "row.json"),
+                                 recursive=True)):
         with open(path, encoding="utf-8") as f:
             rows.append(json.load(f))
     return rows
@@ -219,22 +226,27 @@ def main(argv=None) -> int:
         runs = {os.path.basename(os.path.normpath(w)) or w: w for w in single}
         for path in (plot_curves(runs, os.path.join(out, "curves.png")),
                      plot_curves(runs, os.path.join(out, "relations.png"), RELATIONS,
-                                 "relation diagnostics")):
+                                 "relation diagnostics", knn=False)):
             written.append(path)
-        sets = {name: f for name, w in runs.items() if (f := knn_features(w)) is not None}
-        if sets:
-            plot_similarity(sets, os.path.join(out, "similarity.png"))
-            written.append(os.path.join(out, "similarity.png"))
-    for w in args.workdirs:
-        rows = _rows_under(w)
-        if rows:
-            plots = study_plots(w, rows)
-            written += [p for k, p in plots.items() if isinstance(p, str)]
-            written += [v["path"] for v in plots["similarity"].values()]
+    # every run dir with cached evaluation features (a random-init row dir has no metrics.jsonl)
+    sets = {os.path.basename(os.path.normpath(w)) or w: f for w in args.workdirs
+            if (f := knn_features(w)) is not None}
+    if sets:
+        plot_similarity(sets, os.path.join(out, "similarity.png"))
+        written.append(os.path.join(out, "similarity.png"))
+    studies = [(w, rows) for w in args.workdirs if (rows := _rows_under(w))]
+    for w, rows in studies:  # each study into its own plots/, or --out[/<study name>]
+        target = ""
+        if args.out:
+            target = args.out if len(args.workdirs) == 1 else os.path.join(
+                args.out, os.path.basename(os.path.normpath(w)) or "study")
+        plots = study_plots(w, rows, target)
+        written += [p for k, p in plots.items() if isinstance(p, str)]
+        written += [v["path"] for v in plots["similarity"].values()]
     written = [p for p in written if p]
     if not written:
-        raise SystemExit(f"FATAL: nothing to plot in {args.workdirs}: no metrics.jsonl and no "
-                         "row.json below them")
+        raise SystemExit(f"FATAL: nothing to plot in {args.workdirs}: no metrics.jsonl, no "
+                         "features/pooled_*.npz and no row.json below them")
     print("wrote " + ", ".join(written))
     return 0
 

@@ -90,6 +90,14 @@ def encoder_spec(part_cfg, source: str) -> dict:
             "source": source}
 
 
+def embedding_dim(spec: dict) -> int:
+    """Width of an encoder's 'embedding': its projector's output, or the pooled backbone
+    features when it has none (an import_torch output of a plain torchvision state_dict)."""
+    if spec["projector"] is not None:
+        return int(spec["projector"]["dim"])
+    return models.feature_dim(spec["arch"], **backbone_overrides(spec["overrides"]))
+
+
 def build_encoder_module(spec: dict, *, dtype, bn_axis_name: str | None):
     """Encoder module of a spec with the run's compute dtype and BN axis."""
     return heads.build_encoder(spec, dtype=dtype, bn_axis_name=bn_axis_name)
@@ -149,8 +157,8 @@ def create_train_state(config: ml_collections.ConfigDict, modules: Modules, tx) 
     if config.method != "seed":
         ema_params["student"] = params["student"]
         ema_batch_stats["student"] = batch_stats["student"]
-    student_dim = modules.student_spec["projector"]["dim"]
-    teacher_dim = modules.teacher_spec["projector"]["dim"] if modules.teacher_spec else None
+    student_dim = embedding_dim(modules.student_spec)
+    teacher_dim = embedding_dim(modules.teacher_spec) if modules.teacher_spec else None
     teacher_method_state = {}
     if teacher_mode(config) == "online":
         params["teacher"], batch_stats["teacher"] = _init_encoder(modules.teacher, teacher_rng, size)

@@ -117,3 +117,34 @@ def test_supervised_teacher_step_uses_labels_and_a_linear_head():
     assert sorted(after.params["student"]["projector"]) == ["out"]  # one linear layer
     np.testing.assert_array_equal(after.method_state["queue"]["label"][:GLOBAL_BATCH], labels)
     assert np.isfinite(metrics["loss"]) and metrics["positives_per_anchor"] == 1.0
+
+
+def test_offline_teacher_without_projector(tmp_path):
+    """A teacher imported from a plain torchvision state_dict has no projector: ReKD relates its
+    L2-normalised pooled features, so the prototype bank and the queue take their width."""
+    import jax.numpy as jnp
+    from rekd_jax.models import heads
+    from rekd_jax.models import io as model_io
+    config = _config()
+    config.rekd.teacher = "offline"
+    spec = {"arch": "resnet18", "overrides": {"cifar_stem": True, "width_multiplier": 0.25},
+            "projector": None, "source": "test: no projector"}
+    variables = heads.build_encoder(spec).init(jax.random.key(3), jnp.zeros((2, 16, 16, 3)),
+                                               train=False)
+    model_io.save_encoder(tmp_path / "teacher", spec, variables)
+    config.teacher.checkpoint = str(tmp_path / "teacher")
+    teacher_spec, teacher_variables = state_lib.load_offline_teacher(config)
+    modules = state_lib.build_modules(config, teacher_spec)
+    schedule = optim.learning_rate_schedule(config.optimizer, GLOBAL_BATCH, 10, 0)
+    tx = optim.create_optimizer(config.optimizer, schedule)
+    state = state_lib.create_train_state(config, modules, tx)
+    assert state.method_state["queue"]["teacher"].shape[-1] == 128  # resnet18 x 0.25 features
+    cfg = step_lib.make_step_config(config, modules, tx, schedule, GLOBAL_BATCH, 1)
+    p_step = jax.pmap(lambda s, b, t: step_lib.train_step(cfg, s, b, t, None),
+                      axis_name="batch", devices=jax.devices()[:1])
+    rng = np.random.RandomState(4)
+    batch = {"image": rng.randint(0, 256, (1, GLOBAL_BATCH, 16, 16, 3)).astype(np.uint8),
+             "label": rng.randint(0, 10, (1, GLOBAL_BATCH)).astype(np.int32)}
+    _, metrics = p_step(flax.jax_utils.replicate(state, jax.devices()[:1]), batch,
+                        flax.jax_utils.replicate(teacher_variables, jax.devices()[:1]))
+    assert np.isfinite(float(metrics["loss"][0]))
