@@ -1,0 +1,208 @@
+"""Preemption: SIGTERM to a real pre-training run (`python main.py`, configs/default.py:tiny,
+runlocal, 8 steps) saves a checkpoint at an agreed step boundary and exits 0 with one line;
+rerunning the same command resumes, and the final checkpoint is bitwise equal to an
+uninterrupted run of the same config. Once with one process (4 devices), once with two
+processes (jax.distributed over 127.0.0.1, gloo, 2 devices each) where only process 1 gets the
+signal and both stop at the same step.
+
+The signal is sent once metrics.jsonl holds the first step (so the run is training); steps
+take about half a second here, so the run is well inside its 8 steps when the signal lands,
+and the test asserts that it stopped before the end. All runs share one TFDS data_dir and one
+persistent compilation cache.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from rekd_jax.training import preemption
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOTAL_STEPS = 8  # configs/default.py:runlocal
+LINE = "checkpoint saved, rerun the same command to resume"
+
+
+# ----------------------------------------------------------------------------- in-process
+
+
+def test_handler_sets_the_flag_checks_at_boundaries_and_is_restored(caplog):
+    calls = []
+    previous = signal.getsignal(signal.SIGTERM)
+    with preemption.StopOnSignal(agree=lambda flag: calls.append(flag) or flag) as stop:
+        assert stop.installed and signal.getsignal(signal.SIGTERM) == stop._handle
+        assert not stop.agreed(3, 3) and calls == [False]
+        os.kill(os.getpid(), signal.SIGTERM)  # a real signal; the handler only sets the flag
+        os.kill(os.getpid(), signal.SIGTERM)  # a second one while "saving": logged, ignored
+        assert stop.requested
+        assert not stop.agreed(4, 3) and calls == [False]  # not a check step: no agreement
+        assert stop.agreed(6, 3) and calls == [False, True]
+    assert signal.getsignal(signal.SIGTERM) == previous and not stop.installed
+    assert "received again" in caplog.text
+    assert str(preemption.Preempted(6)) == f"preempted at step 6: {LINE}"
+
+
+def test_any_process_with_one_process():
+    assert preemption.any_process(True) and not preemption.any_process(False)
+
+
+# ----------------------------------------------------------------------------- real runs
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("preemption")
+    return {"tfds": str(root / "tfds"), "cache": str(root / "cache")}
+
+
+def _env(shared, devices):
+    env = dict(os.environ)
+    env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TFDS_DATA_DIR=shared["tfds"],
+               JAX_COMPILATION_CACHE_DIR=shared["cache"],
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return env
+
+
+def _command(workdir, check_every, process_id=None, port=None):
+    cmd = [sys.executable, "main.py", "--config=configs/default.py:tiny,runlocal",
+           f"--workdir={workdir}", "--config.log_every_steps=1",
+           f"--config.preemption_check_every_steps={check_every}"]
+    if process_id is not None:
+        cmd += ["--config.distributed.enabled=True",
+                f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+                "--config.distributed.num_processes=2",
+                f"--config.distributed.process_id={process_id}"]
+    return cmd
+
+
+def _start(shared, workdir, check_every, *, processes=1, port=None):
+    """Starts the run (all its processes); each process's stderr goes to a log file."""
+    procs = []
+    for i in range(processes):
+        log = open(f"{workdir}.{i}.log", "w+")
+        cmd = _command(workdir, check_every, *((i, port) if processes > 1 else ()))
+        procs.append((subprocess.Popen(cmd, cwd=ROOT, env=_env(shared, 4 // processes),
+                                       stdout=log, stderr=subprocess.STDOUT, text=True), log))
+    return procs
+
+
+def _finish(procs, timeout=400):
+    """Waits for every process; returns [(returncode, output)]."""
+    out = []
+    for proc, log in procs:
+        try:
+            proc.wait(timeout=timeout)
+        finally:
+            proc.kill()
+        log.seek(0)
+        out.append((proc.returncode, log.read()))
+        log.close()
+    return out
+
+
+def _run(shared, workdir, check_every, processes=1):
+    results = _finish(_start(shared, workdir, check_every, processes=processes,
+                             port=_free_port() if processes > 1 else None))
+    for code, text in results:
+        assert code == 0, text[-3000:]
+    return results
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_first_step(procs, workdir, timeout=300):
+    path = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert all(p.poll() is None for p, _ in procs), "the run ended before its first step"
+        if os.path.exists(path) and '"train/loss"' in open(path).read():
+            return
+        time.sleep(0.05)
+    raise AssertionError("no training step within the timeout")
+
+
+def _checkpoint(workdir):
+    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
+                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    step = manager.latest_step()
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), extra=ocp.args.JsonRestore()))
+    return step, restored["state"], restored["extra"]
+
+
+def _leaves(tree, prefix=""):
+    if isinstance(tree, dict):
+        out = {}
+        for key in sorted(tree):
+            out.update(_leaves(tree[key], f"{prefix}/{key}"))
+        return out
+    return {prefix: np.asarray(tree)}
+
+
+def _assert_bitwise_equal(workdir, reference):
+    step, state, extra = _checkpoint(workdir)
+    ref_step, ref_state, ref_extra = _checkpoint(reference)
+    assert step == ref_step == TOTAL_STEPS and extra == ref_extra
+    ours, theirs = _leaves(state), _leaves(ref_state)
+    assert ours.keys() == theirs.keys() and len(ours) > 10
+    for name in ours:
+        assert np.array_equal(ours[name], theirs[name]), name
+
+
+def _preempted_step(text):
+    lines = [line for line in text.splitlines() if line.endswith(LINE)]
+    assert len(lines) == 1, text[-3000:]
+    return int(lines[0].split("preempted at step ")[1].split(":")[0])
+
+
+def _preempt_and_resume(shared, tmp_path, check_every, processes, signalled):
+    """Uninterrupted run, then a run that gets SIGTERM (to the processes in `signalled`) and is
+    rerun with the same command; returns (the preempted step, outputs of the stopped run)."""
+    reference = tmp_path / "uninterrupted"
+    _run(shared, reference, check_every, processes)
+    workdir = tmp_path / "preempted"
+    procs = _start(shared, workdir, check_every, processes=processes,
+                   port=_free_port() if processes > 1 else None)
+    try:
+        _wait_for_first_step(procs, workdir)
+        for i in signalled:
+            procs[i][0].send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        for i in signalled:  # a second notice, typically while the checkpoint is written
+            if procs[i][0].poll() is None:
+                procs[i][0].send_signal(signal.SIGTERM)
+    finally:
+        results = _finish(procs)
+    steps = set()
+    for code, text in results:
+        assert code == 0, text[-3000:]
+        steps.add(_preempted_step(text))
+    assert len(steps) == 1, f"the processes stopped at different steps: {steps}"
+    stopped = steps.pop()
+    assert 1 <= stopped < TOTAL_STEPS and stopped % check_every == 0
+    assert _checkpoint(workdir)[0] == stopped
+    _run(shared, workdir, check_every, processes)  # the same command resumes
+    _assert_bitwise_equal(workdir, reference)
+    return stopped, results
+
+
+def test_sigterm_one_process_saves_exits_0_and_resumes_bit_exact(shared, tmp_path):
+    stopped, [(_, text)] = _preempt_and_resume(shared, tmp_path, check_every=1, processes=1,
+                                               signalled=[0])
+    assert "SIGTERM received: a checkpoint will be saved" in text
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(shared, tmp_path):
+    stopped, results = _preempt_and_resume(shared, tmp_path, check_every=2, processes=2,
+                                           signalled=[1])
+    assert "SIGTERM received" in results[1][1] and "SIGTERM received" not in results[0][1]
