@@ -31,10 +31,6 @@ the Flax ImageNet example). Fields:
                        'global'.
   dtype                compute dtype 'float32' | 'bfloat16' (parameters stay float32)
   log_every_steps, checkpoint_every_steps, keep_checkpoints, async_checkpointing
-  preemption_check_every_steps
-                       on SIGTERM (preemption) the run saves a checkpoint and exits 0 at the
-                       next step that is a multiple of this; with several processes each check
-                       is one all-gather of a flag (rekd_jax.training.preemption)
   knn_monitor          every_epochs (0 = off), k, temperature, train_examples / test_examples
                        (0 = whole split), batch_size
   distributed          enabled, coordinator_address, num_processes, process_id,
@@ -102,7 +98,6 @@ def get_config(arg=None):
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 3
     config.async_checkpointing = True
-    config.preemption_check_every_steps = 10
     config.knn_monitor = ml_collections.ConfigDict({
         "every_epochs": 10, "k": 200, "temperature": 0.1,
         "train_examples": 0, "test_examples": 0, "batch_size": 256,

@@ -91,8 +91,7 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
     _require(config, ("method", "student", "teacher", "data", "global_batch_size", "num_epochs",
                       "num_train_steps", "optimizer", "ema_momentum", "key_bn_splits",
                       "student_bn", "dtype", "rng_seed", "log_every_steps", "checkpoint_every_steps",
-                      "keep_checkpoints", "preemption_check_every_steps", "knn_monitor",
-                      "distributed", "tensorboard"))
+                      "keep_checkpoints", "knn_monitor", "distributed", "tensorboard"))
     if config.method not in METHODS:
         _fail("method", f"{config.method!r} is unknown", f"choose one of {METHODS}")
     _require(config, (config.method,))
@@ -151,8 +150,7 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
               "use 0.999 (ImageNet) or 0.99 (CIFAR)")
     if config.dtype not in DTYPES:
         _fail("dtype", f"{config.dtype!r} is not supported", f"choose one of {DTYPES}")
-    for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-                  "preemption_check_every_steps"):
+    for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         if not isinstance(config[field], int) or config[field] < 1:
             _fail(field, f"must be a positive integer, got {config[field]!r}", "see default.py")
     knn = config.knn_monitor

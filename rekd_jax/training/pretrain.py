@@ -10,10 +10,9 @@ its last checkpoint left it. Outputs in WORKDIR:
   encoders/teacher/        the online teacher (ReKD with config.rekd.teacher='online')
   metrics.jsonl            every logged scalar (plus TensorBoard files when TF is installed)
 
-Preemption: on SIGTERM the run saves a checkpoint at the next step that is a multiple of
-config.preemption_check_every_steps (all processes agree on it) and raises
-preemption.Preempted, which the command turns into one line and exit status 0; rerunning it
-resumes (rekd_jax.training.preemption).
+Preemption: on SIGTERM the run saves a checkpoint after a step that all processes agree on
+and raises preemption.Preempted, which the command turns into one line and exit status 0;
+rerunning it resumes (rekd_jax.training.preemption).
 
 Non-finite guard: every loss and gradient norm is checked on the host before each log line and
 before each checkpoint; a non-finite value stops training with FloatingPointError and nothing is
@@ -175,7 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     {'step', 'metrics' (last logged), 'knn' (last monitor, if any), 'encoders' (paths)}.
     Holds WORKDIR's lock (rekd_jax.fileio.WorkdirLock) while it runs. Raises
     preemption.Preempted after saving a checkpoint when SIGTERM arrives (see the docstring)."""
-    distributed.initialize(config.distributed)  # first: the handler replaces JAX's own
+    distributed.initialize(config.distributed)  # first: it starts JAX's preemption service
     with preemption.StopOnSignal() as stop, fileio.WorkdirLock(
             workdir, "pre-training", primary=jax.process_index() == 0):
         return _train_and_evaluate(config, workdir, stop)
@@ -256,7 +255,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         history.append((step, metrics))
         progress.set(step)
         is_last = step == run.total_steps
-        preempted = not is_last and stop.agreed(step, config.preemption_check_every_steps)
+        preempted = stop.agreed(step - start) and not is_last
         if step % config.log_every_steps == 0 or is_last:
             flush_history(step)
         if step % config.checkpoint_every_steps == 0 or is_last or preempted:

@@ -25,8 +25,7 @@ SIGNATURE_FILE = "run_signature.json"
 OVERRIDE = "--config.allow_config_change=True"
 # Fields that change how a run is executed or observed, not what it computes.
 OPERATIONAL = ("mode", "allow_config_change", "log_every_steps", "checkpoint_every_steps",
-               "keep_checkpoints", "async_checkpointing", "preemption_check_every_steps",
-               "knn_monitor", "distributed",
+               "keep_checkpoints", "async_checkpointing", "knn_monitor", "distributed",
                "tensorboard", "data.data_dir", "data.num_workers", "data.prefetch",
                "data.resident", "data.resident_max_mb")
 
