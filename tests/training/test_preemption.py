@@ -10,6 +10,7 @@ takes about half a second here or more, so the run is well inside its 8 steps wh
 lands, and the test asserts that it stopped before the end. All runs share one TFDS data_dir and one
 persistent compilation cache.
 """
+import glob
 import os
 import signal
 import socket
@@ -46,6 +47,15 @@ def test_one_process_handler_sets_the_flag_and_is_restored(caplog):
     assert str(preemption.Preempted(6)) == f"preempted at step 6: {LINE}"
 
 
+def test_the_command_prints_the_line_and_exits_0(capsys):
+    from rekd_jax import errors
+
+    def stopped():
+        raise preemption.Preempted(5)
+    assert errors.run_cli(stopped, debug=False) == 0
+    assert capsys.readouterr().err == f"preempted at step 5: {LINE}\n"
+
+
 def test_outside_the_main_thread_nothing_is_installed(caplog):
     import threading
     previous, seen = signal.getsignal(signal.SIGTERM), {}
@@ -69,12 +79,18 @@ def shared(tmp_path_factory):
     return {"tfds": str(root / "tfds"), "cache": str(root / "cache")}
 
 
-def _env(shared, devices):
+def _env(shared, devices, processes):
     env = dict(os.environ)
     env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TFDS_DATA_DIR=shared["tfds"],
                JAX_COMPILATION_CACHE_DIR=shared["cache"],
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    if processes > 1:
+        # JAX writes cache entries only from process 0 and process 1 does not hit them, so
+        # with a warm cache process 0 would start training minutes before process 1 on a
+        # busy CPU, past gloo's 30 s limit for setting up the first collective. Without the
+        # cache both compile, and start together.
+        env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
     return env
 
 
@@ -90,13 +106,15 @@ def _command(workdir, process_id=None, port=None):
 
 
 def _start(shared, workdir, *, processes=1, port=None):
-    """Starts the run (all its processes); each process's stderr goes to a log file."""
-    procs = []
+    """Starts the run (all its processes); each process's output goes to a log file beside
+    the workdir (WORKDIR.<attempt>.<process>.log)."""
+    procs, attempt = [], len(glob.glob(f"{workdir}.*.0.log"))
     for i in range(processes):
-        log = open(f"{workdir}.{i}.log", "w+")
+        log = open(f"{workdir}.{attempt}.{i}.log", "w+")
         cmd = _command(workdir, *((i, port) if processes > 1 else ()))
-        procs.append((subprocess.Popen(cmd, cwd=ROOT, env=_env(shared, 4 // processes),
-                                       stdout=log, stderr=subprocess.STDOUT, text=True), log))
+        env = _env(shared, 4 // processes, processes)
+        procs.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
+                                       stderr=subprocess.STDOUT, text=True), log))
     return procs
 
 
