@@ -4,7 +4,9 @@ main.py, `python -m rekd_jax.data.prepare` and `python -m rekd_jax.tools.import_
 their work through `run_cli`: an expected failure (a bad config or flag, a dataset that is not
 prepared, a file-system error, a busy workdir, a NaN stop, ...) prints one line
 ``FATAL: <ErrorType>: <what>, <fix>`` on stderr and exits with status 2; with ``--debug`` (or
-for anything else, i.e. a bug) Python's traceback is shown as usual.
+for anything else, i.e. a bug) Python's traceback is shown as usual. A run stopped by a
+preemption notice after saving its checkpoint (rekd_jax.training.preemption.Preempted) is not
+a failure: its one line ("preempted at step N: ...") goes to stderr and the status is 0.
 """
 from __future__ import annotations
 
@@ -57,8 +59,12 @@ def one_line(error: BaseException) -> str:
 def run_cli(function: Callable[[], object], *, debug: bool) -> int:
     """Runs `function`; returns the exit status: 0, or EXIT_CODE after printing the one line
     of an expected error (which `debug` re-raises instead)."""
+    from rekd_jax.training.preemption import Preempted
     try:
         function()
+    except Preempted as stopped:
+        print(stopped, file=sys.stderr, flush=True)
+        return 0
     except expected_errors() as error:
         if debug:
             raise

@@ -10,6 +10,10 @@ its last checkpoint left it. Outputs in WORKDIR:
   encoders/teacher/        the online teacher (ReKD with config.rekd.teacher='online')
   metrics.jsonl            every logged scalar (plus TensorBoard files when TF is installed)
 
+Preemption: on SIGTERM the run saves a checkpoint after a step that all processes agree on
+and raises preemption.Preempted, which the command turns into one line and exit status 0;
+rerunning it resumes (rekd_jax.training.preemption).
+
 Non-finite guard: every loss and gradient norm is checked on the host before each log line and
 before each checkpoint; a non-finite value stops training with FloatingPointError and nothing is
 saved, so the last good checkpoint stays the newest one.
@@ -40,6 +44,7 @@ from rekd_jax.training import config as config_lib
 from rekd_jax.training import distributed
 from rekd_jax.training import logging as logging_lib
 from rekd_jax.training import optim
+from rekd_jax.training import preemption
 from rekd_jax.training import resume
 from rekd_jax.training import state as state_lib
 from rekd_jax.training import step as step_lib
@@ -167,13 +172,16 @@ def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint_lib.Checkpoi
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Pre-trains (resuming if WORKDIR/checkpoints has a checkpoint); returns a summary dict
     {'step', 'metrics' (last logged), 'knn' (last monitor, if any), 'encoders' (paths)}.
-    Holds WORKDIR's lock (rekd_jax.fileio.WorkdirLock) while it runs."""
-    distributed.initialize(config.distributed)
-    with fileio.WorkdirLock(workdir, "pre-training", primary=jax.process_index() == 0):
-        return _train_and_evaluate(config, workdir)
+    Holds WORKDIR's lock (rekd_jax.fileio.WorkdirLock) while it runs. Raises
+    preemption.Preempted after saving a checkpoint when SIGTERM arrives (see the docstring)."""
+    distributed.initialize(config.distributed)  # first: it starts JAX's preemption service
+    with preemption.StopOnSignal() as stop, fileio.WorkdirLock(
+            workdir, "pre-training", primary=jax.process_index() == 0):
+        return _train_and_evaluate(config, workdir, stop)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        stop: preemption.StopOnSignal) -> dict:
     config_lib.check_devices(config, jax.device_count())
     primary = jax.process_index() == 0
     fileio.makedirs(workdir)
@@ -247,11 +255,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         history.append((step, metrics))
         progress.set(step)
         is_last = step == run.total_steps
+        preempted = stop.agreed(step - start) and not is_last
         if step % config.log_every_steps == 0 or is_last:
             flush_history(step)
-        if step % config.checkpoint_every_steps == 0 or is_last:
+        if step % config.checkpoint_every_steps == 0 or is_last or preempted:
             flush_history(step)
             save(step, unreplicate(p_state))
+        if preempted:
+            for closable in (progress, ckpt, writer):  # ckpt.close waits for the save
+                closable.close()
+            raise preemption.Preempted(step)
         if (knn_every and step % knn_every == 0) or (is_last and config.knn_monitor.every_epochs):
             host = unreplicate(p_state)
             result = knn_monitor(config, run.modules,

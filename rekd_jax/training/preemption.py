@@ -1,0 +1,109 @@
+"""Preemption: on SIGTERM, save a checkpoint at a step boundary all processes agree on, exit 0.
+
+Cloud TPU (spot / preemptible VMs, queued resources) and spot GPU instances announce a
+preemption with SIGTERM, some seconds before the machine goes away. Pre-training
+(rekd_jax.training.pretrain) runs inside `StopOnSignal`:
+
+    with preemption.StopOnSignal() as stop:     # after jax.distributed.initialize
+        for step in range(start + 1, total + 1):
+            ...train step...
+            if stop.agreed(step - start):       # after every step, on every process
+                save a checkpoint; raise preemption.Preempted(step)
+
+Agreement, checked after every step at no measurable cost:
+
+* one process: a Python SIGTERM handler sets a flag (and logs); the run stops after the step
+  that is running when the signal arrives. The handler never interrupts a step or a save, and
+  a second SIGTERM while the checkpoint is written is logged and otherwise ignored. The
+  previous handler is restored on exit.
+* several processes (jax.distributed): JAX's preemption service, which
+  jax.distributed.initialize starts (jax_enable_preemption_service, on by default). Its
+  notifier catches SIGTERM in any process (further ones are ignored) and tells the
+  coordination service; in the background every process then reports how many steps it has
+  run, and `jax.experimental.multihost_utils.reached_preemption_sync_point(n)` becomes true
+  on every process at the same n: one more than the furthest process had reached. It is a
+  host-side lookup (no device collective, no host-device sync), so it is called every step.
+  The count passed is the number of steps this command has run (`step - start`), which is the
+  same on every process and starts at 1 after a resume too (the service counts from 0).
+  Without the service (jax_enable_preemption_service=False) the run warns that SIGTERM ends it
+  without a checkpoint.
+
+`Preempted` carries the one line the command prints ("preempted at step N: checkpoint saved,
+rerun the same command to resume"); rekd_jax.errors.run_cli turns it into exit status 0, and
+rerunning the same command resumes from that checkpoint (rekd_jax.training.resume).
+"""
+from __future__ import annotations
+
+import signal
+import threading
+
+from absl import logging
+
+
+class Preempted(Exception):
+    """Training stopped on a preemption notice after saving its checkpoint; not a failure."""
+
+    def __init__(self, step: int):
+        self.step = int(step)
+        super().__init__(f"preempted at step {self.step}: checkpoint saved, rerun the same "
+                         "command to resume")
+
+
+def _jax_service_agreed(steps_done: int) -> bool:
+    from jax.experimental import multihost_utils
+    return bool(multihost_utils.reached_preemption_sync_point(int(steps_done)))
+
+
+class StopOnSignal:
+    """Context manager: while active, SIGTERM asks the run to stop at an agreed step (see the
+    module docstring). `multiprocess` defaults to jax.process_count() > 1."""
+
+    def __init__(self, *, multiprocess: bool | None = None):
+        self.multiprocess = multiprocess
+        self.requested = False  # one process: a SIGTERM arrived
+        self.installed = False  # one process: our handler is installed
+        self._service = False   # several processes: JAX's preemption service answers
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.requested:
+            logging.warning("%s received again: already stopping after the current step "
+                            "(ignored)", name)
+            return
+        self.requested = True
+        logging.warning("%s received: a checkpoint will be saved after the current step, "
+                        "then the run exits", name)
+
+    def __enter__(self) -> "StopOnSignal":
+        if self.multiprocess is None:
+            import jax
+            self.multiprocess = jax.process_count() > 1
+        if self.multiprocess:
+            try:
+                _jax_service_agreed(0)  # 0 steps run: the service's own starting count
+                self._service = True
+            except RuntimeError as e:
+                logging.warning("JAX's preemption service is off (%s): SIGTERM will end the "
+                                "run without a checkpoint", e)
+            return self
+        if threading.current_thread() is not threading.main_thread():
+            logging.warning("not in the main thread: SIGTERM will end the run without a "
+                            "checkpoint (signal handlers need the main thread)")
+            return self
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self.installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.installed:  # None: a handler set outside Python, which cannot be put back
+            signal.signal(signal.SIGTERM,
+                          signal.SIG_DFL if self._previous is None else self._previous)
+            self.installed = False
+
+    def agreed(self, steps_done: int) -> bool:
+        """Whether every process stops after this step. Call it after every step on every
+        process, with the number of steps this command has run so far (1, 2, ...)."""
+        if self.multiprocess:
+            return self._service and _jax_service_agreed(steps_done)
+        return self.requested
