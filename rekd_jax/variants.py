@@ -24,19 +24,16 @@ SHRINK = "runlocal"
 
 # config.data fields of each dataset variant (every field a dataset variant sets, so that they
 # do not depend on each other or on the order).
+# The 32 px datasets differ only in their name.
+_SMALL = dict(train_split="train", eval_split="test", image_size=32, eval_resize=32, host_size=0,
+              resident="auto", train_crop="device")
 DATASETS = {
     "imagenet": dict(dataset="imagenet2012", train_split="train", eval_split="validation",
                      image_size=224, eval_resize=256, host_size=256, resident="off",
                      train_crop="host"),
-    "cifar10": dict(dataset="cifar10", train_split="train", eval_split="test",
-                    image_size=32, eval_resize=32, host_size=0, resident="auto",
-                   train_crop="device"),
-    "shapes": dict(dataset="rekd_shapes", train_split="train", eval_split="test",
-                   image_size=32, eval_resize=32, host_size=0, resident="auto",
-                   train_crop="device"),
-    "tiny": dict(dataset="rekd_shapes/tiny", train_split="train", eval_split="test",
-                 image_size=32, eval_resize=32, host_size=0, resident="auto",
-                   train_crop="device"),
+    "cifar10": dict(_SMALL, dataset="cifar10"),
+    "shapes": dict(_SMALL, dataset="rekd_shapes"),
+    "tiny": dict(_SMALL, dataset="rekd_shapes/tiny"),
 }
 
 DATASET_DOCS = {

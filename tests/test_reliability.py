@@ -81,6 +81,17 @@ def _spawn(shared, code):
     return proc
 
 
+def _lock_holder(shared, workdir, purpose):
+    """A child process holding WORKDIR's lock for `purpose` (for a minute)."""
+    return _spawn(shared, f"""
+import time
+from rekd_jax import fileio
+lock = fileio.WorkdirLock({workdir!r}, {purpose!r}).acquire()
+print("ready", flush=True)
+time.sleep(60)
+""")
+
+
 def _dead_pid():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -129,13 +140,7 @@ def test_a_swap_cut_in_the_middle_is_put_back(tmp_path):
 
 def test_workdir_lock_names_the_holder_and_is_taken_over_after_a_kill(tmp_path, shared):
     workdir = str(tmp_path / "w")
-    proc = _spawn(shared, f"""
-import time
-from rekd_jax import fileio
-lock = fileio.WorkdirLock({workdir!r}, "pre-training").acquire()
-print("ready", flush=True)
-time.sleep(60)
-""")
+    proc = _lock_holder(shared, workdir, "pre-training")
     with pytest.raises(fileio.WorkdirBusyError) as info:
         fileio.WorkdirLock(workdir, "evaluation").acquire()
     message = str(info.value)
@@ -491,13 +496,7 @@ def test_two_runs_on_one_workdir(tmp_path, shared):
 
 def test_evaluation_holds_its_workdir(tmp_path, shared):
     workdir = str(tmp_path / "eval")
-    holder = _spawn(shared, f"""
-import time
-from rekd_jax import fileio
-lock = fileio.WorkdirLock({workdir!r}, "evaluation").acquire()
-print("ready", flush=True)
-time.sleep(60)
-""")
+    holder = _lock_holder(shared, workdir, "evaluation")
     try:
         from rekd_jax.models import io
         spec, variables = _encoder()

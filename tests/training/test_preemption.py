@@ -18,9 +18,8 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+from checkpoint_compare import assert_checkpoints_equal, read_checkpoint
 
 from rekd_jax.training import preemption
 
@@ -157,34 +156,6 @@ def _wait_for_first_step(procs, workdir, timeout=900):
     raise AssertionError("no training step within the timeout")
 
 
-def _checkpoint(workdir):
-    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
-    step = manager.latest_step()
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(), extra=ocp.args.JsonRestore()))
-    return step, restored["state"], restored["extra"]
-
-
-def _leaves(tree, prefix=""):
-    if isinstance(tree, dict):
-        out = {}
-        for key in sorted(tree):
-            out.update(_leaves(tree[key], f"{prefix}/{key}"))
-        return out
-    return {prefix: np.asarray(tree)}
-
-
-def _assert_bitwise_equal(workdir, reference):
-    step, state, extra = _checkpoint(workdir)
-    ref_step, ref_state, ref_extra = _checkpoint(reference)
-    assert step == ref_step == TOTAL_STEPS and extra == ref_extra
-    ours, theirs = _leaves(state), _leaves(ref_state)
-    assert ours.keys() == theirs.keys() and len(ours) > 10
-    for name in ours:
-        assert np.array_equal(ours[name], theirs[name]), name
-
-
 def _preempted_step(text):
     lines = [line for line in text.splitlines() if line.endswith(LINE)]
     assert len(lines) == 1, text[-3000:]
@@ -216,9 +187,9 @@ def _preempt_and_resume(shared, tmp_path, processes, signalled):
     assert len(steps) == 1, f"the processes stopped at different steps: {steps}"
     stopped = steps.pop()
     assert 1 <= stopped < TOTAL_STEPS
-    assert _checkpoint(workdir)[0] == stopped
+    assert read_checkpoint(workdir)[0] == stopped
     _run(shared, workdir, processes)  # the same command resumes
-    _assert_bitwise_equal(workdir, reference)
+    assert_checkpoints_equal(workdir, reference, expected_step=TOTAL_STEPS)
     return stopped, results
 
 

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from checkpoint_compare import assert_checkpoints_equal, leaves, read_checkpoint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -42,24 +43,6 @@ def _driver(workdir, *args, cache_dir, devices=4, timeout=300, **popen):
                           text=True, timeout=timeout, **popen)
 
 
-def _checkpoint(workdir, step=None):
-    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
-    step = manager.latest_step() if step is None else step
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(), extra=ocp.args.JsonRestore()))
-    return step, restored["state"], restored["extra"]
-
-
-def _leaves(tree, prefix=""):
-    if isinstance(tree, dict):
-        out = {}
-        for key in sorted(tree):
-            out.update(_leaves(tree[key], f"{prefix}/{key}"))
-        return out
-    return {prefix: np.asarray(tree)}
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, cache_dir):
     """An uninterrupted 6-step run on one process with 4 devices (a checkpoint every step)."""
@@ -70,7 +53,7 @@ def reference(tmp_path_factory, cache_dir):
 
 
 def test_uninterrupted_run_outputs(reference):
-    step, state, extra = _checkpoint(reference)
+    step, state, extra = read_checkpoint(reference)
     assert step == TOTAL_STEPS and int(state["step"]) == TOTAL_STEPS
     assert extra["data"]["step"] > 0  # the data-iterator state is in the checkpoint
     assert os.path.isfile(os.path.join(reference, "encoders", "student", "spec.json"))
@@ -96,16 +79,10 @@ def test_sigkill_and_resume_is_bit_exact(reference, tmp_path, cache_dir):
     finally:
         proc.kill()
         proc.wait()
-    assert _checkpoint(workdir)[0] == 2, "the run was not killed between checkpoints"
+    assert read_checkpoint(workdir)[0] == 2, "the run was not killed between checkpoints"
     resumed = _driver(workdir, cache_dir=cache_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    step, state, extra = _checkpoint(workdir)
-    ref_step, ref_state, ref_extra = _checkpoint(reference)
-    assert step == ref_step == TOTAL_STEPS and extra == ref_extra
-    ours, theirs = _leaves(state), _leaves(ref_state)
-    assert ours.keys() == theirs.keys()
-    for name in ours:
-        np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+    assert_checkpoints_equal(workdir, reference, expected_step=TOTAL_STEPS)
 
 
 def test_nan_guard_keeps_last_good_checkpoint(tmp_path, cache_dir):
@@ -142,11 +119,11 @@ def test_two_processes_match_one_process(reference, tmp_path, cache_dir):
     outs = [p.communicate(timeout=400) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
-    assert _checkpoint(workdir)[0] == TOTAL_STEPS
-    _, state, extra = _checkpoint(workdir, 1)
-    _, ref_state, ref_extra = _checkpoint(reference, 1)
+    assert read_checkpoint(workdir)[0] == TOTAL_STEPS
+    _, state, extra = read_checkpoint(workdir, 1)
+    _, ref_state, ref_extra = read_checkpoint(reference, 1)
     assert extra == ref_extra
-    ours, theirs = _leaves(state), _leaves(ref_state)
+    ours, theirs = leaves(state), leaves(ref_state)
     assert ours.keys() == theirs.keys()
     for name in ours:  # rounding-level agreement, relative to each leaf's scale
         scale = float(np.abs(theirs[name]).max()) if theirs[name].size else 0.0
