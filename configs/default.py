@@ -4,14 +4,15 @@ Every recipe config calls this get_config() and changes fields (inheritance by c
 the Flax ImageNet example). Fields:
 
   mode                 'pretrain' (rekd_jax.app dispatches on it)
-  method               'mocov2' | 'seed' | 'rekd'
+  method               'mocov2' | 'seed' | 'rekd' | 'supervised' (cross-entropy with labels:
+                       the teacher of the oracle ablations only)
   rng_seed             seeds initialisation, augmentation and the data order
   data                 rekd_jax.data.pipeline.default_data_config()
   student / teacher    arch, overrides (backbone fields, e.g. cifar_stem, width_multiplier),
                        projector {hidden (0 = backbone width), dim, bn, layers (2 = MLP,
                        1 = linear head)}; teacher.checkpoint is the
                        encoder directory of an offline teacher (SEED, ReKD offline)
-  mocov2 / seed / rekd the method blocks (rekd_jax.methods.<m>.default_config()); for ReKD with an
+  mocov2 / seed / rekd / supervised   the method blocks (rekd_jax.methods.<m>.default_config()); for ReKD with an
                        online teacher, `mocov2` configures the teacher's own MoCo v2 loss
   global_batch_size, num_epochs, num_train_steps (> 0 overrides num_epochs)
   optimizer            SGD: lr = base_learning_rate * batch / lr_scaling_batch, momentum,
@@ -49,7 +50,12 @@ the Flax ImageNet example). Fields:
   dtype                compute dtype 'float32' | 'bfloat16' (parameters stay float32)
   log_every_steps, checkpoint_every_steps, keep_checkpoints, async_checkpointing
   knn_monitor          every_epochs (0 = off), k, temperature, train_examples / test_examples
-                       (0 = whole split), batch_size
+                       (0 = whole split), batch_size, bank_split / query_split (the labelled
+                       bank and the scored split; '' = data.train_split / data.eval_split; a
+                       validation split carved from the training set keeps the monitor off
+                       the test split)
+  export_encoder_steps steps at which to also write WORKDIR/encoders/student_step<N> (kept:
+                       snapshots of one run, e.g. a teacher at 5%, 15% and 40% of training)
   distributed          enabled, coordinator_address, num_processes, process_id,
                        cpu_collectives ('gloo' for multi-process CPU runs)
   tensorboard          'auto' | 'on' | 'off' (clu writers need TensorFlow)
@@ -67,7 +73,7 @@ Expected result: none claimed; this is the base the recipe configs change, not a
 import ml_collections
 
 from rekd_jax.data import pipeline
-from rekd_jax.methods import mocov2, rekd, seed
+from rekd_jax.methods import mocov2, rekd, seed, supervised
 from rekd_jax.variants import apply_variants, set_dataset
 
 
@@ -91,6 +97,7 @@ def get_config(arg=None):
     config.mocov2 = mocov2.default_config()
     config.seed = seed.default_config()
     config.rekd = rekd.default_config()
+    config.supervised = supervised.default_config()
     config.mocov2.queue_size = 4096
     config.seed.queue_size = 4096
     config.rekd.queue_size = 4096
@@ -120,7 +127,9 @@ def get_config(arg=None):
     config.knn_monitor = ml_collections.ConfigDict({
         "every_epochs": 10, "k": 200, "temperature": 0.1,
         "train_examples": 0, "test_examples": 0, "batch_size": 256,
+        "bank_split": "", "query_split": "",
     })
+    config.export_encoder_steps = ()
     config.distributed = ml_collections.ConfigDict({
         "enabled": False, "coordinator_address": "", "num_processes": 1, "process_id": 0,
         "cpu_collectives": "gloo",

@@ -64,20 +64,25 @@ def info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, temperature: float) -
 
 
 def relation_contrast(q: jax.Array, k: jax.Array, queue_k: jax.Array,
-                      positive_mask: jax.Array, temperature: float) -> jax.Array:
+                      positive_mask: jax.Array, temperature: float,
+                      keep_own_key: bool = True) -> jax.Array:
     """ReKD's relation-wise contrastive loss L_rel (SupCon-style averaging over positives).
 
     L_rel = -(1/B) sum_i (1/|P_i|) sum_{j in P_i} log( exp(q_i.k_j/tau) / sum_a exp(q_i.k_a/tau) ),
     a over {k_i} U queue_k, P_i = {j : positive_mask_ij}. Column 0 of `positive_mask` [B, 1+K] is
     the own key and is always counted as positive (so |P_i| >= 1); with only column 0 positive
     this is exactly `info_nce`. Equals the soft cross-entropy whose target row is R_i / |P_i|.
+    `keep_own_key=False` leaves the own key out of P_i whenever the anchor has another
+    positive (it stays a candidate; an anchor without mined positives keeps it as its target).
     """
     logits = contrast_logits(q, k, queue_k, temperature)
     if positive_mask.shape != logits.shape:
         raise ValueError(
             f'positive_mask must be [B, 1+K] = {logits.shape} (column 0 = own key); got '
             f'{positive_mask.shape}.')
-    mask = jnp.asarray(positive_mask, bool).at[:, 0].set(True).astype(jnp.float32)
+    mask = jnp.asarray(positive_mask, bool)
+    own = jnp.ones(mask.shape[0], bool) if keep_own_key else ~jnp.any(mask[:, 1:], axis=1)
+    mask = mask.at[:, 0].set(own).astype(jnp.float32)
     targets = mask / jnp.sum(mask, axis=1, keepdims=True)
     return soft_cross_entropy(logits, targets)
 

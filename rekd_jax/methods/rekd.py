@@ -44,6 +44,9 @@ def default_config() -> ml_collections.ConfigDict:
         'relation_threshold': 0.7,     # teacher cosine similarity, for relation='threshold'.
         'relation_topk': 10,           # nearest valid queue entries, for relation='topk'.
         'lambda_inst': 0.0,            # weight of the extra MoCo instance loss L_inst.
+        # Whether the own key stays in the target P_i beside the mined positives (False: only
+        # anchors without a mined positive keep it).
+        'instance_positive': True,
         # 'online' (trained alongside) | 'offline' (frozen) | 'none' (relation 'oracle' only).
         'teacher': 'online',
     })
@@ -69,6 +72,9 @@ def validate_config(cfg: ml_collections.ConfigDict, global_batch_size: int) -> N
     common.check_int_range(cfg, 'relation_topk', 1, NAME, high=cfg.queue_size)
     if not cfg.lambda_inst >= 0.0:
         raise ValueError(f'{NAME} config: lambda_inst must be >= 0; got {cfg.lambda_inst}.')
+    if not isinstance(cfg.instance_positive, bool):
+        raise ValueError(f'{NAME} config: instance_positive must be True or False; got '
+                         f'{cfg.instance_positive!r}.')
     common.check_choice(cfg, 'teacher', TEACHERS, NAME)
     if cfg.teacher == 'none' and cfg.relation != 'oracle':
         raise ValueError(f"{NAME} config: teacher='none' mines no relations; use it only with "
@@ -146,7 +152,8 @@ def loss_fn(embeddings: dict[str, jax.Array], state: dict, cfg: ml_collections.C
         cfg.relation_threshold, cfg.relation_topk, anchor_labels=labels,
         cand_labels=queue['label'])
 
-    loss_rel = losses.relation_contrast(q, k, queue['key'], positive_mask, cfg.temperature)
+    loss_rel = losses.relation_contrast(q, k, queue['key'], positive_mask, cfg.temperature,
+                                        cfg.instance_positive)
     loss_inst = losses.info_nce(q, k, queue['key'], cfg.temperature)
     loss = loss_rel + cfg.lambda_inst * loss_inst
 
@@ -183,7 +190,8 @@ def _oracle_without_teacher(embeddings, state, cfg, axis_name):
     positive_mask = relation.relation_positives(
         None, None, None, None, queue['valid'], 'oracle', 0.0, 1, anchor_labels=labels,
         cand_labels=queue['label'])
-    loss_rel = losses.relation_contrast(q, k, queue['key'], positive_mask, cfg.temperature)
+    loss_rel = losses.relation_contrast(q, k, queue['key'], positive_mask, cfg.temperature,
+                                        cfg.instance_positive)
     loss_inst = losses.info_nce(q, k, queue['key'], cfg.temperature)
     loss = loss_rel + cfg.lambda_inst * loss_inst
     new_queue = queue_lib.enqueue(queue, {

@@ -13,7 +13,7 @@ import os
 
 import ml_collections
 
-METHODS = ("mocov2", "seed", "rekd")
+METHODS = ("mocov2", "seed", "rekd", "supervised")
 DTYPES = ("float32", "bfloat16")
 
 TEACHER_HOWTO = (
@@ -162,6 +162,10 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
     if knn.every_epochs and (knn.k < 1 or not knn.temperature > 0 or knn.batch_size < 1):
         _fail("knn_monitor", f"k={knn.k}, temperature={knn.temperature}, batch_size="
               f"{knn.batch_size} are invalid", "use k=200, temperature=0.1, batch_size=256")
+    steps = config.get("export_encoder_steps", ())
+    if any(not isinstance(s, int) or s < 1 for s in steps):
+        _fail("export_encoder_steps", f"must hold positive step numbers, got {tuple(steps)}",
+              "use e.g. (500, 1500) or () for none")
     if config.tensorboard not in ("auto", "on", "off"):
         _fail("tensorboard", f"{config.tensorboard!r} is unknown", "use 'auto', 'on' or 'off'")
     dist = config.distributed

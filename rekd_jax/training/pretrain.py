@@ -70,6 +70,10 @@ def build(config: ml_collections.ConfigDict) -> Run:
     train_data = pipeline.create(config.data, split=config.data.train_split, training=True,
                                  global_batch_size=batch, seed=config.rng_seed,
                                  host_crop=host_crop.for_pretraining(config.data))
+    if config.method == "supervised" and config.supervised.num_classes != train_data.num_classes:
+        raise ValueError(f"config.supervised.num_classes={config.supervised.num_classes} but "
+                         f"{config.data.dataset!r} has {train_data.num_classes} classes; set "
+                         f"--config.supervised.num_classes={train_data.num_classes}")
     steps_per_epoch = int(train_data.steps_per_epoch)
     total_steps = int(config.num_train_steps or config.num_epochs * steps_per_epoch)
     warmup = int(round(config.optimizer.warmup_epochs * steps_per_epoch))
@@ -105,23 +109,34 @@ def _batches(data) -> Iterator[dict]:
                              "than the global batch size?")
 
 
-def export_encoders(workdir: str, config, modules: state_lib.Modules, state_host) -> dict:
-    """Writes WORKDIR/encoders/student (and /teacher for an online teacher); returns paths."""
+def snapshot_name(step: int) -> str:
+    """The encoders/ folder of the student snapshot at `step` (config.export_encoder_steps)."""
+    return f"student_step{step}"
+
+
+def export_encoders(workdir: str, config, modules: state_lib.Modules, state_host,
+                    snapshot: bool = False) -> dict:
+    """Writes WORKDIR/encoders/student (and /teacher for an online teacher); returns paths.
+    `snapshot` writes the student to encoders/student_step<N> instead (kept for good)."""
     step = int(state_host.step)
     paths = {}
     parts = ["student"] + (["teacher"] if "teacher" in state_host.params else [])
+    if snapshot:
+        parts = [snapshot_name(step)]
     for part in parts:
-        spec = dict(modules.student_spec if part == "student" else modules.teacher_spec)
+        spec = dict(modules.teacher_spec if part == "teacher" else modules.student_spec)
         spec["source"] = f"{spec['source']} step {step}"
         path = os.path.join(workdir, "encoders", part)
-        model_io.save_encoder(path, spec, state_lib.encoder_variables(state_host, part))
+        model_io.save_encoder(path, spec, state_lib.encoder_variables(
+            state_host, "teacher" if part == "teacher" else "student"))
         paths[part] = path
     return paths
 
 
 def knn_monitor(config, modules: state_lib.Modules, encoder_vars) -> dict:
-    """Weighted kNN (k, tau from config.knn_monitor) of student backbone features: the test
-    split classified against the train split (each limited to its configured size)."""
+    """Weighted kNN (k, tau from config.knn_monitor) of student backbone features: the query
+    split (knn_monitor.query_split, default data.eval_split) classified against the bank
+    (knn_monitor.bank_split, default data.train_split), each limited to its configured size."""
     knn = config.knn_monitor
     dtype = state_lib.compute_dtype(config)
     module = heads.build_encoder(modules.student_spec, dtype=dtype, bn_axis_name=None)
@@ -131,8 +146,10 @@ def knn_monitor(config, modules: state_lib.Modules, encoder_vars) -> dict:
     batch = max(jax.local_device_count(),
                 knn.batch_size // jax.device_count() * jax.device_count())
     out = {}
-    for name, split, limit in (("train", config.data.train_split, knn.train_examples),
-                               ("test", config.data.eval_split, knn.test_examples)):
+    for name, split, limit in (("train", knn.bank_split or config.data.train_split,
+                                knn.train_examples),
+                               ("test", knn.query_split or config.data.eval_split,
+                                knn.test_examples)):
         data = pipeline.create(config.data, split=split, training=False,
                                global_batch_size=batch, seed=0)
         if limit and limit < data.num_examples:  # the first `limit` examples of the split
@@ -248,6 +265,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if primary:
             clock.save()
 
+    snapshots = set(int(s) for s in config.get("export_encoder_steps", ()))
+
     step = start
     for step in range(start + 1, run.total_steps + 1):
         batch = next(batches)
@@ -258,6 +277,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         preempted = stop.agreed(step - start) and not is_last
         if step % config.log_every_steps == 0 or is_last:
             flush_history(step)
+        if step in snapshots and primary:  # before the checkpoint: a resume never skips it
+            export_encoders(workdir, config, run.modules, unreplicate(p_state), snapshot=True)
         if step % config.checkpoint_every_steps == 0 or is_last or preempted:
             flush_history(step)
             save(step, unreplicate(p_state))
@@ -281,7 +302,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if not fileio.exists(os.path.join(workdir, "encoders", "student", model_io.SPEC_FILE)):
         export_encoders(workdir, config, run.modules, final)
     summary.update(step=int(final.step), encoders={
-        part: os.path.join(workdir, "encoders", part) for part in final.params})
+        part: os.path.join(workdir, "encoders", part) for part in final.params
+        if part in ("student", "teacher")})
     return summary
 
 

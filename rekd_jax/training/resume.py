@@ -27,6 +27,7 @@ OVERRIDE = "--config.allow_config_change=True"
 # Fields that change how a run is executed or observed, not what it computes.
 OPERATIONAL = ("mode", "allow_config_change", "log_every_steps", "checkpoint_every_steps",
                "keep_checkpoints", "async_checkpointing", "knn_monitor", "distributed",
+               "export_encoder_steps",
                "tensorboard", "data.data_dir", "data.num_workers", "data.prefetch",
                "data.resident", "data.resident_max_mb")
 
@@ -55,7 +56,7 @@ def signature(config: ml_collections.ConfigDict) -> dict:
     mode = state_lib.teacher_mode(config)
     if mode == "online":
         used.add("mocov2")
-    unused = [m for m in ("mocov2", "seed", "rekd") if m not in used]
+    unused = [m for m in ("mocov2", "seed", "rekd", "supervised") if m not in used]
     if mode is None:
         unused.append("teacher")
     flat = _flatten(config)

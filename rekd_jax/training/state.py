@@ -2,7 +2,8 @@
 
 TrainState fields (dicts keyed 'student' / 'teacher'; a part a method does not use is {}):
   step                int32 scalar, steps done
-  params              trainable params: {'student', 'teacher' (online teacher only)}
+  params              trainable params: {'student', 'teacher' (online teacher only),
+                      'method' (a method's own, e.g. the supervised classifier)}
   batch_stats         BatchNorm statistics of those encoders
   ema_params          momentum (key) encoders: {'student' (MoCo v2, ReKD), 'teacher' (online)}
   ema_batch_stats     their BatchNorm statistics (updated by their own forward passes, as MoCo)
@@ -30,7 +31,9 @@ from rekd_jax.models import heads
 from rekd_jax.models import io as model_io
 
 AXIS_NAME = "batch"
-METHOD_MODULES = ("mocov2", "seed", "rekd")
+METHOD_MODULES = ("mocov2", "seed", "rekd", "supervised")
+# Methods without a momentum (key) encoder.
+NO_KEY_ENCODER = ("seed", "supervised")
 
 
 @flax.struct.dataclass
@@ -60,6 +63,8 @@ def teacher_mode(config: ml_collections.ConfigDict) -> str | None:
         return None
     if config.method == "seed":
         return "offline"
+    if config.method == "supervised":
+        return None
     return None if config.rekd.teacher == "none" else config.rekd.teacher
 
 
@@ -154,7 +159,7 @@ def create_train_state(config: ml_collections.ConfigDict, modules: Modules, tx) 
     size = config.data.image_size
     params, batch_stats, ema_params, ema_batch_stats = {}, {}, {}, {}
     params["student"], batch_stats["student"] = _init_encoder(modules.student, student_rng, size)
-    if config.method != "seed":
+    if config.method not in NO_KEY_ENCODER:
         ema_params["student"] = params["student"]
         ema_batch_stats["student"] = batch_stats["student"]
     student_dim = embedding_dim(modules.student_spec)
@@ -168,6 +173,9 @@ def create_train_state(config: ml_collections.ConfigDict, modules: Modules, tx) 
         teacher_method_state = mocov2.init_state(teacher_method_rng, config.mocov2, teacher_dim)
     method = method_module(config.method)
     method_state = method.init_state(method_rng, config[config.method], student_dim, teacher_dim)
+    if hasattr(method, "init_params"):  # trainable parameters of the method's own
+        params["method"] = method.init_params(jax.random.fold_in(method_rng, 1),
+                                              config[config.method], student_dim)
     copy = lambda t: jax.tree_util.tree_map(jnp.array, t)  # distinct buffers (donation-safe)
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,

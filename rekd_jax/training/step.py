@@ -301,7 +301,7 @@ def train_step(cfg: StepConfig, state: state_lib.TrainState, batch: dict,
                   for part in state.ema_params}
     ema_batch_stats = dict(state.ema_batch_stats)
     targets = {}
-    if cfg.method != "seed":
+    if "student" in state.ema_params:  # methods with a momentum (key) encoder
         targets["k"], ema_batch_stats["student"] = shuffled_key_forward(
             cfg, mods.student_key, {"params": ema_params["student"],
                                     "batch_stats": state.ema_batch_stats["student"]},
@@ -327,12 +327,15 @@ def train_step(cfg: StepConfig, state: state_lib.TrainState, batch: dict,
             emb = {"q": z, "k": targets["k"]}
         elif cfg.method == "seed":
             emb = {"z_s": z, "z_t": targets["t"]}
+        elif cfg.method == "supervised":
+            emb = {"z": z, "labels": labels}
         else:
             emb = {"q": z, "k": targets["k"], "labels": labels}
             if "t" in targets:
                 emb["t"] = targets["t"]
+        own = {"params": params["method"]} if "method" in params else {}
         loss, (metrics, method_state) = method.loss_fn(
-            emb, state.method_state, cfg.method_cfg, rng=loss_rng, axis_name=AXIS)
+            emb, state.method_state, cfg.method_cfg, rng=loss_rng, axis_name=AXIS, **own)
         metrics = dict(metrics)
         teacher_method_state = state.teacher_method_state
         if cfg.teacher_mode == "online":

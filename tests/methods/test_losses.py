@@ -109,3 +109,19 @@ def test_gradients_reach_the_query_only():
         assert float(jnp.max(jnp.abs(grad_q))) > 1e-3
         np.testing.assert_array_equal(grad_k, 0.0)
         np.testing.assert_array_equal(grad_queue, 0.0)
+
+
+def test_relation_contrast_without_the_own_key_averages_over_mined_positives_only():
+    q, k, queue = unit_rows(7, 3, 6), unit_rows(8, 3, 6), unit_rows(9, 5, 6)
+    tau = 0.2
+    mask = np.zeros((3, 6), bool)
+    mask[0, [2, 4]] = True  # two mined positives: the own key leaves the target
+    mask[2, 1] = True       # one mined positive
+    expected = []
+    for i, positives in enumerate(([2, 4], [0], [1])):  # row 1 has none: it keeps its own key
+        log_p = log_softmax_loop(candidate_logits(q[i], k[i], queue, tau))
+        expected.append(-sum(log_p[j] for j in positives) / len(positives))
+    got = losses.relation_contrast(q, k, queue, jnp.asarray(mask), tau, keep_own_key=False)
+    np.testing.assert_allclose(got, np.mean(expected), rtol=1e-5)
+    kept = losses.relation_contrast(q, k, queue, jnp.asarray(mask), tau)
+    assert abs(float(kept) - float(got)) > 1e-4

@@ -215,3 +215,30 @@ def test_rekd_oracle_relation_is_true_label_supcon_with_or_without_a_teacher():
 def test_rekd_teacher_none_needs_the_oracle_relation():
     with pytest.raises(ValueError, match="teacher='none'.*relation='oracle'"):
         small_config('rekd', teacher='none')
+
+
+def test_supervised_loss_is_cross_entropy_of_a_cosine_classifier():
+    from rekd_jax.methods import supervised
+    cfg = supervised.default_config()
+    cfg.num_classes = 3
+    supervised.validate_config(cfg, 8)
+    params = supervised.init_params(jax.random.PRNGKey(0), cfg, 5)
+    assert params['classifier'].shape == (5, 3)
+    z = np.random.default_rng(1).normal(size=(4, 5)).astype(np.float32)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    labels = np.array([0, 2, 1, 2], np.int32)
+    loss, (metrics, state) = supervised.loss_fn({'z': z, 'labels': labels}, {}, cfg,
+                                                params=params)
+    w = np.asarray(params['classifier'])
+    logits = z @ (w / np.linalg.norm(w, axis=0)) / cfg.temperature
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    np.testing.assert_allclose(loss, -np.mean(log_p[np.arange(4), labels]), rtol=1e-5)
+    np.testing.assert_allclose(metrics['train_top1'],
+                               np.mean(np.argmax(logits, 1) == labels), rtol=1e-6)
+    assert state == {}
+    grad = jax.grad(lambda p: supervised.loss_fn({'z': z, 'labels': labels}, {}, cfg,
+                                                 params=p)[0])(params)
+    assert float(jnp.max(jnp.abs(grad['classifier']))) > 1e-4
+    cfg.num_classes = 1
+    with pytest.raises(ValueError, match='num_classes'):
+        supervised.validate_config(cfg, 8)

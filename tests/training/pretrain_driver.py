@@ -40,6 +40,7 @@ def main():
     config.log_every_steps = 1
     config.keep_checkpoints = 10
     config.async_checkpointing = False
+    config.export_encoder_steps = (3,)  # a kept encoder snapshot between checkpoints
     if args.process_id >= 0:
         config.distributed.update(enabled=True, coordinator_address=f"127.0.0.1:{args.port}",
                                   num_processes=args.num_processes, process_id=args.process_id)

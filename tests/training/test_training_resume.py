@@ -63,6 +63,20 @@ def test_uninterrupted_run_outputs(reference):
     assert [r["step"] for r in records] == list(range(1, TOTAL_STEPS + 1))
     assert all(np.isfinite(r["train/loss"]) and r["train/images_per_sec"] > 0 for r in records)
     assert {"train/learning_rate", "train/contrast_accuracy", "train/grad_norm"} <= set(records[0])
+    # export_encoder_steps=(3,): the student at step 3, kept beside the final one.
+    _, state3, _ = read_checkpoint(reference, 3)
+    snapshot = _encoder_params(os.path.join(reference, "encoders", "student_step3"))
+    expected = leaves(state3["params"]["student"])
+    assert snapshot.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_array_equal(snapshot[name], expected[name], err_msg=name)
+
+
+def _encoder_params(path):
+    from rekd_jax.models import io as model_io
+    spec, variables = model_io.load_encoder(path)
+    assert spec["source"].endswith("step 3")
+    return leaves(variables["params"])
 
 
 def test_sigkill_and_resume_is_bit_exact(reference, tmp_path, cache_dir):
@@ -83,6 +97,11 @@ def test_sigkill_and_resume_is_bit_exact(reference, tmp_path, cache_dir):
     resumed = _driver(workdir, cache_dir=cache_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_checkpoints_equal(workdir, reference, expected_step=TOTAL_STEPS)
+    # The snapshot the killed run had not reached yet was written by the resumed run.
+    ours = _encoder_params(os.path.join(workdir, "encoders", "student_step3"))
+    theirs = _encoder_params(os.path.join(reference, "encoders", "student_step3"))
+    for name in theirs:
+        np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
 
 
 def test_nan_guard_keeps_last_good_checkpoint(tmp_path, cache_dir):

@@ -148,3 +148,20 @@ def test_offline_teacher_without_projector(tmp_path):
     _, metrics = p_step(flax.jax_utils.replicate(state, jax.devices()[:1]), batch,
                         flax.jax_utils.replicate(teacher_variables, jax.devices()[:1]))
     assert np.isfinite(float(metrics["loss"][0]))
+
+
+def test_cross_entropy_teacher_step_trains_its_classifier_without_a_key_encoder():
+    """method 'supervised' (the oracle teacher of the CIFAR-10 study): one view, no momentum
+    encoder, a classifier of its own among the trained params."""
+    config = _config()
+    config.method = "supervised"
+    config.supervised.num_classes = 4
+    rng = np.random.RandomState(3)
+    images = rng.randint(0, 256, (GLOBAL_BATCH, 16, 16, 3)).astype(np.uint8)
+    labels = np.array([0, 1, 0, 1, 2, 2, 3, 0], np.int32)
+    init, after, metrics = _run(config, 1, images, labels)
+    assert after.ema_params == {} and after.method_state == {}
+    assert after.params["method"]["classifier"].shape == (16, 4)
+    moved = np.abs(np.asarray(init.params["method"]["classifier"])
+                   - after.params["method"]["classifier"]).max()
+    assert moved > 1e-6 and np.isfinite(metrics["loss"]) and 0 <= metrics["train_top1"] <= 1
