@@ -57,6 +57,11 @@ def _base(steps: int, batch: int, dataset: str, peak_lr: float) -> ml_collection
     return config
 
 
+# Peak lr of each student method at batch 128, chosen on a validation split
+# (python -m rekd_jax.experiments.quickstart_grid; docs/results.md).
+LR = {"rekd": 0.02, "seed": 0.02, "mocov2": 0.02}
+
+
 def get_config(arg=None):
     tiny = arg == "tiny"
     if arg not in (None, "", "tiny"):
@@ -69,18 +74,23 @@ def get_config(arg=None):
     teacher.student.arch = "resnet18"
     teacher.student.overrides = {"cifar_stem": True, "width_multiplier": 0.125}
     teacher.data.image_size = 12  # its views only; it is evaluated (and mines) at 16 px
-    student = _base(steps, batch, dataset, peak_lr=0.02)
-    student.method = "rekd"
-    student.rekd.teacher = "offline"
-    student.student.arch = "alexnet"
-    student.student.overrides = {"cifar_stem": True, "width_multiplier": 0.25}
-    baseline = _base(steps, batch, dataset, peak_lr=0.02)
-    baseline.method = "mocov2"
-    baseline.student.arch = "alexnet"
-    baseline.student.overrides = {"cifar_stem": True, "width_multiplier": 0.25}
+    students = {}
+    for name, method, peak_lr in (("student", "rekd", LR["rekd"]), ("seed", "seed", LR["seed"]),
+                                  ("baseline", "mocov2", LR["mocov2"])):
+        run = _base(steps, batch, dataset, peak_lr=peak_lr)
+        run.method = method
+        run.rekd.teacher = "offline"
+        run.student.arch = "alexnet"
+        run.student.overrides = {"cifar_stem": True, "width_multiplier": 0.25}
+        run.teacher.arch = teacher.student.arch  # the offline teacher's (its checkpoint's)
+        run.teacher.overrides = dict(teacher.student.overrides)
+        students[name] = run
+    seed = ml_collections.FieldReference(0)  # --config.seed=N reseeds every stage
+    for run in (teacher, *students.values()):
+        run.rng_seed = seed
 
     evaluation = eval_config.default_eval_config()
-    evaluation.data = student.data.copy_and_resolve_references()  # 16 px
+    evaluation.data = students["student"].data.copy_and_resolve_references()  # 16 px
     evaluation.eval_batch_size = 64 if not tiny else 16
     evaluation.linear.update(fast=True, epochs=30 if not tiny else 2, batch_size=64,
                              learning_rate=1.0, schedule="cosine", milestones=())
@@ -88,8 +98,8 @@ def get_config(arg=None):
 
     config = ml_collections.ConfigDict()
     config.mode = "quickstart"
-    config.runs = ml_collections.ConfigDict(
-        {"teacher": teacher, "student": student, "baseline": baseline})
+    config.seed = seed
+    config.runs = ml_collections.ConfigDict({"teacher": teacher, **students})
     config.evaluation = evaluation
     config.eval_modes = ("knn", "linear")
     return config

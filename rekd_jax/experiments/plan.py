@@ -3,7 +3,13 @@
 A plan is a list of `Arm`s; each arm is one row of a result table:
   - a random-init arm scores an untrained encoder (`init:ARCH:...`, see
     rekd_jax.evaluation.features.parse_init_checkpoint) and trains nothing;
-  - a trained arm pre-trains with its config (resuming like any run), then evaluates its student.
+  - an encoder arm scores an encoder another arm wrote (`source`: a ROOT-relative encoder
+    directory, e.g. a teacher's snapshot), trains nothing;
+  - a trained arm pre-trains with its config (resuming like any run), then evaluates its student;
+  - a reuse arm scores the student another trained arm pre-trained (`reuse`), under its own
+    evaluation (e.g. on the test split, once a validation search chose that run), and carries
+    that arm's training record.
+Each arm may carry its own evaluation config (`evaluation`; default: the plan's).
 `run_plan` runs the arms in order into ROOT/<arm.name>/, writes ROOT/<arm.name>/row.json when an
 arm is done (rerunning skips it), prints progress with an ETA, and returns the rows. Used by the
 quick start (rekd_jax.training.quickstart) and the CIFAR-10 study (rekd_jax.experiments.cifar10).
@@ -39,13 +45,20 @@ class Arm:
     label: str                                     # 'random init', 'MoCo v2', 'ReKD (offline)', ...
     config: ml_collections.ConfigDict | None = None  # pre-training config; None = random init
     init: str = ""                                 # init: checkpoint text of a random-init arm
-    teacher: str = ""                              # arm whose encoders/student is the offline teacher
+    teacher: str = ""                              # arm whose encoders/ holds the offline teacher
+    teacher_encoder: str = "student"               # ...as this folder of that arm's encoders/
     group: str = ""                                # 'teacher', 'student', 'mechanism', ...
     seed: int = 0
+    source: str = ""                               # ROOT-relative encoder dir to score
+    reuse: str = ""                                # trained arm whose student this row scores
+    evaluation: ml_collections.ConfigDict | None = None  # this row's protocol (None: the plan's)
 
     @property
     def trained(self) -> bool:
         return self.config is not None
+
+    def teacher_path(self, root: str) -> str:
+        return os.path.join(root, self.teacher, "encoders", self.teacher_encoder)
 
 
 def init_text(arch: str, overrides: dict, seed: int = 0) -> str:
@@ -84,12 +97,19 @@ def _train(arm: Arm, root: str, run_dir: str) -> dict:
     from rekd_jax.training import pretrain
     config = arm.config.copy_and_resolve_references()
     if arm.teacher:
-        config.teacher.checkpoint = os.path.join(root, arm.teacher, "encoders", "student")
+        config.teacher.checkpoint = arm.teacher_path(root)
     summary = pretrain.train_and_evaluate(config, run_dir)
     # summary["train_seconds"]: the first run's training time plus each resume's (run_record)
     return {"steps": int(summary["step"]), "train_seconds": round(summary["train_seconds"], 1),
             "encoder": summary["encoders"]["student"],
             "final_loss": summary["metrics"].get("train/loss")}
+
+
+def knn_curve(metrics_path: str) -> list[list[float]]:
+    """[[step, kNN top-1 %], ...] of the run's kNN monitor (empty when it was off)."""
+    from rekd_jax.training import logging as logging_lib
+    return [[int(r["step"]), 100.0 * float(r["knn/top1"])]
+            for r in logging_lib.read_jsonl(metrics_path) if "knn/top1" in r]
 
 
 def evaluate_encoder(evaluation: ml_collections.ConfigDict, modes: Sequence[str],
@@ -124,15 +144,24 @@ def run_arm(arm: Arm, root: str, evaluation: ml_collections.ConfigDict,
     if arm.trained:
         row.update(_train(arm, root, run_dir))
         row["method"] = arm.config.method
-        row["diagnostics"] = summarize_metrics(os.path.join(run_dir, "metrics.jsonl"))
+        metrics_path = os.path.join(run_dir, "metrics.jsonl")
+        row["diagnostics"] = summarize_metrics(metrics_path)
+        row["knn_curve"] = knn_curve(metrics_path)
         if arm.teacher:
             row["teacher"] = arm.teacher
+            row["teacher_encoder"] = arm.teacher_encoder
+        checkpoint = row["encoder"]
+    elif arm.reuse:
+        trained = run_record.read_json(os.path.join(root, arm.reuse, "row.json"))
+        row.update({k: v for k, v in trained.items() if k not in ("name", "group", "eval",
+                                                                  "eval_seconds", "label")})
+        row["reused"] = arm.reuse
         checkpoint = row["encoder"]
     else:
         row["method"] = "none"
-        row["encoder"] = checkpoint = arm.init
+        row["encoder"] = checkpoint = os.path.join(root, arm.source) if arm.source else arm.init
     start = time.time()
-    row["eval"] = evaluate_encoder(evaluation, modes, checkpoint, run_dir)
+    row["eval"] = evaluate_encoder(arm.evaluation or evaluation, modes, checkpoint, run_dir)
     row["eval_seconds"] = round(time.time() - start, 1)
     fileio.write_json(row_path, row, sort_keys=True, default=float)
     if clear_caches:
@@ -147,38 +176,62 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+@dataclasses.dataclass
+class Budget:
+    """Relative cost of the arms still to run, and the time the finished ones took: one ETA
+    over several `run_plan` calls (a study whose later arms depend on earlier results)."""
+    total: float = 0.0  # estimated cost of every arm not finished when the budget was made
+    done: float = 0.0
+    spent: float = 0.0
+    start: float = dataclasses.field(default_factory=time.time)
+
+    def eta(self) -> float:
+        """Seconds left (NaN until an arm has run)."""
+        if not self.done:
+            return float("nan")
+        return self.spent / self.done * max(0.0, self.total - self.done)
+
+
+def default_cost(arms: Sequence[Arm]) -> Callable[[Arm], float]:
+    """Training steps; an arm that only evaluates, a tenth of the mean trained arm."""
+    steps = [float(a.config.num_train_steps or 1) for a in arms if a.trained] or [1.0]
+    return lambda a: (float(a.config.num_train_steps or 1) if a.trained
+                      else 0.1 * float(np.mean(steps)))
+
+
+def is_finished(root: str, arm: Arm) -> bool:
+    return os.path.exists(os.path.join(root, arm.name, "row.json"))
+
+
 def run_plan(arms: Sequence[Arm], root: str, evaluation: ml_collections.ConfigDict,
              modes: Sequence[str], *, cost: Callable[[Arm], float] | None = None,
-             log: Callable[[str], None] = print, clear_caches: bool = True) -> list[dict]:
+             log: Callable[[str], None] = print, clear_caches: bool = True,
+             budget: Budget | None = None) -> list[dict]:
     """Runs every arm in order (skipping finished ones); logs progress with an ETA.
 
-    `cost(arm)` is a relative cost estimate (default: training steps; a random-init arm, which
-    only evaluates, a tenth of the mean trained arm) used to turn the time spent so far into an
-    ETA for the arms left.
+    `cost(arm)` is a relative cost estimate (default: `default_cost`) used to turn the time
+    spent so far into an ETA for the arms left; `budget` carries it over several calls (its
+    `total` must then hold the cost of every unfinished arm of all of them).
     """
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise ValueError(f"arm names must be unique; got {names}")
-    steps = [float(a.config.num_train_steps or 1) for a in arms if a.trained] or [1.0]
-    cost = cost or (lambda a: float(a.config.num_train_steps or 1) if a.trained
-                    else 0.1 * float(np.mean(steps)))
-    total = sum(cost(a) for a in arms)
-    rows, done_cost, spent, start = [], 0.0, 0.0, time.time()
+    cost = cost or default_cost(arms)
+    if budget is None:
+        budget = Budget(total=sum(cost(a) for a in arms if not is_finished(root, a)))
+    rows = []
     for i, arm in enumerate(arms, 1):
-        finished = os.path.exists(os.path.join(root, arm.name, "row.json"))
+        finished = is_finished(root, arm)
         t0 = time.time()
         rows.append(run_arm(arm, root, evaluation, modes, clear_caches=clear_caches))
-        if finished:
-            total -= cost(arm)
-        else:
-            done_cost += cost(arm)
-            spent += time.time() - t0
-        left = total - done_cost
-        eta = spent / done_cost * left if done_cost else float("nan")
+        if not finished:
+            budget.done += cost(arm)
+            budget.spent += time.time() - t0
+        eta = budget.eta()
         knn = rows[-1]["eval"].get("knn", {}).get("top1")
         log(f"[{i}/{len(arms)}] {arm.name}: {'skipped (done)' if finished else 'done'}"
             f"{'' if knn is None else f', kNN {knn:.1f}'}; elapsed "
-            f"{format_duration(time.time() - start)}, ETA "
+            f"{format_duration(time.time() - budget.start)}, ETA "
             f"{'?' if math.isnan(eta) else format_duration(eta)}")
     return rows
 
@@ -232,6 +285,12 @@ def format_table(rows: Sequence[dict], chance: float | None = None) -> str:
                      f"label prec.: fraction of ReKD's mined positives with the anchor's class, "
                      f"chance {chance:.3f})")
     return "\n".join(lines)
+
+
+def split_size(data_cfg, split: str) -> int:
+    """Number of examples of `split` (building an embedded dataset on first use)."""
+    from rekd_jax.data import pipeline
+    return int(len(pipeline.split_metadata(data_cfg, split)["labels"]))
 
 
 def label_chance(data_cfg, split: str) -> float:

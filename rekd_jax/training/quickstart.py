@@ -20,7 +20,7 @@ from rekd_jax import fileio
 from rekd_jax.experiments import plan
 
 STAGES = (("teacher", "teacher", "MoCo v2 (teacher)"), ("student", "student", "ReKD (offline)"),
-          ("baseline", "student", "MoCo v2"))
+          ("seed", "student", "SEED"), ("baseline", "student", "MoCo v2"))
 
 
 def arms(config: ml_collections.ConfigDict) -> list[plan.Arm]:

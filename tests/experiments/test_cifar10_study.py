@@ -1,55 +1,104 @@
-"""The CIFAR-10 study: the plan of every scale (arms, equal student steps, teachers first), and
-a real run of its tiny scale (one student, one seed) that writes results, the mechanism answer
-and plots, then skips everything when rerun."""
+"""The CIFAR-10 study: the plan of every scale (teachers first, validation before test, equal
+student steps, seeds, snapshots), the choices made on validation rows only, and a real run of
+the tiny scale that writes results, tables and figures, then skips everything when rerun."""
 import json
 import os
 
 import pytest
 
-from rekd_jax.experiments import cifar10
+from rekd_jax.experiments import cifar10, study_report
+from rekd_jax.tools import study_figures
 
 
 @pytest.mark.parametrize("scale", sorted(cifar10.SCALES))
-def test_plan_has_every_arm_with_equal_student_steps(scale):
+def test_plan_of_every_scale(scale):
     s = cifar10.SCALES[scale]
-    arms = cifar10.build_plan(s, "/data", seeds=2)
-    names = [a.name for a in arms]
-    assert len(set(names)) == len(names)
-    assert names[:3] == ["random_init/teacher", "teacher/mocov2", "teacher/supervised"]
-    for arch in s.students():
-        labels = {a.label for a in arms if a.arch == arch}
-        assert {"random init", "MoCo v2", "SEED", "ReKD (offline)", "ReKD (online)"} <= labels
-        steps = {a.config.num_train_steps for a in arms if a.arch == arch and a.trained}
-        assert steps == {s.student_steps}
-    mechanism = [a for a in arms if a.group == "mechanism"]
-    assert len(mechanism) == 2 * len(cifar10.MECHANISM_ARMS)
-    assert all(a.arch == s.mechanism_student for a in mechanism)
-    for a in arms:  # a teacher is trained before any arm that reads it
-        if a.teacher:
-            assert names.index(a.teacher) < names.index(a.name)
-    oracle = [a for a in mechanism if "oracle" in a.name][0].config
-    assert oracle.method == "rekd" and oracle.rekd.teacher == "none"
-    supervised = arms[2].config
-    assert supervised.rekd.relation == "oracle" and supervised.rekd.teacher == "none"
+    val = cifar10.evaluation_config(s, "/data", "val")
+    test = cifar10.evaluation_config(s, "/data", "test")
+    assert (val.data.train_split, val.data.eval_split) == (s.val_bank_split, s.val_split)
+    assert (test.data.train_split, test.data.eval_split) == (s.train_split, s.test_split)
+    teachers = cifar10.teacher_arms(s, "/data")
+    assert [a.name for a in teachers[:3]] == ["random_init/teacher", "teacher/mocov2",
+                                              "teacher/supervised"]
+    mocov2, supervised = teachers[1].config, teachers[2].config
+    assert mocov2.data.train_split == s.train_split and mocov2.method == "mocov2"
+    assert tuple(mocov2.export_encoder_steps) == s.snapshot_steps()
+    # The labelled teacher never sees the validation images.
+    assert supervised.method == "supervised" and supervised.data.train_split == s.val_bank_split
+    assert [a.source for a in teachers[3:]] == [
+        f"teacher/mocov2/encoders/student_step{n}" for n in s.snapshot_steps()]
+    choices = {"rekd": s.readings[-1], "seed": s.seed_temperatures[-1]}
+    lrs = {arm: s.lr_grid[0] for arm in cifar10.ARMS}
+    search = cifar10.search_arms(s, "/data", val)
+    grid = cifar10.grid_arms(s, "/data", val, choices)
+    final = cifar10.final_arms(s, "/data", test, choices, lrs)
+    quality = cifar10.quality_arms(s, "/data", test, choices, lrs)
+    students = cifar10.student_arms(s, "/data", test, choices, lrs)
+    assert all(a.evaluation is val for a in search + grid)
+    assert all(a.evaluation is test for a in final + quality + students)
+    assert len(search) == 1 + len(s.readings) + len(s.seed_temperatures)
+    assert len(grid) == len(cifar10.ARMS) * len(s.lr_grid)
+    # Seed 0 of each final arm re-scores the grid's run at the chosen lr and setting.
+    reused = {a.name: a.reuse for a in final if a.reuse}
+    assert reused["final/rekd/s0"] == cifar10.select_name("rekd", s.readings[-1], s.lr_grid[0])
+    assert len([a for a in final if a.trained]) == len(cifar10.ARMS) * (s.seeds - 1)
+    rekd = [a for a in final if a.name == "final/rekd/s1"][0].config
+    assert rekd.optimizer.base_learning_rate == s.lr_grid[0] and rekd.rekd.teacher == "offline"
+    oracle = [a for a in final if a.name == "final/rekd_oracle/s1"][0].config
+    assert oracle.rekd.relation == "oracle" and oracle.rekd.teacher == "none"
+    assert {a.teacher_encoder for a in quality} == {
+        f"student_step{n}" for n in s.snapshot_steps()}
+    assert len(quality) == 2 * s.quality_seeds * len(s.teacher_snapshots)
+    trained = [a for a in students if a.trained]
+    assert {a.config.num_train_steps for a in trained} == {s.five_student_steps}
+    assert len(trained) == 3 * (len(cifar10.STUDENT_FAMILIES) - 1)
+    for arm in teachers + search + grid + final + quality + students:
+        if arm.trained:  # a run's kNN monitor scores validation, never the test split
+            assert arm.config.knn_monitor.query_split == s.val_split
+
+
+def test_choices_read_validation_rows_only():
+    rows = [{"name": "a", "eval": {"knn": {"top1": 50.0}, "linear": {"top1": 60.0}}},
+            {"name": "b", "eval": {"knn": {"top1": 52.0}, "linear": {"top1": 40.0}}},
+            {"name": "c", "eval": {"knn": {"top1": 52.0}, "linear": {"top1": 41.0}}}]
+    assert cifar10.choose(rows)["name"] == "c"
+    ours = [{"seed": s, "eval": {"knn": {"top1": v}}} for s, v in enumerate((60.0, 61.0, 62.0))]
+    theirs = [{"seed": s, "eval": {"knn": {"top1": v}}} for s, v in enumerate((55.0, 59.5, 56.0))]
+    m = cifar10.margin(ours, theirs, "knn")
+    assert m["mean"] == pytest.approx(4.1666, abs=1e-3)
+    assert (m["paired_min"], m["paired_max"]) == (1.5, 6.0) and m["outside_seed_spread"]
+    assert not cifar10.margin(ours, ours, "knn")["outside_seed_spread"]
 
 
 def test_tiny_study_runs_end_to_end_and_reruns_skip(tmp_path):
     workdir, data_dir = str(tmp_path / "study"), str(tmp_path / "data")
     lines = []
-    result = cifar10.run("tiny", workdir, data_dir, families=("alexnet",), seeds=1,
-                         log=lines.append)
+    result = cifar10.run("tiny", workdir, data_dir, families=("alexnet",), log=lines.append)
+    scale = cifar10.SCALES["tiny"]
+    assert set(result["choices"]["settings"]) == {"rekd", "seed"}
+    assert set(result["choices"]["lr"]) == set(cifar10.ARMS)
+    assert all(lr in scale.lr_grid for lr in result["choices"]["lr"].values())
     mechanism = result["mechanism"]
-    assert set(mechanism) == {"mocov2", "rekd_offline", "rekd_supervised", "rekd_oracle"}
-    assert mechanism["rekd_oracle"]["label_precision"] == pytest.approx(1.0)
-    assert "knn_gain_over_mocov2" in mechanism["rekd_oracle"]
+    assert set(mechanism["arms"]) == set(cifar10.ARMS)
+    assert mechanism["arms"]["rekd_oracle"]["label_precision"] == pytest.approx(1.0)
+    assert len(mechanism["arms"]["rekd"]["knn"]["values"]) == scale.seeds
+    assert {"rekd_over_mocov2", "rekd_over_seed"} == set(mechanism["margins"])
+    assert [p["teacher"] for p in result["quality"]] == ["50%", "100%", "true labels (oracle)"]
     with open(os.path.join(workdir, "results.json")) as f:
         saved = json.load(f)
-    assert {r["label"] for r in saved["rows"]} >= {"random init", "SEED", "ReKD (online)"}
-    assert "random init" in open(os.path.join(workdir, "results.md")).read()
-    for name in ("curves.png", "relations.png", "results_knn.png", "similarity_alexnet.png"):
-        assert os.path.getsize(os.path.join(workdir, "plots", name)) > 1000
+    assert saved["mechanism"] == json.loads(json.dumps(mechanism))
+    text = open(os.path.join(workdir, "results.md")).read()
+    assert text == study_report.markdown(saved)
+    for section in ("## Teachers", "## Choices on validation", "## Mechanism arms",
+                    "## Teacher quality", "(chosen)", "random init"):
+        assert section in text
+    for name in ("mechanism", "quality", "selection"):
+        assert os.path.getsize(os.path.join(workdir, "plots", f"{name}.png")) > 10000
+    redrawn = study_figures.draw(saved, str(tmp_path / "redrawn"))
+    assert set(redrawn) >= {"mechanism", "quality", "selection"}
     assert any("ETA" in line for line in lines)
     rerun = []
-    cifar10.run("tiny", workdir, data_dir, families=("alexnet",), seeds=1, plots=False,
+    cifar10.run("tiny", workdir, data_dir, families=("alexnet",), plots=False,
                 log=rerun.append)
-    assert sum("skipped (done)" in line for line in rerun) == len(saved["rows"])
+    done = [line for line in rerun if line.startswith("[")]
+    assert done and all("skipped (done)" in line for line in done)
