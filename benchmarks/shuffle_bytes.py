@@ -41,6 +41,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import default  # noqa: E402
+from rekd_jax import parallel  # noqa: E402
 from rekd_jax.training import config as config_lib  # noqa: E402
 from rekd_jax.training import state as state_lib  # noqa: E402
 from rekd_jax.training import step as step_lib  # noqa: E402
@@ -122,7 +123,7 @@ def cell(mode: str, num_devices: int, dtype: str, compiled: bool):
     variables = jax.eval_shape(lambda: module.init(
         jax.random.PRNGKey(0), jnp.zeros((2, size, size, 3)), train=False))
     f = jax.pmap(lambda x, v, rng: step_lib.shuffled_key_forward(cfg, module, v, x, rng, rng),
-                 axis_name=step_lib.AXIS, in_axes=(0, None, None),
+                 axis_name=parallel.AXIS_NAME, in_axes=(0, None, None),
                  devices=jax.devices()[:num_devices])
     x = jax.ShapeDtypeStruct((num_devices, b, size, size, 3), state_lib.compute_dtype(config))
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)

@@ -38,8 +38,7 @@ from rekd_jax import parallel
 from rekd_jax import progress as progress_lib
 from rekd_jax.evaluation import features as features_lib
 from rekd_jax.evaluation import scoring
-
-AXIS = "batch"
+from rekd_jax.parallel import AXIS_NAME as AXIS
 
 
 @flax.struct.dataclass

@@ -22,8 +22,7 @@ from rekd_jax.data import pipeline as data_pipeline
 from rekd_jax.evaluation import features as features_lib
 from rekd_jax.evaluation import linear, scoring
 from rekd_jax.models import get_model
-
-AXIS = linear.AXIS
+from rekd_jax.parallel import AXIS_NAME as AXIS
 
 
 @flax.struct.dataclass

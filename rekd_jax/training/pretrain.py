@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 from absl import logging as absl_logging
 
-from rekd_jax import fileio, parallel
+from rekd_jax import fileio, methods, parallel
 from rekd_jax import progress as progress_lib
 from rekd_jax import run_record
 from rekd_jax.data import augment, host_crop, pipeline
@@ -70,10 +70,12 @@ def build(config: ml_collections.ConfigDict) -> Run:
     train_data = pipeline.create(config.data, split=config.data.train_split, training=True,
                                  global_batch_size=batch, seed=config.rng_seed,
                                  host_crop=host_crop.for_pretraining(config.data))
-    if config.method == "supervised" and config.supervised.num_classes != train_data.num_classes:
-        raise ValueError(f"config.supervised.num_classes={config.supervised.num_classes} but "
-                         f"{config.data.dataset!r} has {train_data.num_classes} classes; set "
-                         f"--config.supervised.num_classes={train_data.num_classes}")
+    method = methods.get_method(config.method)
+    if hasattr(method, "validate_dataset"):  # checks against the data, now that it is open
+        try:
+            method.validate_dataset(config[config.method], int(train_data.num_classes))
+        except ValueError as e:
+            raise ValueError(f"config.{config.method} ({config.data.dataset!r}): {e}") from None
     steps_per_epoch = int(train_data.steps_per_epoch)
     total_steps = int(config.num_train_steps or config.num_epochs * steps_per_epoch)
     warmup = int(round(config.optimizer.warmup_epochs * steps_per_epoch))
@@ -88,7 +90,7 @@ def build(config: ml_collections.ConfigDict) -> Run:
 
 
 def replicate(tree):
-    return parallel.replicate(tree, state_lib.AXIS_NAME)
+    return parallel.replicate(tree, parallel.AXIS_NAME)
 
 
 def unreplicate(tree):

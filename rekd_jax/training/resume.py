@@ -20,7 +20,8 @@ import os
 
 import ml_collections
 
-from rekd_jax import fileio
+from rekd_jax import fileio, methods
+from rekd_jax.training import state as state_lib
 
 SIGNATURE_FILE = "run_signature.json"
 OVERRIDE = "--config.allow_config_change=True"
@@ -51,12 +52,11 @@ def signature(config: ml_collections.ConfigDict) -> dict:
     """The run-defining fields of a pre-training config, dotted names -> JSON values. Method
     blocks other than the one in use (and MoCo v2's, for an online ReKD teacher) and the
     teacher block of a method without a teacher are left out: changing them changes nothing."""
-    from rekd_jax.training import state as state_lib
     used = {config.method}
     mode = state_lib.teacher_mode(config)
     if mode == "online":
         used.add("mocov2")
-    unused = [m for m in ("mocov2", "seed", "rekd", "supervised") if m not in used]
+    unused = [m for m in methods.METHODS if m not in used]
     if mode is None:
         unused.append("teacher")
     flat = _flatten(config)
