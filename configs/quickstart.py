@@ -35,17 +35,17 @@ Variant `:tiny` (rekd_shapes/tiny, a few steps per stage) is what the end-to-end
 
 import ml_collections
 
-from configs import default  # inheritance by calling (run from the repository root)
+from rekd_jax import recipes
 from rekd_jax.evaluation import config as eval_config
 
 
 def _base(steps: int, batch: int, dataset: str, peak_lr: float) -> ml_collections.ConfigDict:
-    config = default.get_config()
+    config = recipes.base_config()
     config.data.update(dataset=dataset, image_size=16, eval_resize=16, num_workers=2)
     config.data.augment.update(blur_prob=0.0, jitter=(0.8, 0.8, 0.8, 0.2))
     config.global_batch_size = batch
     config.num_train_steps = steps
-    default.set_queue_size(config, 8 * batch)
+    recipes.set_queue_size(config, 8 * batch)
     config.rekd.num_prototypes = 100
     config.optimizer.base_learning_rate = peak_lr
     config.optimizer.lr_scaling_batch = batch

@@ -17,10 +17,12 @@ Expected result: not reported for ReKD in what we know of the paper. References 
 measured by us): MoCo v2 ResNet-18 52.5%, SEED ResNet-18 with a ResNet-50x2 teacher 63.0%
 ImageNet linear top-1; ReKD should land above MoCo v2.
 """
-from configs import default  # inheritance by calling
+from rekd_jax import recipes
+from rekd_jax.variants import apply_variants
 
-VARIANTS = default.STUDENT_VARIANTS
+VARIANTS = recipes.STUDENT_VARIANTS
 
 
 def get_config(arg=None):
-    return default.imagenet_student("resnet18", arg, "configs/resnet18.py")
+    return apply_variants(recipes.imagenet_student("resnet18"), arg, VARIANTS,
+                          "configs/resnet18.py")

@@ -23,7 +23,7 @@ training curves, a bar chart per student, relation diagnostics over time, and sa
 different-class cosine-similarity histograms of the MoCo v2 and ReKD students (the paper's
 Figure 4).
 
-Recipe: cifar10() of configs/default.py (the MoCo CIFAR-10 demo, cited there) with the scale's
+Recipe: rekd_jax.recipes.cifar10() (the MoCo CIFAR-10 demo, cited there) with the scale's
 documented departures (SCALES below): subset, image size, widths, batch, steps.
 Scales:
   tiny  seconds; rekd_shapes/tiny; what the tests run.
@@ -44,6 +44,7 @@ import time
 import ml_collections
 import numpy as np
 
+from rekd_jax import recipes
 from rekd_jax.experiments import plan
 
 STUDENT_FAMILIES = ("alexnet", "mobilenetv3_large", "shufflenetv2", "efficientnet_b0", "resnet18")
@@ -112,9 +113,8 @@ SCALES = {
 
 
 def _recipe(scale: Scale, data_dir: str, seed: int) -> ml_collections.ConfigDict:
-    """cifar10() of configs/default.py with the scale's departures."""
-    from configs import default
-    config = default.cifar10(default.get_config())
+    """rekd_jax.recipes.cifar10() with the scale's departures."""
+    config = recipes.cifar10(recipes.base_config())
     config.rng_seed = seed
     config.data.update(dataset=scale.dataset, data_dir=data_dir, train_split=scale.train_split,
                        eval_split=scale.eval_split, image_size=scale.image_size,
@@ -122,7 +122,7 @@ def _recipe(scale: Scale, data_dir: str, seed: int) -> ml_collections.ConfigDict
     config.global_batch_size = scale.batch
     config.student_bn = scale.student_bn
     config.optimizer.cosine_unit = scale.cosine_unit
-    default.set_queue_size(config, scale.queue_batches * scale.batch)
+    recipes.set_queue_size(config, scale.queue_batches * scale.batch)
     config.rekd.num_prototypes = scale.num_prototypes
     config.knn_monitor.every_epochs = 0
     config.log_every_steps = max(1, min(50, scale.student_steps // 8))
@@ -214,8 +214,7 @@ def evaluation_config(scale: Scale, data_dir: str) -> ml_collections.ConfigDict:
     config.data.update(dataset=scale.dataset, data_dir=data_dir, train_split=scale.train_split,
                        eval_split=scale.eval_split, image_size=scale.image_size,
                        eval_resize=scale.image_size, host_size=0)
-    from configs import default
-    config.data.augment = default.cifar10(default.get_config()).data.augment
+    config.data.augment = recipes.cifar10(recipes.base_config()).data.augment
     config.eval_batch_size = scale.eval_batch
     config.tensorboard = "off"
     config.linear.update(fast=True, epochs=scale.linear_epochs, batch_size=scale.eval_batch,
@@ -291,7 +290,7 @@ def run(scale_name: str, workdir: str, data_dir: str, *, families=STUDENT_FAMILI
     if plots:
         from rekd_jax.tools import report
         result["plots"] = report.study_plots(workdir, rows)
-    from rekd_jax import fileio
+    from rekd_jax.core import fileio
     fileio.write_text(os.path.join(workdir, "results.md"),
                       f"# CIFAR-10 study, scale {scale_name}\n\n```\n{table}\n```\n\n"
                       f"Mechanism (question 4), {seeds} seeds:\n\n```\n{mech}\n```\n")
@@ -342,7 +341,7 @@ def main(argv=None) -> None:
                          f"{','.join(STUDENT_FAMILIES)}")
     if args.seeds < 1:
         raise SystemExit("FATAL: --seeds must be >= 1")
-    from rekd_jax.training import logging as logging_lib
+    from rekd_jax.core import logging as logging_lib
     logging_lib.quiet_library_logs()
     _ensure_dataset(SCALES[args.scale], args.data_dir, args.src)
     os.makedirs(args.workdir, exist_ok=True)

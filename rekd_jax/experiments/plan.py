@@ -2,11 +2,11 @@
 
 A plan is a list of `Arm`s; each arm is one row of a result table:
   - a random-init arm scores an untrained encoder (`init:ARCH:...`, see
-    rekd_jax.evaluation.features.parse_init_checkpoint) and trains nothing;
+    rekd_jax.readout.features.parse_init_checkpoint) and trains nothing;
   - a trained arm pre-trains with its config (resuming like any run), then evaluates its student.
 `run_plan` runs the arms in order into ROOT/<arm.name>/, writes ROOT/<arm.name>/row.json when an
 arm is done (rerunning skips it), prints progress with an ETA, and returns the rows. Used by the
-quick start (rekd_jax.training.quickstart) and the CIFAR-10 study (rekd_jax.experiments.cifar10).
+quick start (rekd_jax.experiments.quickstart) and the CIFAR-10 study (rekd_jax.experiments.cifar10).
 
 Every table `format_table` prints has a random-init row for each student architecture in it and
 each trained row's kNN gain over that row: a trained number means nothing without it.
@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import ml_collections
 import numpy as np
 
-from rekd_jax import fileio, run_record
+from rekd_jax.core import fileio, run_record
 
 RANDOM_INIT = "random init"
 # metrics.jsonl scalars summarised per trained run (mean over the last quarter of the log lines).
@@ -68,7 +68,7 @@ def random_init_arm(run_config: ml_collections.ConfigDict, name: str, group: str
 
 def summarize_metrics(metrics_path: str, keys: Sequence[str] = DIAGNOSTICS) -> dict:
     """Mean of each train/<key> over the last quarter of its log lines (at least one line)."""
-    from rekd_jax.training import logging as logging_lib
+    from rekd_jax.core import logging as logging_lib
     records = logging_lib.read_jsonl(metrics_path)
     out = {}
     for key in keys:

@@ -22,7 +22,7 @@ and optionally
                         classifier), held in params['method'] and passed as loss_fn(..., params=)
   validate_dataset(cfg, num_classes)   checks against the training data, once it is open
 
-Every loss_fn works under `jax.pmap(..., axis_name=rekd_jax.parallel.AXIS_NAME)` or on one
+Every loss_fn works under `jax.pmap(..., axis_name=rekd_jax.core.parallel.AXIS_NAME)` or on one
 device with axis_name=None.
 """
 from __future__ import annotations

@@ -36,7 +36,7 @@ def _pyplot():
 def read_curves(run_dir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{name: (steps, values)} of every scalar in RUN_DIR/metrics.jsonl (train/ prefix dropped);
     the kNN monitor appears as 'knn/top1'."""
-    from rekd_jax.training import logging as logging_lib
+    from rekd_jax.core import logging as logging_lib
     series: dict[str, list] = {}
     for record in logging_lib.read_jsonl(os.path.join(run_dir, "metrics.jsonl")):
         if "step" not in record:

@@ -38,7 +38,7 @@ def _fail(field: str, problem: str, fix: str) -> None:
 def _require(config, fields) -> None:
     for field in fields:
         if field not in config:
-            _fail(field, "missing", "start from configs/default.py's get_config()")
+            _fail(field, "missing", "start from rekd_jax.recipes.base_config()")
 
 
 def _check_arch(field: str, part) -> None:
@@ -134,7 +134,7 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
     _require(opt, ("cosine_unit",))
     for field in ("base_learning_rate", "lr_scaling_batch"):
         if not opt[field] > 0:
-            _fail(f"optimizer.{field}", f"must be > 0, got {opt[field]}", "see configs/default.py")
+            _fail(f"optimizer.{field}", f"must be > 0, got {opt[field]}", "see rekd_jax/recipes.py")
     if not 0 <= opt.momentum < 1:
         _fail("optimizer.momentum", f"must be in [0, 1), got {opt.momentum}", "use 0.9")
     if opt.weight_decay < 0:

@@ -31,21 +31,18 @@ import ml_collections
 import numpy as np
 from absl import logging as absl_logging
 
-from rekd_jax import fileio, methods, parallel
-from rekd_jax import progress as progress_lib
-from rekd_jax import run_record
+from rekd_jax import methods
+from rekd_jax.core import checkpoint as checkpoint_lib
+from rekd_jax.core import distributed, fileio, parallel, run_record
+from rekd_jax.core import logging as logging_lib
+from rekd_jax.core import progress as progress_lib
 from rekd_jax.data import augment, host_crop, pipeline
-from rekd_jax.evaluation import features as features_lib
-from rekd_jax.evaluation import knn as knn_lib
 from rekd_jax.models import heads
 from rekd_jax.models import io as model_io
-from rekd_jax.training import checkpoint as checkpoint_lib
+from rekd_jax.readout import features as features_lib
+from rekd_jax.readout import knn as knn_lib
 from rekd_jax.training import config as config_lib
-from rekd_jax.training import distributed
-from rekd_jax.training import logging as logging_lib
-from rekd_jax.training import optim
-from rekd_jax.training import preemption
-from rekd_jax.training import resume
+from rekd_jax.training import optim, preemption, resume
 from rekd_jax.training import state as state_lib
 from rekd_jax.training import step as step_lib
 
@@ -191,7 +188,7 @@ def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint_lib.Checkpoi
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Pre-trains (resuming if WORKDIR/checkpoints has a checkpoint); returns a summary dict
     {'step', 'metrics' (last logged), 'knn' (last monitor, if any), 'encoders' (paths)}.
-    Holds WORKDIR's lock (rekd_jax.fileio.WorkdirLock) while it runs. Raises
+    Holds WORKDIR's lock (rekd_jax.core.fileio.WorkdirLock) while it runs. Raises
     preemption.Preempted after saving a checkpoint when SIGTERM arrives (see the docstring)."""
     distributed.initialize(config.distributed)  # first: it starts JAX's preemption service
     with preemption.StopOnSignal() as stop, fileio.WorkdirLock(

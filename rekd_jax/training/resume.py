@@ -20,7 +20,8 @@ import os
 
 import ml_collections
 
-from rekd_jax import fileio, methods
+from rekd_jax import methods, recipes
+from rekd_jax.core import fileio
 from rekd_jax.training import state as state_lib
 
 SIGNATURE_FILE = "run_signature.json"
@@ -66,11 +67,11 @@ def signature(config: ml_collections.ConfigDict) -> dict:
 
 
 def signature_defaults() -> dict:
-    """configs/default.py's value of every field, as signatures hold them. A field the old
-    signature lacks (added to the project after that run started) is no change when the
-    resumed run leaves it at this default: new fields default to the earlier behaviour."""
-    from configs import default
-    return json.loads(json.dumps(_flatten(default.get_config()), default=str))
+    """The base recipe's value of every field (rekd_jax.recipes.base_config), as signatures
+    hold them. A field the old signature lacks (added to the project after that run started)
+    is no change when the resumed run leaves it at this default: new fields default to the
+    behaviour runs had before they existed."""
+    return json.loads(json.dumps(_flatten(recipes.base_config()), default=str))
 
 
 def _show(value) -> str:

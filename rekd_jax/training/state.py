@@ -27,10 +27,10 @@ import ml_collections
 import numpy as np
 
 from rekd_jax import methods, models
+from rekd_jax.core.parallel import AXIS_NAME
 from rekd_jax.methods import mocov2
 from rekd_jax.models import heads
 from rekd_jax.models import io as model_io
-from rekd_jax.parallel import AXIS_NAME
 
 
 @flax.struct.dataclass

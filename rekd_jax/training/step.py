@@ -5,12 +5,9 @@ N = D*b (device-major). One step:
 
 1. Augment: two views per image, each image's randomness drawn from its *global* index, so the
    result does not depend on how the global batch is laid out over devices or hosts.
-2. Key encoders (EMA copies, updated first, as MoCo does) run with shuffle-BN: the examples are
-   moved between devices, each device's share is split into `splits_per_device` groups with
-   their own BatchNorm statistics (MoCo's SplitBN, vmapped), and the outputs are moved back.
-   config.key_shuffle says how (`shuffled_key_forward`): 'all_gather' permutes the global batch
-   as MoCo does (D devices x S splits equals 1 device x D*S splits); 'ppermute' sends each
-   device's images in P chunks to P devices (itself included): at least D-1 times fewer bytes.
+2. Key encoders (EMA copies, updated first, as MoCo does) run with shuffle-BN
+   (`shuffled_key_forward`, in the way config.key_shuffle says; docs/scaling.md compares the
+   two ways).
 3. The query/student encoder's BatchNorm follows config.student_bn (`student_forward`):
    'global' = cross-replica over the global batch (axis 'batch'), 'per_device' = statistics of
    each device's b images, 'split:N' = N groups over the global batch (MoCo's SplitBN; N/D per
@@ -37,9 +34,9 @@ import ml_collections
 import optax
 
 from rekd_jax import methods
+from rekd_jax.core.parallel import AXIS_NAME
 from rekd_jax.data import augment
 from rekd_jax.methods import mocov2
-from rekd_jax.parallel import AXIS_NAME
 from rekd_jax.training import state as state_lib
 
 
@@ -159,7 +156,7 @@ def check_key_shuffle(config: ml_collections.ConfigDict) -> None:
     if mode not in KEY_SHUFFLES:
         raise ValueError(f"config.key_shuffle={mode!r} is unknown; use 'all_gather' (MoCo's "
                          "shuffle, the default) or 'ppermute' (cheaper at pod scale, see "
-                         "configs/default.py)")
+                         "docs/scaling.md)")
     if not isinstance(spread, int) or spread < 0:
         raise ValueError(f"config.key_shuffle_devices={spread!r} must be an integer >= 0; use "
                          "0 (auto)")

@@ -16,7 +16,7 @@ import time
 
 import ml_collections
 
-from rekd_jax import fileio
+from rekd_jax.core import fileio
 from rekd_jax.experiments import plan
 
 STAGES = (("teacher", "teacher", "MoCo v2 (teacher)"), ("student", "student", "ReKD (offline)"),
