@@ -276,7 +276,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         preempted = stop.agreed(step - start) and not is_last
         if step % config.log_every_steps == 0 or is_last:
             flush_history(step)
-        if step in snapshots and primary:  # before the checkpoint: a resume never skips it
+        if step in snapshots:  # before the checkpoint: a resume never skips it (every process
+            # takes part in the Orbax save, as in save())
             export_encoders(workdir, config, run.modules, unreplicate(p_state), snapshot=True)
         if step % config.checkpoint_every_steps == 0 or is_last or preempted:
             flush_history(step)
