@@ -20,6 +20,7 @@ Expected result: no CIFAR-10 numbers for ReKD are known to us; the reference poi
 demo's MoCo v2 ResNet-18 kNN 82.6%. Compare each student with its `:mocov2` baseline and its
 random init (`--config.checkpoint=init:ARCH:cifar_stem=true` in any evaluation config).
 """
+
 from rekd_jax import recipes
 from rekd_jax.variants import apply_variants
 

@@ -1,6 +1,6 @@
 """CIFAR-10 MoCo v2 teacher (CIFAR-stem ResNet-50 by default; `:resnet18` for ResNet-18).
 
-Command (prepare CIFAR-10 first: `python -m rekd_jax.data.prepare`, see the data README):
+Command (prepare CIFAR-10 first: `python -m rekd_jax.data.prepare`, see docs/data.md):
   python main.py --config=configs/cifar10_teacher.py --workdir=/ckpt/c10_teacher
 The teacher is WORKDIR/encoders/student; give it to configs/cifar10_student.py as
 --config.teacher.checkpoint. Variants (comma-separated): resnet18, ep400 (teachers may train
@@ -17,6 +17,7 @@ ResNet-50 on one H100 at 200 epochs).
 Expected result (the demo's published number, not measured by us): ResNet-18 weighted kNN
 (k 200, tau 0.1) 82.6% after 200 epochs; the ResNet-50 teacher should be at least as good.
 """
+
 from rekd_jax import recipes
 from rekd_jax.variants import apply_variants
 
@@ -33,8 +34,13 @@ def ep400(config):
     return config
 
 
-VARIANTS = {"resnet18": resnet18, "ep400": ep400, "shapes": recipes.shapes,
-            "tiny": recipes.tiny, "runlocal": recipes.runlocal}
+VARIANTS = {
+    "resnet18": resnet18,
+    "ep400": ep400,
+    "shapes": recipes.shapes,
+    "tiny": recipes.tiny,
+    "runlocal": recipes.runlocal,
+}
 
 
 def get_config(arg=None):

@@ -11,6 +11,7 @@ minute). Variants (rekd_jax.variants rules: in the order given, runlocal last): 
 embedded toy data), runlocal (shrink steps and sizes, keep the dataset).
 Expected result: none claimed; this is the base the recipe configs change, not a recipe.
 """
+
 from rekd_jax import recipes
 from rekd_jax.variants import apply_variants
 

@@ -13,6 +13,7 @@ MoCo v2 paper reports about 53 h for 200 epochs on 8 V100s; H100s should need we
 Expected result (reference numbers from method.md / the MoCo v2 paper, not measured by us):
 ImageNet linear top-1 67.5% after 200 epochs, 71.1% after 800 (configs/linear_eval.py).
 """
+
 from rekd_jax import recipes
 from rekd_jax.variants import apply_variants
 
@@ -23,8 +24,12 @@ def ep800(config):
     return config
 
 
-VARIANTS = {"ep800": ep800, "shapes": recipes.shapes, "tiny": recipes.tiny,
-            "runlocal": recipes.runlocal}
+VARIANTS = {
+    "ep800": ep800,
+    "shapes": recipes.shapes,
+    "tiny": recipes.tiny,
+    "runlocal": recipes.runlocal,
+}
 
 
 def get_config(arg=None):

@@ -52,6 +52,7 @@ Fields of `base_config()`:
   allow_config_change  False: resuming a workdir with a config that changes the run stops and
                        lists the changes (rekd_jax.training.resume); True accepts them
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -63,11 +64,13 @@ from rekd_jax.variants import set_dataset
 
 def encoder_block(arch: str, **overrides) -> ml_collections.ConfigDict:
     """A student / teacher block: architecture, backbone overrides, MoCo v2 projector."""
-    return ml_collections.ConfigDict({
-        "arch": arch,
-        "overrides": dict(overrides),
-        "projector": {"hidden": 0, "dim": 128, "bn": False, "layers": 2},
-    })
+    return ml_collections.ConfigDict(
+        {
+            "arch": arch,
+            "overrides": dict(overrides),
+            "projector": {"hidden": 0, "dim": 128, "bn": False, "layers": 2},
+        }
+    )
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -91,16 +94,18 @@ def base_config() -> ml_collections.ConfigDict:
     config.global_batch_size = 256
     config.num_epochs = 200
     config.num_train_steps = 0
-    config.optimizer = ml_collections.ConfigDict({
-        "base_learning_rate": 0.03,
-        "lr_scaling_batch": 256,
-        "momentum": 0.9,
-        "nesterov": False,
-        "weight_decay": 1e-4,
-        "exclude_bn_and_bias_from_weight_decay": False,
-        "warmup_epochs": 0,
-        "cosine_unit": "step",
-    })
+    config.optimizer = ml_collections.ConfigDict(
+        {
+            "base_learning_rate": 0.03,
+            "lr_scaling_batch": 256,
+            "momentum": 0.9,
+            "nesterov": False,
+            "weight_decay": 1e-4,
+            "exclude_bn_and_bias_from_weight_decay": False,
+            "warmup_epochs": 0,
+            "cosine_unit": "step",
+        }
+    )
     config.ema_momentum = 0.99
     config.key_bn_splits = 0
     config.key_shuffle = "all_gather"
@@ -111,16 +116,28 @@ def base_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 3
     config.async_checkpointing = True
-    config.knn_monitor = ml_collections.ConfigDict({
-        "every_epochs": 10, "k": 200, "temperature": 0.1,
-        "train_examples": 0, "test_examples": 0, "batch_size": 256,
-        "bank_split": "", "query_split": "",
-    })
+    config.knn_monitor = ml_collections.ConfigDict(
+        {
+            "every_epochs": 10,
+            "k": 200,
+            "temperature": 0.1,
+            "train_examples": 0,
+            "test_examples": 0,
+            "batch_size": 256,
+            "bank_split": "",
+            "query_split": "",
+        }
+    )
     config.export_encoder_steps = ()
-    config.distributed = ml_collections.ConfigDict({
-        "enabled": False, "coordinator_address": "", "num_processes": 1, "process_id": 0,
-        "cpu_collectives": "gloo",
-    })
+    config.distributed = ml_collections.ConfigDict(
+        {
+            "enabled": False,
+            "coordinator_address": "",
+            "num_processes": 1,
+            "process_id": 0,
+            "cpu_collectives": "gloo",
+        }
+    )
     config.tensorboard = "auto"
     config.allow_config_change = False
     return config
@@ -182,8 +199,12 @@ def cifar10(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     each a field of its Scale (rekd_jax/experiments/cifar10.py).
     """
     set_dataset(config.data, "cifar10")
-    config.data.augment.update(crop_scale=(0.08, 1.0), blur_prob=0.0,
-                               mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010))
+    config.data.augment.update(
+        crop_scale=(0.08, 1.0),
+        blur_prob=0.0,
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2023, 0.1994, 0.2010),
+    )
     config.global_batch_size = 512
     config.num_epochs = 200
     config.optimizer.base_learning_rate = 0.06
@@ -287,10 +308,16 @@ def seed_tau_paper(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 # The variants of every config (`--config=configs/NAME.py:VARIANT,...`): the base's, and the
 # students' (every ReKD student recipe).
 BASE_VARIANTS = {"tiny": tiny, "runlocal": runlocal}
-STUDENT_VARIANTS = {"offline": offline_teacher, "online": online_teacher,
-                    "mocov2": mocov2_baseline, "seed": seed_baseline,
-                    "seed_tau_paper": seed_tau_paper, "shapes": shapes, "tiny": tiny,
-                    "runlocal": runlocal}
+STUDENT_VARIANTS = {
+    "offline": offline_teacher,
+    "online": online_teacher,
+    "mocov2": mocov2_baseline,
+    "seed": seed_baseline,
+    "seed_tau_paper": seed_tau_paper,
+    "shapes": shapes,
+    "tiny": tiny,
+    "runlocal": runlocal,
+}
 
 
 def imagenet_student(arch: str) -> ml_collections.ConfigDict:
@@ -302,4 +329,3 @@ def imagenet_student(arch: str) -> ml_collections.ConfigDict:
     config.teacher.arch = "resnet50"
     config.rekd.teacher = "online"
     return config
-

@@ -1,6 +1,7 @@
 """The layers of docs/architecture.md, as the imports of rekd_jax/ have them: each package
 imports only the layers below it (training and evaluation never each other), and nothing in
 the library imports the top-level configs package."""
+
 import ast
 import os
 
@@ -19,8 +20,18 @@ ALLOWED = {
     "training": {"core", "models", "data", "methods", "readout", "recipes", "variants"},
     "evaluation": {"core", "models", "data", "readout", "recipes", "variants"},
     "tools": {"core", "models", "data"},
-    "experiments": {"core", "models", "data", "methods", "readout", "recipes", "variants",
-                    "training", "evaluation", "tools"},
+    "experiments": {
+        "core",
+        "models",
+        "data",
+        "methods",
+        "readout",
+        "recipes",
+        "variants",
+        "training",
+        "evaluation",
+        "tools",
+    },
     "app": {"core", "training", "evaluation", "experiments"},
     "cli_help": {"variants"},
     "__init__": set(),
@@ -67,13 +78,16 @@ def test_each_layer_imports_only_the_layers_below_it():
         for line, module in _imports(path):
             parts = module.split(".")
             if parts[0] == "configs":
-                crossings.append(f"{os.path.relpath(path, REPO)}:{line} imports {module}: the "
-                                 "library builds configs with rekd_jax.recipes")
+                crossings.append(
+                    f"{os.path.relpath(path, REPO)}:{line} imports {module}: the "
+                    "library builds configs with rekd_jax.recipes"
+                )
             elif parts[0] == "rekd_jax" and len(parts) > 1:
                 target = parts[1]
                 if target != unit and target not in ALLOWED.get(unit, set()):
-                    crossings.append(f"{os.path.relpath(path, REPO)}:{line} ({unit}) imports "
-                                     f"{module} ({target})")
+                    crossings.append(
+                        f"{os.path.relpath(path, REPO)}:{line} ({unit}) imports {module} ({target})"
+                    )
     assert not crossings, "\n".join(crossings)
 
 

@@ -25,6 +25,7 @@ and optionally
 Every loss_fn works under `jax.pmap(..., axis_name=rekd_jax.core.parallel.AXIS_NAME)` or on one
 device with axis_name=None.
 """
+
 from __future__ import annotations
 
 from types import ModuleType
@@ -32,7 +33,8 @@ from types import ModuleType
 from rekd_jax.methods import mocov2, rekd, seed, supervised
 
 METHODS: dict[str, ModuleType] = {
-    module.NAME: module for module in (mocov2, seed, rekd, supervised)}
+    module.NAME: module for module in (mocov2, seed, rekd, supervised)
+}
 
 
 def get_method(name: str) -> ModuleType:
