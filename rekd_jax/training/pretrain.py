@@ -227,7 +227,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     else:
         if primary:  # records of an earlier attempt that never reached a checkpoint
             resume.trim_metrics(os.path.join(workdir, "metrics.jsonl"), 0, keep_hparams=False)
-        writer.write_hparams(flatten_config(config))
+        writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                              for k, v in resume.flatten_config(config).items()})
     start = int(state.step)
     p_step = progress_lib.heartbeat_first_call(step_lib.make_pmapped_step(run.step_config),
                                                "compiling the training step")
@@ -305,18 +306,3 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         part: os.path.join(workdir, "encoders", part) for part in final.params
         if part in ("student", "teacher")})
     return summary
-
-
-def flatten_config(config: ml_collections.ConfigDict) -> dict:
-    """Dotted-name -> value for the hparams record."""
-    out = {}
-
-    def walk(prefix, node):
-        for key, value in node.items():
-            name = f"{prefix}{key}"
-            if isinstance(value, (ml_collections.ConfigDict, dict)):
-                walk(name + ".", value)
-            else:
-                out[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    walk("", config)
-    return out

@@ -38,12 +38,13 @@ class ConfigChangedError(ValueError):
     """The config of a resumed run differs from the one that wrote its checkpoints."""
 
 
-def _flatten(node, prefix="") -> dict:
+def flatten_config(node, prefix="") -> dict:
+    """Dotted name -> value of every leaf field of a config."""
     out = {}
     for key, value in node.items():
         name = f"{prefix}{key}"
         if isinstance(value, (ml_collections.ConfigDict, dict)):
-            out.update(_flatten(value, name + "."))
+            out.update(flatten_config(value, name + "."))
         else:
             out[name] = value
     return out
@@ -60,7 +61,7 @@ def signature(config: ml_collections.ConfigDict) -> dict:
     unused = [m for m in methods.METHODS if m not in used]
     if mode is None:
         unused.append("teacher")
-    flat = _flatten(config)
+    flat = flatten_config(config)
     keep = {k: v for k, v in flat.items()
             if not any(k == p or k.startswith(p + ".") for p in OPERATIONAL + tuple(unused))}
     return json.loads(json.dumps(keep, default=str))
@@ -71,7 +72,7 @@ def signature_defaults() -> dict:
     hold them. A field the old signature lacks (added to the project after that run started)
     is no change when the resumed run leaves it at this default: new fields default to the
     behaviour runs had before they existed."""
-    return json.loads(json.dumps(_flatten(recipes.base_config()), default=str))
+    return json.loads(json.dumps(flatten_config(recipes.base_config()), default=str))
 
 
 def _show(value) -> str:
