@@ -9,8 +9,8 @@ from absl import app as absl_app
 from absl import flags
 from ml_collections import config_flags
 
-from rekd_jax import app, errors
-from rekd_jax import cli_help
+from rekd_jax import app, cli_help
+from rekd_jax.core import errors
 
 __doc__ = cli_help.main_doc(sys.argv, __doc__)  # --help: configs, variants, overrides, outputs
 

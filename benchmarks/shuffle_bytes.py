@@ -35,12 +35,13 @@ os.environ["JAX_PLATFORMS"] = "cpu"  # the HLO's collectives do not depend on th
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=256")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
 
-from configs import default  # noqa: E402
+from rekd_jax import recipes  # noqa: E402
+from rekd_jax.core import parallel  # noqa: E402
 from rekd_jax.training import config as config_lib  # noqa: E402
 from rekd_jax.training import state as state_lib  # noqa: E402
 from rekd_jax.training import step as step_lib  # noqa: E402
@@ -106,7 +107,7 @@ def collective_bytes(hlo_text: str, num_devices: int) -> dict:
 
 
 def cell(mode: str, num_devices: int, dtype: str, compiled: bool):
-    config = default.get_config()
+    config = recipes.base_config()
     config.update(key_shuffle=mode, key_bn_splits=FLAGS.key_bn_splits, dtype=dtype,
                   key_shuffle_devices=FLAGS.key_shuffle_devices if mode == "ppermute" else 0,
                   global_batch_size=num_devices * FLAGS.per_device_batch)
@@ -122,7 +123,7 @@ def cell(mode: str, num_devices: int, dtype: str, compiled: bool):
     variables = jax.eval_shape(lambda: module.init(
         jax.random.PRNGKey(0), jnp.zeros((2, size, size, 3)), train=False))
     f = jax.pmap(lambda x, v, rng: step_lib.shuffled_key_forward(cfg, module, v, x, rng, rng),
-                 axis_name=step_lib.AXIS, in_axes=(0, None, None),
+                 axis_name=parallel.AXIS_NAME, in_axes=(0, None, None),
                  devices=jax.devices()[:num_devices])
     x = jax.ShapeDtypeStruct((num_devices, b, size, size, 3), state_lib.compute_dtype(config))
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)

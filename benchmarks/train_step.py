@@ -22,13 +22,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
 
-from configs import default  # noqa: E402
-from rekd_jax import parallel  # noqa: E402
-from rekd_jax.training import optim, state as state_lib, step as step_lib  # noqa: E402
+from rekd_jax import recipes  # noqa: E402
+from rekd_jax.core import parallel  # noqa: E402
+from rekd_jax.training import optim  # noqa: E402
+from rekd_jax.training import state as state_lib  # noqa: E402
+from rekd_jax.training import step as step_lib  # noqa: E402
 
 flags.DEFINE_list("methods", ["mocov2", "seed", "rekd"], "steps to time")
 flags.DEFINE_string("student", "resnet18", "student architecture")
@@ -58,12 +60,12 @@ def peak_flops(device, dtype: str) -> float | None:
 
 
 def make_config(method: str):
-    config = default.get_config()
+    config = recipes.base_config()
     config.method = method
     config.dtype = FLAGS.dtype
     config.data.image_size = FLAGS.image_size
     config.global_batch_size = FLAGS.batch_size
-    default.set_queue_size(config, FLAGS.queue_size or 16 * FLAGS.batch_size)
+    recipes.set_queue_size(config, FLAGS.queue_size or 16 * FLAGS.batch_size)
     config.rekd.teacher = FLAGS.rekd_teacher
     for part, arch, width in ((config.student, FLAGS.student, FLAGS.width),
                               (config.teacher, FLAGS.teacher, FLAGS.teacher_width)):

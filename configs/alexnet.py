@@ -1,4 +1,4 @@
-"""ReKD AlexNet student, ResNet-50 teacher, ImageNet (ReKD, online teacher trained alongside).
+"""ReKD on ImageNet: an AlexNet student and an online ResNet-50 teacher trained alongside.
 
 Command:
   python main.py --config=configs/alexnet.py --workdir=/ckpt/rekd_alexnet
@@ -17,10 +17,12 @@ Expected result (reference number from the paper, not measured by us): ImageNet 
 top-1 of the best conv layer under the AlexNet conv protocol (configs/conv_probe.py) 50.1%
 (previous best self-supervised 44.7%, supervised 50.5%).
 """
-from configs import default  # inheritance by calling
 
-VARIANTS = default.STUDENT_VARIANTS
+from rekd_jax import recipes
+from rekd_jax.variants import apply_variants
+
+VARIANTS = recipes.STUDENT_VARIANTS
 
 
 def get_config(arg=None):
-    return default.imagenet_student("alexnet", arg, "configs/alexnet.py")
+    return apply_variants(recipes.imagenet_student("alexnet"), arg, VARIANTS, "configs/alexnet.py")

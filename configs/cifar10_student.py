@@ -9,7 +9,7 @@ ResNet-50 teacher alongside instead; no checkpoint needed), mocov2 (baseline: th
 with MoCo v2), seed (SEED from the offline teacher), shapes / tiny (the embedded rekd_shapes /
 its 200-image toy split), runlocal (shrink steps and sizes for a laptop CPU, keeping the
 dataset: real CIFAR-10), e.g. :alexnet,online,tiny,runlocal for a smoke run.
-Recipe: the MoCo CIFAR-10 demo (cifar10() of configs/default.py cites it and lists the
+Recipe: the MoCo CIFAR-10 demo (rekd_jax.recipes.cifar10() cites it and lists the
 departures): 32 px, CIFAR stems, batch 512, lr 0.06 cosine per epoch, wd 5e-4, K 4096, m 0.99,
 tau 0.1, linear head, SplitBN 8, no blur, 200 epochs; ReKD's 100 prototypes are ours. The same
 student at a CPU budget, beside every baseline: `python -m rekd_jax.experiments.cifar10
@@ -20,17 +20,19 @@ Expected result: no CIFAR-10 numbers for ReKD are known to us; the reference poi
 demo's MoCo v2 ResNet-18 kNN 82.6%. Compare each student with its `:mocov2` baseline and its
 random init (`--config.checkpoint=init:ARCH:cifar_stem=true` in any evaluation config).
 """
-from configs import default  # inheritance by calling
 
-VARIANTS = default.STUDENT_VARIANTS
+from rekd_jax import recipes
+from rekd_jax.variants import apply_variants
+
+VARIANTS = recipes.STUDENT_VARIANTS
 
 
 def get_config(arg=None):
     names = [a for a in (arg or "alexnet").split(",") if a]
     arch, variants = names[0], ",".join(names[1:])
-    config = default.cifar10(default.get_config())
+    config = recipes.cifar10(recipes.base_config())
     config.method = "rekd"
     config.rekd.teacher = "offline"
     config.student.arch = arch
     config.teacher.arch = "resnet50"
-    return default.apply_variants(config, variants, VARIANTS, "configs/cifar10_student.py")
+    return apply_variants(config, variants, VARIANTS, "configs/cifar10_student.py")

@@ -1,4 +1,4 @@
-"""ReKD EfficientNet-B0 student, ResNet-50 teacher, ImageNet (ReKD, online teacher trained alongside).
+"""ReKD on ImageNet: an EfficientNet-B0 student and an online ResNet-50 teacher trained alongside.
 
 Command:
   python main.py --config=configs/efficientnet_b0.py --workdir=/ckpt/rekd_efficientnet_b0
@@ -16,10 +16,14 @@ online ResNet-50 teacher costs about 2.2x MoCo v2 (paper), so plan on roughly 1-
 Expected result (approximate reference from secondary summaries of the paper, not measured
 by us): ImageNet linear top-1 about 67% (MoCo v2 EfficientNet-B0 42.2% plus about +25 points).
 """
-from configs import default  # inheritance by calling
 
-VARIANTS = default.STUDENT_VARIANTS
+from rekd_jax import recipes
+from rekd_jax.variants import apply_variants
+
+VARIANTS = recipes.STUDENT_VARIANTS
 
 
 def get_config(arg=None):
-    return default.imagenet_student("efficientnet_b0", arg, "configs/efficientnet_b0.py")
+    return apply_variants(
+        recipes.imagenet_student("efficientnet_b0"), arg, VARIANTS, "configs/efficientnet_b0.py"
+    )

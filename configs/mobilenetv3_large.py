@@ -1,4 +1,4 @@
-"""ReKD MobileNetV3-Large student, ResNet-50 teacher, ImageNet (ReKD, online teacher trained alongside).
+"""ReKD on ImageNet: a MobileNetV3-Large student and an online ResNet-50 teacher trained alongside.
 
 Command:
   python main.py --config=configs/mobilenetv3_large.py --workdir=/ckpt/rekd_mobilenetv3_large
@@ -16,10 +16,14 @@ online ResNet-50 teacher costs about 2.2x MoCo v2 (paper), so plan on roughly 1-
 Expected result (approximate reference from secondary summaries of the paper, not measured
 by us): ImageNet linear top-1 about 57% (MoCo v2 MobileNetV3-L 36.3% plus about +21 points).
 """
-from configs import default  # inheritance by calling
 
-VARIANTS = default.STUDENT_VARIANTS
+from rekd_jax import recipes
+from rekd_jax.variants import apply_variants
+
+VARIANTS = recipes.STUDENT_VARIANTS
 
 
 def get_config(arg=None):
-    return default.imagenet_student("mobilenetv3_large", arg, "configs/mobilenetv3_large.py")
+    return apply_variants(
+        recipes.imagenet_student("mobilenetv3_large"), arg, VARIANTS, "configs/mobilenetv3_large.py"
+    )

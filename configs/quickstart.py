@@ -35,17 +35,17 @@ Variant `:tiny` (rekd_shapes/tiny, a few steps per stage) is what the end-to-end
 
 import ml_collections
 
-from configs import default  # inheritance by calling (run from the repository root)
+from rekd_jax import recipes
 from rekd_jax.evaluation import config as eval_config
 
 
 def _base(steps: int, batch: int, dataset: str, peak_lr: float) -> ml_collections.ConfigDict:
-    config = default.get_config()
+    config = recipes.base_config()
     config.data.update(dataset=dataset, image_size=16, eval_resize=16, num_workers=2)
     config.data.augment.update(blur_prob=0.0, jitter=(0.8, 0.8, 0.8, 0.2))
     config.global_batch_size = batch
     config.num_train_steps = steps
-    default.set_queue_size(config, 8 * batch)
+    recipes.set_queue_size(config, 8 * batch)
     config.rekd.num_prototypes = 100
     config.optimizer.base_learning_rate = peak_lr
     config.optimizer.lr_scaling_batch = batch
@@ -62,10 +62,16 @@ def _base(steps: int, batch: int, dataset: str, peak_lr: float) -> ml_collection
 LR = {"rekd": 0.02, "seed": 0.02, "mocov2": 0.02}
 
 
+LR_GRID = (0.01, 0.02, 0.04, 0.08)
+
+
 def get_config(arg=None):
-    tiny = arg == "tiny"
-    if arg not in (None, "", "tiny"):
-        raise ValueError(f"configs/quickstart.py: unknown variant {arg!r}; use ':tiny' or none")
+    variants = [v for v in (arg or "").split(",") if v]
+    unknown = [v for v in variants if v not in ("tiny", "lr_grid")]
+    if unknown:
+        raise ValueError(f"configs/quickstart.py: unknown variant {unknown[0]!r}; use 'tiny', "
+                         "'lr_grid' or both ('tiny,lr_grid')")
+    tiny = "tiny" in variants
     # The teacher gets more steps than the students: ReKD can only pass on what it has learnt.
     teacher_steps, steps, batch = (6, 6, 16) if tiny else (1700, 700, 128)
     dataset = "rekd_shapes/tiny" if tiny else "rekd_shapes"
@@ -102,4 +108,7 @@ def get_config(arg=None):
     config.runs = ml_collections.ConfigDict({"teacher": teacher, **students})
     config.evaluation = evaluation
     config.eval_modes = ("knn", "linear")
+    if "lr_grid" in variants:  # the students' lr chosen on validation (quickstart_grid)
+        config.mode = "quickstart_grid"
+        config.lr_grid = LR_GRID[:2] if tiny else LR_GRID
     return config

@@ -1,4 +1,4 @@
-"""ReKD ResNet-18 student, ResNet-50 teacher, ImageNet (ReKD, online teacher trained alongside).
+"""ReKD on ImageNet: a ResNet-18 student and an online ResNet-50 teacher trained alongside.
 
 Command:
   python main.py --config=configs/resnet18.py --workdir=/ckpt/rekd_resnet18
@@ -17,10 +17,14 @@ Expected result: not reported for ReKD in what we know of the paper. References 
 measured by us): MoCo v2 ResNet-18 52.5%, SEED ResNet-18 with a ResNet-50x2 teacher 63.0%
 ImageNet linear top-1; ReKD should land above MoCo v2.
 """
-from configs import default  # inheritance by calling
 
-VARIANTS = default.STUDENT_VARIANTS
+from rekd_jax import recipes
+from rekd_jax.variants import apply_variants
+
+VARIANTS = recipes.STUDENT_VARIANTS
 
 
 def get_config(arg=None):
-    return default.imagenet_student("resnet18", arg, "configs/resnet18.py")
+    return apply_variants(
+        recipes.imagenet_student("resnet18"), arg, VARIANTS, "configs/resnet18.py"
+    )

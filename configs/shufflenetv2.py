@@ -1,4 +1,4 @@
-"""ReKD ShuffleNetV2 1.0x student, ResNet-50 teacher, ImageNet (ReKD, online teacher trained alongside).
+"""ReKD on ImageNet: a ShuffleNetV2 1.0x student and an online ResNet-50 teacher trained alongside.
 
 Command:
   python main.py --config=configs/shufflenetv2.py --workdir=/ckpt/rekd_shufflenetv2
@@ -17,10 +17,14 @@ Expected result (approximate reference from secondary summaries of the paper, no
 by us): about +10 points ImageNet linear top-1 over the MoCo v2 ShuffleNetV2 baseline
 (`:mocov2` variant); the absolute number is not known to us.
 """
-from configs import default  # inheritance by calling
 
-VARIANTS = default.STUDENT_VARIANTS
+from rekd_jax import recipes
+from rekd_jax.variants import apply_variants
+
+VARIANTS = recipes.STUDENT_VARIANTS
 
 
 def get_config(arg=None):
-    return default.imagenet_student("shufflenetv2_x1_0", arg, "configs/shufflenetv2.py")
+    return apply_variants(
+        recipes.imagenet_student("shufflenetv2_x1_0"), arg, VARIANTS, "configs/shufflenetv2.py"
+    )

@@ -13,7 +13,9 @@ MoCo v2 paper reports about 53 h for 200 epochs on 8 V100s; H100s should need we
 Expected result (reference numbers from method.md / the MoCo v2 paper, not measured by us):
 ImageNet linear top-1 67.5% after 200 epochs, 71.1% after 800 (configs/linear_eval.py).
 """
-from configs import default  # inheritance by calling
+
+from rekd_jax import recipes
+from rekd_jax.variants import apply_variants
 
 
 def ep800(config):
@@ -22,12 +24,16 @@ def ep800(config):
     return config
 
 
-VARIANTS = {"ep800": ep800, "shapes": default.shapes, "tiny": default.tiny,
-            "runlocal": default.runlocal}
+VARIANTS = {
+    "ep800": ep800,
+    "shapes": recipes.shapes,
+    "tiny": recipes.tiny,
+    "runlocal": recipes.runlocal,
+}
 
 
 def get_config(arg=None):
-    config = default.imagenet(default.get_config())
+    config = recipes.imagenet(recipes.base_config())
     config.method = "mocov2"
     config.student.arch = "resnet50"
-    return default.apply_variants(config, arg, VARIANTS, "configs/teacher_resnet50.py")
+    return apply_variants(config, arg, VARIANTS, "configs/teacher_resnet50.py")

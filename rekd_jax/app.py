@@ -3,18 +3,26 @@
 Validation runs before any dataset is opened or any function is compiled, so a bad field fails
 in seconds with a message that names it.
 """
-import importlib
-
+import jax
 import ml_collections
 
-# mode -> (module with validate(config), module and function that runs it)
+from rekd_jax.core import logging as logging_lib
+from rekd_jax.core import run_record
+from rekd_jax.evaluation import config as eval_config
+from rekd_jax.evaluation import run as eval_run
+from rekd_jax.experiments import quickstart, quickstart_grid
+from rekd_jax.training import config as train_config
+from rekd_jax.training import pretrain
+
+# mode -> (validate(config), run(config, workdir))
 _MODES = {
-    "pretrain": ("rekd_jax.training.config", "rekd_jax.training.pretrain", "train_and_evaluate"),
-    "quickstart": ("rekd_jax.training.config", "rekd_jax.training.quickstart", "run"),
-    "linear": ("rekd_jax.evaluation.config", "rekd_jax.evaluation.run", "evaluate"),
-    "conv_probe": ("rekd_jax.evaluation.config", "rekd_jax.evaluation.run", "evaluate"),
-    "knn": ("rekd_jax.evaluation.config", "rekd_jax.evaluation.run", "evaluate"),
-    "semi_supervised": ("rekd_jax.evaluation.config", "rekd_jax.evaluation.run", "evaluate"),
+    "pretrain": (train_config.validate, pretrain.train_and_evaluate),
+    "quickstart": (train_config.validate, quickstart.run),
+    "quickstart_grid": (train_config.validate, quickstart_grid.run),
+    "linear": (eval_config.validate, eval_run.evaluate),
+    "conv_probe": (eval_config.validate, eval_run.evaluate),
+    "knn": (eval_config.validate, eval_run.evaluate),
+    "semi_supervised": (eval_config.validate, eval_run.evaluate),
 }
 
 
@@ -30,7 +38,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"config.mode={mode!r} is not a known mode; use one of {sorted(_MODES)} "
         "(set it in the config file or with --config.mode=...).")
   try:
-    importlib.import_module(_MODES[mode][0]).validate(config)
+    _MODES[mode][0](config)
   except ValueError as e:
     raise ConfigError(str(e)) from e
 
@@ -39,15 +47,11 @@ def run(config: ml_collections.ConfigDict, workdir: str):
   """Validates `config`, then runs what `config.mode` names in `workdir`; returns its result."""
   if not workdir:
     raise ConfigError("--workdir is empty: give a directory for checkpoints, logs and results.")
-  from rekd_jax import run_record
-  from rekd_jax.training import logging as logging_lib
   logging_lib.quiet_library_logs()
   validate(config)
   if config.mode == "quickstart":  # pre-training and evaluation write their own config.json
     run_record.write_config(workdir, config)
-  _, module, function = _MODES[config.mode]
-  result = getattr(importlib.import_module(module), function)(config, workdir)
-  import jax
+  result = _MODES[config.mode][1](config, workdir)
   if jax.process_index() == 0:
     summary = run_record.closing_summary(config, workdir, result)
     if summary:

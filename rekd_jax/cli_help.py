@@ -3,9 +3,9 @@ the config files themselves (first docstring line = purpose; VARIANTS table = va
 described by its function's docstring), so the help cannot drift from the configs."""
 from __future__ import annotations
 
-import importlib
+import glob
+import importlib.util
 import os
-import pkgutil
 import textwrap
 
 from rekd_jax import variants as variants_lib
@@ -33,14 +33,29 @@ Outputs, all under --workdir (rerunning the same command resumes there):
 Logging: the libraries' INFO lines (JAX, TFDS, Orbax) are hidden; --verbosity=1 shows them."""
 
 
+def config_dir() -> str:
+    """The folder of the config files: the installed package rekd_jax.configs (pyproject.toml
+    maps the checkout's configs/ to it), else configs/ beside rekd_jax/ in a checkout."""
+    spec = importlib.util.find_spec("rekd_jax.configs")
+    if spec is not None and spec.submodule_search_locations:
+        return list(spec.submodule_search_locations)[0]
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def load_config_file(path: str):
+    """The module of one config file, loaded from its path (as --config=PATH loads it)."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(f"rekd_jax_config_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def config_modules() -> list[tuple[str, object]]:
-    """(file name, module) of every config in the `configs` package, sorted by name."""
-    import configs
-    out = []
-    for info in sorted(pkgutil.iter_modules(configs.__path__), key=lambda i: i.name):
-        if not info.name.startswith("_"):
-            out.append((f"{info.name}.py", importlib.import_module(f"configs.{info.name}")))
-    return out
+    """(file name, module) of every config file, sorted by name."""
+    paths = sorted(glob.glob(os.path.join(glob.escape(config_dir()), "*.py")))
+    return [(os.path.basename(p), load_config_file(p)) for p in paths
+            if not os.path.basename(p).startswith("_")]
 
 
 def _purpose(module) -> str:

@@ -1,5 +1,6 @@
-"""pyproject.toml: the wheel holds rekd_jax and the configs, with the extras of the README's
-install table, and its version ranges admit the pinned requirements.txt."""
+"""pyproject.toml: the wheel holds rekd_jax with the configs inside it (rekd_jax.configs), the
+extras of the README's install table, and version ranges that admit the pinned
+requirements.txt."""
 import email
 import os
 import re
@@ -36,15 +37,20 @@ def _metadata(wheel):
     return email.message_from_bytes(wheel.read(name))
 
 
-def test_wheel_holds_the_library_and_every_config(wheel):
+def test_wheel_holds_the_library_and_every_config_inside_it(wheel):
     names = set(wheel.namelist())
     for required in ("rekd_jax/app.py", "rekd_jax/variants.py", "rekd_jax/models/resnet.py",
-                     "rekd_jax/evaluation/run.py", "configs/__init__.py"):
+                     "rekd_jax/evaluation/run.py", "rekd_jax/configs/__init__.py",
+                     "rekd_jax/configs/alexnet.py"):
         assert required in names
-    configs = {f"configs/{f}" for f in os.listdir(os.path.join(REPO, "configs"))
+    packages = {os.path.relpath(root, REPO) for root, _, files in
+                os.walk(os.path.join(REPO, "rekd_jax")) if "__init__.py" in files}
+    missing = {p for p in packages if f"{p}/__init__.py" not in names}
+    assert not missing, f"add {sorted(missing)} to [tool.setuptools] packages in pyproject.toml"
+    configs = {f"rekd_jax/configs/{f}" for f in os.listdir(os.path.join(REPO, "configs"))
                if f.endswith(".py")}
     assert configs <= names
-    assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
+    assert not any(n.startswith(("configs/", "tests/", "benchmarks/")) for n in names)
 
 
 def test_extras_and_pins(wheel):

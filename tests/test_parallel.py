@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rekd_jax import parallel
+from rekd_jax.core import parallel
 
 
 def _count_traces(replicate):

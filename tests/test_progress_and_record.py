@@ -9,8 +9,8 @@ import sys
 import pytest
 from absl import logging as absl_logging
 
-from rekd_jax import progress, run_record
-from rekd_jax.training import logging as logging_lib
+from rekd_jax.core import logging as logging_lib
+from rekd_jax.core import progress, run_record
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -129,6 +129,7 @@ def test_train_clock_adds_resumes_and_not_finished_reruns(tmp_path):
 def test_pretraining_records_config_teacher_and_train_time(tmp_path):
     import jax
     import jax.numpy as jnp
+
     from configs import default
     from rekd_jax import app
     from rekd_jax.models import heads, io

@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from rekd_jax import fileio
-from rekd_jax.training import checkpoint as checkpoint_lib
-from rekd_jax.training import logging as logging_lib
+from rekd_jax.core import checkpoint as checkpoint_lib
+from rekd_jax.core import fileio
+from rekd_jax.core import logging as logging_lib
 from rekd_jax.training import resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,7 +85,7 @@ def _lock_holder(shared, workdir, purpose):
     """A child process holding WORKDIR's lock for `purpose` (for a minute)."""
     return _spawn(shared, f"""
 import time
-from rekd_jax import fileio
+from rekd_jax.core import fileio
 lock = fileio.WorkdirLock({workdir!r}, {purpose!r}).acquire()
 print("ready", flush=True)
 time.sleep(60)
@@ -107,7 +107,7 @@ def test_atomic_dir_survives_sigkill_and_cleans_the_leftover(tmp_path, shared):
         open(os.path.join(tmp, "data"), "w").write("old")
     proc = _spawn(shared, f"""
 import os, time
-from rekd_jax import fileio
+from rekd_jax.core import fileio
 with fileio.atomic_dir({str(target)!r}) as tmp:
     open(os.path.join(tmp, "data"), "w").write("half")
     print("ready", flush=True)
@@ -159,6 +159,7 @@ def test_workdir_lock_names_the_holder_and_is_taken_over_after_a_kill(tmp_path, 
 
 def _png(array):
     import io as _io
+
     from PIL import Image
     out = _io.BytesIO()
     Image.fromarray(array).save(out, format="PNG")
@@ -298,6 +299,7 @@ except MemoryError:
 
 def _encoder(seed=0):
     import jax
+
     from rekd_jax.models import heads
     spec = {"arch": "alexnet", "overrides": {"num_classes": 0, "cifar_stem": True},
             "projector": None, "source": f"test {seed}"}
@@ -518,7 +520,7 @@ def test_restores_of_damaged_checkpoints_print_no_closed_loop_tracebacks(tmp_pat
     code = """
 import glob, os, sys
 import numpy as np
-from rekd_jax.training import checkpoint
+from rekd_jax.core import checkpoint
 tree = {"a": np.arange(100000, dtype=np.float32), "b": {"c": np.ones((300, 300), np.float32)}}
 for attempt in range(10):
     directory = os.path.join(sys.argv[1], str(attempt))

@@ -10,12 +10,12 @@ import subprocess
 import sys
 import time
 
+import fake_gcs
 import pytest
 
-import fake_gcs
-from rekd_jax import fileio
+from rekd_jax.core import fileio
+from rekd_jax.core import logging as logging_lib
 from rekd_jax.data import sources
-from rekd_jax.training import logging as logging_lib
 from rekd_jax.training import resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from rekd_jax import fileio
+from rekd_jax.core import fileio, progress
 
 CLASS_NAMES = ("circle", "square", "triangle", "star", "cross", "ring", "crescent", "heart",
                "arrow", "lshape")
@@ -229,7 +229,7 @@ class RekdShapes(QuietPrepare, tfds.core.GeneratorBasedBuilder):
 
 def build_atomically(make_builder, dataset_dir: str, *, overwrite: bool, finish=None) -> str:
   """Runs ``make_builder(root).download_and_prepare()`` in a folder beside ``dataset_dir``
-  (rekd_jax.fileio.atomic_dir), moves the built version folder's files up, calls
+  (rekd_jax.core.fileio.atomic_dir), moves the built version folder's files up, calls
   ``finish(folder)`` (e.g. to add a report) and renames the result to ``dataset_dir``. An
   existing dataset_dir stays valid throughout; overwrite=False refuses to replace it."""
   with fileio.atomic_dir(dataset_dir, overwrite=overwrite, what="dataset",
@@ -258,7 +258,6 @@ def build_rekd_shapes(data_dir: str, config: str | RekdShapesConfig = "default")
   logging.info("Building the embedded dataset rekd_shapes/%s (%d train / %d test, %d px, "
                "seed %d) in %s", cfg.name, cfg.num_train, cfg.num_test, cfg.image_size,
                cfg.seed, dataset_dir)
-  from rekd_jax import progress  # pylint: disable=import-outside-toplevel
   try:
     with progress.heartbeat(f"building rekd_shapes/{cfg.name}"):
       build_atomically(

@@ -29,7 +29,7 @@ reported as warnings. 16-bit images (PIL modes I;16 and I) are scaled to 8 bits 
 not clipped.
 
 The dataset is built beside its target and renamed into place when complete
-(``rekd_jax.fileio``): a bad source, a full disk or a kill leaves an existing version intact
+(``rekd_jax.core.fileio``): a bad source, a full disk or a kill leaves an existing version intact
 (``--overwrite`` is needed to replace it), and leftovers of killed builds are removed by the
 next run.
 """
@@ -49,7 +49,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from rekd_jax import errors, fileio, progress
+from rekd_jax.core import errors, fileio, progress
 from rekd_jax.data import embedded
 from rekd_jax.data.embedded import QuietPrepare
 from rekd_jax.data.sources import resolve_data_dir

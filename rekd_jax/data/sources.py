@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from rekd_jax import fileio
+from rekd_jax.core import fileio
 from rekd_jax.data import embedded
 
 EMBEDDED_NAME = "rekd_shapes"

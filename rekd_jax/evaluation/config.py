@@ -19,7 +19,7 @@ semi_supervised.py (each calls it and changes fields). Fields:
                     encoder that share this folder extract them once
   checkpoint_every_epochs, keep_checkpoints   probe / fine-tuning checkpoints (WORKDIR/ckpt_*)
   tensorboard       'auto' | 'on' | 'off' (clu writers need TensorFlow)
-  distributed       multi-host setup (rekd_jax.training.distributed): enabled,
+  distributed       multi-host setup (rekd_jax.core.distributed): enabled,
                     coordinator_address, num_processes, process_id, cpu_collectives
   linear            MoCo linear protocol (facebookresearch/moco main_lincls.py): epochs 100,
                     batch_size 256, SGD learning_rate 30, momentum 0.9, no weight decay,
@@ -61,10 +61,11 @@ import os
 
 import ml_collections
 
-from rekd_jax import fileio
+from rekd_jax.core import fileio
 from rekd_jax.data import augment, pipeline
 from rekd_jax.evaluation import linear
 from rekd_jax.models import io as model_io
+from rekd_jax.readout import features
 from rekd_jax.variants import apply_variants, set_dataset
 
 MODES = ("linear", "conv_probe", "knn", "semi_supervised")
@@ -255,7 +256,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not checkpoint:
         _fail("checkpoint", checkpoint, "set --config.checkpoint to an encoder directory. "
               + model_io.HOW_TO_PRODUCE)
-    from rekd_jax.evaluation import features
     try:
         untrained = features.parse_init_checkpoint(checkpoint) is not None
     except ValueError as e:

@@ -19,8 +19,8 @@ from typing import Sequence
 
 import jax.numpy as jnp
 
-from rekd_jax.evaluation.features import FeatureFn
 from rekd_jax.models.layers import adaptive_max_pool
+from rekd_jax.readout.features import FeatureFn
 
 
 def conv_features(module, layers: Sequence[str], pool_sizes: Sequence[int]) -> FeatureFn:

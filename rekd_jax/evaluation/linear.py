@@ -18,7 +18,7 @@ LinearClassifier.initilize); biases start at 0. Two ways to feed it:
   uint8 images (RandomResizedCrop + flip), runs the frozen backbone (BatchNorm in eval mode) and
   updates the heads.
 
-Both checkpoint after every epoch with `training.checkpoint.Checkpointer` (probe state + epoch
+Both checkpoint after every epoch with `core.checkpoint.Checkpointer` (probe state + epoch
 + data-iterator state) and resume from the latest checkpoint when rerun.
 """
 from __future__ import annotations
@@ -34,12 +34,11 @@ import numpy as np
 import optax
 from absl import logging
 
-from rekd_jax import parallel
-from rekd_jax import progress as progress_lib
-from rekd_jax.evaluation import features as features_lib
+from rekd_jax.core import parallel
+from rekd_jax.core import progress as progress_lib
+from rekd_jax.core.parallel import AXIS_NAME as AXIS
 from rekd_jax.evaluation import scoring
-
-AXIS = "batch"
+from rekd_jax.readout import features as features_lib
 
 
 @flax.struct.dataclass
@@ -353,7 +352,7 @@ def train_on_features(features: Mapping[str, np.ndarray], labels: np.ndarray, *,
         head_bn).
       batch_size: global batch size (a multiple of jax.device_count()).
       seed: head initialisation and per-epoch shuffling.
-      checkpointer / writer: `training.checkpoint.Checkpointer` / `training.logging` writer
+      checkpointer / writer: `core.checkpoint.Checkpointer` / `core.logging` writer
         (None: no checkpoints / logs).
       signature: what identifies the run; resuming a checkpoint of another run is refused.
     """

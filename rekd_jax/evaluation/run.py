@@ -20,15 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rekd_jax import fileio, run_record
-from rekd_jax.data import augment, host_crop
+from rekd_jax.core import distributed, fileio, run_record
+from rekd_jax.core import logging as metric_logging
+from rekd_jax.core.checkpoint import Checkpointer
+from rekd_jax.data import augment, host_crop, sources
 from rekd_jax.data import pipeline as data_pipeline
-from rekd_jax.data import sources
 from rekd_jax.evaluation import config as eval_config
-from rekd_jax.evaluation import conv_probe, features, knn, linear, scoring, semi_supervised
-from rekd_jax.training import distributed
-from rekd_jax.training import logging as metric_logging
-from rekd_jax.training.checkpoint import Checkpointer
+from rekd_jax.evaluation import conv_probe, linear, scoring, semi_supervised
+from rekd_jax.readout import features, knn
 
 
 def evaluate(config, workdir: str) -> dict:

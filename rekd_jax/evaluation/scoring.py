@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from rekd_jax import progress as progress_lib
+from rekd_jax.core import progress as progress_lib
 
 
 def topk_correct(logits: jax.Array, labels: jax.Array, mask: jax.Array,

@@ -17,13 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rekd_jax import parallel
+from rekd_jax.core import parallel
+from rekd_jax.core.parallel import AXIS_NAME as AXIS
 from rekd_jax.data import pipeline as data_pipeline
-from rekd_jax.evaluation import features as features_lib
 from rekd_jax.evaluation import linear, scoring
 from rekd_jax.models import get_model
-
-AXIS = linear.AXIS
+from rekd_jax.readout import features as features_lib
 
 
 @flax.struct.dataclass

@@ -27,7 +27,7 @@ No choice reads a test number: every choice is made by `choose` on validation ro
 WORKDIR/results.json holds every row, the choices and the summaries (results.md the tables,
 plots/ the figures; `python -m rekd_jax.tools.report WORKDIR/results.json` redraws them).
 
-Scales (each field of Scale is a documented departure from cifar10() of configs/default.py,
+Scales (each field of Scale is a documented departure from rekd_jax.recipes.cifar10(),
 the MoCo CIFAR-10 demo):
   tiny  seconds; rekd_shapes/tiny, a reduced search; what the tests run.
   cpu   two CPU cores: CIFAR-10 at 16 px, all 50,000 training images (45,000 / 5,000 for
@@ -47,13 +47,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from configs import default
-from rekd_jax import fileio
+from rekd_jax import recipes
+from rekd_jax.core import fileio
+from rekd_jax.core import logging as logging_lib
 from rekd_jax.data import prepare, sources
 from rekd_jax.evaluation import config as eval_config
 from rekd_jax.experiments import plan, study_report
 from rekd_jax.tools import study_figures
-from rekd_jax.training import logging as logging_lib
 from rekd_jax.training import pretrain
 
 STUDENT_FAMILIES = ("alexnet", "mobilenetv3_large", "shufflenetv2", "efficientnet_b0", "resnet18")
@@ -160,8 +160,8 @@ SCALES = {
 
 
 def _recipe(scale: Scale, data_dir: str, seed: int) -> ml_collections.ConfigDict:
-    """cifar10() of configs/default.py with the scale's departures."""
-    config = default.cifar10(default.get_config())
+    """rekd_jax.recipes.cifar10() with the scale's departures."""
+    config = recipes.cifar10(recipes.base_config())
     config.rng_seed = seed
     config.data.update(dataset=scale.dataset, data_dir=data_dir, train_split=scale.train_split,
                        eval_split=scale.test_split, image_size=scale.image_size,
@@ -169,7 +169,7 @@ def _recipe(scale: Scale, data_dir: str, seed: int) -> ml_collections.ConfigDict
     config.global_batch_size = scale.batch
     config.student_bn = scale.student_bn
     config.optimizer.cosine_unit = scale.cosine_unit
-    default.set_queue_size(config, scale.queue_batches * scale.batch)
+    recipes.set_queue_size(config, scale.queue_batches * scale.batch)
     config.rekd.num_prototypes = scale.num_prototypes
     config.knn_monitor.update(every_epochs=0, bank_split=scale.val_bank_split,
                               query_split=scale.val_split)
@@ -423,7 +423,7 @@ def evaluation_config(scale: Scale, data_dir: str, protocol: str) -> ml_collecti
     config.data.update(dataset=scale.dataset, data_dir=data_dir, train_split=bank,
                        eval_split=query, image_size=scale.image_size,
                        eval_resize=scale.image_size, host_size=0)
-    config.data.augment = default.cifar10(default.get_config()).data.augment
+    config.data.augment = recipes.cifar10(recipes.base_config()).data.augment
     config.eval_batch_size = scale.eval_batch
     config.tensorboard = "off"
     config.linear.update(fast=True, epochs=scale.linear_epochs, batch_size=scale.eval_batch,

@@ -2,7 +2,7 @@
 
 A plan is a list of `Arm`s; each arm is one row of a result table:
   - a random-init arm scores an untrained encoder (`init:ARCH:...`, see
-    rekd_jax.evaluation.features.parse_init_checkpoint) and trains nothing;
+    rekd_jax.readout.features.parse_init_checkpoint) and trains nothing;
   - an encoder arm scores an encoder another arm wrote (`source`: a ROOT-relative encoder
     directory, e.g. a teacher's snapshot), trains nothing;
   - a trained arm pre-trains with its config (resuming like any run), then evaluates its student;
@@ -12,7 +12,7 @@ A plan is a list of `Arm`s; each arm is one row of a result table:
 Each arm may carry its own evaluation config (`evaluation`; default: the plan's).
 `run_plan` runs the arms in order into ROOT/<arm.name>/, writes ROOT/<arm.name>/row.json when an
 arm is done (rerunning skips it), prints progress with an ETA, and returns the rows. Used by the
-quick start (rekd_jax.training.quickstart) and the CIFAR-10 study (rekd_jax.experiments.cifar10).
+quick start (rekd_jax.experiments.quickstart) and the CIFAR-10 study (rekd_jax.experiments.cifar10).
 
 Every table `format_table` prints has a random-init row for each student architecture in it and
 each trained row's kNN gain over that row: a trained number means nothing without it.
@@ -26,10 +26,16 @@ import os
 import time
 from typing import Callable, Sequence
 
+import jax
 import ml_collections
 import numpy as np
 
-from rekd_jax import fileio, run_record
+from rekd_jax.core import fileio, run_record
+from rekd_jax.core import logging as logging_lib
+from rekd_jax.data import pipeline
+from rekd_jax.evaluation import run as eval_run
+from rekd_jax.training import pretrain
+from rekd_jax.training import state as state_lib
 
 RANDOM_INIT = "random init"
 # metrics.jsonl scalars summarised per trained run (mean over the last quarter of the log lines).
@@ -72,7 +78,6 @@ def random_init_arm(run_config: ml_collections.ConfigDict, name: str, group: str
                     seed: int | None = None) -> Arm:
     """The random-init baseline of a pre-training config's student (same arch and overrides;
     the same initialisation seed as the run unless `seed` is given)."""
-    from rekd_jax.training import state as state_lib
     overrides = state_lib.backbone_overrides(run_config.student.overrides)
     seed = int(run_config.rng_seed) if seed is None else seed
     return Arm(name=name, arch=run_config.student.arch, label=RANDOM_INIT,
@@ -81,7 +86,6 @@ def random_init_arm(run_config: ml_collections.ConfigDict, name: str, group: str
 
 def summarize_metrics(metrics_path: str, keys: Sequence[str] = DIAGNOSTICS) -> dict:
     """Mean of each train/<key> over the last quarter of its log lines (at least one line)."""
-    from rekd_jax.training import logging as logging_lib
     records = logging_lib.read_jsonl(metrics_path)
     out = {}
     for key in keys:
@@ -94,7 +98,6 @@ def summarize_metrics(metrics_path: str, keys: Sequence[str] = DIAGNOSTICS) -> d
 
 def _train(arm: Arm, root: str, run_dir: str) -> dict:
     """Pre-trains the arm (resumes); returns {'steps', 'train_seconds', 'encoder', metrics}."""
-    from rekd_jax.training import pretrain
     config = arm.config.copy_and_resolve_references()
     if arm.teacher:
         config.teacher.checkpoint = arm.teacher_path(root)
@@ -107,7 +110,6 @@ def _train(arm: Arm, root: str, run_dir: str) -> dict:
 
 def knn_curve(metrics_path: str) -> list[list[float]]:
     """[[step, kNN top-1 %], ...] of the run's kNN monitor (empty when it was off)."""
-    from rekd_jax.training import logging as logging_lib
     return [[int(r["step"]), 100.0 * float(r["knn/top1"])]
             for r in logging_lib.read_jsonl(metrics_path) if "knn/top1" in r]
 
@@ -115,7 +117,6 @@ def knn_curve(metrics_path: str) -> list[list[float]]:
 def evaluate_encoder(evaluation: ml_collections.ConfigDict, modes: Sequence[str],
                      checkpoint: str, workdir: str) -> dict:
     """{mode: {'top1', 'top5'}} of an encoder directory or `init:` text (each mode resumes)."""
-    from rekd_jax.evaluation import run as eval_run
     out = {}
     for mode in modes:
         cfg = evaluation.copy_and_resolve_references()
@@ -165,7 +166,6 @@ def run_arm(arm: Arm, root: str, evaluation: ml_collections.ConfigDict,
     row["eval_seconds"] = round(time.time() - start, 1)
     fileio.write_json(row_path, row, sort_keys=True, default=float)
     if clear_caches:
-        import jax
         jax.clear_caches()
     return row
 
@@ -289,14 +289,12 @@ def format_table(rows: Sequence[dict], chance: float | None = None) -> str:
 
 def split_size(data_cfg, split: str) -> int:
     """Number of examples of `split` (building an embedded dataset on first use)."""
-    from rekd_jax.data import pipeline
     return int(len(pipeline.split_metadata(data_cfg, split)["labels"]))
 
 
 def label_chance(data_cfg, split: str) -> float:
     """Probability that two random examples of `split` share a label (0.1 for balanced
     10-class data): the chance level of the mined positives' label precision."""
-    from rekd_jax.data import pipeline
     labels = pipeline.split_metadata(data_cfg, split)["labels"]
     counts = np.bincount(labels)
     p = counts / counts.sum()

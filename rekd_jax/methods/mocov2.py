@@ -14,6 +14,7 @@ from rekd_jax.methods import common, losses
 from rekd_jax.methods import queue as queue_lib
 
 NAME = 'mocov2'
+KEY_ENCODER = True  # the step runs the momentum (key) encoder on v2
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -29,6 +30,18 @@ def validate_config(cfg: ml_collections.ConfigDict, global_batch_size: int) -> N
     common.check_fields(cfg, default_config(), NAME)
     common.check_positive(cfg, 'temperature', NAME)
     common.check_queue_size(cfg, global_batch_size, NAME)
+
+
+def teacher_mode(cfg: ml_collections.ConfigDict) -> str | None:
+    """None: moCo v2 learns from no teacher."""
+    del cfg
+    return None
+
+
+def loss_inputs(forward: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """loss_fn's embeddings from the step's forward outputs: the query (student on v1) and its
+    momentum encoder's key (on v2)."""
+    return {'q': forward['query'], 'k': forward['key']}
 
 
 def init_state(rng: jax.Array, cfg: ml_collections.ConfigDict, student_dim: int,

@@ -21,6 +21,8 @@ from rekd_jax.methods import queue as queue_lib
 NAME = 'rekd'
 ASSIGNMENTS = ('argmax', 'sinkhorn')
 TEACHERS = ('online', 'offline', 'none')
+KEY_ENCODER = True  # the step runs the momentum (key) encoder on v2
+TEACHER_VIEW = 'v2'  # an offline teacher embeds the key's view (an online one always does)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -79,6 +81,21 @@ def validate_config(cfg: ml_collections.ConfigDict, global_batch_size: int) -> N
     if cfg.teacher == 'none' and cfg.relation != 'oracle':
         raise ValueError(f"{NAME} config: teacher='none' mines no relations; use it only with "
                          f"relation='oracle' (true labels), or set teacher to 'online'/'offline'.")
+
+
+def teacher_mode(cfg: ml_collections.ConfigDict) -> str | None:
+    """'online' (trained alongside with its own MoCo v2 loss), 'offline' (frozen), or None
+    (teacher 'none': true-label relations only)."""
+    return None if cfg.teacher == 'none' else cfg.teacher
+
+
+def loss_inputs(forward: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """loss_fn's embeddings from the step's forward outputs: query, key, labels, and the
+    teacher's embedding of v2 when there is a teacher."""
+    embeddings = {'q': forward['query'], 'k': forward['key'], 'labels': forward['labels']}
+    if 'teacher' in forward:
+        embeddings['t'] = forward['teacher']
+    return embeddings
 
 
 def init_state(rng: jax.Array, cfg: ml_collections.ConfigDict, student_dim: int,

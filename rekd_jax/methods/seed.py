@@ -17,6 +17,8 @@ from rekd_jax.methods import queue as queue_lib
 NAME = 'seed'
 TAU_T_CODE = 1e-4   # jacobswan1/SEED tools/opts.py --distill-t (the default here).
 TAU_T_PAPER = 0.01  # the SEED paper's stated teacher temperature (a documented variant).
+KEY_ENCODER = False  # no momentum encoder: the frozen teacher gives the targets
+TEACHER_VIEW = 'v1'  # the teacher embeds the student's own view x
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -40,6 +42,17 @@ def validate_config(cfg: ml_collections.ConfigDict, global_batch_size: int) -> N
     common.check_positive(cfg, 'tau_s', NAME)
     common.check_positive(cfg, 'tau_t', NAME)
     common.check_queue_size(cfg, global_batch_size, NAME)
+
+
+def teacher_mode(cfg: ml_collections.ConfigDict) -> str:
+    """SEED distils a frozen (offline) teacher."""
+    del cfg
+    return 'offline'
+
+
+def loss_inputs(forward: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """loss_fn's embeddings from the step's forward outputs: student and teacher on v1."""
+    return {'z_s': forward['query'], 'z_t': forward['teacher']}
 
 
 def init_state(rng: jax.Array, cfg: ml_collections.ConfigDict, student_dim: int,

@@ -17,6 +17,7 @@ import ml_collections
 from rekd_jax.methods import common, losses
 
 NAME = 'supervised'
+KEY_ENCODER = False  # the labels are the targets
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -33,6 +34,24 @@ def validate_config(cfg: ml_collections.ConfigDict, global_batch_size: int) -> N
     common.check_fields(cfg, default_config(), NAME)
     common.check_int_range(cfg, 'num_classes', 2, NAME)
     common.check_positive(cfg, 'temperature', NAME)
+
+
+def validate_dataset(cfg: ml_collections.ConfigDict, num_classes: int) -> None:
+    """The classifier must have one row per class of the training data."""
+    if cfg.num_classes != num_classes:
+        raise ValueError(f'{NAME} config: num_classes={cfg.num_classes} but the dataset has '
+                         f'{num_classes} classes; set num_classes={num_classes}.')
+
+
+def teacher_mode(cfg: ml_collections.ConfigDict) -> str | None:
+    """None: cross-entropy with labels needs no teacher."""
+    del cfg
+    return None
+
+
+def loss_inputs(forward: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """loss_fn's embeddings from the step's forward outputs: the student on v1 and the labels."""
+    return {'z': forward['query'], 'labels': forward['labels']}
 
 
 def init_params(rng: jax.Array, cfg: ml_collections.ConfigDict, student_dim: int) -> dict:

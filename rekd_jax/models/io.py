@@ -12,7 +12,7 @@ A checkpoint is a directory holding
   last, so its presence marks a complete checkpoint.
 
 Saving is atomic: the checkpoint is built in a folder beside the target and renamed into place
-(``rekd_jax.fileio.atomic_dir``), so an existing encoder stays valid until the new one is
+(``rekd_jax.core.fileio.atomic_dir``), so an existing encoder stays valid until the new one is
 complete, and a kill or full disk never leaves neither.
 
 Produced by pre-training (``WORKDIR/encoders/student``, ``WORKDIR/encoders/teacher``) and by
@@ -30,7 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from rekd_jax import fileio
+from rekd_jax.core import fileio
 from rekd_jax.models.heads import encoder_variable_shapes
 
 SPEC_FILE = "spec.json"
@@ -128,8 +128,9 @@ def save_encoder(
             fileio.write_text(os.path.join(tmp, SPEC_FILE), json.dumps(spec, indent=2, sort_keys=True))
 
 
-class EncoderBusyError(RuntimeError):
-    """The encoder cannot be read while another process (named) is rewriting it."""
+class EncoderBusyError(fileio.WorkdirBusyError):
+    """The encoder cannot be read while another process (named) is rewriting it: the workdir
+    that holds it is busy."""
 
 
 def _writer(directory: epath.Path) -> dict | None:

@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
   common.add_argument("--src", default="",
                       help="data: a folder of class subfolders to prepare first")
   common.add_argument("--local_data_dir", default="~/tensorflow_datasets",
-                      help="data: where the dataset is (or is prepared) on this machine")
+                      help="data: where the dataset is (or is prepared) where this runs")
   common.add_argument("--data_dir", default="",
                       help="where the workers read the dataset: gs://... or a worker folder")
   common.add_argument("--stage", default="",

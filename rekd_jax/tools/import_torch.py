@@ -32,7 +32,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from rekd_jax import errors, fileio, models
+from rekd_jax import models
+from rekd_jax.core import errors, fileio
 from rekd_jax.models import heads, io
 
 FORMATS = ("auto", "torchvision", "mocov2", "swav")

@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import os
 
+import jax
 import ml_collections
 
-METHODS = ("mocov2", "seed", "rekd", "supervised")
+from rekd_jax import methods, models
+from rekd_jax.data import pipeline
+from rekd_jax.methods import mocov2
+from rekd_jax.models import io as model_io
+from rekd_jax.training import optim
+from rekd_jax.training import state as state_lib
+from rekd_jax.training import step as step_lib
+
 DTYPES = ("float32", "bfloat16")
 
 TEACHER_HOWTO = (
@@ -30,12 +38,10 @@ def _fail(field: str, problem: str, fix: str) -> None:
 def _require(config, fields) -> None:
     for field in fields:
         if field not in config:
-            _fail(field, "missing", "start from configs/default.py's get_config()")
+            _fail(field, "missing", "start from rekd_jax.recipes.base_config()")
 
 
 def _check_arch(field: str, part) -> None:
-    from rekd_jax import models
-    from rekd_jax.training import state as state_lib
     overrides = state_lib.backbone_overrides(part.overrides)
     try:
         models.get_model(part.arch, **dict(overrides, num_classes=0))
@@ -60,7 +66,6 @@ def check_teacher_checkpoint(config) -> None:
     if not path:
         _fail("teacher.checkpoint", f"is empty but method {config.method!r} needs an offline "
               "teacher", TEACHER_HOWTO)
-    from rekd_jax.models import io as model_io
     if not os.path.isfile(os.path.join(path, model_io.SPEC_FILE)):
         _fail("teacher.checkpoint", f"{path!r} holds no encoder checkpoint (no "
               f"{model_io.SPEC_FILE})", TEACHER_HOWTO)
@@ -68,7 +73,6 @@ def check_teacher_checkpoint(config) -> None:
 
 def check_devices(config, num_devices: int) -> None:
     """Batch and shuffle-BN arithmetic for `num_devices` devices in total."""
-    from rekd_jax.training import step as step_lib
     batch = config.global_batch_size
     if batch % num_devices:
         lower = max(num_devices, batch // num_devices * num_devices)
@@ -94,8 +98,9 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
                       "student_bn", "dtype", "rng_seed", "log_every_steps", "checkpoint_every_steps",
                       "keep_checkpoints", "knn_monitor", "distributed", "tensorboard",
                       "key_shuffle", "key_shuffle_devices"))
-    if config.method not in METHODS:
-        _fail("method", f"{config.method!r} is unknown", f"choose one of {METHODS}")
+    if config.method not in methods.METHODS:
+        _fail("method", f"{config.method!r} is unknown",
+              f"choose one of {tuple(methods.METHODS)}")
     _require(config, (config.method,))
     batch = config.global_batch_size
     if not isinstance(batch, int) or batch < 1:
@@ -103,27 +108,20 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
     if config.key_bn_splits < 0:
         _fail("key_bn_splits", f"must be >= 0, got {config.key_bn_splits}", "use 0 (auto)")
     if devices and not config.distributed.enabled:
-        import jax
         check_devices(config, jax.device_count())
-    from rekd_jax.training import step as step_lib
     step_lib.student_bn_groups(config.student_bn, 1, batch)  # the spelling (devices: above)
     step_lib.check_key_shuffle(config)  # the spelling (devices: check_devices)
-    from rekd_jax.training import state as state_lib
     try:
-        state_lib.method_module(config.method).validate_config(config[config.method], batch)
+        methods.get_method(config.method).validate_config(config[config.method], batch)
     except ValueError as e:
         raise ValueError(f"config.{config.method}: {e}") from None
-    from rekd_jax.data import pipeline
     pipeline.validate_data_config(config.data)
     _check_arch("student", config.student)
     mode = state_lib.teacher_mode(config)
-    if config.method == "rekd" and config.rekd.teacher not in ("online", "offline", "none"):
-        _fail("rekd.teacher", f"{config.rekd.teacher!r} is unknown",
-              "use 'online', 'offline' or 'none' (with relation 'oracle')")
     if mode == "online":
         _check_arch("teacher", config.teacher)
         try:
-            state_lib.method_module("mocov2").validate_config(config.mocov2, batch)
+            mocov2.validate_config(config.mocov2, batch)
         except ValueError as e:
             raise ValueError(f"config.mocov2 (the online teacher's MoCo v2 loss): {e}") from None
     if mode == "offline" and teacher_checkpoint:
@@ -136,14 +134,13 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
     _require(opt, ("cosine_unit",))
     for field in ("base_learning_rate", "lr_scaling_batch"):
         if not opt[field] > 0:
-            _fail(f"optimizer.{field}", f"must be > 0, got {opt[field]}", "see configs/default.py")
+            _fail(f"optimizer.{field}", f"must be > 0, got {opt[field]}", "see rekd_jax/recipes.py")
     if not 0 <= opt.momentum < 1:
         _fail("optimizer.momentum", f"must be in [0, 1), got {opt.momentum}", "use 0.9")
     if opt.weight_decay < 0:
         _fail("optimizer.weight_decay", f"must be >= 0, got {opt.weight_decay}", "use 1e-4")
     if opt.warmup_epochs < 0:
         _fail("optimizer.warmup_epochs", f"must be >= 0, got {opt.warmup_epochs}", "use 0")
-    from rekd_jax.training import optim
     if opt.cosine_unit not in optim.COSINE_UNITS:
         _fail("optimizer.cosine_unit", f"{opt.cosine_unit!r} is unknown",
               f"use one of {optim.COSINE_UNITS} ('epoch' steps the cosine once per epoch, as "
@@ -194,7 +191,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     mode = config.get("mode")
     if mode == "pretrain":
         validate_pretrain(config)
-    elif mode == "quickstart":
+    elif mode in ("quickstart", "quickstart_grid"):
         validate_quickstart(config)
     else:
         raise ValueError(f"config.mode={mode!r}: rekd_jax.training.config validates 'pretrain' "

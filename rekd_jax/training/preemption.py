@@ -29,8 +29,9 @@ Agreement, checked after every step at no measurable cost:
   without a checkpoint.
 
 `Preempted` carries the one line the command prints ("preempted at step N: checkpoint saved,
-rerun the same command to resume"); rekd_jax.errors.run_cli turns it into exit status 0, and
-rerunning the same command resumes from that checkpoint (rekd_jax.training.resume).
+rerun the same command to resume"); rekd_jax.core.errors.run_cli turns it (an errors.Stopped)
+into exit status 0, and rerunning the same command resumes from that checkpoint
+(rekd_jax.training.resume).
 """
 from __future__ import annotations
 
@@ -39,8 +40,10 @@ import threading
 
 from absl import logging
 
+from rekd_jax.core import errors
 
-class Preempted(Exception):
+
+class Preempted(errors.Stopped):
     """Training stopped on a preemption notice after saving its checkpoint; not a failure."""
 
     def __init__(self, step: int):

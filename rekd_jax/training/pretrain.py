@@ -31,21 +31,18 @@ import ml_collections
 import numpy as np
 from absl import logging as absl_logging
 
-from rekd_jax import fileio, parallel
-from rekd_jax import progress as progress_lib
-from rekd_jax import run_record
+from rekd_jax import methods
+from rekd_jax.core import checkpoint as checkpoint_lib
+from rekd_jax.core import distributed, fileio, parallel, run_record
+from rekd_jax.core import logging as logging_lib
+from rekd_jax.core import progress as progress_lib
 from rekd_jax.data import augment, host_crop, pipeline
-from rekd_jax.evaluation import features as features_lib
-from rekd_jax.evaluation import knn as knn_lib
 from rekd_jax.models import heads
 from rekd_jax.models import io as model_io
-from rekd_jax.training import checkpoint as checkpoint_lib
+from rekd_jax.readout import features as features_lib
+from rekd_jax.readout import knn as knn_lib
 from rekd_jax.training import config as config_lib
-from rekd_jax.training import distributed
-from rekd_jax.training import logging as logging_lib
-from rekd_jax.training import optim
-from rekd_jax.training import preemption
-from rekd_jax.training import resume
+from rekd_jax.training import optim, preemption, resume
 from rekd_jax.training import state as state_lib
 from rekd_jax.training import step as step_lib
 
@@ -70,10 +67,12 @@ def build(config: ml_collections.ConfigDict) -> Run:
     train_data = pipeline.create(config.data, split=config.data.train_split, training=True,
                                  global_batch_size=batch, seed=config.rng_seed,
                                  host_crop=host_crop.for_pretraining(config.data))
-    if config.method == "supervised" and config.supervised.num_classes != train_data.num_classes:
-        raise ValueError(f"config.supervised.num_classes={config.supervised.num_classes} but "
-                         f"{config.data.dataset!r} has {train_data.num_classes} classes; set "
-                         f"--config.supervised.num_classes={train_data.num_classes}")
+    method = methods.get_method(config.method)
+    if hasattr(method, "validate_dataset"):  # checks against the data, now that it is open
+        try:
+            method.validate_dataset(config[config.method], int(train_data.num_classes))
+        except ValueError as e:
+            raise ValueError(f"config.{config.method} ({config.data.dataset!r}): {e}") from None
     steps_per_epoch = int(train_data.steps_per_epoch)
     total_steps = int(config.num_train_steps or config.num_epochs * steps_per_epoch)
     warmup = int(round(config.optimizer.warmup_epochs * steps_per_epoch))
@@ -88,7 +87,7 @@ def build(config: ml_collections.ConfigDict) -> Run:
 
 
 def replicate(tree):
-    return parallel.replicate(tree, state_lib.AXIS_NAME)
+    return parallel.replicate(tree, parallel.AXIS_NAME)
 
 
 def unreplicate(tree):
@@ -189,7 +188,7 @@ def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint_lib.Checkpoi
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Pre-trains (resuming if WORKDIR/checkpoints has a checkpoint); returns a summary dict
     {'step', 'metrics' (last logged), 'knn' (last monitor, if any), 'encoders' (paths)}.
-    Holds WORKDIR's lock (rekd_jax.fileio.WorkdirLock) while it runs. Raises
+    Holds WORKDIR's lock (rekd_jax.core.fileio.WorkdirLock) while it runs. Raises
     preemption.Preempted after saving a checkpoint when SIGTERM arrives (see the docstring)."""
     distributed.initialize(config.distributed)  # first: it starts JAX's preemption service
     with preemption.StopOnSignal() as stop, fileio.WorkdirLock(
@@ -228,7 +227,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     else:
         if primary:  # records of an earlier attempt that never reached a checkpoint
             resume.trim_metrics(os.path.join(workdir, "metrics.jsonl"), 0, keep_hparams=False)
-        writer.write_hparams(flatten_config(config))
+        writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                              for k, v in resume.flatten_config(config).items()})
     start = int(state.step)
     p_step = progress_lib.heartbeat_first_call(step_lib.make_pmapped_step(run.step_config),
                                                "compiling the training step")
@@ -277,7 +277,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         preempted = stop.agreed(step - start) and not is_last
         if step % config.log_every_steps == 0 or is_last:
             flush_history(step)
-        if step in snapshots and primary:  # before the checkpoint: a resume never skips it
+        if step in snapshots:  # before the checkpoint: a resume never skips it (every process
+            # takes part in the Orbax save, as in save())
             export_encoders(workdir, config, run.modules, unreplicate(p_state), snapshot=True)
         if step % config.checkpoint_every_steps == 0 or is_last or preempted:
             flush_history(step)
@@ -305,18 +306,3 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         part: os.path.join(workdir, "encoders", part) for part in final.params
         if part in ("student", "teacher")})
     return summary
-
-
-def flatten_config(config: ml_collections.ConfigDict) -> dict:
-    """Dotted-name -> value for the hparams record."""
-    out = {}
-
-    def walk(prefix, node):
-        for key, value in node.items():
-            name = f"{prefix}{key}"
-            if isinstance(value, (ml_collections.ConfigDict, dict)):
-                walk(name + ".", value)
-            else:
-                out[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    walk("", config)
-    return out

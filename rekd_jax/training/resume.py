@@ -20,7 +20,9 @@ import os
 
 import ml_collections
 
-from rekd_jax import fileio
+from rekd_jax import methods, recipes
+from rekd_jax.core import fileio
+from rekd_jax.training import state as state_lib
 
 SIGNATURE_FILE = "run_signature.json"
 OVERRIDE = "--config.allow_config_change=True"
@@ -36,12 +38,13 @@ class ConfigChangedError(ValueError):
     """The config of a resumed run differs from the one that wrote its checkpoints."""
 
 
-def _flatten(node, prefix="") -> dict:
+def flatten_config(node, prefix="") -> dict:
+    """Dotted name -> value of every leaf field of a config."""
     out = {}
     for key, value in node.items():
         name = f"{prefix}{key}"
         if isinstance(value, (ml_collections.ConfigDict, dict)):
-            out.update(_flatten(value, name + "."))
+            out.update(flatten_config(value, name + "."))
         else:
             out[name] = value
     return out
@@ -51,26 +54,25 @@ def signature(config: ml_collections.ConfigDict) -> dict:
     """The run-defining fields of a pre-training config, dotted names -> JSON values. Method
     blocks other than the one in use (and MoCo v2's, for an online ReKD teacher) and the
     teacher block of a method without a teacher are left out: changing them changes nothing."""
-    from rekd_jax.training import state as state_lib
     used = {config.method}
     mode = state_lib.teacher_mode(config)
     if mode == "online":
         used.add("mocov2")
-    unused = [m for m in ("mocov2", "seed", "rekd", "supervised") if m not in used]
+    unused = [m for m in methods.METHODS if m not in used]
     if mode is None:
         unused.append("teacher")
-    flat = _flatten(config)
+    flat = flatten_config(config)
     keep = {k: v for k, v in flat.items()
             if not any(k == p or k.startswith(p + ".") for p in OPERATIONAL + tuple(unused))}
     return json.loads(json.dumps(keep, default=str))
 
 
 def signature_defaults() -> dict:
-    """configs/default.py's value of every field, as signatures hold them. A field the old
-    signature lacks (added to the project after that run started) is no change when the
-    resumed run leaves it at this default: new fields default to the earlier behaviour."""
-    from configs import default
-    return json.loads(json.dumps(_flatten(default.get_config()), default=str))
+    """The base recipe's value of every field (rekd_jax.recipes.base_config), as signatures
+    hold them. A field the old signature lacks (added to the project after that run started)
+    is no change when the resumed run leaves it at this default: new fields default to the
+    behaviour runs had before they existed."""
+    return json.loads(json.dumps(flatten_config(recipes.base_config()), default=str))
 
 
 def _show(value) -> str:

@@ -26,14 +26,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rekd_jax import models
+from rekd_jax import methods, models
+from rekd_jax.core.parallel import AXIS_NAME
+from rekd_jax.methods import mocov2
 from rekd_jax.models import heads
 from rekd_jax.models import io as model_io
-
-AXIS_NAME = "batch"
-METHOD_MODULES = ("mocov2", "seed", "rekd", "supervised")
-# Methods without a momentum (key) encoder.
-NO_KEY_ENCODER = ("seed", "supervised")
 
 
 @flax.struct.dataclass
@@ -49,23 +46,9 @@ class TrainState:
     rng: Any
 
 
-def method_module(name: str):
-    import importlib
-    if name not in METHOD_MODULES:
-        raise ValueError(f"config.method={name!r}: choose one of {METHOD_MODULES}")
-    return importlib.import_module(f"rekd_jax.methods.{name}")
-
-
 def teacher_mode(config: ml_collections.ConfigDict) -> str | None:
-    """'online' | 'offline' | None (MoCo v2 has no teacher; SEED's is always offline; ReKD
-    with teacher 'none' learns from true-label relations only)."""
-    if config.method == "mocov2":
-        return None
-    if config.method == "seed":
-        return "offline"
-    if config.method == "supervised":
-        return None
-    return None if config.rekd.teacher == "none" else config.rekd.teacher
+    """'online' | 'offline' | None: what the method's teacher_mode says of its block."""
+    return methods.get_method(config.method).teacher_mode(config[config.method])
 
 
 def compute_dtype(config: ml_collections.ConfigDict):
@@ -159,7 +142,8 @@ def create_train_state(config: ml_collections.ConfigDict, modules: Modules, tx) 
     size = config.data.image_size
     params, batch_stats, ema_params, ema_batch_stats = {}, {}, {}, {}
     params["student"], batch_stats["student"] = _init_encoder(modules.student, student_rng, size)
-    if config.method not in NO_KEY_ENCODER:
+    method = methods.get_method(config.method)
+    if method.KEY_ENCODER:
         ema_params["student"] = params["student"]
         ema_batch_stats["student"] = batch_stats["student"]
     student_dim = embedding_dim(modules.student_spec)
@@ -169,9 +153,7 @@ def create_train_state(config: ml_collections.ConfigDict, modules: Modules, tx) 
         params["teacher"], batch_stats["teacher"] = _init_encoder(modules.teacher, teacher_rng, size)
         ema_params["teacher"] = params["teacher"]
         ema_batch_stats["teacher"] = batch_stats["teacher"]
-        mocov2 = method_module("mocov2")
         teacher_method_state = mocov2.init_state(teacher_method_rng, config.mocov2, teacher_dim)
-    method = method_module(config.method)
     method_state = method.init_state(method_rng, config[config.method], student_dim, teacher_dim)
     if hasattr(method, "init_params"):  # trainable parameters of the method's own
         params["method"] = method.init_params(jax.random.fold_in(method_rng, 1),

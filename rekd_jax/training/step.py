@@ -5,25 +5,23 @@ N = D*b (device-major). One step:
 
 1. Augment: two views per image, each image's randomness drawn from its *global* index, so the
    result does not depend on how the global batch is laid out over devices or hosts.
-2. Key encoders (EMA copies, updated first, as MoCo does) run with shuffle-BN: the examples are
-   moved between devices, each device's share is split into `splits_per_device` groups with
-   their own BatchNorm statistics (MoCo's SplitBN, vmapped), and the outputs are moved back.
-   config.key_shuffle says how (`shuffled_key_forward`): 'all_gather' permutes the global batch
-   as MoCo does (D devices x S splits equals 1 device x D*S splits); 'ppermute' sends each
-   device's images in P chunks to P devices (itself included): at least D-1 times fewer bytes.
+2. Key encoders (EMA copies, updated first, as MoCo does) run with shuffle-BN
+   (`shuffled_key_forward`, in the way config.key_shuffle says; docs/scaling.md compares the
+   two ways).
 3. The query/student encoder's BatchNorm follows config.student_bn (`student_forward`):
    'global' = cross-replica over the global batch (axis 'batch'), 'per_device' = statistics of
    each device's b images, 'split:N' = N groups over the global batch (MoCo's SplitBN; N/D per
    device, vmapped). An offline teacher runs with BN in eval mode; an online teacher's query
    encoder (cross-replica BN) is trained by its own MoCo v2 loss.
-4. Loss per method (rekd_jax.methods), gradients averaged across devices (pmean), SGD update.
+4. Loss of the method (rekd_jax.methods), gradients averaged across devices (pmean), SGD
+   update. The method module says what runs: the key encoder or not (KEY_ENCODER), which
+   teacher (teacher_mode) and which view an offline teacher embeds (TEACHER_VIEW), and how its
+   loss reads the forward outputs (loss_inputs).
 
-Total loss: MoCo v2: L_inst. SEED: L_seed. ReKD: L_rel + lambda_inst L_inst (inside
-methods.rekd) + [online teacher] L_t, where L_t is methods.mocov2.loss_fn on the teacher's
-query/key embeddings with the teacher's own queue. Teacher embeddings enter the student loss
-through stop_gradient, so the teacher never gets gradients from the student loss. For an online
-teacher the relation targets t come from its momentum (key) encoder's embedding of v2 (the
-forward that also gives its MoCo key).
+An online teacher is trained alongside by its own MoCo v2 loss (methods.mocov2 with
+config.mocov2, the teacher's own queue) on its query (v1) and momentum-encoder key (v2); that
+key is also the teacher embedding the student's loss reads. Teacher embeddings enter the
+student loss through stop_gradient, so the teacher never gets gradients from the student loss.
 """
 from __future__ import annotations
 
@@ -35,10 +33,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from rekd_jax import methods
+from rekd_jax.core.parallel import AXIS_NAME
 from rekd_jax.data import augment
+from rekd_jax.methods import mocov2
 from rekd_jax.training import state as state_lib
-
-AXIS = state_lib.AXIS_NAME
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +131,7 @@ def key_bn_splits(config: ml_collections.ConfigDict, num_devices: int) -> int:
 
 
 def _local_slice(x_global, b):
-    return jax.lax.dynamic_slice_in_dim(x_global, jax.lax.axis_index(AXIS) * b, b, axis=0)
+    return jax.lax.dynamic_slice_in_dim(x_global, jax.lax.axis_index(AXIS_NAME) * b, b, axis=0)
 
 
 def two_views(cfg: StepConfig, rng, images):
@@ -157,7 +156,7 @@ def check_key_shuffle(config: ml_collections.ConfigDict) -> None:
     if mode not in KEY_SHUFFLES:
         raise ValueError(f"config.key_shuffle={mode!r} is unknown; use 'all_gather' (MoCo's "
                          "shuffle, the default) or 'ppermute' (cheaper at pod scale, see "
-                         "configs/default.py)")
+                         "docs/scaling.md)")
     if not isinstance(spread, int) or spread < 0:
         raise ValueError(f"config.key_shuffle_devices={spread!r} must be an integer >= 0; use "
                          "0 (auto)")
@@ -238,18 +237,18 @@ def shuffled_key_forward(cfg: StepConfig, module, variables, x, rng, dropout_rng
             return out["embedding"], mutated.get("batch_stats", {})
 
         emb, stats = jax.vmap(one)(x_split, jax.random.split(dropout_rng, s))
-        stats = jax.lax.pmean(jax.tree_util.tree_map(lambda v: v.mean(0), stats), AXIS)
+        stats = jax.lax.pmean(jax.tree_util.tree_map(lambda v: v.mean(0), stats), AXIS_NAME)
         return emb.astype(jnp.float32), stats
 
     if cfg.key_shuffle_devices:
         return _ppermute_key_forward(cfg, forward, x, rng)
     b = x.shape[0]
     n = cfg.global_batch_size
-    x_all = jax.lax.all_gather(x, AXIS, tiled=True)
+    x_all = jax.lax.all_gather(x, AXIS_NAME, tiled=True)
     perm = jax.random.permutation(rng, n)
     x_mine = _local_slice(x_all[perm], b)
     emb, stats = forward(x_mine.reshape((s, b // s) + x_mine.shape[1:]))
-    emb_all = jax.lax.all_gather(emb.reshape((b,) + emb.shape[2:]), AXIS, tiled=True)
+    emb_all = jax.lax.all_gather(emb.reshape((b,) + emb.shape[2:]), AXIS_NAME, tiled=True)
     emb_all = emb_all[jnp.argsort(perm)]
     return _local_slice(emb_all, b), stats
 
@@ -258,14 +257,15 @@ def _rotate(x, shift: int, num_devices: int):
     """x of device i goes to device (i + shift) mod num_devices (shift 0: stays)."""
     if shift % num_devices == 0:
         return x
-    return jax.lax.ppermute(x, AXIS, [(i, (i + shift) % num_devices) for i in range(num_devices)])
+    pairs = [(i, (i + shift) % num_devices) for i in range(num_devices)]
+    return jax.lax.ppermute(x, AXIS_NAME, pairs)
 
 
 def _ppermute_key_forward(cfg: StepConfig, forward, x, rng):
     """key_shuffle='ppermute' (see shuffled_key_forward)."""
     d, p, s, b = cfg.num_devices, cfg.key_shuffle_devices, cfg.splits_per_device, x.shape[0]
     c, rest = b // p, x.shape[1:]
-    perm = jax.random.permutation(jax.random.fold_in(rng, jax.lax.axis_index(AXIS)), b)
+    perm = jax.random.permutation(jax.random.fold_in(rng, jax.lax.axis_index(AXIS_NAME)), b)
     chunks = x[perm].reshape((p, c) + rest)
     # received[k]: chunk k of device i - k; BN group t takes part t of every received chunk.
     received = jnp.stack([_rotate(chunks[k], k, d) for k in range(p)])
@@ -283,59 +283,48 @@ def ema(old, new, momentum):
 def train_step(cfg: StepConfig, state: state_lib.TrainState, batch: dict,
                teacher_variables: Any, resident_images: Any):
     """One optimisation step on this device's shard. Returns (new_state, metrics)."""
-    from rekd_jax.methods import mocov2
-    method = state_lib.method_module(cfg.method)
+    method = methods.get_method(cfg.method)
     mods = cfg.modules
     rng = jax.random.fold_in(state.rng, state.step)
     (aug_rng, shuffle_rng, teacher_shuffle_rng, loss_rng, teacher_loss_rng,
      dropout_rng) = jax.random.split(rng, 6)
     # Stochastic depth / dropout (EfficientNet): a key per device and per forward.
-    dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(AXIS))
+    dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(AXIS_NAME))
     student_drop, teacher_drop, key_drop, teacher_key_drop = jax.random.split(dropout_rng, 4)
     images = batch["image"] if "image" in batch else resident_images[batch["index"]]
-    labels = batch["label"]
     v1, v2 = two_views(cfg, aug_rng, images)
 
     # Momentum encoders first (MoCo order: EMA of the current weights, then keys).
     ema_params = {part: ema(state.ema_params[part], state.params[part], cfg.ema_momentum)
                   for part in state.ema_params}
     ema_batch_stats = dict(state.ema_batch_stats)
-    targets = {}
-    if "student" in state.ema_params:  # methods with a momentum (key) encoder
-        targets["k"], ema_batch_stats["student"] = shuffled_key_forward(
+    forward = {"labels": batch["label"]}  # what the method's loss_inputs reads
+    if method.KEY_ENCODER:
+        forward["key"], ema_batch_stats["student"] = shuffled_key_forward(
             cfg, mods.student_key, {"params": ema_params["student"],
                                     "batch_stats": state.ema_batch_stats["student"]},
             v2, shuffle_rng, key_drop)
     if cfg.teacher_mode == "offline":
-        view = v1 if cfg.method == "seed" else v2
+        view = {"v1": v1, "v2": v2}[method.TEACHER_VIEW]
         t = mods.teacher.apply(teacher_variables, view, train=False)["embedding"]
-        targets["t"] = jax.lax.stop_gradient(t.astype(jnp.float32))
+        forward["teacher"] = jax.lax.stop_gradient(t.astype(jnp.float32))
     elif cfg.teacher_mode == "online":
-        targets["k_t"], ema_batch_stats["teacher"] = shuffled_key_forward(
+        forward["teacher"], ema_batch_stats["teacher"] = shuffled_key_forward(
             cfg, mods.teacher_key, {"params": ema_params["teacher"],
                                     "batch_stats": state.ema_batch_stats["teacher"]},
             v2, teacher_shuffle_rng, teacher_key_drop)
-        targets["t"] = targets["k_t"]
 
     def loss_fn(params):
         out, mutated = student_forward(
             cfg, {"params": params["student"], "batch_stats": state.batch_stats["student"]},
             v1, student_drop)
         new_stats = {"student": mutated.get("batch_stats", {})}  # {}: a BN-free encoder
-        z = out["embedding"].astype(jnp.float32)
-        if cfg.method == "mocov2":
-            emb = {"q": z, "k": targets["k"]}
-        elif cfg.method == "seed":
-            emb = {"z_s": z, "z_t": targets["t"]}
-        elif cfg.method == "supervised":
-            emb = {"z": z, "labels": labels}
-        else:
-            emb = {"q": z, "k": targets["k"], "labels": labels}
-            if "t" in targets:
-                emb["t"] = targets["t"]
+        embeddings = method.loss_inputs(
+            {**forward, "query": out["embedding"].astype(jnp.float32)})
         own = {"params": params["method"]} if "method" in params else {}
         loss, (metrics, method_state) = method.loss_fn(
-            emb, state.method_state, cfg.method_cfg, rng=loss_rng, axis_name=AXIS, **own)
+            embeddings, state.method_state, cfg.method_cfg, rng=loss_rng, axis_name=AXIS_NAME,
+            **own)
         metrics = dict(metrics)
         teacher_method_state = state.teacher_method_state
         if cfg.teacher_mode == "online":
@@ -344,9 +333,9 @@ def train_step(cfg: StepConfig, state: state_lib.TrainState, batch: dict,
                 v1, train=True, mutable=["batch_stats"], rngs={"dropout": teacher_drop})
             new_stats["teacher"] = t_mutated["batch_stats"]
             t_loss, (t_metrics, teacher_method_state) = mocov2.loss_fn(
-                {"q": t_out["embedding"].astype(jnp.float32), "k": targets["k_t"]},
+                {"q": t_out["embedding"].astype(jnp.float32), "k": forward["teacher"]},
                 state.teacher_method_state, cfg.teacher_mocov2_cfg, rng=teacher_loss_rng,
-                axis_name=AXIS)
+                axis_name=AXIS_NAME)
             metrics.update({f"teacher/{k}": v for k, v in t_metrics.items()})
             metrics["student_loss"] = metrics["loss"]
             metrics["loss"] = metrics["loss"] + t_metrics["loss"]
@@ -355,11 +344,11 @@ def train_step(cfg: StepConfig, state: state_lib.TrainState, batch: dict,
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (_, (metrics, new_stats, method_state, teacher_method_state)), grads = grad_fn(state.params)
-    grads = jax.lax.pmean(grads, AXIS)
-    new_stats = jax.lax.pmean(new_stats, AXIS)
+    grads = jax.lax.pmean(grads, AXIS_NAME)
+    new_stats = jax.lax.pmean(new_stats, AXIS_NAME)
     updates, opt_state = cfg.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {k: jax.lax.pmean(jnp.asarray(v, jnp.float32), AXIS) for k, v in metrics.items()}
+    metrics = {k: jax.lax.pmean(jnp.asarray(v, jnp.float32), AXIS_NAME) for k, v in metrics.items()}
     metrics["learning_rate"] = cfg.schedule(state.step)
     metrics["grad_norm"] = optax.global_norm(grads)
     new_state = state.replace(
@@ -373,4 +362,4 @@ def make_pmapped_step(cfg: StepConfig):
     """pmap over local devices; the state buffers are donated (updated in place)."""
     def step(state, batch, teacher_variables, resident_images):
         return train_step(cfg, state, batch, teacher_variables, resident_images)
-    return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,))
+    return jax.pmap(step, axis_name=AXIS_NAME, donate_argnums=(0,))

@@ -4,8 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rekd_jax.evaluation import conv_probe, features
+from rekd_jax.evaluation import conv_probe
 from rekd_jax.models import get_model
+from rekd_jax.readout import features
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 

@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rekd_jax.core.checkpoint import Checkpointer
 from rekd_jax.data import pipeline
 from rekd_jax.evaluation import config as eval_config
 from rekd_jax.evaluation import linear, run, semi_supervised
 from rekd_jax.models import heads, io
-from rekd_jax.training.checkpoint import Checkpointer
 from rekd_jax.variants import apply_variants
 
 
@@ -238,8 +238,8 @@ def test_conv_probe_fast_end_to_end(tmp_path_factory, assets):
 def test_untrained_encoder_is_scored_from_an_init_checkpoint(assets, tmp_path):
     """checkpoint='init:ARCH:fields,seed=N' scores a random-init backbone (the baseline row):
     the features are those of model.init(PRNGKey(N)), deterministic per seed."""
-    from rekd_jax.evaluation import features
     from rekd_jax.models import get_model
+    from rekd_jax.readout import features
     config = tiny_config(assets, "knn")
     config.checkpoint = "init:resnet18:cifar_stem=true,width_multiplier=0.125,seed=3"
     eval_config.validate(config)

@@ -1,10 +1,9 @@
 """Weighted kNN against a brute-force numpy reference (top-1, top-5, ties, chunking)."""
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jax.numpy as jnp
-
-from rekd_jax.evaluation import knn
+from rekd_jax.readout import knn
 
 
 def reference_knn(train, train_labels, test, num_classes, k, temperature):

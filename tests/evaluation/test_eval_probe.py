@@ -4,8 +4,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from rekd_jax.core.checkpoint import Checkpointer
 from rekd_jax.evaluation import linear, scoring
-from rekd_jax.training.checkpoint import Checkpointer
 
 
 def separable(n, num_classes=4, dim=8, seed=0):

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from rekd_jax.evaluation import features
 from rekd_jax.experiments import plan
+from rekd_jax.readout import features
 
 
 def row(name, arch, label, knn, lin, **extra):

@@ -30,7 +30,7 @@ def main():
     args = parser.parse_args()
 
     from configs import quickstart
-    from rekd_jax.training import checkpoint as checkpoint_lib
+    from rekd_jax.core import checkpoint as checkpoint_lib
     from rekd_jax.training import config as config_lib
     from rekd_jax.training import pretrain
     from rekd_jax.training import step as step_lib

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import default
+from rekd_jax import recipes
 from rekd_jax.training import config as config_lib
 from rekd_jax.training import optim
 from rekd_jax.training import state as state_lib
@@ -132,7 +133,7 @@ def _train_config(shuffle, arch, overrides):
     config = default.get_config("tiny,runlocal")
     config.update(method="mocov2", global_batch_size=GLOBAL_BATCH, key_bn_splits=4,
                   key_shuffle=shuffle)
-    default.set_queue_size(config, 4 * GLOBAL_BATCH)
+    recipes.set_queue_size(config, 4 * GLOBAL_BATCH)
     config.data.image_size = 32 if arch == "alexnet" else 16
     config.student.arch = arch
     config.student.overrides = overrides

@@ -47,7 +47,7 @@ def test_one_process_handler_sets_the_flag_and_is_restored(caplog):
 
 
 def test_the_command_prints_the_line_and_exits_0(capsys):
-    from rekd_jax import errors
+    from rekd_jax.core import errors
 
     def stopped():
         raise preemption.Preempted(5)

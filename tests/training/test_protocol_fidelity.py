@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import default
+from rekd_jax import recipes
 from rekd_jax.methods import seed
 from rekd_jax.training import config as config_lib
 from rekd_jax.training import optim
@@ -21,12 +22,12 @@ def test_seed_defaults_are_the_released_codes():
     assert cfg.tau_s == 0.2 and cfg.tau_t == 1e-4 and cfg.queue_size == 65536
     assert seed.TAU_T_PAPER == 0.01
     config = default.get_config()
-    default.seed_tau_paper(config)
+    recipes.seed_tau_paper(config)
     assert config.seed.tau_t == 0.01
 
 
 def test_imagenet_recipe_follows_moco():
-    config = default.imagenet(default.get_config())
+    config = recipes.imagenet(recipes.base_config())
     assert config.optimizer.cosine_unit == "epoch"
     assert config.student_bn == "split:8" and config.global_batch_size == 256  # 32 per group
     assert config.data.train_crop == "host"

@@ -57,7 +57,7 @@ def test_uninterrupted_run_outputs(reference):
     assert step == TOTAL_STEPS and int(state["step"]) == TOTAL_STEPS
     assert extra["data"]["step"] > 0  # the data-iterator state is in the checkpoint
     assert os.path.isfile(os.path.join(reference, "encoders", "student", "spec.json"))
-    from rekd_jax.training import logging as logging_lib
+    from rekd_jax.core import logging as logging_lib
     records = [r for r in logging_lib.read_jsonl(os.path.join(reference, "metrics.jsonl"))
                if "train/loss" in r]
     assert [r["step"] for r in records] == list(range(1, TOTAL_STEPS + 1))
@@ -148,7 +148,7 @@ def test_two_processes_match_one_process(reference, tmp_path, cache_dir):
         scale = float(np.abs(theirs[name]).max()) if theirs[name].size else 0.0
         np.testing.assert_allclose(ours[name], theirs[name], rtol=0,
                                    atol=1e-4 * max(scale, 1e-3), err_msg=name)
-    from rekd_jax.training import logging as logging_lib
+    from rekd_jax.core import logging as logging_lib
     losses = [[r["train/loss"] for r in logging_lib.read_jsonl(os.path.join(d, "metrics.jsonl"))
                if "train/loss" in r] for d in (workdir, reference)]
     assert len(losses[0]) == TOTAL_STEPS

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import default
+from rekd_jax import recipes
 from rekd_jax.training import optim
 from rekd_jax.training import state as state_lib
 from rekd_jax.training import step as step_lib
@@ -20,7 +21,7 @@ def _config():
     config.rekd.teacher = "online"
     config.data.image_size = 16
     config.global_batch_size = GLOBAL_BATCH
-    default.set_queue_size(config, 4 * GLOBAL_BATCH)
+    recipes.set_queue_size(config, 4 * GLOBAL_BATCH)
     config.rekd.num_prototypes = 4
     config.key_bn_splits = 4  # 4 devices x 1 split == 1 device x 4 splits (MoCo SplitBN)
     config.student.arch = "resnet18"
@@ -123,6 +124,7 @@ def test_offline_teacher_without_projector(tmp_path):
     """A teacher imported from a plain torchvision state_dict has no projector: ReKD relates its
     L2-normalised pooled features, so the prototype bank and the queue take their width."""
     import jax.numpy as jnp
+
     from rekd_jax.models import heads
     from rekd_jax.models import io as model_io
     config = _config()

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from rekd_jax.training import logging as logging_lib
+from rekd_jax.core import logging as logging_lib
 
 
 def test_clu_writer_writes_tensorboard_events_and_json_lines(tmp_path):

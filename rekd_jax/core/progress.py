@@ -47,7 +47,7 @@ def _tqdm(name: str, total: int, initial: int, unit: str):
     if not on_terminal():
         return None
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # optional: bars only where tqdm is installed
     except ImportError:
         return None
     return tqdm(total=total, initial=initial, unit=unit, desc=name, leave=False,

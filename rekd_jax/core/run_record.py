@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import ml_collections
 from absl import logging
 
-from rekd_jax import fileio
+from rekd_jax.core import fileio
 
 CONFIG_FILE = "config.json"
 TEACHER_FILE = "teacher.json"

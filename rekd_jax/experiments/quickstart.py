@@ -16,11 +16,17 @@ import time
 
 import ml_collections
 
-from rekd_jax import fileio
+from rekd_jax.core import fileio
 from rekd_jax.experiments import plan
+from rekd_jax.training import state as state_lib
 
 STAGES = (("teacher", "teacher", "MoCo v2 (teacher)"), ("student", "student", "ReKD (offline)"),
           ("seed", "student", "SEED"), ("baseline", "student", "MoCo v2"))
+
+
+def teacher_of(run: ml_collections.ConfigDict) -> str:
+    """'teacher' (the teacher stage's row) for a run that distils offline, else ''."""
+    return "teacher" if state_lib.teacher_mode(run) == "offline" else ""
 
 
 def arms(config: ml_collections.ConfigDict) -> list[plan.Arm]:
@@ -38,9 +44,8 @@ def arms(config: ml_collections.ConfigDict) -> list[plan.Arm]:
     for name, group, label in STAGES:
         if name in config.runs:
             run = config.runs[name]
-            teacher = "teacher" if run.method in ("seed", "rekd") and name != "teacher" else ""
             out.append(plan.Arm(name=name, arch=run.student.arch, label=label, config=run,
-                                teacher=teacher, group=group))
+                                teacher=teacher_of(run), group=group))
     return out
 
 

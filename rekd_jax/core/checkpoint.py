@@ -38,7 +38,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rekd_jax import fileio
+from rekd_jax.core import fileio
 
 
 def _to_host(tree: Any) -> Any:

@@ -25,8 +25,8 @@ from typing import Any, Mapping
 import numpy as np
 from absl import logging as absl_logging
 
-from rekd_jax import fileio
-from rekd_jax import progress as progress_lib
+from rekd_jax.core import fileio
+from rekd_jax.core import progress as progress_lib
 
 
 class _LibraryInfoFilter(logging.Filter):
@@ -48,7 +48,7 @@ def quiet_library_logs() -> None:
         if not any(isinstance(f, _LibraryInfoFilter) for f in target.filters):
             target.addFilter(_LibraryInfoFilter())
     if not progress_lib.on_terminal():
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # here only: importing TFDS takes seconds
         tfds.disable_progress_bar()
 
 

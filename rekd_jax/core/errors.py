@@ -4,15 +4,17 @@ main.py, `python -m rekd_jax.data.prepare` and `python -m rekd_jax.tools.import_
 their work through `run_cli`: an expected failure (a bad config or flag, a dataset that is not
 prepared, a file-system error, a busy workdir, a NaN stop, ...) prints one line
 ``FATAL: <ErrorType>: <what>, <fix>`` on stderr and exits with status 2; with ``--debug`` (or
-for anything else, i.e. a bug) Python's traceback is shown as usual. A run stopped by a
-preemption notice after saving its checkpoint (rekd_jax.training.preemption.Preempted) is not
-a failure: its one line ("preempted at step N: ...") goes to stderr and the status is 0.
+for anything else, i.e. a bug) Python's traceback is shown as usual. A run stopped on purpose
+after saving its work (`Stopped`, e.g. rekd_jax.training.preemption.Preempted) is not a
+failure: its one line ("preempted at step N: ...") goes to stderr and the status is 0.
 """
 from __future__ import annotations
 
 import errno
 import sys
 from typing import Callable
+
+from rekd_jax.core import fileio
 
 EXIT_CODE = 2
 
@@ -31,12 +33,16 @@ _OS_FIXES = {
 }
 
 
+class Stopped(Exception):
+    """A command stopped on purpose after saving its work; not a failure. Its message is the
+    one line the command prints."""
+    exit_code = 0
+
+
 def expected_errors() -> tuple[type[BaseException], ...]:
-    """Failures whose message (plus, for OSError, the path and a fix) is the whole story."""
-    from rekd_jax.fileio import WorkdirBusyError
-    from rekd_jax.models.io import EncoderBusyError
-    return (ValueError, OSError, WorkdirBusyError, EncoderBusyError, FloatingPointError,
-            MemoryError)
+    """Failures whose message (plus, for OSError, the path and a fix) is the whole story (a busy
+    encoder, models.io.EncoderBusyError, is a WorkdirBusyError)."""
+    return (ValueError, OSError, fileio.WorkdirBusyError, FloatingPointError, MemoryError)
 
 
 def one_line(error: BaseException) -> str:
@@ -59,12 +65,11 @@ def one_line(error: BaseException) -> str:
 def run_cli(function: Callable[[], object], *, debug: bool) -> int:
     """Runs `function`; returns the exit status: 0, or EXIT_CODE after printing the one line
     of an expected error (which `debug` re-raises instead)."""
-    from rekd_jax.training.preemption import Preempted
     try:
         function()
-    except Preempted as stopped:
+    except Stopped as stopped:
         print(stopped, file=sys.stderr, flush=True)
-        return 0
+        return stopped.exit_code
     except expected_errors() as error:
         if debug:
             raise

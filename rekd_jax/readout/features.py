@@ -20,8 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from rekd_jax import fileio
-from rekd_jax import progress as progress_lib
+from rekd_jax import models
+from rekd_jax.core import fileio
+from rekd_jax.core import progress as progress_lib
 from rekd_jax.models import get_model
 from rekd_jax.models import io as model_io
 
@@ -75,7 +76,6 @@ def parse_init_checkpoint(checkpoint: str) -> tuple[dict, int] | None:
     try:
         get_model(arch, **{**overrides, "num_classes": 0})
     except (ValueError, TypeError) as error:
-        from rekd_jax import models
         raise ValueError(f"checkpoint {checkpoint!r}: {arch!r} with {overrides} is not a model "
                          f"({error}); models: {models.list_models()}; use " + INIT_SYNTAX) from None
     spec = {"arch": arch, "overrides": overrides, "projector": None,
