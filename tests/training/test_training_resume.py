@@ -158,7 +158,7 @@ def test_two_processes_match_one_process(reference, tmp_path, cache_dir):
 def test_quickstart_end_to_end(tmp_path, cache_dir):
     workdir = tmp_path / "qs"
     code = ("import sys; from configs import quickstart; from rekd_jax import app; "
-            "c = quickstart.get_config('tiny'); del c.runs['baseline']; "
+            "c = quickstart.get_config('tiny'); del c.runs['baseline']; del c.runs['seed']; "
             "c.eval_modes = ('knn', 'linear'); app.run(c, sys.argv[1])")
     proc = subprocess.run([sys.executable, "-c", code, str(workdir)], env=_env(cache_dir),
                           cwd=ROOT, capture_output=True, text=True, timeout=400)
