@@ -7,14 +7,31 @@ prepared, a file-system error, a busy workdir, a NaN stop, ...) prints one line
 for anything else, i.e. a bug) Python's traceback is shown as usual. A run stopped by a
 preemption notice after saving its checkpoint (rekd_jax.training.preemption.Preempted) is not
 a failure: its one line ("preempted at step N: ...") goes to stderr and the status is 0.
+
+Ctrl-C (SIGINT). While `run_cli` runs, Ctrl-C never raises KeyboardInterrupt: raised inside
+XLA's compilation (which polls for signals) it abandoned a compile whose native threads kept
+running, and the interpreter then crashed with a segmentation fault while shutting down; raised
+inside a garbage-collection callback it was swallowed ("Exception ignored in ...") and the run
+went on. Instead the handler prints one line and ends the process at once, without the
+interpreter's shutdown; what was written stays valid, since every output is written beside its
+target and renamed into place (the same guarantee as for SIGKILL). Status 130, the shell's
+convention for Ctrl-C. Pre-training replaces this handler while it trains: there, Ctrl-C
+saves a checkpoint at the next step boundary first (rekd_jax.training.preemption).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
+import signal
 import sys
+import threading
 from typing import Callable
 
 EXIT_CODE = 2
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT
+INTERRUPTED = ("interrupted (Ctrl-C): stopped at once; everything already written stays valid "
+               "(outputs are written atomically), rerun the same command to continue")
 
 _OS_FIXES = {
     errno.ENOSPC: "the disk is full: free space or write elsewhere",
@@ -56,18 +73,58 @@ def one_line(error: BaseException) -> str:
     return "FATAL: " + " ".join(f"{name}: {text}".split())
 
 
+def stop_at_once(signum=signal.SIGINT, frame=None) -> None:
+    """The SIGINT handler of the command-line entry points: one line on stderr, then the
+    process ends with status 130 without the interpreter's shutdown (see the module
+    docstring)."""
+    del signum, frame
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # never let a flush keep the process alive
+            stream.flush()
+    os.write(2, (INTERRUPTED + "\n").encode())
+    os._exit(INTERRUPTED_EXIT_CODE)
+
+
+@contextlib.contextmanager
+def ctrl_c_stops_at_once():
+    """While the block runs (in the main thread), Ctrl-C calls `stop_at_once`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, stop_at_once)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+
+
+def fatal_exit_message(exit_request: SystemExit) -> str | None:
+    """The text of a `SystemExit("FATAL: ...")`, or None for any other exit."""
+    code = exit_request.code
+    return code if isinstance(code, str) and code.startswith("FATAL") else None
+
+
 def run_cli(function: Callable[[], object], *, debug: bool) -> int:
-    """Runs `function`; returns the exit status: 0, or EXIT_CODE after printing the one line
-    of an expected error (which `debug` re-raises instead)."""
+    """Runs `function`; returns the exit status: 0, EXIT_CODE after printing the one line of
+    an expected error (which `debug` re-raises instead) or of a `SystemExit("FATAL: ...")`,
+    or the status of a stop on a signal (0 for SIGTERM, 130 for Ctrl-C). Ctrl-C outside
+    pre-training's steps ends the process at once (`stop_at_once`)."""
     from rekd_jax.training.preemption import Preempted
     try:
-        function()
+        with ctrl_c_stops_at_once():
+            function()
     except Preempted as stopped:
         print(stopped, file=sys.stderr, flush=True)
-        return 0
+        return stopped.exit_code
     except expected_errors() as error:
         if debug:
             raise
         print(one_line(error), file=sys.stderr, flush=True)
+        return EXIT_CODE
+    except SystemExit as exit_request:
+        message = fatal_exit_message(exit_request)
+        if message is None:
+            raise
+        print(" ".join(message.split()), file=sys.stderr, flush=True)
         return EXIT_CODE
     return 0

@@ -28,9 +28,17 @@ Agreement, checked after every step at no measurable cost:
   Without the service (jax_enable_preemption_service=False) the run warns that SIGTERM ends it
   without a checkpoint.
 
+Ctrl-C (SIGINT), one process: once the first step has run, the first Ctrl-C is handled as
+SIGTERM is (a checkpoint after the current step, one line, exit status 130); a second one, or
+one during set-up (building, compiling the first step), goes to the handler that was there
+before: the command line's stops the process at once with one line (rekd_jax.errors), Python's
+raises KeyboardInterrupt (e.g. in a notebook). A Ctrl-C that arrives after the last step is
+passed on when the block ends. With several processes Ctrl-C is not intercepted.
+
 `Preempted` carries the one line the command prints ("preempted at step N: checkpoint saved,
-rerun the same command to resume"); rekd_jax.errors.run_cli turns it into exit status 0, and
-rerunning the same command resumes from that checkpoint (rekd_jax.training.resume).
+rerun the same command to resume", or "interrupted (Ctrl-C) at step N: ..."); run_cli turns it
+into exit status 0 (SIGTERM) or 130 (Ctrl-C), and rerunning the same command resumes from that
+checkpoint (rekd_jax.training.resume).
 """
 from __future__ import annotations
 
@@ -41,12 +49,22 @@ from absl import logging
 
 
 class Preempted(Exception):
-    """Training stopped on a preemption notice after saving its checkpoint; not a failure."""
+    """Training stopped on a preemption notice (or Ctrl-C) after saving its checkpoint; not a
+    failure. `exit_code`: 0 for SIGTERM, 130 for Ctrl-C (StopOnSignal marks it on the way out)."""
 
-    def __init__(self, step: int):
+    def __init__(self, step: int, *, interrupted: bool = False):
         self.step = int(step)
-        super().__init__(f"preempted at step {self.step}: checkpoint saved, rerun the same "
-                         "command to resume")
+        self.interrupted = interrupted
+        super().__init__(step)
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.interrupted else 0
+
+    def __str__(self) -> str:
+        what = "interrupted (Ctrl-C)" if self.interrupted else "preempted"
+        return (f"{what} at step {self.step}: checkpoint saved, rerun the same command to "
+                "resume")
 
 
 def _jax_service_agreed(steps_done: int) -> bool:
@@ -55,25 +73,44 @@ def _jax_service_agreed(steps_done: int) -> bool:
 
 
 class StopOnSignal:
-    """Context manager: while active, SIGTERM asks the run to stop at an agreed step (see the
-    module docstring). `multiprocess` defaults to jax.process_count() > 1."""
+    """Context manager: while active, SIGTERM (and, once training runs, Ctrl-C) asks the run to
+    stop at an agreed step (see the module docstring). `multiprocess` defaults to
+    jax.process_count() > 1."""
 
     def __init__(self, *, multiprocess: bool | None = None):
         self.multiprocess = multiprocess
-        self.requested = False  # one process: a SIGTERM arrived
-        self.installed = False  # one process: our handler is installed
+        self.requested = False  # one process: a stop signal arrived
+        self.signal = None      # its name ('SIGTERM' or 'SIGINT')
+        self.training = False   # the first step has run (agreed() was called)
+        self.installed = False  # one process: our handlers are installed
         self._service = False   # several processes: JAX's preemption service answers
-        self._previous = None
+        self._previous = {}     # signal number -> the handler before ours
+
+    def _pass_on(self, signum, frame) -> None:
+        """Hands a Ctrl-C to the handler that was installed before ours."""
+        previous = self._previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
 
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
+        interrupt = signum == signal.SIGINT
+        if interrupt and (not self.training or self.requested):
+            return self._pass_on(signum, frame)  # set-up, or a second Ctrl-C: stop at once
         if self.requested:
             logging.warning("%s received again: already stopping after the current step "
                             "(ignored)", name)
             return
-        self.requested = True
-        logging.warning("%s received: a checkpoint will be saved after the current step, "
-                        "then the run exits", name)
+        self.requested, self.signal = True, name
+        if interrupt:
+            logging.warning("Ctrl-C: a checkpoint will be saved after the current step, then "
+                            "the run exits (Ctrl-C again stops at once, losing the steps since "
+                            "the last checkpoint)")
+        else:
+            logging.warning("%s received: a checkpoint will be saved after the current step, "
+                            "then the run exits", name)
 
     def __enter__(self) -> "StopOnSignal":
         if self.multiprocess is None:
@@ -91,19 +128,29 @@ class StopOnSignal:
             logging.warning("not in the main thread: SIGTERM will end the run without a "
                             "checkpoint (signal handlers need the main thread)")
             return self
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._handle)
         self.installed = True
         return self
 
-    def __exit__(self, *exc) -> None:
-        if self.installed:  # None: a handler set outside Python, which cannot be put back
-            signal.signal(signal.SIGTERM,
-                          signal.SIG_DFL if self._previous is None else self._previous)
-            self.installed = False
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.installed:
+            return
+        for signum, previous in self._previous.items():
+            # None: a handler set outside Python, which cannot be put back
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+        self.installed = False
+        if self.signal != "SIGINT":
+            return
+        if isinstance(exc, Preempted):
+            exc.interrupted = True
+        elif exc is None:  # Ctrl-C after the last step: the run is complete, stop now
+            self._pass_on(signal.SIGINT, None)
 
     def agreed(self, steps_done: int) -> bool:
         """Whether every process stops after this step. Call it after every step on every
         process, with the number of steps this command has run so far (1, 2, ...)."""
+        self.training = True
         if self.multiprocess:
             return self._service and _jax_service_agreed(steps_done)
         return self.requested
