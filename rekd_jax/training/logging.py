@@ -12,6 +12,11 @@ API::
 Each JSON line is {"step": int, "time": unix seconds, "<name>": value, ...}. Only the primary
 process (is_primary) writes files; the others log nothing, so multi-host runs write one copy.
 `tensorboard`: 'auto' uses clu when TensorFlow is importable, 'on' requires it, 'off' never.
+
+The console: `setup_console()` gives log lines a plain "HH:MM:SS message" format (absl's
+"I1205 01:42:28.500334 139906263821184 progress.py:130]" prefix only with prefix=True), and
+metric lines hold at most METRIC_LINE_CHARS characters (the first metrics by METRIC_ORDER; every
+value is in metrics.jsonl).
 """
 from __future__ import annotations
 
@@ -19,14 +24,25 @@ import importlib.util
 import json
 import logging
 import os
+import sys
 import time
 from typing import Any, Mapping
 
 import numpy as np
+from absl import flags as absl_flags
 from absl import logging as absl_logging
 
 from rekd_jax import fileio
 from rekd_jax import progress as progress_lib
+
+METRIC_LINE_CHARS = 120
+# Metrics shown first on a console line (by the last part of their name); the rest follow in
+# name order while the line has room.
+METRIC_ORDER = ("loss", "top1", "learning_rate", "epoch", "images_per_sec")
+_SHORT_NAMES = {"learning_rate": "lr", "images_per_sec": "img/s"}
+# Library warnings about this project's own, deliberate choices (TFDS: images are decoded with
+# PIL, which is what the loader's worker threads use).
+_KNOWN_WARNINGS = ("OpenCV is not installed",)
 
 
 class _LibraryInfoFilter(logging.Filter):
@@ -35,16 +51,54 @@ class _LibraryInfoFilter(logging.Filter):
     every record of this project, still pass. --verbosity=1 (or more) lets everything through."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING or absl_logging.get_verbosity() >= 1:
+        if absl_logging.get_verbosity() >= 1:
             return True
         path = record.pathname.replace(os.sep, "/")
-        return "/rekd_jax/" in path or path.endswith("/main.py")
+        if "/rekd_jax/" in path or path.endswith("/main.py"):
+            return True
+        if record.levelno >= logging.WARNING:
+            return not str(record.msg).startswith(_KNOWN_WARNINGS)
+        return False
+
+
+class PlainFormatter(logging.Formatter):
+    """'HH:MM:SS message' ('HH:MM:SS WARNING: message' above INFO), tracebacks appended."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = time.strftime("%H:%M:%S", time.localtime(record.created))
+        level = "" if record.levelno <= logging.INFO else f"{record.levelname}: "
+        text = f"{when} {level}{record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def setup_console(*, prefix: bool = False, command_line: bool = False) -> None:
+    """Console logging for a run (idempotent): the plain format (absl's prefix with `prefix`)
+    and INFO lines of this project. On the command line (after absl's flags are parsed) absl's
+    handler is used; from Python (app.run in a script or notebook) a stderr handler is added to
+    the root logger when nothing handles it yet, so progress shows as on the command line, and
+    logging set up by the caller is left as it is."""
+    formatter = absl_logging.PythonFormatter() if prefix else PlainFormatter()
+    if command_line:
+        absl_logging.use_absl_handler()
+        absl_logging.get_absl_handler().setFormatter(formatter)
+        if absl_flags.FLAGS["verbosity"].using_default_value:  # INFO, as absl.app does
+            absl_flags.FLAGS.verbosity = 0
+    elif not logging.root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(formatter)
+        logging.root.addHandler(handler)
+        logging.root.setLevel(logging.INFO)
+    quiet_library_logs()
 
 
 def quiet_library_logs() -> None:
     """Keeps the console to this project's own lines (idempotent): library INFO lines are
     filtered (see _LibraryInfoFilter) and TFDS's progress bars only go to a terminal."""
-    for target in (absl_logging.get_absl_logger(), absl_logging.get_absl_handler()):
+    targets = [absl_logging.get_absl_logger(), absl_logging.get_absl_handler(),
+               *logging.root.handlers]
+    for target in targets:
         if not any(isinstance(f, _LibraryInfoFilter) for f in target.filters):
             target.addFilter(_LibraryInfoFilter())
     if not progress_lib.on_terminal():
@@ -110,11 +164,28 @@ class JsonlWriter:
             self._file.close()
 
 
+def metric_line(step: int, scalars: Mapping[str, Any], width: int = METRIC_LINE_CHARS) -> str:
+    """'[step] loss=.. knn/top1=.. lr=.. ...': the metrics of METRIC_ORDER first (by the last
+    part of their name), then the others by name, each while the line stays within `width`
+    characters; names lose their 'train/' prefix."""
+    leaf = lambda name: name.rsplit("/", 1)[-1]
+    rank = lambda name: (METRIC_ORDER.index(leaf(name)) if leaf(name) in METRIC_ORDER
+                         else len(METRIC_ORDER), name)
+    line = f"[{int(step)}]"
+    for name in sorted(scalars, key=rank):
+        short = name.removeprefix("train/")
+        item = f" {_SHORT_NAMES.get(short, short)}={_scalar(scalars[name]):.4g}"
+        if len(line) + len(item) <= width:
+            line += item
+    return line
+
+
 class ConsoleWriter:
     """Logs scalars through absl logging, at most one line every `every_secs` (the latest
     record; the one still held back is logged at close()), so that a run logs about one line
-    per 30 s however fast its epochs or log intervals are. Hparams are not logged: the
-    resolved config is WORKDIR/config.json."""
+    per 30 s however fast its epochs or log intervals are; each line holds the main metrics in
+    at most METRIC_LINE_CHARS characters (metric_line). Hparams are not logged: the resolved
+    config is WORKDIR/config.json."""
 
     def __init__(self, every_secs: float = progress_lib.EVERY_SECS, clock=time.monotonic):
         self.every_secs = every_secs
@@ -123,13 +194,13 @@ class ConsoleWriter:
         self._pending = None
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-        text = ", ".join(f"{k}={_scalar(v):.5g}" for k, v in sorted(scalars.items()))
+        text = metric_line(step, scalars)
         now = self._clock()
         if self._last is not None and now - self._last < self.every_secs:
-            self._pending = (int(step), text)
+            self._pending = text
             return
         self._last, self._pending = now, None
-        absl_logging.info("[%d] %s", int(step), text)
+        absl_logging.info("%s", text)
 
     def write_hparams(self, hparams: Mapping[str, Any]) -> None:
         pass
@@ -139,7 +210,7 @@ class ConsoleWriter:
 
     def close(self) -> None:
         if self._pending is not None:
-            absl_logging.info("[%d] %s", *self._pending)
+            absl_logging.info("%s", self._pending)
             self._pending = None
 
 
