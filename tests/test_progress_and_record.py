@@ -3,6 +3,7 @@ a run leaves in its workdir (config.json, teacher.json, train time over resumes)
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -109,7 +110,9 @@ def test_help_lists_configs_variants_overrides_and_outputs():
         if config.endswith(".py") and not config.startswith("_"):
             assert config in text
     assert "semi_supervised.py    Semi-supervised evaluation" in text
-    assert "runlocal    Shrinks steps and sizes" in text          # from the variant docstring
+    assert re.search(r"\n    runlocal +Shrinks steps and sizes", text)  # variant docstring
+    assert re.search(r"\n    seed_tau_paper +SEED with the paper", text)  # names and text apart
+    assert result.returncode == 0
     assert "--config.global_batch_size=512" in text and "config.json" in text
     assert "--verbosity=1" in text and "--workdir" in text
 
