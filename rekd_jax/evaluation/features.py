@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from rekd_jax import fileio
+from rekd_jax import fileio, models
 from rekd_jax import progress as progress_lib
 from rekd_jax.models import get_model
 from rekd_jax.models import io as model_io
@@ -75,7 +75,6 @@ def parse_init_checkpoint(checkpoint: str) -> tuple[dict, int] | None:
     try:
         get_model(arch, **{**overrides, "num_classes": 0})
     except (ValueError, TypeError) as error:
-        from rekd_jax import models
         raise ValueError(f"checkpoint {checkpoint!r}: {arch!r} with {overrides} is not a model "
                          f"({error}); models: {models.list_models()}; use " + INIT_SYNTAX) from None
     spec = {"arch": arch, "overrides": overrides, "projector": None,
@@ -106,7 +105,7 @@ def init_backbone(spec: dict, seed: int, **overrides: Any) -> Backbone:
     module = get_model(spec["arch"], **{**spec["overrides"], **overrides, "num_classes": 0})
     image_size = 32 if spec["overrides"].get("cifar_stem") else 224
     dummy = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
-    variables = module.init({"params": jax.random.PRNGKey(seed)}, dummy, train=False)
+    variables = models.init_variables(module, jax.random.PRNGKey(seed), dummy)
     variables = jax.tree_util.tree_map(np.asarray, dict(variables))
     return Backbone(module=module, variables=variables, spec=dict(spec))
 
