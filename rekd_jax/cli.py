@@ -236,7 +236,7 @@ def run(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The console command `rekd-jax` and `python main.py`: runs sys.argv and exits."""
-    with errors.ctrl_c_stops_at_once():  # from the first moment, not only once flags are read
+    with errors.signals_stop_at_once():  # from the first moment, not only once flags are read
         status = run(sys.argv if argv is None else argv)
     sys.exit(status)
 

@@ -92,14 +92,15 @@ def find_config(spec: str) -> tuple[str, str | None]:
     known = config_files()
     if name in known:
         return known[name], variant
-    close = difflib.get_close_matches(name or os.path.basename(path), list(known), n=1)
+    close = difflib.get_close_matches(name or "", list(known), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     where = " and ".join(config_folders()) or "no config folder (neither a clone nor packaged)"
+    missing = (f"no config file {path!r} here and no recipe of that name in {where}"
+               if name else f"no config file {path!r}")
     raise ConfigNotFoundError(
-        f"--config={spec}: no config file {path!r} here and no recipe of that name in {where}; "
-        f"{hint}the configs are {', '.join(known) or 'none'} (give a file, e.g. "
-        f"--config=configs/alexnet.py:tiny,runlocal, or a name, e.g. "
-        f"--config=alexnet:tiny,runlocal)")
+        f"--config={spec}: {missing}; {hint}the recipes are {', '.join(known) or 'none'} (give "
+        "a file, e.g. --config=configs/alexnet.py:tiny,runlocal, or a name, e.g. "
+        "--config=alexnet:tiny,runlocal)")
 
 
 def _first_line(error: BaseException) -> str:

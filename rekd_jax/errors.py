@@ -15,8 +15,10 @@ inside a garbage-collection callback it was swallowed ("Exception ignored in ...
 went on. Instead the handler prints one line and ends the process at once, without the
 interpreter's shutdown; what was written stays valid, since every output is written beside its
 target and renamed into place (the same guarantee as for SIGKILL). Status 130, the shell's
-convention for Ctrl-C. Pre-training replaces this handler while it trains: there, Ctrl-C
-saves a checkpoint at the next step boundary first (rekd_jax.training.preemption).
+convention for Ctrl-C. SIGTERM outside pre-training (an evaluation, a dataset build, the
+importer) is handled the same way, with status 143. Pre-training replaces these handlers while
+it trains: there, SIGTERM and Ctrl-C save a checkpoint at the next step boundary first
+(rekd_jax.training.preemption).
 """
 from __future__ import annotations
 
@@ -29,9 +31,10 @@ import threading
 from typing import Callable
 
 EXIT_CODE = 2
-INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT
-INTERRUPTED = ("interrupted (Ctrl-C): stopped at once; everything already written stays valid "
-               "(outputs are written atomically), rerun the same command to continue")
+# What a signal outside pre-training's steps prints, and the exit status (128 + the signal).
+_STOPPED = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
+INTERRUPTED = (": stopped at once; everything already written stays valid (outputs are "
+               "written atomically), rerun the same command to continue")
 
 _OS_FIXES = {
     errno.ENOSPC: "the disk is full: free space or write elsewhere",
@@ -73,29 +76,32 @@ def one_line(error: BaseException) -> str:
     return "FATAL: " + " ".join(f"{name}: {text}".split())
 
 
-def stop_at_once(signum=signal.SIGINT, frame=None) -> None:
-    """The SIGINT handler of the command-line entry points: one line on stderr, then the
-    process ends with status 130 without the interpreter's shutdown (see the module
-    docstring)."""
-    del signum, frame
+def stop_at_once(signum: int = signal.SIGINT, frame=None) -> None:
+    """The SIGINT / SIGTERM handler of the command-line entry points: one line on stderr, then
+    the process ends with status 128 + signum without the interpreter's shutdown (see the
+    module docstring)."""
+    del frame
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # never let a flush keep the process alive
             stream.flush()
-    os.write(2, (INTERRUPTED + "\n").encode())
-    os._exit(INTERRUPTED_EXIT_CODE)
+    line = _STOPPED.get(signum, signal.Signals(signum).name) + INTERRUPTED + "\n"
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), line.encode())
+    os._exit(128 + signum)
 
 
 @contextlib.contextmanager
-def ctrl_c_stops_at_once():
-    """While the block runs (in the main thread), Ctrl-C calls `stop_at_once`."""
+def signals_stop_at_once():
+    """While the block runs (in the main thread), Ctrl-C and SIGTERM call `stop_at_once`."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, stop_at_once)
+    previous = {signum: signal.signal(signum, stop_at_once) for signum in _STOPPED}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def fatal_exit_message(exit_request: SystemExit) -> str | None:
@@ -107,11 +113,11 @@ def fatal_exit_message(exit_request: SystemExit) -> str | None:
 def run_cli(function: Callable[[], object], *, debug: bool) -> int:
     """Runs `function`; returns the exit status: 0, EXIT_CODE after printing the one line of
     an expected error (which `debug` re-raises instead) or of a `SystemExit("FATAL: ...")`,
-    or the status of a stop on a signal (0 for SIGTERM, 130 for Ctrl-C). Ctrl-C outside
-    pre-training's steps ends the process at once (`stop_at_once`)."""
+    or the status of a stop on a signal (0 for SIGTERM, 130 for Ctrl-C). Ctrl-C or SIGTERM
+    outside pre-training's steps ends the process at once (`stop_at_once`)."""
     from rekd_jax.training.preemption import Preempted
     try:
-        with ctrl_c_stops_at_once():
+        with signals_stop_at_once():
             function()
     except Preempted as stopped:
         print(stopped, file=sys.stderr, flush=True)

@@ -84,12 +84,14 @@ def teacher_record(checkpoint: str, spec: Mapping[str, Any]) -> dict:
 def record_teacher(workdir: str, checkpoint: str, spec: Mapping[str, Any],
                    config_arch: str | None = None) -> dict:
     """Logs the teacher really loaded and saves it as WORKDIR/teacher.json (the checkpoint's
-    spec decides the architecture; a different config.teacher.arch is noted, unused)."""
+    spec decides the architecture; a different config.teacher.arch, unused, is noted at
+    --verbosity=1: recipes keep their default teacher arch when a checkpoint is given)."""
     record = teacher_record(checkpoint, spec)
-    note = (f"; config.teacher.arch={config_arch!r} is not used, the checkpoint decides"
-            if config_arch and config_arch != record["arch"] else "")
-    logging.info("offline teacher: %s %s from %s (source: %s)%s", record["arch"],
-                 record["overrides"], record["checkpoint"], record["source"] or "unknown", note)
+    logging.info("offline teacher: %s %s from %s (source: %s)", record["arch"],
+                 record["overrides"], record["checkpoint"], record["source"] or "unknown")
+    if config_arch and config_arch != record["arch"]:
+        logging.vlog(1, "config.teacher.arch=%r is not used: the checkpoint's arch decides",
+                     config_arch)
     write_json_atomic(os.path.join(workdir, TEACHER_FILE), record)
     return record
 

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import flax
@@ -235,15 +236,20 @@ def cached_features(path: str, key: str, compute: Callable[[], tuple[dict, np.nd
     """Load features from the npz at `path` if it was written for `key`, else compute and save.
 
     The npz holds one array per feature name, 'label' and '__key__'. A stale file (another
-    checkpoint, split or transform) is recomputed and overwritten.
+    checkpoint, split or transform) or an unreadable one (truncated, not an npz) is recomputed
+    and overwritten.
     """
     if fileio.exists(path):
-        with np.load(io.BytesIO(fileio.read_bytes(path))) as data:
-            if str(data["__key__"]) == key:
-                logging.info("features: loaded %s", path)
-                return ({k: data[k] for k in data.files if k not in ("label", "__key__")},
-                        data["label"])
-        logging.info("features: %s was written for another setup; recomputing", path)
+        try:
+            with np.load(io.BytesIO(fileio.read_bytes(path))) as data:
+                if str(data["__key__"]) == key:
+                    logging.info("features: loaded %s", path)
+                    return ({k: data[k] for k in data.files if k not in ("label", "__key__")},
+                            data["label"])
+            logging.info("features: %s was written for another setup; recomputing", path)
+        except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError) as error:
+            logging.warning("features: %s cannot be read (%s: %s); recomputing it", path,
+                            type(error).__name__, (str(error).splitlines() or [""])[0][:200])
     feats, labels = compute()
     buffer = io.BytesIO()
     np.savez(buffer, __key__=np.array(key), label=labels, **feats)

@@ -185,15 +185,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     config_lib.check_devices(config, jax.device_count())
     primary = jax.process_index() == 0
     fileio.makedirs(workdir)
-    if primary:
-        run_record.write_config(workdir, config)
-    writer = logging_lib.create_writer(workdir, is_primary=primary,
-                                       tensorboard=config.tensorboard)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     ckpt = checkpoint_lib.Checkpointer(ckpt_dir, max_to_keep=config.keep_checkpoints,
                                        async_save=config.async_checkpointing)
-    resume.check_signature(config, workdir, resuming=ckpt.latest_step() is not None,
-                           primary=primary)
+    signature = resume.check_signature(config, workdir, resuming=ckpt.latest_step() is not None,
+                                       primary=primary)
+    if primary:  # only once the checks passed: a refused run leaves the record as it was
+        run_record.write_config(workdir, config)
+    writer = logging_lib.create_writer(workdir, is_primary=primary,
+                                       tensorboard=config.tensorboard)
     with progress_lib.heartbeat("building the models, the data pipeline and the train state"):
         run = build(config)
     if primary and state_lib.teacher_mode(config) == "offline":
@@ -243,7 +243,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         summary["metrics"] = means
 
     def save(step: int, host_state) -> None:
-        ckpt.save(step, state_lib.to_host(host_state), {"data": run.train_data.get_state()})
+        ckpt.save(step, state_lib.to_host(host_state), {"data": run.train_data.get_state(),
+                                                         resume.SIGNATURE_KEY: signature})
         export_encoders(workdir, config, run.modules, host_state)
         if primary:
             clock.save()

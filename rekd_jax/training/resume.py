@@ -7,7 +7,12 @@ checkpoints. A resumed run whose config differs stops with ConfigChangedError li
 difference; `--config.allow_config_change=True` accepts them (and records the new signature).
 A field added to the project since the run started is no difference while it keeps its default.
 Operational fields (logging and checkpoint cadence, data_dir, worker threads, residency, the
-kNN monitor, TensorBoard, the distributed setup) may change freely.
+kNN monitor, TensorBoard, the distributed setup) may change freely. An offline teacher is part
+of the signature by what it computes (`teacher.fingerprint`: rekd_jax.models.io.fingerprint),
+not by its path, so another teacher put at the same path is a change too. Every checkpoint
+stores the signature (its side item's SIGNATURE_KEY): a deleted run_signature.json is rebuilt
+from the newest checkpoint, so the check cannot be switched off by accident. A workdir that
+records another mode of run (an evaluation's) is refused first (rekd_jax.run_record.check_mode).
 
 `trim_metrics(path, step)` drops the records a killed run logged after its last checkpoint
 (they are logged again by the resumed run) and a torn last line, so every step appears once.
@@ -20,9 +25,13 @@ import os
 
 import ml_collections
 
-from rekd_jax import fileio
+from rekd_jax import fileio, run_record
+from rekd_jax.models import io as model_io
+from rekd_jax.training import checkpoint as checkpoint_lib
 
 SIGNATURE_FILE = "run_signature.json"
+SIGNATURE_KEY = "signature"  # the signature in every pre-training checkpoint's side item
+TEACHER_FINGERPRINT = "teacher.fingerprint"
 OVERRIDE = "--config.allow_config_change=True"
 # Fields that change how a run is executed or observed, not what it computes.
 OPERATIONAL = ("mode", "allow_config_change", "log_every_steps", "checkpoint_every_steps",
@@ -76,31 +85,65 @@ def _show(value) -> str:
     return json.dumps(value) if not isinstance(value, str) else repr(value)
 
 
-def check_signature(config: ml_collections.ConfigDict, workdir: str, *, resuming: bool,
-                    primary: bool = True) -> None:
-    """Raises ConfigChangedError when a resumed run's config differs (see module docstring);
-    otherwise records the signature in WORKDIR/run_signature.json."""
+def run_signature(config: ml_collections.ConfigDict) -> dict:
+    """signature(config) plus the fingerprint of an offline teacher (which it loads)."""
+    from rekd_jax.training import state as state_lib
+    out = signature(config)
+    if state_lib.teacher_mode(config) == "offline" and config.teacher.checkpoint:
+        out[TEACHER_FINGERPRINT] = model_io.fingerprint(config.teacher.checkpoint)
+    return out
+
+
+def _recorded_signature(workdir: str) -> dict | None:
+    """WORKDIR/run_signature.json, or (when it is missing) the signature stored in the newest
+    checkpoint, written back to run_signature.json; None when neither exists."""
     path = os.path.join(workdir, SIGNATURE_FILE)
-    new = signature(config)
-    if resuming and fileio.exists(path):
-        old = json.loads(fileio.read_text(path))
+    if fileio.exists(path):
+        return json.loads(fileio.read_text(path))
+    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+        stored = (ckpt.newest_extra() or {}).get(SIGNATURE_KEY)
+    finally:
+        ckpt.close()
+    if stored is not None:
+        logging.warning("%s was missing: rebuilt from the newest checkpoint's stored config",
+                        path)
+    return stored
+
+
+def check_signature(config: ml_collections.ConfigDict, workdir: str, *, resuming: bool,
+                    primary: bool = True) -> dict:
+    """Raises ConfigChangedError when a resumed run's config differs (see module docstring);
+    otherwise records the signature in WORKDIR/run_signature.json and returns it (each
+    checkpoint stores it under SIGNATURE_KEY)."""
+    run_record.check_mode(workdir, config)
+    path = os.path.join(workdir, SIGNATURE_FILE)
+    new = run_signature(config)
+    old = _recorded_signature(workdir) if resuming else None
+    if old is not None:
         defaults = signature_defaults()
+        unset = lambda k: k not in old and (k == TEACHER_FINGERPRINT or (
+            k in defaults and new[k] == defaults[k]))  # fields the old run did not record
         diffs = [f"{k}: {_show(old.get(k, '<absent>'))} -> {_show(new.get(k, '<absent>'))}"
-                 for k in sorted(set(old) | set(new)) if old.get(k, "<absent>") != new.get(
-                     k, "<absent>") and not (k not in old and k in defaults
-                                             and new[k] == defaults[k])]
+                 for k in sorted(set(old) | set(new))
+                 if old.get(k, "<absent>") != new.get(k, "<absent>") and not unset(k)]
+        teacher_changed = any(d.startswith(TEACHER_FINGERPRINT) for d in diffs)
         if diffs and not config.get("allow_config_change", False):
+            teacher = (f"; the encoder at teacher.checkpoint={config.teacher.checkpoint} is not "
+                       "the teacher this run was trained with: put that one back"
+                       if teacher_changed else "")
             raise ConfigChangedError(
                 f"the config changes the run whose checkpoints are in {workdir} "
-                f"({'; '.join(diffs)}); rerun with the original values, pass {OVERRIDE} to "
-                "resume with these changes, or give a new --workdir")
+                f"({'; '.join(diffs)}){teacher}; rerun with the original values, pass "
+                f"{OVERRIDE} to resume with these changes, or give a new --workdir")
         if diffs:
             logging.warning("resuming with a changed config (%s accepted): %s", OVERRIDE,
                             "; ".join(diffs))
-        elif old == new:
-            return
+        elif old == new and fileio.exists(path):
+            return new
     if primary:
         fileio.write_json(path, new, sort_keys=True)
+    return new
 
 
 def trim_metrics(path: str, step: int, *, keep_hparams: bool = True) -> int:
