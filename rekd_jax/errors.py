@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import signal
 import sys
 import threading
@@ -51,6 +52,53 @@ _OS_FIXES = {
 }
 
 
+# How libraries word a full disk when they do not raise OSError(ENOSPC): TensorStore (Orbax)
+# "RESOURCE_EXHAUSTED ... Failed writing", TFDS / array_record "write() failed: No space left".
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+_PATH_IN_TEXT = re.compile(r'"(/[^"]+|[a-z][a-z0-9+.-]*://[^"]+)"|\s(/[^\s:"\',]+)')
+
+
+def _chain(error: BaseException | None):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether `error` (or an exception it was raised from) reports a full disk or quota."""
+    for e in _chain(error):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if any(t in text for t in _DISK_FULL_TEXT) or (
+                "RESOURCE_EXHAUSTED" in text and "writ" in text.lower()):
+            return True
+    return False
+
+
+def disk_full_path(error: BaseException) -> str:
+    """The folder being written when the disk filled up, as the user named it: the first path
+    in the error, cut before this project's temporary names (incomplete.*) and library
+    scratch names (*-tmp*)."""
+    for e in _chain(error):
+        if isinstance(e, OSError) and e.filename:
+            path = str(e.filename)
+            break
+        match = _PATH_IN_TEXT.search(str(e))
+        if match:
+            path = match.group(1) or match.group(2)
+            break
+    else:
+        return "the output location"
+    parts = path.rstrip("/").split("/")
+    for i, part in enumerate(parts):
+        if part.startswith("incomplete.") or "-tmp" in part:
+            return "/".join(parts[:i]) or "/"
+    return "/".join(parts)
+
+
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Failures whose message (plus, for OSError, the path and a fix) is the whole story."""
     from rekd_jax.fileio import WorkdirBusyError
@@ -62,7 +110,11 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 def one_line(error: BaseException) -> str:
     """``FATAL: <ErrorType>: <what>, <fix>`` on one line."""
     name = type(error).__name__
-    if isinstance(error, OSError) and error.errno in _OS_FIXES and error.strerror:
+    if is_disk_full(error):
+        name, text = "DiskFullError", (f"no space left on the device holding "
+                                       f"{disk_full_path(error)}, free space or choose another "
+                                       "location (what was written before stays valid)")
+    elif isinstance(error, OSError) and error.errno in _OS_FIXES and error.strerror:
         where = error.filename if error.filename is not None else ""
         if error.filename2 is not None:
             where = f"{where} -> {error.filename2}"
@@ -104,6 +156,35 @@ def signals_stop_at_once():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
+def _closed_loop_callback(unraisable) -> bool:
+    """Orbax's aftermath of a failed write or read: TensorStore callbacks into an asyncio loop
+    Orbax has closed ('Event loop is closed', reported through sys.unraisablehook)."""
+    return (unraisable.exc_type is RuntimeError
+            and str(unraisable.exc_value) == "Event loop is closed")
+
+
+def quiet_background_failures(debug: bool = False) -> None:
+    """From now on in this process (the echoes come in late, some after the command returned),
+    the echoes of a failure that the command reports in its one line are not printed as
+    tracebacks: a full disk met by a background thread (Orbax's savers) and Orbax's
+    closed-loop callbacks after a failed write. (Library log records that carry a full disk are
+    dropped by rekd_jax.training.logging.) Nothing is hidden with `debug`; idempotent."""
+    if debug or getattr(threading.excepthook, "_quiet_background_failures", False):
+        return
+    previous_thread_hook, previous_unraisable_hook = threading.excepthook, sys.unraisablehook
+
+    def thread_hook(args):
+        if not is_disk_full(args.exc_value):
+            previous_thread_hook(args)
+
+    def unraisable_hook(unraisable):
+        if not _closed_loop_callback(unraisable):
+            previous_unraisable_hook(unraisable)
+
+    thread_hook._quiet_background_failures = True
+    threading.excepthook, sys.unraisablehook = thread_hook, unraisable_hook
+
+
 def fatal_exit_message(exit_request: SystemExit) -> str | None:
     """The text of a `SystemExit("FATAL: ...")`, or None for any other exit."""
     code = exit_request.code
@@ -116,14 +197,15 @@ def run_cli(function: Callable[[], object], *, debug: bool) -> int:
     or the status of a stop on a signal (0 for SIGTERM, 130 for Ctrl-C). Ctrl-C or SIGTERM
     outside pre-training's steps ends the process at once (`stop_at_once`)."""
     from rekd_jax.training.preemption import Preempted
+    quiet_background_failures(debug)
     try:
         with signals_stop_at_once():
             function()
     except Preempted as stopped:
         print(stopped, file=sys.stderr, flush=True)
         return stopped.exit_code
-    except expected_errors() as error:
-        if debug:
+    except Exception as error:  # pylint: disable=broad-except  (others are re-raised)
+        if debug or not (isinstance(error, expected_errors()) or is_disk_full(error)):
             raise
         print(one_line(error), file=sys.stderr, flush=True)
         return EXIT_CODE

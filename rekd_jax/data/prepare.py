@@ -53,6 +53,7 @@ from rekd_jax import errors, fileio, progress
 from rekd_jax.data import embedded
 from rekd_jax.data.embedded import QuietPrepare
 from rekd_jax.data.sources import resolve_data_dir
+from rekd_jax.training import logging as logging_lib
 
 SPLIT_NAMES = {"val": "validation"}
 _CHUNK = 256
@@ -355,6 +356,7 @@ def main(argv=None) -> int:
   parser.add_argument("--debug", action="store_true",
                       help="show tracebacks for expected errors (otherwise one FATAL line)")
   args = parser.parse_args(argv)
+  logging_lib.setup_console()
   return errors.run_cli(lambda: prepare(args.src, args.name, args.data_dir,
                                         num_workers=args.num_workers, overwrite=args.overwrite),
                         debug=args.debug)

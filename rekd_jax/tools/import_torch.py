@@ -34,6 +34,7 @@ import numpy as np
 
 from rekd_jax import errors, fileio, models
 from rekd_jax.models import heads, io
+from rekd_jax.training import logging as logging_lib
 
 FORMATS = ("auto", "torchvision", "mocov2", "swav")
 MOCO_PREFIXES = ("module.encoder_q.", "encoder_q.")
@@ -292,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --dst (atomically)")
     parser.add_argument("--debug", action="store_true", help="tracebacks instead of one FATAL line")
     args = parser.parse_args(argv)
+    logging_lib.setup_console()
 
     def run():
         if os.path.lexists(args.dst) and not args.overwrite:  # before the slow part

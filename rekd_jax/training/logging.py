@@ -32,7 +32,7 @@ import numpy as np
 from absl import flags as absl_flags
 from absl import logging as absl_logging
 
-from rekd_jax import fileio
+from rekd_jax import errors, fileio
 from rekd_jax import progress as progress_lib
 
 METRIC_LINE_CHARS = 120
@@ -57,8 +57,17 @@ class _LibraryInfoFilter(logging.Filter):
         if "/rekd_jax/" in path or path.endswith("/main.py"):
             return True
         if record.levelno >= logging.WARNING:
-            return not str(record.msg).startswith(_KNOWN_WARNINGS)
+            return not (str(record.msg).startswith(_KNOWN_WARNINGS) or _reports_disk_full(record))
         return False
+
+
+def _reports_disk_full(record: logging.LogRecord) -> bool:
+    """A library's report of a full disk (Orbax's background savers, asyncio's 'Task exception
+    was never retrieved'): the command reports it once, in its FATAL line."""
+    error = record.exc_info[1] if record.exc_info else None
+    if error is not None:
+        return errors.is_disk_full(error)
+    return errors.is_disk_full(Exception(str(record.msg)))
 
 
 class PlainFormatter(logging.Formatter):
