@@ -44,6 +44,7 @@ import time
 import ml_collections
 import numpy as np
 
+from rekd_jax import errors
 from rekd_jax.experiments import plan
 
 STUDENT_FAMILIES = ("alexnet", "mobilenetv3_large", "shufflenetv2", "efficientnet_b0", "resnet18")
@@ -351,4 +352,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(errors.run_cli(main, debug=False))

@@ -18,9 +18,13 @@ import argparse
 import glob
 import json
 import os
+import sys
+import zipfile
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from rekd_jax import errors
 
 CURVES = ("loss", "contrast_accuracy", "positive_similarity", "learning_rate")
 RELATIONS = ("positive_label_precision", "positives_per_anchor", "prototype_entropy")
@@ -113,8 +117,12 @@ def knn_features(run_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
                    if not os.path.basename(p).startswith("pooled_train"))
     if not found:
         return None
-    with np.load(found[0]) as data:
-        return data["features"], data["label"]
+    try:
+        with np.load(found[0]) as data:
+            return data["features"], data["label"]
+    except (zipfile.BadZipFile, ValueError, KeyError, EOFError) as error:
+        raise ValueError(f"{found[0]} is not a readable feature cache ({type(error).__name__}: "
+                         f"{error}); delete it (rerunning its evaluation writes it again)") from None
 
 
 def plot_similarity(feature_sets: Mapping[str, tuple[np.ndarray, np.ndarray]], out: str,
@@ -252,4 +260,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(errors.run_cli(main, debug=False))

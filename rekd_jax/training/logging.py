@@ -280,5 +280,6 @@ def read_jsonl(path: str) -> list[dict]:
         except ValueError as e:
             if i == len(lines) - 1:
                 break
-            raise ValueError(f"{path} line {number} is not JSON ({e})") from None
+            raise ValueError(f"{path} line {number} is not JSON ({e}); repair or delete that "
+                             "line (a run resumed in this workdir drops torn lines itself)") from None
     return records

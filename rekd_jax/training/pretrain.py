@@ -166,7 +166,9 @@ def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint_lib.Checkpoi
                 f"non-finite training values at step {step}: {bad}. Training stopped without "
                 f"saving; {where}. Rerun the same command to resume from it, after lowering the "
                 "learning rate (--config.optimizer.base_learning_rate=...), adding warmup "
-                "(--config.optimizer.warmup_epochs=...) or using --config.dtype=float32.")
+                "(--config.optimizer.warmup_epochs=...) or using --config.dtype=float32, with "
+                "--config.allow_config_change=True (a changed value changes the run), or start "
+                "afresh with a new --workdir.")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
