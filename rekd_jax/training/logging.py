@@ -85,21 +85,35 @@ class PlainFormatter(logging.Formatter):
 def setup_console(*, prefix: bool = False, command_line: bool = False) -> None:
     """Console logging for a run (idempotent): the plain format (absl's prefix with `prefix`)
     and INFO lines of this project. On the command line (after absl's flags are parsed) absl's
-    handler is used; from Python (app.run in a script or notebook) a stderr handler is added to
-    the root logger when nothing handles it yet, so progress shows as on the command line, and
-    logging set up by the caller is left as it is."""
+    handler is used; from Python (app.run in a script or notebook, the argparse tools) a stderr
+    handler is put on the root logger when logging is not set up yet (no handler, or only the
+    default one that absl's first log call adds through logging.basicConfig), so progress
+    shows as on the command line; logging set up by the caller is left as it is."""
     formatter = absl_logging.PythonFormatter() if prefix else PlainFormatter()
     if command_line:
         absl_logging.use_absl_handler()
         absl_logging.get_absl_handler().setFormatter(formatter)
         if absl_flags.FLAGS["verbosity"].using_default_value:  # INFO, as absl.app does
             absl_flags.FLAGS.verbosity = 0
-    elif not logging.root.handlers:
+    elif _logging_not_set_up():
+        for default in list(logging.root.handlers):
+            logging.root.removeHandler(default)
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(formatter)
         logging.root.addHandler(handler)
         logging.root.setLevel(logging.INFO)
     quiet_library_logs()
+
+
+def _logging_not_set_up() -> bool:
+    """No root handler, or only logging.basicConfig()'s default one (stderr, BASIC_FORMAT)."""
+    handlers = logging.root.handlers
+    if not handlers:
+        return True
+    handler = handlers[0]
+    return (len(handlers) == 1 and type(handler) is logging.StreamHandler  # pylint: disable=unidiomatic-typecheck
+            and handler.stream in (sys.stderr, sys.__stderr__)
+            and getattr(handler.formatter, "_fmt", None) in (None, logging.BASIC_FORMAT))
 
 
 def quiet_library_logs() -> None:
