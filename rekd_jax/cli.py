@@ -158,7 +158,7 @@ def use_xla_cache(folder: str) -> str | None:
         if jax is not None:
             jax.config.update(name, value)
         else:
-            os.environ.setdefault(name.upper(), str(value))
+            os.environ[name.upper()] = str(value)
     return folder
 
 

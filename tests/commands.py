@@ -11,14 +11,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def env(shared: dict, **extra) -> dict:
     """The environment of a child: the checkout importable, CPU with 4 devices, the module's
-    TFDS data_dir and compilation cache."""
+    TFDS data_dir and compilation cache; `extra` values replace those (None: unset)."""
     out = dict(os.environ)
     out.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TFDS_DATA_DIR=shared["tfds"],
                JAX_COMPILATION_CACHE_DIR=shared["cache"],
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                XLA_FLAGS="--xla_force_host_platform_device_count=4")
     out.update(extra)
-    return out
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def run(shared: dict, *args, timeout=600, cwd=ROOT, extra_env=None) -> subprocess.CompletedProcess:
