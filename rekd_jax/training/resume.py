@@ -9,7 +9,8 @@ A field added to the project since the run started is no difference while it kee
 Operational fields (logging and checkpoint cadence, data_dir, worker threads, residency, the
 kNN monitor, TensorBoard, the distributed setup) may change freely. An offline teacher is part
 of the signature by what it computes (`teacher.fingerprint`: rekd_jax.models.io.fingerprint),
-not by its path, so another teacher put at the same path is a change too. Every checkpoint
+not by its path: another teacher put at the same path is a change, the same teacher moved is
+not. Every checkpoint
 stores the signature (its side item's SIGNATURE_KEY): a deleted run_signature.json is rebuilt
 from the newest checkpoint, so the check cannot be switched off by accident. A workdir that
 records another mode of run (an evaluation's) is refused first (rekd_jax.run_record.check_mode).
@@ -122,8 +123,10 @@ def check_signature(config: ml_collections.ConfigDict, workdir: str, *, resuming
     old = _recorded_signature(workdir) if resuming else None
     if old is not None:
         defaults = signature_defaults()
-        unset = lambda k: k not in old and (k == TEACHER_FINGERPRINT or (
+        fingerprinted = TEACHER_FINGERPRINT in old and TEACHER_FINGERPRINT in new
+        unset = lambda k: (k not in old and (k == TEACHER_FINGERPRINT or (
             k in defaults and new[k] == defaults[k]))  # fields the old run did not record
+            or (k == "teacher.checkpoint" and fingerprinted))  # the teacher, not its path
         diffs = [f"{k}: {_show(old.get(k, '<absent>'))} -> {_show(new.get(k, '<absent>'))}"
                  for k in sorted(set(old) | set(new))
                  if old.get(k, "<absent>") != new.get(k, "<absent>") and not unset(k)]
