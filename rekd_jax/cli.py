@@ -189,8 +189,8 @@ def hide_slow_compile_banner() -> None:
     """Routes native stderr (file descriptor 2: XLA's C++ logs) through _BANNER_FILTER, which
     drops XLA's slow-compilation banner; Python's sys.stderr keeps writing to the original
     stderr. The filter is its own process (it outlives a crash of this one, so a crash report
-    still gets through) in its own session (a Ctrl-C in the terminal does not reach it), and
-    ends when every writer of the pipe has ended."""
+    still gets through) in a process group of its own (a Ctrl-C in the terminal does not reach
+    it), and it ends when every writer of the pipe has ended."""
     try:
         original = os.dup(2)
         python_stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding,

@@ -5,7 +5,9 @@ either followed by `:VARIANT,...`. A name, or a `configs/NAME.py` path that does
 where the command runs, is looked up in
 
   1. the `configs/` folder of the clone the package is imported from (beside `rekd_jax/`);
-  2. the configs installed with the package (`rekd_jax/configs/`), when that folder exists.
+  2. the configs installed with the package (`rekd_jax/configs/`), when that folder exists;
+  3. an installed top-level `configs` package holding this project's recipes (what wheels
+     that do not ship `rekd_jax/configs/` install).
 
 `load_config(spec)` returns the config with its variants applied; a file that does not exist,
 an unknown variant or a config that fails to build raises ConfigNotFoundError / ConfigError
@@ -48,11 +50,26 @@ def clone_root() -> str | None:
     return root if has("main.py") and has("configs") else None
 
 
+def _top_level_configs() -> str | None:
+    """The folder of an importable top-level `configs` package that holds this project's
+    recipes (its default and quickstart configs), or None."""
+    try:
+        spec = importlib.util.find_spec("configs")
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if all(os.path.isfile(os.path.join(folder, f)) for f in ("default.py", "quickstart.py")):
+            return os.path.abspath(folder)
+    return None
+
+
 def config_folders() -> list[str]:
     """The folders where recipe names are looked up, in order (see the module docstring)."""
     root = clone_root()
     folders = [os.path.join(root, "configs")] if root else []
-    return folders + [f for f in (INSTALLED_CONFIGS,) if os.path.isdir(f)]
+    folders += [INSTALLED_CONFIGS] if os.path.isdir(INSTALLED_CONFIGS) else []
+    top_level = _top_level_configs()
+    return folders + ([top_level] if top_level and top_level not in folders else [])
 
 
 def config_files() -> dict[str, str]:

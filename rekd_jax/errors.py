@@ -9,10 +9,10 @@ preemption notice after saving its checkpoint (rekd_jax.training.preemption.Pree
 a failure: its one line ("preempted at step N: ...") goes to stderr and the status is 0.
 
 Ctrl-C (SIGINT). While `run_cli` runs, Ctrl-C never raises KeyboardInterrupt: raised inside
-XLA's compilation (which polls for signals) it abandoned a compile whose native threads kept
-running, and the interpreter then crashed with a segmentation fault while shutting down; raised
-inside a garbage-collection callback it was swallowed ("Exception ignored in ...") and the run
-went on. Instead the handler prints one line and ends the process at once, without the
+XLA's compilation (which polls for signals) it abandons a compile whose native threads keep
+running, and the interpreter can then crash with a segmentation fault while shutting down;
+raised inside a garbage-collection callback it is swallowed ("Exception ignored in ...") and
+the run goes on. Instead the handler prints one line and ends the process at once, without the
 interpreter's shutdown; what was written stays valid, since every output is written beside its
 target and renamed into place (the same guarantee as for SIGKILL). Status 130, the shell's
 convention for Ctrl-C. SIGTERM outside pre-training (an evaluation, a dataset build, the

@@ -33,11 +33,27 @@ def test_notebook_is_stored_without_outputs_and_has_one_parameters_cell():
     assert nb.cells[_parameters_index(nb)].cell_type == "code"
 
 
-def test_readme_has_the_colab_badge_of_this_notebook():
+def test_no_colab_badge_points_at_a_placeholder_repository():
+    """Until the repository has a public URL there is no badge (it would open nothing)."""
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-        readme = f.read()
-    links = re.findall(r"https://colab\.research\.google\.com/github/[^)\s]+", readme)
-    assert any(link.endswith("/blob/main/notebooks/rekd_colab.ipynb") for link in links), links
+        texts = [f.read(), _read().cells[0].source]
+    for text in texts:
+        links = re.findall(r"https://colab\.research\.google\.com/github/[^)\s]+", text)
+        assert not [link for link in links if "/OWNER/" in link], links
+
+
+def test_the_install_cell_without_a_repository_url_stops_with_one_message(tmp_path):
+    """Where rekd_jax is not importable and REPO_URL still holds its placeholder, the install
+    cell stops at once saying what to set, instead of failing inside pip."""
+    import nbclient
+    nb = _read()
+    nb.cells = [nb.cells[1]]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as failure:
+        client.execute(env=env)
+    assert "SystemExit: Set REPO_URL in this cell" in str(failure.value)
 
 
 TINY = {
