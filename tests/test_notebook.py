@@ -53,7 +53,8 @@ def test_the_install_cell_without_a_repository_url_stops_with_one_message(tmp_pa
                                      resources={"metadata": {"path": str(tmp_path)}})
     with pytest.raises(nbclient.exceptions.CellExecutionError) as failure:
         client.execute(env=env)
-    assert "SystemExit: Set REPO_URL in this cell" in str(failure.value)
+    assert failure.value.ename == "SystemExit"
+    assert failure.value.evalue.startswith("Set REPO_URL in this cell to the repository's URL")
 
 
 TINY = {
