@@ -42,8 +42,8 @@ def test_ctrl_c_while_setting_up(shared, tmp_path):
 
 
 def test_ctrl_c_inside_xla_compilation_is_one_line_not_a_crash(shared, tmp_path):
-    """Raised inside XLA's compilation, KeyboardInterrupt used to end in a segmentation fault
-    at interpreter shutdown; the cache is off so that the compilation really runs."""
+    """Raised inside XLA's compilation, a KeyboardInterrupt can end in a segmentation fault at
+    interpreter shutdown; the cache is off so that the compilation really runs."""
     child = Child(shared, *PRETRAIN, f"--workdir={tmp_path / 'w'}", "--xla_cache=off",
                   extra_env={"JAX_ENABLE_COMPILATION_CACHE": "false"})
     child.wait_for("compiling the training step")
