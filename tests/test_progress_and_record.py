@@ -45,6 +45,24 @@ def test_progress_lines_are_rate_limited_with_rate_and_eta():
     assert lines[-1].startswith("probe: epoch 100/100 (100%)") and "ETA" not in lines[-1]
 
 
+def test_the_first_eta_of_a_training_run_is_within_half_of_the_real_time_left():
+    """Compilation (the first step, 2 minutes) and checkpoints (10 s every 500 steps) around
+    2,000 steps of 0.3 s: the first ETA printed is within 50% of the time really left."""
+    clock, lines = FakeClock(), []
+    p = progress.Progress("pre-training", 2000, clock=clock,
+                          log=lambda fmt, *a: lines.append((clock.now, fmt % a)))
+    clock.now += 120.0
+    p.set(1)
+    for step in range(2, 2001):
+        clock.now += 0.3 + (10.0 if step % 500 == 0 else 0.0)
+        p.set(step)
+    end = clock.now
+    when, first = next((t, line) for t, line in lines if "ETA" in line)
+    eta = sum(int(part) * 60 ** i for i, part in enumerate(
+        reversed(first.split("ETA ")[1].split(",")[0].split(":"))))
+    assert 0.5 * (end - when) <= eta <= 1.5 * (end - when), (first, end - when)
+
+
 def test_short_single_unit_phase_is_silent_and_first_update_is_left_out_of_the_rate():
     clock, lines = FakeClock(), []
     p = progress.Progress("x", 1, clock=clock, log=lambda fmt, *a: lines.append(fmt % a))

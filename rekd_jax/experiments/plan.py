@@ -153,8 +153,10 @@ def run_plan(arms: Sequence[Arm], root: str, evaluation: ml_collections.ConfigDi
     """Runs every arm in order (skipping finished ones); logs progress with an ETA.
 
     `cost(arm)` is a relative cost estimate (default: training steps; a random-init arm, which
-    only evaluates, a tenth of the mean trained arm) used to turn the time spent so far into an
-    ETA for the arms left.
+    only evaluates, a tenth of the mean trained arm). The ETA prices the trained arms left at
+    the seconds per cost unit the trained arms done so far took, and the evaluation-only arms
+    left at theirs; it is '?' until a trained arm is done (evaluation-only arms, the first one
+    also building the dataset, say little about the time training takes).
     """
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
@@ -162,25 +164,35 @@ def run_plan(arms: Sequence[Arm], root: str, evaluation: ml_collections.ConfigDi
     steps = [float(a.config.num_train_steps or 1) for a in arms if a.trained] or [1.0]
     cost = cost or (lambda a: float(a.config.num_train_steps or 1) if a.trained
                     else 0.1 * float(np.mean(steps)))
-    total = sum(cost(a) for a in arms)
-    rows, done_cost, spent, start = [], 0.0, 0.0, time.time()
+    done = {True: [0.0, 0.0], False: [0.0, 0.0]}  # trained? -> [cost done, seconds spent]
+    rows, start = [], time.time()
     for i, arm in enumerate(arms, 1):
         finished = os.path.exists(os.path.join(root, arm.name, "row.json"))
         t0 = time.time()
         rows.append(run_arm(arm, root, evaluation, modes, clear_caches=clear_caches))
-        if finished:
-            total -= cost(arm)
-        else:
-            done_cost += cost(arm)
-            spent += time.time() - t0
-        left = total - done_cost
-        eta = spent / done_cost * left if done_cost else float("nan")
+        if not finished:
+            done[arm.trained][0] += cost(arm)
+            done[arm.trained][1] += time.time() - t0
+        eta = _eta(arms[i:], root, cost, done)
         knn = rows[-1]["eval"].get("knn", {}).get("top1")
         log(f"[{i}/{len(arms)}] {arm.name}: {'skipped (done)' if finished else 'done'}"
             f"{'' if knn is None else f', kNN {knn:.1f}'}; elapsed "
             f"{format_duration(time.time() - start)}, ETA "
             f"{'?' if math.isnan(eta) else format_duration(eta)}")
     return rows
+
+
+def _eta(left: Sequence[Arm], root: str, cost: Callable[[Arm], float],
+         done: dict[bool, list[float]]) -> float:
+    """Seconds for the arms `left` (those without a row.json) at the seconds per cost unit of
+    the arms of their kind done so far (evaluation-only arms without a measurement of their
+    own: the trained arms' rate); NaN before a trained arm is done."""
+    if not done[True][0]:
+        return float("nan")
+    rate = {kind: (spent / cost_done if cost_done else done[True][1] / done[True][0])
+            for kind, (cost_done, spent) in done.items()}
+    return sum(rate[a.trained] * cost(a) for a in left
+               if not os.path.exists(os.path.join(root, a.name, "row.json")))
 
 
 def _fmt(value, spec=".1f") -> str:
