@@ -230,7 +230,7 @@ def run(argv: Sequence[str]) -> int:
         use_xla_cache(values.xla_cache)
         app.run(values.config, values.workdir)
 
-    debug = "--debug" in argv or "--debug=true" in argv
+    debug = any(arg.lower() in ("--debug", "--debug=true", "--debug=1") for arg in argv[1:])
     return errors.run_cli(command, debug=debug)
 
 

@@ -14,8 +14,9 @@ A Progress logs one line at most every `every_secs` (30 s) and a last one at clo
 The rate and the ETA leave out the first update (it includes compilation). On a terminal
 (stderr is a TTY) a tqdm bar is shown as well; in log files there are only the lines.
 A phase that ends within `quiet_secs` (10 s) logs nothing; `heartbeat` logs what starts
-("compiling the training step ..."), then "still ..." every `every_secs` while its block runs. Call update() after each unit is done, so that the first
-unit's time (compilation) stays out of the rate.
+("compiling the training step ..."), then "still ..." every `every_secs` while its block
+runs. Call update() after each unit is done, so that the first unit's time (compilation)
+stays out of the rate.
 """
 from __future__ import annotations
 

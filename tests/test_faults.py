@@ -256,7 +256,8 @@ def test_an_unreadable_feature_cache_is_recomputed(tmp_path, caplog):
         f.write(b"PK\x03\x04 truncated")
     fresh = ({"features": np.ones((2, 3), np.float32)}, np.array([0, 1], np.int32))
     feats, labels = features.cached_features(path, "key", lambda: fresh)
-    assert np.array_equal(feats["features"], fresh[0]["features"]) and "cannot be read" in caplog.text
+    assert np.array_equal(feats["features"], fresh[0]["features"])
+    assert "cannot be read" in caplog.text
     again, _ = features.cached_features(path, "key", lambda: pytest.fail("not recomputed"))
     assert np.array_equal(again["features"], fresh[0]["features"])
 
@@ -316,7 +317,8 @@ def test_a_deleted_signature_is_rebuilt_from_the_newest_checkpoint(shared, pretr
     result = run(shared, *PRETRAIN, f"--workdir={workdir}",
                  "--config.optimizer.base_learning_rate=0.5")
     line = fatal_line(result)
-    assert line.startswith("FATAL: ConfigChangedError:") and "base_learning_rate: 0.03 -> 0.5" in line
+    assert line.startswith("FATAL: ConfigChangedError:")
+    assert "base_learning_rate: 0.03 -> 0.5" in line
     assert "rebuilt from the newest checkpoint" in result.stderr
 
 

@@ -7,7 +7,6 @@ import re
 import shlex
 import sys
 
-import pytest
 from commands import ROOT, run
 
 QUICKSTART_DIR = "/tmp/rekd_quickstart"

@@ -122,7 +122,8 @@ def knn_features(run_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
             return data["features"], data["label"]
     except (zipfile.BadZipFile, ValueError, KeyError, EOFError) as error:
         raise ValueError(f"{found[0]} is not a readable feature cache ({type(error).__name__}: "
-                         f"{error}); delete it (rerunning its evaluation writes it again)") from None
+                         f"{error}); delete it (rerunning its evaluation writes it again)"
+                         ) from None
 
 
 def plot_similarity(feature_sets: Mapping[str, tuple[np.ndarray, np.ndarray]], out: str,

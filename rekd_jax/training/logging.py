@@ -111,7 +111,8 @@ def _logging_not_set_up() -> bool:
     if not handlers:
         return True
     handler = handlers[0]
-    return (len(handlers) == 1 and type(handler) is logging.StreamHandler  # pylint: disable=unidiomatic-typecheck
+    plain_stream_handler = type(handler) is logging.StreamHandler  # not a subclass: a file's
+    return (len(handlers) == 1 and plain_stream_handler
             and handler.stream in (sys.stderr, sys.__stderr__)
             and getattr(handler.formatter, "_fmt", None) in (None, logging.BASIC_FORMAT))
 
@@ -295,5 +296,6 @@ def read_jsonl(path: str) -> list[dict]:
             if i == len(lines) - 1:
                 break
             raise ValueError(f"{path} line {number} is not JSON ({e}); repair or delete that "
-                             "line (a run resumed in this workdir drops torn lines itself)") from None
+                             "line (a run resumed in this workdir drops torn lines itself)"
+                             ) from None
     return records
