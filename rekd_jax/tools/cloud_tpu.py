@@ -435,7 +435,7 @@ def main(argv: Sequence[str] | None = None, out=sys.stdout) -> int:
   except subprocess.CalledProcessError as e:
     print(f"FATAL: {shlex.join(e.cmd)} failed with exit status {e.returncode}; its output "
           "is above", file=sys.stderr)
-    return 1
+    return 2
   return 0
 
 
