@@ -12,10 +12,12 @@ preemption with SIGTERM, some seconds before the machine goes away. Pre-training
 
 Agreement, checked after every step at no measurable cost:
 
-* one process: a Python SIGTERM handler sets a flag (and logs); the run stops after the step
-  that is running when the signal arrives. The handler never interrupts a step or a save, and
-  a second SIGTERM while the checkpoint is written is logged and otherwise ignored. The
-  previous handler is restored on exit.
+* one process: a Python SIGTERM handler sets a flag; the run stops after the step that is
+  running when the signal arrives. The handler never interrupts a step or a save, and a
+  second SIGTERM while the checkpoint is written is ignored. The handler does not log (a log
+  line written from a signal handler can land inside another write to the same stream): the
+  next `agreed()` call, right after the step, logs what arrived. The previous handler is
+  restored on exit.
 * several processes (jax.distributed): JAX's preemption service, which
   jax.distributed.initialize starts (jax_enable_preemption_service, on by default). Its
   notifier catches SIGTERM in any process (further ones are ignored) and tells the
@@ -85,6 +87,8 @@ class StopOnSignal:
         self.installed = False  # one process: our handlers are installed
         self._service = False   # several processes: JAX's preemption service answers
         self._previous = {}     # signal number -> the handler before ours
+        self._received = 0      # stop signals received (one process)
+        self._logged = 0        # how many of them agreed() has logged
 
     def _pass_on(self, signum, frame) -> None:
         """Hands a Ctrl-C to the handler that was installed before ours."""
@@ -95,22 +99,27 @@ class StopOnSignal:
             raise KeyboardInterrupt
 
     def _handle(self, signum, frame) -> None:
-        name = signal.Signals(signum).name
         interrupt = signum == signal.SIGINT
         if interrupt and (not self.training or self.requested):
             return self._pass_on(signum, frame)  # set-up, or a second Ctrl-C: stop at once
-        if self.requested:
+        self._received += 1
+        if not self.requested:
+            self.requested, self.signal = True, signal.Signals(signum).name
+
+    def _log_received(self) -> None:
+        """Logs the stop signals that arrived since the last call (see the module docstring)."""
+        if self._logged == 0 and self._received:
+            if self.signal == "SIGINT":
+                logging.warning("Ctrl-C: a checkpoint will be saved after the current step, "
+                                "then the run exits (Ctrl-C again stops at once, losing the "
+                                "steps since the last checkpoint)")
+            else:
+                logging.warning("%s received: a checkpoint will be saved after the current "
+                                "step, then the run exits", self.signal)
+        if self._received > max(self._logged, 1):
             logging.warning("%s received again: already stopping after the current step "
-                            "(ignored)", name)
-            return
-        self.requested, self.signal = True, name
-        if interrupt:
-            logging.warning("Ctrl-C: a checkpoint will be saved after the current step, then "
-                            "the run exits (Ctrl-C again stops at once, losing the steps since "
-                            "the last checkpoint)")
-        else:
-            logging.warning("%s received: a checkpoint will be saved after the current step, "
-                            "then the run exits", name)
+                            "(ignored)", self.signal)
+        self._logged = self._received
 
     def __enter__(self) -> "StopOnSignal":
         if self.multiprocess is None:
@@ -153,4 +162,5 @@ class StopOnSignal:
         self.training = True
         if self.multiprocess:
             return self._service and _jax_service_agreed(steps_done)
+        self._log_received()
         return self.requested

@@ -167,7 +167,7 @@ def test_user_values_cannot_run_commands_on_the_workers(tmp_path):
   script = ssh[-1].removeprefix("--command=")
   home = tmp_path / "home"
   (home / "rekd-jax").mkdir(parents=True)
-  script = script.replace("nohup ", "nohup echo ", 1).replace(" &", "", 1)
+  script = script.replace("nohup ", "nohup echo ", 1).removesuffix(" &")
   subprocess.run(["sh", "-c", script], env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
                  check=True, timeout=30)
   assert not marker.exists()
