@@ -1,16 +1,15 @@
-"""`python main.py --help`: the configs, their variants, overrides and outputs, generated from
-the config files themselves (first docstring line = purpose; VARIANTS table = variants, each
-described by its function's docstring), so the help cannot drift from the configs."""
+"""`rekd-jax --help` (`python main.py --help`): the configs, their variants, overrides and
+outputs, generated from the config files themselves (first docstring line = purpose; VARIANTS
+table = variants, each described by its function's docstring), so the help cannot drift from
+the configs."""
 from __future__ import annotations
 
-import glob
-import importlib.util
-import os
 import textwrap
 
 from rekd_jax import variants as variants_lib
+from rekd_jax.core import config_lookup
 
-HELP_FLAGS = ("--help", "-?", "--helpshort", "--helpfull")
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull")
 
 _OVERRIDES = """\
 Overrides: any field of the config, after --config, e.g.
@@ -30,32 +29,25 @@ Outputs, all under --workdir (rerunning the same command resumes there):
   pre-training              checkpoints/ (Orbax), encoders/student (and encoders/teacher)
   evaluation                results_<mode>.json, ckpt_<mode>/, features/ (cached features)
   quick start               results.json and one sub-directory per stage
-Logging: the libraries' INFO lines (JAX, TFDS, Orbax) are hidden; --verbosity=1 shows them."""
+Logging: the libraries' INFO lines (JAX, TFDS, Orbax) are hidden; --verbosity=1 shows them.
 
-
-def config_dir() -> str:
-    """The folder of the config files: the installed package rekd_jax.configs (pyproject.toml
-    maps the checkout's configs/ to it), else configs/ beside rekd_jax/ in a checkout."""
-    spec = importlib.util.find_spec("rekd_jax.configs")
-    if spec is not None and spec.submodule_search_locations:
-        return list(spec.submodule_search_locations)[0]
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-
-
-def load_config_file(path: str):
-    """The module of one config file, loaded from its path (as --config=PATH loads it)."""
-    name = os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(f"rekd_jax_config_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+Flags:
+  --config=NAME[:VARIANT,...]  a recipe name (above) or a config file (configs/NAME.py, any path)
+  --workdir=DIR                outputs; rerunning the same command there resumes
+  --xla_cache=DIR|off          persistent XLA compilation cache (default ~/.cache/rekd-jax/xla,
+                               or $REKD_JAX_XLA_CACHE); a second run of a config compiles little
+  --log_prefix                 absl's prefix (level, date, thread, file:line) on log lines
+  --debug                      Python tracebacks for expected errors (otherwise one FATAL line)
+  --helpfull                   every flag, absl's logging flags included
+Exit status: 0; 2 with one line "FATAL: <ErrorType>: <what>, <fix>" for every expected failure;
+130 after Ctrl-C (pre-training saves a checkpoint at the next step first; Ctrl-C again stops at
+once)."""
 
 
 def config_modules() -> list[tuple[str, object]]:
-    """(file name, module) of every config file, sorted by name."""
-    paths = sorted(glob.glob(os.path.join(glob.escape(config_dir()), "*.py")))
-    return [(os.path.basename(p), load_config_file(p)) for p in paths
-            if not os.path.basename(p).startswith("_")]
+    """(file name, module) of every config that a recipe name finds, sorted by name."""
+    return [(f"{name}.py", config_lookup.load_module(path))
+            for name, path in config_lookup.config_files().items()]
 
 
 def _purpose(module) -> str:
@@ -72,13 +64,15 @@ def _mode(module) -> str:
         return "?"
 
 
-def help_text(program: str = "main.py") -> str:
-    """The whole --help text (before absl's flag list)."""
+def help_text(program: str = "python main.py") -> str:
+    """The whole --help text; `program` is the command as the user starts it."""
     width = 100
     lines = ["rekd-jax: ReKD, MoCo v2 and SEED self-supervised pre-training and evaluation "
              "(JAX/Flax).", "",
-             f"Usage: python {program} --config=configs/NAME.py[:VARIANT,...] --workdir=DIR "
-             "[--config.FIELD=VALUE ...]", ""]
+             f"Usage: {program} --config=NAME[:VARIANT,...] --workdir=DIR "
+             "[--config.FIELD=VALUE ...]",
+             "  NAME: a recipe below (e.g. --config=alexnet:tiny,runlocal) or a config file "
+             "(configs/alexnet.py)", ""]
     modules = config_modules()
     groups: dict[str, list] = {"pre-training": [], "evaluation": [], "other": []}
     legends: dict[str, dict[str, str]] = {"pre-training": {}, "evaluation": {}, "other": {}}
@@ -96,7 +90,7 @@ def help_text(program: str = "main.py") -> str:
             continue
         title = {"other": "Start here", "pre-training": "Pre-training configs",
                  "evaluation": "Evaluation configs"}[group]
-        lines.append(f"{title} (configs/NAME.py):")
+        lines.append(f"{title} (NAME, or the file configs/NAME.py):")
         for file, purpose, names in groups[group]:
             lines += textwrap.wrap(purpose, width, initial_indent=f"  {file:<22}",
                                    subsequent_indent=" " * 24)
@@ -105,9 +99,10 @@ def help_text(program: str = "main.py") -> str:
                                        + "variants: ", subsequent_indent=" " * 34)
         if legends[group]:
             lines.append(f"  {group.capitalize()} variants:")
+            indent = 4 + max(12, 1 + max(len(name) for name in legends[group]))
             for name, doc in legends[group].items():
-                lines += textwrap.wrap(doc, width, initial_indent=f"    {name:<12}",
-                                       subsequent_indent=" " * 16)
+                lines += textwrap.wrap(doc, width, initial_indent=f"    {name:<{indent - 5}} ",
+                                       subsequent_indent=" " * indent)
         lines.append("")
     lines += [_OVERRIDES, "", _OUTPUTS, "",
               "The docstring at the top of each configs/NAME.py gives its commands, hardware, "
@@ -117,11 +112,3 @@ def help_text(program: str = "main.py") -> str:
 
 def wants_help(argv: list[str]) -> bool:
     return any(a in HELP_FLAGS for a in argv[1:])
-
-
-def main_doc(argv: list[str], default: str) -> str:
-    """main.py's __doc__: the generated help when --help is asked (absl prints __doc__)."""
-    if not wants_help(argv):
-        return default
-    # absl formats __doc__ with '%': escape any literal percent sign.
-    return help_text(os.path.basename(argv[0]) or "main.py").replace("%", "%%")

@@ -33,7 +33,9 @@ ALLOWED = {
         "tools",
     },
     "app": {"core", "training", "evaluation", "experiments"},
-    "cli_help": {"variants"},
+    "cli_help": {"core", "variants"},
+    # The command line: the top layer, with app.
+    "cli": {"core", "app", "cli_help"},
     "__init__": set(),
 }
 

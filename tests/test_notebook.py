@@ -33,11 +33,28 @@ def test_notebook_is_stored_without_outputs_and_has_one_parameters_cell():
     assert nb.cells[_parameters_index(nb)].cell_type == "code"
 
 
-def test_readme_has_the_colab_badge_of_this_notebook():
+def test_no_colab_badge_points_at_a_placeholder_repository():
+    """Until the repository has a public URL there is no badge (it would open nothing)."""
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-        readme = f.read()
-    links = re.findall(r"https://colab\.research\.google\.com/github/[^)\s]+", readme)
-    assert any(link.endswith("/blob/main/notebooks/rekd_colab.ipynb") for link in links), links
+        texts = [f.read(), _read().cells[0].source]
+    for text in texts:
+        links = re.findall(r"https://colab\.research\.google\.com/github/[^)\s]+", text)
+        assert not [link for link in links if "/OWNER/" in link], links
+
+
+def test_the_install_cell_without_a_repository_url_stops_with_one_message(tmp_path):
+    """Where rekd_jax is not importable and REPO_URL still holds its placeholder, the install
+    cell stops at once saying what to set, instead of failing inside pip."""
+    import nbclient
+    nb = _read()
+    nb.cells = [nb.cells[1]]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as failure:
+        client.execute(env=env)
+    assert failure.value.ename == "SystemExit"
+    assert failure.value.evalue.startswith("Set REPO_URL in this cell to the repository's URL")
 
 
 TINY = {
@@ -89,7 +106,7 @@ def test_notebook_runs_headless_at_tiny_size(tmp_path):
     import json
     with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
         rows = json.load(f)["rows"]
-    assert [r["steps"] for r in rows] == [0, 0, 2, 2, 2]
+    assert [r["steps"] for r in rows] == [0, 0, 2, 2, 2, 2]  # random inits, teacher, students
     from rekd_jax.tools import report
     assert "knn/top1" in report.read_curves(os.path.join(workdir, "teacher"))
 

@@ -53,6 +53,12 @@ def test_wheel_holds_the_library_and_every_config_inside_it(wheel):
     assert not any(n.startswith(("configs/", "tests/", "benchmarks/")) for n in names)
 
 
+def test_wheel_installs_the_console_command(wheel):
+    name = next(n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt"))
+    text = wheel.read(name).decode()
+    assert "[console_scripts]" in text and "rekd-jax = rekd_jax.cli:main" in text
+
+
 def test_extras_and_pins(wheel):
     meta = _metadata(wheel)
     assert set(meta.get_all("Provides-Extra")) == {"gpu", "tpu", "tf", "dev"}

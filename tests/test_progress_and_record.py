@@ -3,6 +3,7 @@ a run leaves in its workdir (config.json, teacher.json, train time over resumes)
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -42,6 +43,24 @@ def test_progress_lines_are_rate_limited_with_rate_and_eta():
                                "ETA 0:01:10")
     assert "loss=0.5" in lines[0]
     assert lines[-1].startswith("probe: epoch 100/100 (100%)") and "ETA" not in lines[-1]
+
+
+def test_the_first_eta_of_a_training_run_is_within_half_of_the_real_time_left():
+    """Compilation (the first step, 2 minutes) and checkpoints (10 s every 500 steps) around
+    2,000 steps of 0.3 s: the first ETA printed is within 50% of the time really left."""
+    clock, lines = FakeClock(), []
+    p = progress.Progress("pre-training", 2000, clock=clock,
+                          log=lambda fmt, *a: lines.append((clock.now, fmt % a)))
+    clock.now += 120.0
+    p.set(1)
+    for step in range(2, 2001):
+        clock.now += 0.3 + (10.0 if step % 500 == 0 else 0.0)
+        p.set(step)
+    end = clock.now
+    when, first = next((t, line) for t, line in lines if "ETA" in line)
+    eta = sum(int(part) * 60 ** i for i, part in enumerate(
+        reversed(first.split("ETA ")[1].split(",")[0].split(":"))))
+    assert 0.5 * (end - when) <= eta <= 1.5 * (end - when), (first, end - when)
 
 
 def test_short_single_unit_phase_is_silent_and_first_update_is_left_out_of_the_rate():
@@ -109,7 +128,9 @@ def test_help_lists_configs_variants_overrides_and_outputs():
         if config.endswith(".py") and not config.startswith("_"):
             assert config in text
     assert "semi_supervised.py    Semi-supervised evaluation" in text
-    assert "runlocal    Shrinks steps and sizes" in text          # from the variant docstring
+    assert re.search(r"\n    runlocal +Shrinks steps and sizes", text)  # variant docstring
+    assert re.search(r"\n    seed_tau_paper +SEED with the paper", text)  # names and text apart
+    assert result.returncode == 0
     assert "--config.global_batch_size=512" in text and "config.json" in text
     assert "--verbosity=1" in text and "--workdir" in text
 

@@ -16,7 +16,6 @@ import pytest
 from rekd_jax.core import fileio
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.data import sources
-from rekd_jax.training import resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = os.path.join(ROOT, "tests", "training", "fake_gcs_driver.py")
@@ -108,7 +107,7 @@ def test_metrics_writer_and_trim_on_gs(gcs):
   writer.flush()
   (gcs / "b" / "run" / "metrics.jsonl").open("a").write('{"step": 4, "tor')  # a killed write
   writer = logging_lib.JsonlWriter(path)  # the resumed run
-  assert resume.trim_metrics(path, 2) == 2
+  assert logging_lib.trim_metrics(path, 2) == 2
   writer.write_scalars(3, {"train/loss": 30.0})
   writer.close()
   records = logging_lib.read_jsonl(path)

@@ -22,16 +22,25 @@ Saves are skipped (returning False) when the step already exists, so a final sav
 after a periodic one at the same step is harmless.
 
 `restore_newest` is what resuming uses: a newest checkpoint that fails to restore (truncated,
-partly deleted) is named in the log and moved to `<directory>_unrestorable/` (never deleted),
-and the previous one is used. When no checkpoint restores, nothing is moved and
-CheckpointRestoreError names them all (typically the config no longer matches them).
+partly deleted, or altered: see below) is named in the log and moved to
+`<directory>_unrestorable/` (never deleted), and the previous one is used. When no checkpoint
+restores, nothing is moved and CheckpointRestoreError names them all (typically the config no
+longer matches them).
+
+Checksums: every save also stores a CRC-32 of each array (with its dtype and shape) and of the
+JSON side item (item 'checksums'); a restore recomputes them and raises CheckpointCorruptError
+naming what differs, so a flipped bit or an edited side item is never restored silently.
+Checkpoints written before checksums existed restore unverified.
+`newest_extra(directory)` reads only the side item of the newest checkpoint that has one.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import time
+import zlib
 from typing import Any
 
 import jax
@@ -48,6 +57,41 @@ def _to_host(tree: Any) -> Any:
 
 class CheckpointRestoreError(ValueError):
     """No checkpoint of a directory can be restored into the expected structure."""
+
+
+class CheckpointCorruptError(ValueError):
+    """A checkpoint's data differs from the checksums stored with it."""
+
+
+CHECKSUMS = "checksums"
+
+
+def _crc(data) -> str:
+    return f"{zlib.crc32(data):08x}"
+
+
+def checksums(tree: Any, extra: dict) -> dict:
+    """{'arrays': {leaf path: 'dtype shape crc32'}, 'extra': crc32 of the JSON side item}."""
+    arrays = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        array = np.ascontiguousarray(leaf)
+        arrays[jax.tree_util.keystr(path)] = (f"{array.dtype} {list(array.shape)} "
+                                              f"{_crc(array.reshape(-1).view(np.uint8))}")
+    return {"arrays": arrays,
+            "extra": _crc(json.dumps(extra, sort_keys=True, default=str).encode())}
+
+
+def _verify(directory: str, step: int, tree: Any, extra: dict, stored: dict) -> None:
+    """CheckpointCorruptError naming the arrays (or the side item) whose checksum differs."""
+    now = checksums(tree, extra)
+    bad = sorted(k for k in set(now["arrays"]) | set(stored.get("arrays", {}))
+                 if now["arrays"].get(k) != stored.get("arrays", {}).get(k))
+    if now["extra"] != stored.get("extra"):
+        bad.append("the side item (extra)")
+    if bad:
+        raise CheckpointCorruptError(
+            f"checkpoint {directory}/{step} does not match its checksums ({len(bad)} differ, "
+            f"e.g. {', '.join(bad[:3])}): the data was altered after it was written")
 
 
 # What a damaged or mismatched checkpoint raises from Orbax/TensorStore (ValueError for
@@ -76,10 +120,14 @@ class Checkpointer:
         step = int(step)
         if step in self._manager.all_steps():
             return False
+        host, extra = _to_host(tree), dict(extra or {})
         args = ocp.args.Composite(
-            state=ocp.args.StandardSave(_to_host(tree)),
-            extra=ocp.args.JsonSave(dict(extra or {})))
+            state=ocp.args.StandardSave(host), extra=ocp.args.JsonSave(extra),
+            **{CHECKSUMS: ocp.args.JsonSave(checksums(host, extra))})
         return bool(self._manager.save(step, args=args, force=True))
+
+    def _has_checksums(self, step: int) -> bool:
+        return fileio.exists(os.path.join(self.directory, str(step), CHECKSUMS))
 
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
         """Read checkpoint `step` (default latest) into the structure of `target`."""
@@ -88,11 +136,15 @@ class Checkpointer:
             step = self.latest_step()
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        verified = self._has_checksums(step)
         args = ocp.args.Composite(
-            state=ocp.args.StandardRestore(_to_host(target)),
-            extra=ocp.args.JsonRestore())
+            state=ocp.args.StandardRestore(_to_host(target)), extra=ocp.args.JsonRestore(),
+            **({CHECKSUMS: ocp.args.JsonRestore()} if verified else {}))
         restored = self._manager.restore(int(step), args=args)
-        return restored["state"], dict(restored["extra"] or {})
+        extra = dict(restored["extra"] or {})
+        if verified:
+            _verify(self.directory, step, restored["state"], extra, restored[CHECKSUMS] or {})
+        return restored["state"], extra
 
     def restore_newest(self, target: Any) -> tuple[Any, dict, int] | None:
         """(tree, extra, step) of the newest checkpoint that restores, or None when there is
@@ -120,6 +172,18 @@ class Checkpointer:
                 f"no checkpoint in {self.directory} can be restored ({listed}). If the config "
                 "changed since they were written, rerun with the config that wrote them; if "
                 f"they are damaged, move {self.directory} aside to start afresh")
+        return None
+
+    def newest_extra(self) -> dict | None:
+        """The side item of the newest checkpoint whose side item reads (None: none does)."""
+        self.wait()
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                restored = self._manager.restore(
+                    step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
+            except _RESTORE_ERRORS:
+                continue
+            return dict(restored["extra"] or {})
         return None
 
     def _move_aside(self, steps: list[int]) -> None:

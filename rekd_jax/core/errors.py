@@ -6,17 +6,39 @@ prepared, a file-system error, a busy workdir, a NaN stop, ...) prints one line
 ``FATAL: <ErrorType>: <what>, <fix>`` on stderr and exits with status 2; with ``--debug`` (or
 for anything else, i.e. a bug) Python's traceback is shown as usual. A run stopped on purpose
 after saving its work (`Stopped`, e.g. rekd_jax.training.preemption.Preempted) is not a
-failure: its one line ("preempted at step N: ...") goes to stderr and the status is 0.
+failure: its one line ("preempted at step N: ...") goes to stderr and its `exit_code` is the
+status (0 after a preemption notice, 130 after Ctrl-C).
+
+Ctrl-C (SIGINT). While `run_cli` runs, Ctrl-C never raises KeyboardInterrupt: raised inside
+XLA's compilation (which polls for signals) it abandons a compile whose native threads keep
+running, and the interpreter can then crash with a segmentation fault while shutting down;
+raised inside a garbage-collection callback it is swallowed ("Exception ignored in ...") and
+the run goes on. Instead the handler prints one line and ends the process at once, without the
+interpreter's shutdown; what was written stays valid, since every output is written beside its
+target and renamed into place (the same guarantee as for SIGKILL). Status 130, the shell's
+convention for Ctrl-C. SIGTERM outside pre-training (an evaluation, a dataset build, the
+importer) is handled the same way, with status 143. Pre-training replaces these handlers while
+it trains: there, SIGTERM and Ctrl-C save a checkpoint at the next step boundary first
+(rekd_jax.training.preemption).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
+import re
+import signal
 import sys
+import threading
 from typing import Callable
 
 from rekd_jax.core import fileio
 
 EXIT_CODE = 2
+# What a signal outside pre-training's steps prints, and the exit status (128 + the signal).
+_STOPPED = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
+INTERRUPTED = (": stopped at once; everything already written stays valid (outputs are "
+               "written atomically), rerun the same command to continue")
 
 _OS_FIXES = {
     errno.ENOSPC: "the disk is full: free space or write elsewhere",
@@ -35,8 +57,55 @@ _OS_FIXES = {
 
 class Stopped(Exception):
     """A command stopped on purpose after saving its work; not a failure. Its message is the
-    one line the command prints."""
+    one line the command prints, its `exit_code` the exit status."""
     exit_code = 0
+
+
+# How libraries word a full disk when they do not raise OSError(ENOSPC): TensorStore (Orbax)
+# "RESOURCE_EXHAUSTED ... Failed writing", TFDS / array_record "write() failed: No space left".
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+_PATH_IN_TEXT = re.compile(r'"(/[^"]+|[a-z][a-z0-9+.-]*://[^"]+)"|\s(/[^\s:"\',]+)')
+
+
+def _chain(error: BaseException | None):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether `error` (or an exception it was raised from) reports a full disk or quota."""
+    for e in _chain(error):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if any(t in text for t in _DISK_FULL_TEXT) or (
+                "RESOURCE_EXHAUSTED" in text and "writ" in text.lower()):
+            return True
+    return False
+
+
+def disk_full_path(error: BaseException) -> str:
+    """The folder being written when the disk filled up, as the user named it: the first path
+    in the error, cut before this project's temporary names (incomplete.*) and library
+    scratch names (*-tmp*)."""
+    for e in _chain(error):
+        if isinstance(e, OSError) and e.filename:
+            path = str(e.filename)
+            break
+        match = _PATH_IN_TEXT.search(str(e))
+        if match:
+            path = match.group(1) or match.group(2)
+            break
+    else:
+        return "the output location"
+    parts = path.rstrip("/").split("/")
+    for i, part in enumerate(parts):
+        if part.startswith("incomplete.") or "-tmp" in part:
+            return "/".join(parts[:i]) or "/"
+    return "/".join(parts)
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
@@ -48,7 +117,11 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 def one_line(error: BaseException) -> str:
     """``FATAL: <ErrorType>: <what>, <fix>`` on one line."""
     name = type(error).__name__
-    if isinstance(error, OSError) and error.errno in _OS_FIXES and error.strerror:
+    if is_disk_full(error):
+        name, text = "DiskFullError", (f"no space left on the device holding "
+                                       f"{disk_full_path(error)}, free space or choose another "
+                                       "location (what was written before stays valid)")
+    elif isinstance(error, OSError) and error.errno in _OS_FIXES and error.strerror:
         where = error.filename if error.filename is not None else ""
         if error.filename2 is not None:
             where = f"{where} -> {error.filename2}"
@@ -62,17 +135,91 @@ def one_line(error: BaseException) -> str:
     return "FATAL: " + " ".join(f"{name}: {text}".split())
 
 
-def run_cli(function: Callable[[], object], *, debug: bool) -> int:
-    """Runs `function`; returns the exit status: 0, or EXIT_CODE after printing the one line
-    of an expected error (which `debug` re-raises instead)."""
+def stop_at_once(signum: int = signal.SIGINT, frame=None) -> None:
+    """The SIGINT / SIGTERM handler of the command-line entry points: one line on stderr, then
+    the process ends with status 128 + signum without the interpreter's shutdown (see the
+    module docstring)."""
+    del frame
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # never let a flush keep the process alive
+            stream.flush()
+    line = _STOPPED.get(signum, signal.Signals(signum).name) + INTERRUPTED + "\n"
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), line.encode())
+    os._exit(128 + signum)
+
+
+@contextlib.contextmanager
+def signals_stop_at_once():
+    """While the block runs (in the main thread), Ctrl-C and SIGTERM call `stop_at_once`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, stop_at_once) for signum in _STOPPED}
     try:
-        function()
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def _closed_loop_callback(unraisable) -> bool:
+    """Orbax's aftermath of a failed write or read: TensorStore callbacks into an asyncio loop
+    Orbax has closed ('Event loop is closed', reported through sys.unraisablehook)."""
+    return (unraisable.exc_type is RuntimeError
+            and str(unraisable.exc_value) == "Event loop is closed")
+
+
+def quiet_background_failures(debug: bool = False) -> None:
+    """From now on in this process (the echoes come in late, some after the command returned),
+    the echoes of a failure that the command reports in its one line are not printed as
+    tracebacks: a full disk met by a background thread (Orbax's savers) and Orbax's
+    closed-loop callbacks after a failed write. (Library log records that carry a full disk are
+    dropped by rekd_jax.core.logging.) Nothing is hidden with `debug`; idempotent."""
+    if debug or getattr(threading.excepthook, "_quiet_background_failures", False):
+        return
+    previous_thread_hook, previous_unraisable_hook = threading.excepthook, sys.unraisablehook
+
+    def thread_hook(args):
+        if not is_disk_full(args.exc_value):
+            previous_thread_hook(args)
+
+    def unraisable_hook(unraisable):
+        if not _closed_loop_callback(unraisable):
+            previous_unraisable_hook(unraisable)
+
+    thread_hook._quiet_background_failures = True
+    threading.excepthook, sys.unraisablehook = thread_hook, unraisable_hook
+
+
+def fatal_exit_message(exit_request: SystemExit) -> str | None:
+    """The text of a `SystemExit("FATAL: ...")`, or None for any other exit."""
+    code = exit_request.code
+    return code if isinstance(code, str) and code.startswith("FATAL") else None
+
+
+def run_cli(function: Callable[[], object], *, debug: bool) -> int:
+    """Runs `function`; returns the exit status: 0, EXIT_CODE after printing the one line of
+    an expected error (which `debug` re-raises instead) or of a `SystemExit("FATAL: ...")`,
+    or the `exit_code` of a `Stopped` run (0 after a preemption notice, 130 after Ctrl-C in
+    pre-training). Ctrl-C or SIGTERM outside pre-training's steps ends the process at once
+    (`stop_at_once`)."""
+    quiet_background_failures(debug)
+    try:
+        with signals_stop_at_once():
+            function()
     except Stopped as stopped:
         print(stopped, file=sys.stderr, flush=True)
         return stopped.exit_code
-    except expected_errors() as error:
-        if debug:
+    except Exception as error:  # pylint: disable=broad-except  (others are re-raised)
+        if debug or not (isinstance(error, expected_errors()) or is_disk_full(error)):
             raise
         print(one_line(error), file=sys.stderr, flush=True)
+        return EXIT_CODE
+    except SystemExit as exit_request:
+        message = fatal_exit_message(exit_request)
+        if message is None:
+            raise
+        print(" ".join(message.split()), file=sys.stderr, flush=True)
         return EXIT_CODE
     return 0

@@ -67,7 +67,6 @@ from etils import epath
 
 INCOMPLETE = "incomplete."
 LOCK_FILE = ".lock"
-_FOREIGN_STALE_SECS = 24 * 3600  # incomplete.* folders not made by this module (older TFDS).
 
 
 class AlreadyExistsError(FileExistsError):
@@ -168,10 +167,10 @@ def write_bytes(path, data: bytes) -> None:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as error:
     with contextlib.suppress(FileNotFoundError):
       os.unlink(tmp)
-    raise
+    raise with_path(error, path)
 
 
 def remove_tree(path) -> None:
@@ -234,13 +233,25 @@ def _remove(path: str) -> None:
     os.unlink(path)
 
 
-def clean_incomplete(parent: str, log=logging.info) -> list[str]:
-  """Removes `incomplete.*` leftovers in `parent` whose process is gone; returns what it did.
+def _leftover_name(entry: str) -> tuple[int, str, str, str] | None:
+  """(pid, host, role, name) of a name this module gives its temporary outputs
+  (``incomplete.<pid>.<host>.<role>.<name>``), or None for any other name."""
+  parts = entry.split(".", 4)
+  if (len(parts) == 5 and parts[0] + "." == INCOMPLETE and parts[1].isdigit()
+      and parts[2] and parts[3] in ("new", "old") and parts[4]):
+    return int(parts[1]), parts[2], parts[3], parts[4]
+  return None
 
-  Ours (``incomplete.<pid>.<host>.<role>.<name>``) from a dead process on this host: 'new' is
-  removed, 'old' is moved back to <name> when <name> is missing (a swap cut in the middle),
-  else removed. Others (e.g. TFDS's own ``incomplete.<hex>``) are removed when untouched for a
-  day. Live builds, and builds of other hosts, are left alone.
+
+def clean_incomplete(parent: str, log=logging.info) -> list[str]:
+  """Removes the leftovers in `parent` of this project's own dead writers; returns (and logs)
+  what it did.
+
+  Only names of the exact form ``incomplete.<pid>.<host>.<role>.<name>`` whose process no
+  longer runs on this host are touched: 'new' is removed, 'old' is moved back to <name> when
+  <name> is missing (a swap cut in the middle), else removed. Anything else, such as a user's
+  ``incomplete.drafts`` folder, is never touched; live builds and builds of other hosts are
+  left alone.
   """
   done = []
   try:
@@ -248,30 +259,20 @@ def clean_incomplete(parent: str, log=logging.info) -> list[str]:
   except FileNotFoundError:
     return done
   for entry in entries:
-    if not entry.startswith(INCOMPLETE):
+    leftover = _leftover_name(entry)
+    if leftover is None:
       continue
-    path = _join(parent, entry)
-    parts = entry.split(".", 4)
-    if len(parts) == 5 and parts[1].isdigit() and parts[3] in ("new", "old"):
-      _, pid, host, role, name = parts
-      if host != _host() or pid_alive(int(pid)):
-        continue
-      target = _join(parent, name)
-      if role == "old" and not exists(target):
-        rename(path, target)
-        done.append(f"restored {target} from {entry} (a replacement was cut short)")
-        continue
-    elif is_remote(parent):  # an object-store prefix has no modification time
+    pid, host, role, name = leftover
+    if host != _host() or pid_alive(pid):
       continue
-    else:
-      try:
-        if time.time() - os.lstat(path).st_mtime < _FOREIGN_STALE_SECS:
-          continue
-      except FileNotFoundError:
-        continue
+    path, target = _join(parent, entry), _join(parent, name)
+    if role == "old" and not exists(target):
+      rename(path, target)
+      done.append(f"restored {target} from {entry} (a replacement was cut short)")
+      continue
     with contextlib.suppress(FileNotFoundError):
       remove_tree(path)
-    done.append(f"removed the leftover {path}")
+    done.append(f"removed the leftover {path} of an interrupted write (process {pid})")
   for line in done:
     log(line)
   return done
@@ -348,11 +349,21 @@ def atomic_dir(target: str, *, overwrite: bool = True, what: str = "output",
     yield tmp
     refuse_existing()
     replace_path(tmp, target)
-  except BaseException:
+  except BaseException as error:
     with contextlib.suppress(OSError):
       if exists(tmp):
         remove_tree(tmp)
-    raise
+    raise with_path(error, target)
+
+
+def with_path(error: BaseException, path: str) -> BaseException:
+  """`error`, or for an OSError that names no file (e.g. a full disk met inside a library's
+  writer) the same error naming `path`, the output being written."""
+  if isinstance(error, OSError) and error.filename is None and error.errno is not None:
+    named = type(error)(error.errno, error.strerror or str(error), path)
+    named.__cause__ = error
+    return named
+  return error
 
 
 def write_text(path: str, text: str) -> None:

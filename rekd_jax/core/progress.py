@@ -13,9 +13,10 @@ A Progress logs one line at most every `every_secs` (30 s) and a last one at clo
 "linear probe: epoch 37/100 (37%), 2.41 epoch/s, elapsed 0:00:15, ETA 0:00:26, loss=0.7".
 The rate and the ETA leave out the first update (it includes compilation). On a terminal
 (stderr is a TTY) a tqdm bar is shown as well; in log files there are only the lines.
-A phase that ends within `quiet_secs` (10 s) logs nothing; `heartbeat` logs "still ..." every
-`every_secs` while its block runs. Call update() after each unit is done, so that the first
-unit's time (compilation) stays out of the rate.
+A phase that ends within `quiet_secs` (10 s) logs nothing; `heartbeat` logs what starts
+("compiling the training step ..."), then "still ..." every `every_secs` while its block
+runs. Call update() after each unit is done, so that the first unit's time (compilation)
+stays out of the rate.
 """
 from __future__ import annotations
 
@@ -146,10 +147,12 @@ def _fmt(value) -> str:
 @contextlib.contextmanager
 def heartbeat(what: str, every_secs: float = EVERY_SECS, quiet_secs: float = QUIET_SECS,
               log=logging.info):
-    """Logs 'still <what> (elapsed h:mm:ss)' every `every_secs` while the block runs, and
-    '<what>: done in h:mm:ss' at the end when it took more than `quiet_secs`."""
+    """Logs '<what> ...' when the block starts, 'still <what> (elapsed h:mm:ss)' every
+    `every_secs` while it runs, and '<what>: done in h:mm:ss' at the end when it took more
+    than `quiet_secs`."""
     stop = threading.Event()
     t0 = time.monotonic()
+    log("%s ...", what)
 
     def beat():
         while not stop.wait(every_secs):

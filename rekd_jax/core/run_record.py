@@ -6,7 +6,12 @@
                     run adds nothing)
 
 `closing_summary(config, workdir, result)` is the text every command ends with: what was
-written, the key numbers, and the next command to run.
+written, the key numbers, and the next command to run, as the user runs commands where they are
+(`python main.py` in a clone, `rekd-jax` after pip install: rekd_jax.core.config_lookup).
+
+A workdir holds one kind of run: a run whose mode differs from the one its config.json records
+(an evaluation pointed at a pre-training workdir, say) stops with WorkdirModeError before it
+writes anything there.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from typing import Any, Mapping
 import ml_collections
 from absl import logging
 
-from rekd_jax.core import fileio
+from rekd_jax.core import config_lookup, fileio
 
 CONFIG_FILE = "config.json"
 TEACHER_FILE = "teacher.json"
@@ -37,8 +42,30 @@ def read_json(path: str, default: Any = None) -> Any:
     return json.loads(fileio.read_text(path))
 
 
+class WorkdirModeError(ValueError):
+    """The workdir holds a run of another mode (the message names a workdir to use instead)."""
+
+
+def check_mode(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """WorkdirModeError when WORKDIR/config.json records a run of another mode than config's."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    try:
+        recorded = read_json(path, {}).get("mode")
+    except ValueError:  # a torn or foreign config.json records no mode
+        return
+    mode = config.get("mode")
+    if recorded and recorded != mode:
+        suggestion = os.path.join(fileio.absolute(workdir), f"eval_{mode}" if mode not in (
+            "pretrain", "quickstart") else mode)
+        raise WorkdirModeError(
+            f"workdir {workdir} holds a {recorded} run (its {CONFIG_FILE}), not a {mode} run; "
+            f"give this run its own --workdir, e.g. --workdir={suggestion}")
+
+
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> str:
-    """WORKDIR/config.json: the resolved config of this run."""
+    """WORKDIR/config.json: the resolved config of this run (WorkdirModeError, and nothing
+    written, when the workdir holds a run of another mode)."""
+    check_mode(workdir, config)
     path = os.path.join(workdir, CONFIG_FILE)
     write_json_atomic(path, config.to_dict())
     return path
@@ -57,12 +84,14 @@ def teacher_record(checkpoint: str, spec: Mapping[str, Any]) -> dict:
 def record_teacher(workdir: str, checkpoint: str, spec: Mapping[str, Any],
                    config_arch: str | None = None) -> dict:
     """Logs the teacher really loaded and saves it as WORKDIR/teacher.json (the checkpoint's
-    spec decides the architecture; a different config.teacher.arch is noted, unused)."""
+    spec decides the architecture; a different config.teacher.arch, unused, is noted at
+    --verbosity=1: recipes keep their default teacher arch when a checkpoint is given)."""
     record = teacher_record(checkpoint, spec)
-    note = (f"; config.teacher.arch={config_arch!r} is not used, the checkpoint decides"
-            if config_arch and config_arch != record["arch"] else "")
-    logging.info("offline teacher: %s %s from %s (source: %s)%s", record["arch"],
-                 record["overrides"], record["checkpoint"], record["source"] or "unknown", note)
+    logging.info("offline teacher: %s %s from %s (source: %s)", record["arch"],
+                 record["overrides"], record["checkpoint"], record["source"] or "unknown")
+    if config_arch and config_arch != record["arch"]:
+        logging.vlog(1, "config.teacher.arch=%r is not used: the checkpoint's arch decides",
+                     config_arch)
     write_json_atomic(os.path.join(workdir, TEACHER_FILE), record)
     return record
 
@@ -93,6 +122,12 @@ class TrainClock:
 
 _DATASET_VARIANT = {"imagenet2012": "imagenet", "cifar10": "cifar10", "rekd_shapes": "shapes",
                     "rekd_shapes/tiny": "tiny"}
+
+
+def command(recipe: str, variant: str, *flags: str) -> str:
+    """The command line that runs `recipe` with `variant` and `flags` where the user is."""
+    return " ".join([config_lookup.entry_command(),
+                     f"--config={config_lookup.config_argument(recipe, variant)}", *flags])
 
 
 def _dataset_args(config) -> tuple[str, str]:
@@ -127,10 +162,9 @@ def _pretrain_summary(config, workdir: str, result: Mapping) -> list[str]:
     variant, extra = _dataset_args(config)
     protocol = "conv_probe" if config.student.arch == "alexnet" else "linear_eval"
     encoder = encoders.get("student", os.path.join(workdir, "encoders", "student"))
-    lines.append("Next, evaluate the student: python main.py --config=configs/"
-                 f"{protocol}.py{':' + variant if variant else ''} "
-                 f"--config.checkpoint={encoder} --workdir={os.path.join(workdir, 'eval')}"
-                 f"{extra}")
+    lines.append("Next, evaluate the student: " + command(
+        protocol, variant, f"--config.checkpoint={encoder}",
+        f"--workdir={os.path.join(workdir, 'eval_' + protocol.split('_')[0])}") + extra)
     return lines
 
 
@@ -143,10 +177,10 @@ def _eval_summary(config, workdir: str, result: Mapping) -> list[str]:
               if not m.startswith(config.mode.split("_")[0])]
     variant, extra = _dataset_args(config)
     other = others[0]
-    lines.append(f"Next, another protocol: python main.py --config=configs/{other}.py"
-                 f"{':' + variant if variant else ''} --config.checkpoint={config.checkpoint} "
-                 f"--workdir={os.path.join(os.path.dirname(fileio.absolute(workdir)), 'eval_' + other)}"
-                 f"{extra}")
+    parent = os.path.dirname(fileio.absolute(workdir))
+    lines.append("Next, another protocol: " + command(
+        other, variant, f"--config.checkpoint={config.checkpoint}",
+        f"--workdir={os.path.join(parent, 'eval_' + other.split('_')[0])}") + extra)
     return lines
 
 
@@ -155,9 +189,10 @@ def _quickstart_summary(config, workdir: str, result: Mapping) -> list[str]:
             f"{os.path.join(workdir, 'results.json')}; each stage's workdir is under {workdir}.",
             "Next, the same comparison on real data: python -m rekd_jax.experiments.cifar10 "
             "--scale=cpu --workdir=/tmp/c10_study --data_dir=DATA_DIR --src=CIFAR10_JPEG_DIR "
-            "(docs/results.md), or a recipe as a laptop smoke run: python main.py "
-            "--config=configs/cifar10_student.py:alexnet,online,tiny,runlocal "
-            "--workdir=/tmp/rekd_smoke (python main.py --help lists every config)."]
+            "(docs/results.md), or a recipe as a laptop smoke run: "
+            + command("cifar10_student", "alexnet,online,tiny,runlocal",
+                      "--workdir=/tmp/rekd_smoke")
+            + f" ({config_lookup.entry_command()} --help lists every config)."]
 
 
 def closing_summary(config, workdir: str, result: Any) -> str:

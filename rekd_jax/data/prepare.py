@@ -23,7 +23,9 @@ Every file or folder that is not used is counted, skipped and listed, with its r
 report printed at the end and written to ``<dataset dir>/prepare_report.json``: 'empty',
 'not_an_image', 'corrupt' (undecodable or truncated; 'detail' holds the decoder's message),
 'too_large' (PIL's decompression-bomb limit), 'permission' (a file or folder that cannot be
-read), 'symlink_loop', 'broken_link', 'unreadable' (another OS error), 'outside_layout'.
+read), 'symlink_loop', 'broken_link', 'unreadable' (another OS error), 'outside_layout',
+'bad_name' (a file or class folder name that is not valid UTF-8 or holds a control character
+such as a newline, which TFDS cannot store; listed with its bytes escaped).
 Symlinked folders are followed (each folder once). Classes with no image in a split are
 reported as warnings. 16-bit images (PIL modes I;16 and I) are scaled to 8 bits (x 255/65535),
 not clipped.
@@ -49,10 +51,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from rekd_jax.core import errors, fileio, progress
+from rekd_jax.core import config_lookup, errors, fileio, progress
 from rekd_jax.data import embedded
 from rekd_jax.data.embedded import QuietPrepare
 from rekd_jax.data.sources import resolve_data_dir
+from rekd_jax.core import logging as logging_lib
 
 SPLIT_NAMES = {"val": "validation"}
 _CHUNK = 256
@@ -72,13 +75,27 @@ def _os_reason(error: OSError) -> str:
   return "unreadable"
 
 
+def printable(path: str) -> str:
+  """`path` with the bytes that are not valid UTF-8 and the control characters escaped (e.g.
+  'caf\\xe9.png', 'a\\nb')."""
+  text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+  return "".join(c.encode("unicode_escape").decode() if ord(c) < 32 or ord(c) == 127 else c
+                 for c in text)
+
+
+def bad_name(name: str) -> bool:
+  """A file or folder name TFDS cannot store: not valid UTF-8, or with a control character."""
+  return printable(name) != name
+
+
 def _walk(top: str, src: str, skipped: list) -> list[str]:
   """Every file under `top` (sorted, following symlinked folders once each); folders and
   entries that cannot be read are added to `skipped` with their reason."""
   files, seen = [], set()
 
   def skip(path, reason, detail=""):
-    skipped.append({"path": os.path.relpath(path, src), "reason": reason, "detail": detail})
+    skipped.append({"path": printable(os.path.relpath(path, src)), "reason": reason,
+                    "detail": detail})
 
   def visit(path):
     try:
@@ -95,7 +112,9 @@ def _walk(top: str, src: str, skipped: list) -> list[str]:
       except OSError as e:
         skip(entry.path, _os_reason(e), e.strerror or str(e))
         continue
-      if is_dir:
+      if bad_name(entry.name):
+        skip(entry.path, "bad_name", "the name is not valid UTF-8 or holds a control character")
+      elif is_dir:
         visit(entry.path)
       else:
         files.append(entry.path)
@@ -119,8 +138,19 @@ def scan(src: str):
                          "point --src elsewhere") from None
 
   def subdirs(path):
-    return [d for d in listdir(path)
-            if os.path.isdir(os.path.join(path, d)) and not d.startswith(".")]
+    found = []
+    for d in listdir(path):
+      if not os.path.isdir(os.path.join(path, d)) or d.startswith("."):
+        continue
+      if bad_name(d):
+        entry = {"path": printable(os.path.relpath(os.path.join(path, d), src)),
+                 "reason": "bad_name",
+                 "detail": "a folder name that is not valid UTF-8 or holds a control character"}
+        if entry not in skipped:
+          skipped.append(entry)
+        continue
+      found.append(d)
+    return found
 
   train = os.path.join(src, "train")
   if os.path.isdir(train) and os.access(train, os.R_OK | os.X_OK) and subdirs(train):
@@ -129,10 +159,10 @@ def scan(src: str):
       path = os.path.join(src, entry)
       if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
         skipped.append({"path": entry, "reason": "permission", "detail": "folder not readable"})
-      elif os.path.isdir(path) and subdirs(path):
+      elif os.path.isdir(path) and not bad_name(entry) and subdirs(path):
         split_dirs[SPLIT_NAMES.get(entry, entry)] = path
       else:
-        skipped.append({"path": entry, "reason": "outside_layout"})
+        skipped.append({"path": printable(entry), "reason": "outside_layout"})
   else:
     split_dirs = {"train": src}
   classes = sorted({c for path in split_dirs.values() for c in subdirs(path)})
@@ -144,7 +174,7 @@ def scan(src: str):
     files = []
     for entry in listdir(split_dir):
       if not os.path.isdir(os.path.join(split_dir, entry)):
-        skipped.append({"path": os.path.relpath(os.path.join(split_dir, entry), src),
+        skipped.append({"path": printable(os.path.relpath(os.path.join(split_dir, entry), src)),
                         "reason": "outside_layout"})
     for cls in subdirs(split_dir):
       for path in _walk(os.path.join(split_dir, cls), src, skipped):
@@ -223,6 +253,9 @@ def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
   if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
     raise PrepareError(f"--name {name!r} must be snake_case (lowercase letters, digits, "
                        "underscores, starting with a letter), e.g. 'my_images'")
+  if num_workers < 1:
+    raise PrepareError(f"--num_workers {num_workers}: give at least 1 (the reading and "
+                       "decoding threads; e.g. the number of CPU cores)")
   started = time.time()
   splits, classes, skipped = scan(src)
   version = _registered_version(name) or "1.0.0"
@@ -246,7 +279,7 @@ def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
           sizes.add(size)
         else:
           stats[split]["skipped"] += 1
-          skipped.append({"path": os.path.relpath(path, src), "reason": status,
+          skipped.append({"path": printable(os.path.relpath(path, src)), "reason": status,
                           "detail": detail})
       if not kept:
         raise PrepareError(f"split {split!r} of {src!r} has no readable images; check the "
@@ -271,7 +304,7 @@ def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
             chunk, pool.map(_load, [f[0] for f in chunk])):
           if status != "ok":
             stats[split]["skipped"] += 1
-            skipped.append({"path": os.path.relpath(path, src), "reason": status,
+            skipped.append({"path": printable(os.path.relpath(path, src)), "reason": status,
                             "detail": detail})
             continue
           stats[split]["examples"] += 1
@@ -318,10 +351,19 @@ def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
     })
     fileio.write_json(os.path.join(folder, "prepare_report.json"), report, indent=1)
 
-  with progress.heartbeat(f"writing {name}"):
-    embedded.build_atomically(
-        lambda root: FolderDataset(data_dir=root, file_format="array_record"), dataset_dir,
-        overwrite=overwrite, finish=write_report)
+  try:
+    with progress.heartbeat(f"writing {name}"):
+      embedded.build_atomically(
+          lambda root: FolderDataset(data_dir=root, file_format="array_record"), dataset_dir,
+          overwrite=overwrite, finish=write_report)
+  except AssertionError as error:  # TFDS: a split whose generator yielded nothing
+    if "No examples were yielded" not in str(error):
+      raise
+    empty = sorted(split for split in candidates if not stats[split]["examples"])
+    reasons = collections.Counter(entry["reason"] for entry in skipped)
+    raise PrepareError(f"no image of split {empty[0] if empty else '?'} of {src!r} decodes "
+                       f"(skipped: {dict(reasons)}, e.g. {skipped[-1]['path'] if skipped else '?'}"
+                       "); check those files or remove that split") from None
   log(f"Wrote {name} {version} to {dataset_dir} in {report['seconds']} s")
   for split, counts in report["splits"].items():
     log(f"  {split}: {counts['examples']} examples ({counts['reencoded']} re-encoded)")
@@ -335,9 +377,10 @@ def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
     log(f"  warning: {len(empty)} classes have no images in split {split!r}: {empty[:20]}; "
         "check those folders (see the skipped list)")
   data_dir_flag = f" --config.data.data_dir={data_dir}" if data_dir else ""
-  log(f"Next: python main.py --config=configs/knn_eval.py --config.data.dataset={name}"
-      f"{data_dir_flag} --config.checkpoint=ENCODER_DIR --workdir=WORKDIR (or give "
-      f"--config.data.dataset={name}{data_dir_flag} to a pre-training config)")
+  log(f"Next: {config_lookup.entry_command()} --config={config_lookup.config_argument('knn_eval')}"
+      f" --config.data.dataset={name}{data_dir_flag} --config.checkpoint=ENCODER_DIR "
+      f"--workdir=WORKDIR (or give --config.data.dataset={name}{data_dir_flag} to a "
+      "pre-training config)")
   return report
 
 
@@ -355,6 +398,7 @@ def main(argv=None) -> int:
   parser.add_argument("--debug", action="store_true",
                       help="show tracebacks for expected errors (otherwise one FATAL line)")
   args = parser.parse_args(argv)
+  logging_lib.setup_console()
   return errors.run_cli(lambda: prepare(args.src, args.name, args.data_dir,
                                         num_workers=args.num_workers, overwrite=args.overwrite),
                         debug=args.debug)

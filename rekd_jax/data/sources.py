@@ -34,6 +34,10 @@ class DatasetNotFoundError(FileNotFoundError):
   """A dataset (or split) is not prepared in the data directory."""
 
 
+class DatasetCorruptError(ValueError):
+  """A prepared dataset's files cannot be read (truncated or damaged)."""
+
+
 def resolve_data_dir(data_dir: str) -> str:
   """'' means the TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)."""
   return os.path.expanduser(data_dir) if data_dir else tfds.core.constants.get_default_data_dir()
@@ -147,7 +151,18 @@ class SplitSource:
     return len(self.class_names)
 
   def read(self, ids: Sequence[int]) -> list[dict]:
-    return list(self.records.__getitems__([int(i) for i in ids]))
+    """The records `ids`; DatasetCorruptError when the files cannot be read."""
+    try:
+      return list(self.records.__getitems__([int(i) for i in ids]))
+    except (RuntimeError, ValueError, OSError) as error:  # array_record on damaged files
+      detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+      how = (f"delete {self.dataset_dir}: it is rebuilt on first use"
+             if self.name.startswith(EMBEDDED_NAME) else
+             "prepare it again (python -m rekd_jax.data.prepare ... --overwrite)")
+      raise DatasetCorruptError(
+          f"dataset {self.name!r} split {self.split!r} in {self.dataset_dir} cannot be read "
+          f"({type(error).__name__}: {detail}): one of its files is truncated or damaged; "
+          f"{how}") from None
 
   def metadata(self) -> dict:
     """{'labels': int32 [N], 'file_names': list[str] | None} for the whole split.

@@ -24,6 +24,7 @@ Both checkpoint after every epoch with `core.checkpoint.Checkpointer` (probe sta
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any, Callable, Mapping
 
@@ -34,7 +35,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from rekd_jax.core import parallel
+from rekd_jax.core import fileio, parallel
 from rekd_jax.core import progress as progress_lib
 from rekd_jax.core.parallel import AXIS_NAME as AXIS
 from rekd_jax.evaluation import scoring
@@ -286,15 +287,35 @@ class EpochLoop:
         return state
 
     def _check_signature(self, saved: Mapping[str, Any]) -> None:
-        differ = sorted(k for k in set(saved) | set(self.signature)
-                        if saved.get(k) != self.signature.get(k))
-        if differ:
-            details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {self.signature.get(k)!r}"
-                                for k in differ)
-            raise ValueError(
-                f"{self.name}: the checkpoint in {self.checkpointer.directory} was written by a "
-                f"different run ({details}). Use a new --workdir, or rerun with the saved "
-                "settings to resume it.")
+        check_signature(self.name, self.checkpointer.directory, saved, self.signature)
+
+
+# Signature keys that are not config fields of the same name (see run._signature).
+_SIGNATURE_FIELDS = {"dataset": "data.dataset", "train_split": "data.train_split",
+                     "image_size": "data.image_size"}
+
+
+class SettingsChangedError(ValueError):
+    """A probe checkpoint was written under other settings than the run's."""
+
+
+def check_signature(name: str, directory: str, saved: Mapping[str, Any],
+                    now: Mapping[str, Any]) -> None:
+    """SettingsChangedError naming every setting of `now` that differs from the `saved`
+    signature of the checkpoints in `directory`, the flags that resume them, and the way to a
+    new run (another --workdir)."""
+    now = json.loads(json.dumps(dict(now), default=str))
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if not differ:
+        return
+    details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in differ)
+    flags = [f"--config.{_SIGNATURE_FIELDS.get(k, k)}={saved[k]}" for k in differ
+             if k in saved and k not in ("mode", "spec_mtime") and not isinstance(saved[k], dict)]
+    workdir = os.path.dirname(fileio.absolute(directory))
+    raise SettingsChangedError(
+        f"{name}: the checkpoint in {directory} was written by a different run ({details}); "
+        f"give this evaluation its own --workdir (e.g. --workdir={workdir}_2)"
+        + (f", or resume that run with its settings ({' '.join(flags)})" if flags else ""))
 
 
 # --------------------------------------------------------------------------- fast mode

@@ -6,7 +6,13 @@
 Writes WORKDIR/results_<mode>.json, prints a table, logs to WORKDIR/metrics.jsonl (and
 TensorBoard with TensorFlow), caches frozen features under WORKDIR/features and checkpoints
 probe / fine-tuning state under WORKDIR/ckpt_<mode>: rerunning the same command resumes from
-the latest checkpoint (and, once training is done, only re-scores).
+the latest checkpoint (and, once training is done, only re-scores); metrics.jsonl then loses
+the records logged after that checkpoint and any torn last line, so each epoch appears once.
+
+Before anything is loaded, extracted or trained, a workdir that holds another kind of run
+(run_record.check_mode) or a probe checkpoint written under other settings (another image
+size, encoder, dataset or protocol field: linear.check_signature) stops the run with one line
+that names the differences and the flags to use; config.json is written only after these checks.
 """
 from __future__ import annotations
 
@@ -29,6 +35,8 @@ from rekd_jax.evaluation import config as eval_config
 from rekd_jax.evaluation import conv_probe, linear, scoring, semi_supervised
 from rekd_jax.readout import features, knn
 
+TRAINED_MODES = ("linear", "conv_probe", "semi_supervised")  # with a resumable state
+
 
 def evaluate(config, workdir: str) -> dict:
     """Run the evaluation protocol of `config.mode` on `config.checkpoint`; returns the results.
@@ -46,8 +54,11 @@ def evaluate(config, workdir: str) -> dict:
 def _evaluate(config, workdir: str) -> dict:
     fileio.makedirs(workdir)
     primary = jax.process_index() == 0
+    run_record.check_mode(workdir, config)
+    resumed_epoch = _check_saved_settings(config, workdir)
     if primary:
         run_record.write_config(workdir, config)
+        metric_logging.trim_metrics(os.path.join(workdir, "metrics.jsonl"), resumed_epoch)
     writer = metric_logging.create_writer(workdir, is_primary=primary,
                                           tensorboard=config.tensorboard)
     start = time.time()
@@ -147,6 +158,24 @@ def _split_features(config, workdir: str, backbone: features.Backbone, feature_f
 def _checkpointer(config, workdir: str, name: str) -> Checkpointer:
     return Checkpointer(os.path.join(workdir, f"ckpt_{name}"),
                         max_to_keep=int(config.keep_checkpoints), async_save=True)
+
+
+def _check_saved_settings(config, workdir: str) -> int:
+    """The epoch a probe resumes from (0: none), after checking that its newest checkpoint
+    was written under this run's settings (SettingsChangedError otherwise)."""
+    if config.mode not in TRAINED_MODES:
+        return 0
+    checkpointer = _checkpointer(config, workdir, config.mode)
+    try:
+        extra = checkpointer.newest_extra()
+        if extra is not None:
+            now = _signature(config, config[config.mode])
+            saved = extra.get("signature") or {}  # a protocol may add fields later on
+            linear.check_signature(config.mode, checkpointer.directory,
+                                   {k: saved[k] for k in now if k in saved}, now)
+    finally:
+        checkpointer.close()
+    return int((extra or {}).get("epoch") or 0)
 
 
 def _signature(config, block) -> dict:

@@ -48,7 +48,7 @@ import ml_collections
 import numpy as np
 
 from rekd_jax import recipes
-from rekd_jax.core import fileio
+from rekd_jax.core import errors, fileio
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.data import prepare, sources
 from rekd_jax.evaluation import config as eval_config
@@ -580,8 +580,7 @@ def run(scale_name: str, workdir: str, data_dir: str, *, families=STUDENT_FAMILI
                + quality_arms(scale, data_dir, test, defaults, lrs0)
                + student_arms(scale, data_dir, test, defaults, lrs0, families))
     unique = {a.name: a for a in planned}
-    budget = plan.Budget(total=sum(cost(a) for a in unique.values()
-                                   if not plan.is_finished(workdir, a)))
+    budget = plan.Budget.of(unique.values(), cost, workdir)
     result = {"scale": scale_name, "scale_settings": dataclasses.asdict(scale),
               "data_dir": data_dir, "command": " ".join(sys.argv), "machine": machine(),
               "chance": None, "choices": {}, "rows": []}
@@ -686,11 +685,11 @@ def main(argv=None) -> None:
     if unknown:
         raise SystemExit(f"FATAL: unknown student(s) {unknown}; use some of "
                          f"{','.join(STUDENT_FAMILIES)}")
-    logging_lib.quiet_library_logs()
+    logging_lib.setup_console()
     _ensure_dataset(SCALES[args.scale], args.data_dir, args.src)
     os.makedirs(args.workdir, exist_ok=True)
     run(args.scale, args.workdir, args.data_dir, families=families, plots=not args.no_plots)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(errors.run_cli(main, debug=False))

@@ -24,7 +24,7 @@ import json
 import math
 import os
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import jax
 import ml_collections
@@ -179,17 +179,43 @@ def format_duration(seconds: float) -> str:
 @dataclasses.dataclass
 class Budget:
     """Relative cost of the arms still to run, and the time the finished ones took: one ETA
-    over several `run_plan` calls (a study whose later arms depend on earlier results)."""
+    over several `run_plan` calls (a study whose later arms depend on earlier results).
+
+    Trained arms and evaluation-only arms are priced apart: the trained arms left at the
+    seconds per cost unit the trained arms done so far took, the evaluation-only arms left at
+    theirs (at the trained arms' rate until one has run). No ETA until a trained arm is done:
+    evaluation-only arms, the first one also building the dataset, say little about the time
+    training takes."""
     total: float = 0.0  # estimated cost of every arm not finished when the budget was made
-    done: float = 0.0
-    spent: float = 0.0
+    evaluation_total: float = 0.0  # ...the part of `total` that evaluation-only arms make up
+    # trained? -> cost done, seconds spent (arms finished before the budget was made: neither)
+    done: dict[bool, float] = dataclasses.field(default_factory=lambda: {True: 0.0, False: 0.0})
+    spent: dict[bool, float] = dataclasses.field(default_factory=lambda: {True: 0.0, False: 0.0})
     start: float = dataclasses.field(default_factory=time.time)
 
+    @classmethod
+    def of(cls, arms: Iterable[Arm], cost: Callable[[Arm], float], root: str) -> Budget:
+        """The budget of the arms not finished under ROOT."""
+        left = [a for a in arms if not is_finished(root, a)]
+        return cls(total=sum(cost(a) for a in left),
+                   evaluation_total=sum(cost(a) for a in left if not a.trained))
+
+    def add(self, arm: Arm, cost: float, seconds: float) -> None:
+        """Records an arm that has just run."""
+        self.done[arm.trained] += cost
+        self.spent[arm.trained] += seconds
+
     def eta(self) -> float:
-        """Seconds left (NaN until an arm has run)."""
-        if not self.done:
+        """Seconds left (NaN until a trained arm has run)."""
+        if not self.done[True]:
             return float("nan")
-        return self.spent / self.done * max(0.0, self.total - self.done)
+        trained_rate = self.spent[True] / self.done[True]
+        evaluation_rate = (self.spent[False] / self.done[False] if self.done[False]
+                           else trained_rate)
+        evaluation_left = max(0.0, self.evaluation_total - self.done[False])
+        trained_left = max(0.0, self.total - self.done[True] - self.done[False]
+                           - evaluation_left)
+        return trained_rate * trained_left + evaluation_rate * evaluation_left
 
 
 def default_cost(arms: Sequence[Arm]) -> Callable[[Arm], float]:
@@ -210,23 +236,22 @@ def run_plan(arms: Sequence[Arm], root: str, evaluation: ml_collections.ConfigDi
     """Runs every arm in order (skipping finished ones); logs progress with an ETA.
 
     `cost(arm)` is a relative cost estimate (default: `default_cost`) used to turn the time
-    spent so far into an ETA for the arms left; `budget` carries it over several calls (its
-    `total` must then hold the cost of every unfinished arm of all of them).
+    spent so far into an ETA for the arms left (see `Budget`); `budget` carries it over several
+    calls (it must then hold the cost of every unfinished arm of all of them: `Budget.of`).
     """
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise ValueError(f"arm names must be unique; got {names}")
     cost = cost or default_cost(arms)
     if budget is None:
-        budget = Budget(total=sum(cost(a) for a in arms if not is_finished(root, a)))
+        budget = Budget.of(arms, cost, root)
     rows = []
     for i, arm in enumerate(arms, 1):
         finished = is_finished(root, arm)
         t0 = time.time()
         rows.append(run_arm(arm, root, evaluation, modes, clear_caches=clear_caches))
         if not finished:
-            budget.done += cost(arm)
-            budget.spent += time.time() - t0
+            budget.add(arm, cost(arm), time.time() - t0)
         eta = budget.eta()
         knn = rows[-1]["eval"].get("knn", {}).get("top1")
         log(f"[{i}/{len(arms)}] {arm.name}: {'skipped (done)' if finished else 'done'}"

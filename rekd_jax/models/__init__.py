@@ -112,3 +112,10 @@ def feature_dim(name: str, **overrides: Any) -> int:
         lambda x: model.init_with_output(jax.random.key(0), x, train=False), images
     )
     return int(out.shape[-1])
+
+
+def init_variables(model: nn.Module, rng: jax.Array, images: jax.Array) -> dict:
+    """``model.init({'params': rng}, images, train=False)`` under ``jax.jit``, as the Flax
+    examples initialise: one compiled program (which the persistent compilation cache keeps
+    across runs) instead of one eager dispatch per parameter."""
+    return jax.jit(lambda key, x: model.init({"params": key}, x, train=False))(rng, images)

@@ -20,6 +20,7 @@ Produced by pre-training (``WORKDIR/encoders/student``, ``WORKDIR/encoders/teach
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -126,6 +127,20 @@ def save_encoder(
         checkpointer.wait_until_finished()
         if primary:
             fileio.write_text(os.path.join(tmp, SPEC_FILE), json.dumps(spec, indent=2, sort_keys=True))
+
+
+def fingerprint(directory: str | epath.PathLike) -> str:
+    """A short hash of what an encoder computes: its architecture (arch, overrides,
+    projector) and every variable's dtype, shape and bytes; the same for a copy or a
+    re-export of the same weights, different for any other encoder."""
+    spec, variables = load_encoder(directory)
+    digest = hashlib.sha256(json.dumps({k: spec[k] for k in ("arch", "overrides", "projector")},
+                                       sort_keys=True).encode())
+    for path, array in sorted(_flatten(variables).items()):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{path} {array.dtype} {array.shape}".encode())
+        digest.update(array.reshape(-1).view(np.uint8))
+    return digest.hexdigest()[:16]
 
 
 class EncoderBusyError(fileio.WorkdirBusyError):

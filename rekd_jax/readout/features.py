@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import flax
@@ -106,7 +107,7 @@ def init_backbone(spec: dict, seed: int, **overrides: Any) -> Backbone:
     module = get_model(spec["arch"], **{**spec["overrides"], **overrides, "num_classes": 0})
     image_size = 32 if spec["overrides"].get("cifar_stem") else 224
     dummy = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
-    variables = module.init({"params": jax.random.PRNGKey(seed)}, dummy, train=False)
+    variables = models.init_variables(module, jax.random.PRNGKey(seed), dummy)
     variables = jax.tree_util.tree_map(np.asarray, dict(variables))
     return Backbone(module=module, variables=variables, spec=dict(spec))
 
@@ -236,15 +237,20 @@ def cached_features(path: str, key: str, compute: Callable[[], tuple[dict, np.nd
     """Load features from the npz at `path` if it was written for `key`, else compute and save.
 
     The npz holds one array per feature name, 'label' and '__key__'. A stale file (another
-    checkpoint, split or transform) is recomputed and overwritten.
+    checkpoint, split or transform) or an unreadable one (truncated, not an npz) is recomputed
+    and overwritten.
     """
     if fileio.exists(path):
-        with np.load(io.BytesIO(fileio.read_bytes(path))) as data:
-            if str(data["__key__"]) == key:
-                logging.info("features: loaded %s", path)
-                return ({k: data[k] for k in data.files if k not in ("label", "__key__")},
-                        data["label"])
-        logging.info("features: %s was written for another setup; recomputing", path)
+        try:
+            with np.load(io.BytesIO(fileio.read_bytes(path))) as data:
+                if str(data["__key__"]) == key:
+                    logging.info("features: loaded %s", path)
+                    return ({k: data[k] for k in data.files if k not in ("label", "__key__")},
+                            data["label"])
+            logging.info("features: %s was written for another setup; recomputing", path)
+        except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError) as error:
+            logging.warning("features: %s cannot be read (%s: %s); recomputing it", path,
+                            type(error).__name__, (str(error).splitlines() or [""])[0][:200])
     feats, labels = compute()
     buffer = io.BytesIO()
     np.savez(buffer, __key__=np.array(key), label=labels, **feats)

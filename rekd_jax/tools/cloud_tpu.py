@@ -24,8 +24,10 @@ Subcommands (each prints every command before running it; --dry_run prints them 
            it only starts the command again
   delete   deletes the queued resource and its TPU VMs (--force); the gs:// workdir stays
 
-Bad input (an unknown accelerator type, a missing --project/--zone, a pod slice with a workdir
-that is not gs://, ...) stops before any command with one line naming the problem and the fix.
+Bad input (an unknown accelerator type, a missing --project/--zone, a name that breaks GCP's
+naming rules, a pod slice with a workdir that is not gs://, ...) stops before any command with
+one line naming the problem and the fix. Every user value that goes into a command run on the
+workers is shell-quoted (shlex), so no value can run a command of its own there.
 gcloud syntax follows the gcloud reference for `compute tpus queued-resources create/describe/
 delete` and `compute tpus tpu-vm ssh` (cloud.google.com/sdk/gcloud/reference/compute/tpus) and
 the runtime versions of cloud.google.com/tpu/docs/runtimes.
@@ -112,6 +114,24 @@ class Target:
     return [f"--project={self.project}", f"--zone={self.zone}"]
 
 
+# GCP's rules: resource names (RFC 1035 labels), project IDs, zones.
+_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+_PROJECT = re.compile(r"(?:[a-z][-a-z0-9.]*:)?[a-z][-a-z0-9]{4,28}[a-z0-9]")
+_ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
+
+
+def _check_names(args) -> None:
+  """CloudTpuError unless --name, --project and --zone follow GCP's naming rules."""
+  for flag, value, pattern, rule in (
+      ("--name", args.name, _NAME, "1-63 lowercase letters, digits and hyphens, starting with a "
+       "letter and not ending with a hyphen"),
+      ("--project", args.project, _PROJECT, "a project ID: 6-30 lowercase letters, digits and "
+       "hyphens, starting with a letter"),
+      ("--zone", args.zone, _ZONE, "a zone such as us-central2-b")):
+    if not pattern.fullmatch(value):
+      raise CloudTpuError(f"{flag}={value!r} is not a valid GCP name: use {rule}")
+
+
 def _target(args) -> Target:
   missing = [flag for flag, value in (("--name", args.name), ("--project", args.project),
                                       ("--zone", args.zone)) if not value]
@@ -120,6 +140,7 @@ def _target(args) -> Target:
                         "GCP project and a zone that offers the accelerator (e.g. --project=my-"
                         "project --zone=us-central2-b for v4; gcloud compute tpus "
                         "accelerator-types list --zone=ZONE lists a zone's types)")
+  _check_names(args)
   accelerator, gen, size = parse_accelerator(args.accelerator)
   return Target(args.name, args.project, args.zone, accelerator, gen, size)
 
@@ -223,16 +244,20 @@ def main_command(t: Target, args) -> str:
   return shlex.join(parts)
 
 
+def _log_file(t: Target) -> str:
+  """The worker-side log file of a run, quoted for the shell."""
+  return _worker_path(f"{LOG_DIR}/{t.name}.log")
+
+
 def start_commands(t: Target, args) -> list[list[str]]:
-  log = f"{LOG_DIR}/{t.name}.log"
-  script = (f"mkdir -p {LOG_DIR} && cd {CHECKOUT} && nohup {main_command(t, args)} "
-            f">> {log} 2>&1 < /dev/null &")
+  script = (f"mkdir -p {_worker_path(LOG_DIR)} && cd {_worker_path(CHECKOUT)} && nohup "
+            f"{main_command(t, args)} >> {_log_file(t)} 2>&1 < /dev/null &")
   return [ssh(t, script)]
 
 
 def watch_commands(t: Target, args) -> list[list[str]]:
   tail = "tail -F" if args.follow else "tail -n 40"
-  commands = [state_command(t), ssh(t, f"{tail} {LOG_DIR}/{t.name}.log", worker="0")]
+  commands = [state_command(t), ssh(t, f"{tail} {_log_file(t)}", worker="0")]
   if args.workdir:
     metrics = f"{args.workdir.rstrip('/')}/metrics.jsonl"
     if _is_gs(args.workdir):
@@ -410,7 +435,7 @@ def main(argv: Sequence[str] | None = None, out=sys.stdout) -> int:
   except subprocess.CalledProcessError as e:
     print(f"FATAL: {shlex.join(e.cmd)} failed with exit status {e.returncode}; its output "
           "is above", file=sys.stderr)
-    return 1
+    return 2
   return 0
 
 

@@ -33,8 +33,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from rekd_jax import models
-from rekd_jax.core import errors, fileio
+from rekd_jax.core import config_lookup, errors, fileio
 from rekd_jax.models import heads, io
+from rekd_jax.core import logging as logging_lib
 
 FORMATS = ("auto", "torchvision", "mocov2", "swav")
 MOCO_PREFIXES = ("module.encoder_q.", "encoder_q.")
@@ -178,11 +179,25 @@ def _classifier_classes(arch: str, overrides: Mapping[str, Any], tensors: Mappin
     return 0
 
 
+def _check_overrides(arch: str, overrides: Mapping[str, Any]) -> None:
+    """ValueError naming the problem when `arch` with `overrides` is not a model (an unknown
+    arch or field, a value of the wrong type), before any conversion work."""
+    fields = {**overrides, "num_classes": 0}
+    models.get_model(arch, **fields)  # unknown arch / fields -> ValueError
+    try:
+        heads.encoder_variable_shapes({"arch": arch, "overrides": fields, "projector": None})
+    except TypeError as error:
+        raise ValueError(f"the model overrides {dict(overrides)} do not fit {arch!r} ({error}); "
+                         "give --override values of the field's type (JSON, e.g. "
+                         "width_multiplier=0.5, cifar_stem=true).") from None
+
+
 def convert_checkpoint(
     checkpoint: Mapping[str, Any], arch: str, fmt: str = "auto", **overrides: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(spec without 'source', variables) for a PyTorch checkpoint; see ``convert``."""
-    state_dict = unwrap(checkpoint)
+    _check_overrides(arch, overrides)
+    state_dict = _state_dict(checkpoint)
     if fmt == "auto":
         fmt = detect_format(state_dict)
     backbone_tensors, projector_tensors, ignored = _split(state_dict, fmt)
@@ -194,7 +209,6 @@ def convert_checkpoint(
         out = _to_numpy(projector_tensors[("out", "weight")]).shape[0] if ("out", "weight") in projector_tensors else 0
         projector = {"hidden": int(hidden), "dim": int(out), "bn": ("bn", "weight") in projector_tensors}
     spec = {"arch": arch, "overrides": dict(overrides), "projector": projector}
-    models.get_model(arch, **overrides)  # unknown arch / fields -> ValueError before any work
     shapes = heads.encoder_variable_shapes(spec)
     family = models.model_family(arch)
 
@@ -240,31 +254,60 @@ def convert(state_dict: Mapping[str, Any], arch: str, fmt: str = "auto", **overr
     return convert_checkpoint(state_dict, arch, fmt, **overrides)[1]
 
 
+# torch.save writes a zip archive (PyTorch >= 1.6) or, in the legacy format, a pickle, which
+# starts with the PROTO opcode.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
 def load_torch_file(path: str, trust_pickle: bool = False) -> Mapping[str, Any]:
-    """Read a .pth/.pth.tar file with torch (weights only unless ``trust_pickle``)."""
+    """Read a .pth/.pth.tar file with torch (weights only unless ``trust_pickle``). ValueError
+    for a file that is not a PyTorch checkpoint, or is damaged, or (without ``trust_pickle``)
+    holds Python objects beyond tensors."""
     import torch  # only the file loader needs torch
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"No PyTorch checkpoint at {path}.")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(_TORCH_MAGIC):
+        raise ValueError(f"{path} is not a PyTorch checkpoint (neither torch.save's zip format "
+                         f"nor a pickle: it starts with {head!r}); check --src.")
+    logging.info("loading %s", path)
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as error:
         first_line = (str(error).splitlines() or [""])[0]
-        if not trust_pickle and "Weights only load failed" in first_line:  # code in the pickle
+        if not trust_pickle and "Unsupported global" in str(error):  # objects in the pickle
             raise ValueError(
                 f"torch.load(weights_only=True) refused {path}: it holds Python objects beyond "
                 "tensors, which can run code when loaded; if you trust the file, rerun with "
                 "--trust_pickle."
             ) from None
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({first_line}); the file "
-                         "is truncated or corrupt: download or export it again.") from None
-    except (RuntimeError, EOFError, KeyError, UnicodeDecodeError) as error:
-        # torch's zip reader (RuntimeError) and legacy unpickler (EOFError, KeyError) on
-        # truncated or foreign bytes
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({first_line[:200]}); the "
+                         "file is truncated or corrupt: download or export it again.") from None
+    except (RuntimeError, EOFError, KeyError, IndexError, UnicodeDecodeError) as error:
+        # torch's zip reader (RuntimeError) and legacy unpickler (EOFError, KeyError,
+        # IndexError) on truncated or foreign bytes
         first_line = (str(error).splitlines() or [type(error).__name__])[0][:200]
         raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: "
                          f"{first_line}); the file is truncated or corrupt: download or export "
                          "it again.") from None
+
+
+def _state_dict(checkpoint: Any) -> dict[str, Any]:
+    """The state_dict of a loaded checkpoint (unwrapped); ValueError when it holds something
+    else (a tensor, a list, keys that are not parameter names)."""
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"the checkpoint holds a {type(checkpoint).__name__}, not a state_dict "
+                         "(a dict of parameter names to tensors, possibly under 'state_dict' or "
+                         "'model'); save model.state_dict() instead.")
+    state_dict = unwrap(checkpoint)
+    odd = [k for k in state_dict if not isinstance(k, str)]
+    if odd:
+        raise ValueError(f"the checkpoint's keys must be parameter names (strings); it has "
+                         f"{type(odd[0]).__name__} keys such as {odd[0]!r}; save "
+                         "model.state_dict() instead.")
+    return state_dict
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -293,20 +336,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --dst (atomically)")
     parser.add_argument("--debug", action="store_true", help="tracebacks instead of one FATAL line")
     args = parser.parse_args(argv)
+    logging_lib.setup_console()
 
     def run():
         if os.path.lexists(args.dst) and not args.overwrite:  # before the slow part
             raise fileio.AlreadyExistsError(f"--dst {args.dst} already exists; pass --overwrite to replace it")
         os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)  # unwritable: fail now
         checkpoint = load_torch_file(args.src, args.trust_pickle)
-        fmt = detect_format(unwrap(checkpoint)) if args.format == "auto" else args.format
+        fmt = detect_format(_state_dict(checkpoint)) if args.format == "auto" else args.format
         spec, variables = convert_checkpoint(checkpoint, args.arch, fmt, **dict(args.override))
         spec["source"] = f"import_torch:{fmt}:{os.path.abspath(args.src)}"
         io.save_encoder(args.dst, spec, variables, overwrite=args.overwrite)
         print(
             f"Wrote encoder checkpoint {args.dst}: arch={args.arch} overrides={spec['overrides']} "
             f"projector={spec['projector']} (format {fmt})\n"
-            f"Next: evaluate it (python main.py --config=configs/linear_eval.py "
+            f"Next: evaluate it ({config_lookup.entry_command()} --config="
+            f"{config_lookup.config_argument('linear_eval')} "
             f"--config.checkpoint={args.dst} --workdir=WORKDIR) or distil from it "
             f"(--config.teacher.checkpoint={args.dst} with an offline ReKD or SEED config)"
         )

@@ -25,11 +25,14 @@ import argparse
 import glob
 import json
 import os
+import sys
+import zipfile
 from collections.abc import Mapping, Sequence
 
 import ml_collections
 import numpy as np
 
+from rekd_jax.core import errors
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.data import pipeline
 
@@ -343,8 +346,13 @@ def knn_features(run_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
     )
     if not found:
         return None
-    with np.load(found[0]) as data:
-        return data["features"], data["label"]
+    try:
+        with np.load(found[0]) as data:
+            return data["features"], data["label"]
+    except (zipfile.BadZipFile, ValueError, KeyError, EOFError) as error:
+        raise ValueError(f"{found[0]} is not a readable feature cache ({type(error).__name__}: "
+                         f"{error}); delete it (rerunning its evaluation writes it again)"
+                         ) from None
 
 
 def fitted_bins(*samples: np.ndarray, count: int = 60) -> np.ndarray:
@@ -592,4 +600,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(errors.run_cli(main, debug=False))

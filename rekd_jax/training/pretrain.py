@@ -182,7 +182,9 @@ def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint_lib.Checkpoi
                 f"non-finite training values at step {step}: {bad}. Training stopped without "
                 f"saving; {where}. Rerun the same command to resume from it, after lowering the "
                 "learning rate (--config.optimizer.base_learning_rate=...), adding warmup "
-                "(--config.optimizer.warmup_epochs=...) or using --config.dtype=float32.")
+                "(--config.optimizer.warmup_epochs=...) or using --config.dtype=float32, with "
+                "--config.allow_config_change=True (a changed value changes the run), or start "
+                "afresh with a new --workdir.")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -201,15 +203,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     config_lib.check_devices(config, jax.device_count())
     primary = jax.process_index() == 0
     fileio.makedirs(workdir)
-    if primary:
-        run_record.write_config(workdir, config)
-    writer = logging_lib.create_writer(workdir, is_primary=primary,
-                                       tensorboard=config.tensorboard)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     ckpt = checkpoint_lib.Checkpointer(ckpt_dir, max_to_keep=config.keep_checkpoints,
                                        async_save=config.async_checkpointing)
-    resume.check_signature(config, workdir, resuming=ckpt.latest_step() is not None,
-                           primary=primary)
+    signature = resume.check_signature(config, workdir, resuming=ckpt.latest_step() is not None,
+                                       primary=primary)
+    if primary:  # only once the checks passed: a refused run leaves the record as it was
+        run_record.write_config(workdir, config)
+    writer = logging_lib.create_writer(workdir, is_primary=primary,
+                                       tensorboard=config.tensorboard)
     with progress_lib.heartbeat("building the models, the data pipeline and the train state"):
         run = build(config)
     if primary and state_lib.teacher_mode(config) == "offline":
@@ -222,11 +224,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         state = state_lib.from_host(state, restored)
         run.train_data.set_state(extra["data"])
         if primary:
-            resume.trim_metrics(os.path.join(workdir, "metrics.jsonl"), restored_step)
+            logging_lib.trim_metrics(os.path.join(workdir, "metrics.jsonl"), restored_step)
         absl_logging.info("resumed from %s step %d", ckpt_dir, restored_step)
     else:
         if primary:  # records of an earlier attempt that never reached a checkpoint
-            resume.trim_metrics(os.path.join(workdir, "metrics.jsonl"), 0, keep_hparams=False)
+            logging_lib.trim_metrics(os.path.join(workdir, "metrics.jsonl"), 0, keep_hparams=False)
         writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
                               for k, v in resume.flatten_config(config).items()})
     start = int(state.step)
@@ -260,7 +262,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         summary["metrics"] = means
 
     def save(step: int, host_state) -> None:
-        ckpt.save(step, state_lib.to_host(host_state), {"data": run.train_data.get_state()})
+        ckpt.save(step, state_lib.to_host(host_state), {"data": run.train_data.get_state(),
+                                                         resume.SIGNATURE_KEY: signature})
         export_encoders(workdir, config, run.modules, host_state)
         if primary:
             clock.save()

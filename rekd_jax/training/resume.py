@@ -1,4 +1,4 @@
-"""Resuming safely: the run signature, and metrics.jsonl trimmed to the restored step.
+"""Resuming safely: the run signature of a pre-training run.
 
 `check_signature(config, workdir, resuming)` compares the fields that define a pre-training run
 (architectures, method and its block, data, batch, image size, optimiser, step count, dtype,
@@ -7,10 +7,15 @@ checkpoints. A resumed run whose config differs stops with ConfigChangedError li
 difference; `--config.allow_config_change=True` accepts them (and records the new signature).
 A field added to the project since the run started is no difference while it keeps its default.
 Operational fields (logging and checkpoint cadence, data_dir, worker threads, residency, the
-kNN monitor, TensorBoard, the distributed setup) may change freely.
+kNN monitor, TensorBoard, the distributed setup) may change freely. An offline teacher is part
+of the signature by what it computes (`teacher.fingerprint`: rekd_jax.models.io.fingerprint),
+not by its path: another teacher put at the same path is a change, the same teacher moved is
+not. Every checkpoint
+stores the signature (its side item's SIGNATURE_KEY): a deleted run_signature.json is rebuilt
+from the newest checkpoint, so the check cannot be switched off by accident. A workdir that
+records another mode of run (an evaluation's) is refused first (rekd_jax.core.run_record.check_mode).
 
-`trim_metrics(path, step)` drops the records a killed run logged after its last checkpoint
-(they are logged again by the resumed run) and a torn last line, so every step appears once.
+metrics.jsonl is trimmed to the restored step by rekd_jax.core.logging.trim_metrics.
 """
 from __future__ import annotations
 
@@ -21,10 +26,14 @@ import os
 import ml_collections
 
 from rekd_jax import methods, recipes
-from rekd_jax.core import fileio
+from rekd_jax.core import checkpoint as checkpoint_lib
+from rekd_jax.core import fileio, run_record
+from rekd_jax.models import io as model_io
 from rekd_jax.training import state as state_lib
 
 SIGNATURE_FILE = "run_signature.json"
+SIGNATURE_KEY = "signature"  # the signature in every pre-training checkpoint's side item
+TEACHER_FINGERPRINT = "teacher.fingerprint"
 OVERRIDE = "--config.allow_config_change=True"
 # Fields that change how a run is executed or observed, not what it computes.
 OPERATIONAL = ("mode", "allow_config_change", "log_every_steps", "checkpoint_every_steps",
@@ -79,74 +88,63 @@ def _show(value) -> str:
     return json.dumps(value) if not isinstance(value, str) else repr(value)
 
 
-def check_signature(config: ml_collections.ConfigDict, workdir: str, *, resuming: bool,
-                    primary: bool = True) -> None:
-    """Raises ConfigChangedError when a resumed run's config differs (see module docstring);
-    otherwise records the signature in WORKDIR/run_signature.json."""
+def run_signature(config: ml_collections.ConfigDict) -> dict:
+    """signature(config) plus the fingerprint of an offline teacher (which it loads)."""
+    out = signature(config)
+    if state_lib.teacher_mode(config) == "offline" and config.teacher.checkpoint:
+        out[TEACHER_FINGERPRINT] = model_io.fingerprint(config.teacher.checkpoint)
+    return out
+
+
+def _recorded_signature(workdir: str) -> dict | None:
+    """WORKDIR/run_signature.json, or (when it is missing) the signature stored in the newest
+    checkpoint, written back to run_signature.json; None when neither exists."""
     path = os.path.join(workdir, SIGNATURE_FILE)
-    new = signature(config)
-    if resuming and fileio.exists(path):
-        old = json.loads(fileio.read_text(path))
+    if fileio.exists(path):
+        return json.loads(fileio.read_text(path))
+    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+        stored = (ckpt.newest_extra() or {}).get(SIGNATURE_KEY)
+    finally:
+        ckpt.close()
+    if stored is not None:
+        logging.warning("%s was missing: rebuilt from the newest checkpoint's stored config",
+                        path)
+    return stored
+
+
+def check_signature(config: ml_collections.ConfigDict, workdir: str, *, resuming: bool,
+                    primary: bool = True) -> dict:
+    """Raises ConfigChangedError when a resumed run's config differs (see module docstring);
+    otherwise records the signature in WORKDIR/run_signature.json and returns it (each
+    checkpoint stores it under SIGNATURE_KEY)."""
+    run_record.check_mode(workdir, config)
+    path = os.path.join(workdir, SIGNATURE_FILE)
+    new = run_signature(config)
+    old = _recorded_signature(workdir) if resuming else None
+    if old is not None:
         defaults = signature_defaults()
+        fingerprinted = TEACHER_FINGERPRINT in old and TEACHER_FINGERPRINT in new
+        unset = lambda k: (k not in old and (k == TEACHER_FINGERPRINT or (
+            k in defaults and new[k] == defaults[k]))  # fields the old run did not record
+            or (k == "teacher.checkpoint" and fingerprinted))  # the teacher, not its path
         diffs = [f"{k}: {_show(old.get(k, '<absent>'))} -> {_show(new.get(k, '<absent>'))}"
-                 for k in sorted(set(old) | set(new)) if old.get(k, "<absent>") != new.get(
-                     k, "<absent>") and not (k not in old and k in defaults
-                                             and new[k] == defaults[k])]
+                 for k in sorted(set(old) | set(new))
+                 if old.get(k, "<absent>") != new.get(k, "<absent>") and not unset(k)]
+        teacher_changed = any(d.startswith(TEACHER_FINGERPRINT) for d in diffs)
         if diffs and not config.get("allow_config_change", False):
+            teacher = (f"; the encoder at teacher.checkpoint={config.teacher.checkpoint} is not "
+                       "the teacher this run was trained with: put that one back"
+                       if teacher_changed else "")
             raise ConfigChangedError(
                 f"the config changes the run whose checkpoints are in {workdir} "
-                f"({'; '.join(diffs)}); rerun with the original values, pass {OVERRIDE} to "
-                "resume with these changes, or give a new --workdir")
+                f"({'; '.join(diffs)}){teacher}; rerun with the original values, pass "
+                f"{OVERRIDE} to resume with these changes, or give a new --workdir")
         if diffs:
             logging.warning("resuming with a changed config (%s accepted): %s", OVERRIDE,
                             "; ".join(diffs))
-        elif old == new:
-            return
+        elif old == new and fileio.exists(path):
+            return new
     if primary:
         fileio.write_json(path, new, sort_keys=True)
-
-
-def trim_metrics(path: str, step: int, *, keep_hparams: bool = True) -> int:
-    """Rewrites the JSON-lines file at `path` in place without records of steps after `step`
-    and without unparsable (torn) lines (and without the hparams record unless keep_hparams:
-    a fresh start writes it again); returns how many lines it dropped. In place (not a
-    rename), so a writer that has the file open for appending keeps writing to it. On an
-    object store the object is rewritten whole (its writer holds no open file there)."""
-    if not fileio.exists(path):
-        return 0
-
-    def keep(lines):
-        kept = []
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if not line.endswith(b"\n") or not isinstance(record, dict):
-                continue
-            if record.get("step", -1) > step or ("hparams" in record and not keep_hparams):
-                continue
-            kept.append(line)
-        return kept
-
-    if fileio.is_remote(path):
-        lines = fileio.read_bytes(path).splitlines(keepends=True)
-        kept = keep(lines)
-        if len(kept) == len(lines):
-            return 0
-        fileio.write_bytes(path, b"".join(kept))
-    else:
-        with open(path, "r+b") as f:
-            lines = f.read().splitlines(keepends=True)
-            kept = keep(lines)
-            if len(kept) == len(lines):
-                return 0
-            f.seek(0)
-            f.write(b"".join(kept))
-            f.truncate()
-            f.flush()
-            os.fsync(f.fileno())
-    dropped = len(lines) - len(kept)
-    logging.info("metrics: dropped %d records logged after the restored step %d from %s",
-                 dropped, step, path)
-    return dropped
+    return new

@@ -131,7 +131,7 @@ def load_offline_teacher(config: ml_collections.ConfigDict) -> tuple[dict | None
 
 def _init_encoder(module, rng, image_size: int):
     dummy = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
-    variables = module.init({"params": rng}, dummy, train=False)
+    variables = models.init_variables(module, rng, dummy)
     return variables["params"], variables.get("batch_stats", {})
 
 

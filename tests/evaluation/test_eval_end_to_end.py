@@ -237,7 +237,9 @@ def test_conv_probe_fast_end_to_end(tmp_path_factory, assets):
 
 def test_untrained_encoder_is_scored_from_an_init_checkpoint(assets, tmp_path):
     """checkpoint='init:ARCH:fields,seed=N' scores a random-init backbone (the baseline row):
-    the features are those of model.init(PRNGKey(N)), deterministic per seed."""
+    the features are those of model.init(PRNGKey(N)) (under jit: models.init_variables),
+    deterministic per seed."""
+    from rekd_jax import models
     from rekd_jax.models import get_model
     from rekd_jax.readout import features
     config = tiny_config(assets, "knn")
@@ -248,8 +250,7 @@ def test_untrained_encoder_is_scored_from_an_init_checkpoint(assets, tmp_path):
     assert result["checkpoint"] == config.checkpoint
     cached = np.load(tmp_path / "a" / "features" / "pooled_test.npz")["features"]
     model = get_model("resnet18", cifar_stem=True, width_multiplier=0.125, num_classes=0)
-    variables = model.init({"params": jax.random.PRNGKey(3)}, jnp.zeros((2, 32, 32, 3)),
-                           train=False)
+    variables = models.init_variables(model, jax.random.PRNGKey(3), jnp.zeros((2, 32, 32, 3)))
     backbone = features.load_backbone(config.checkpoint)
     jax.tree.map(np.testing.assert_array_equal, backbone.variables, dict(variables))
     other = features.load_backbone("init:resnet18:cifar_stem=true,width_multiplier=0.125,seed=4")

@@ -45,3 +45,32 @@ def test_summarize_metrics_means_the_last_quarter(tmp_path):
 
 def test_format_duration():
     assert plan.format_duration(3725.4) == "1:02:05"
+
+
+def test_the_plan_eta_waits_for_a_trained_arm_and_is_then_within_half(tmp_path, monkeypatch):
+    """Two random-init arms (evaluation only, the first building the dataset: 3 minutes), then
+    arms of 1,700, 700 and 700 steps at 0.1 s a step plus 20 s of evaluation each: no ETA
+    before the first trained arm, then one within 50% of the time really left."""
+    import ml_collections
+    now = [0.0]
+    monkeypatch.setattr(plan.time, "time", lambda: now[0])
+
+    def fake_run_arm(arm, root, evaluation, modes, clear_caches=True):
+        now[0] += (180.0 if arm.name.endswith("a") else 20.0) if not arm.trained else (
+            0.1 * arm.config.num_train_steps + 20.0)
+        return {"eval": {}}
+
+    monkeypatch.setattr(plan, "run_arm", fake_run_arm)
+    trained = lambda name, steps: plan.Arm(
+        name=name, arch="x", label="MoCo v2",
+        config=ml_collections.ConfigDict({"num_train_steps": steps}))
+    arms = [plan.Arm(name="init_a", arch="x", label=plan.RANDOM_INIT, init="init:x"),
+            plan.Arm(name="init_b", arch="y", label=plan.RANDOM_INIT, init="init:y"),
+            trained("teacher", 1700), trained("student", 700), trained("baseline", 700)]
+    lines = []
+    plan.run_plan(arms, str(tmp_path), None, (), log=lambda line: lines.append((now[0], line)))
+    assert all(line.endswith("ETA ?") for _, line in lines[:2])
+    when, line = lines[2]
+    h, m, sec = (int(x) for x in line.split("ETA ")[1].split(":"))
+    left = now[0] - when
+    assert 0.5 * left <= 3600 * h + 60 * m + sec <= 1.5 * left, (line, left)

@@ -89,14 +89,14 @@ def test_start_runs_main_on_every_worker(accelerator, distributed):
           "--config.data.data_dir=gs://bkt/tfds"
           + (" --config.distributed.enabled=True" if distributed else "")
           + " --config.num_epochs=100")
-  assert script == (f"mkdir -p ~/rekd-jax-logs && cd ~/rekd-jax && nohup {main} "
-                    ">> ~/rekd-jax-logs/run1.log 2>&1 < /dev/null &")
+  assert script == (f'mkdir -p "$HOME"/rekd-jax-logs && cd "$HOME"/rekd-jax && nohup {main} '
+                    '>> "$HOME"/rekd-jax-logs/run1.log 2>&1 < /dev/null &')
 
 
 def test_watch_shows_state_log_and_metrics():
   state, log, metrics = commands(dry("watch", *where(), "--workdir=gs://bkt/runs/a"))
   assert state[4] == "describe"
-  assert "--worker=0" in log and log[-1] == "--command=tail -n 40 ~/rekd-jax-logs/run1.log"
+  assert "--worker=0" in log and log[-1] == '--command=tail -n 40 "$HOME"/rekd-jax-logs/run1.log'
   assert metrics == ["gcloud", "storage", "cat", "gs://bkt/runs/a/metrics.jsonl"]
 
 
@@ -138,3 +138,38 @@ def test_bad_input_is_one_line_and_runs_nothing(argv, message, capsys):
   err = capsys.readouterr().err.strip()
   assert err.startswith("FATAL: ") and message in err and "\n" not in err
   assert out.getvalue() == ""  # not a single command printed
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--name", "x;touch INJ"), ("--name", "Run1"), ("--name", "run-"), ("--name", "a" * 64),
+    ("--project", "p;id"), ("--zone", "us-central2-b;id"),
+])
+def test_names_that_break_gcp_rules_are_refused_before_any_command(flag, value, capsys):
+  args = {"--name": "run1", "--project": "my-project", "--zone": "us-central2-b", flag: value}
+  out = io.StringIO()
+  argv = ["start", "--dry_run", *(f"{k}={v}" for k, v in args.items()),
+          "--config=configs/alexnet.py", "--workdir=gs://b/r"]
+  assert cloud_tpu.main(argv, out=out) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith(f"FATAL: {flag}={value!r} is not a valid GCP name") and "\n" not in err
+  assert out.getvalue() == ""
+
+
+def test_user_values_cannot_run_commands_on_the_workers(tmp_path):
+  """Every value in the remote --command is one shell word: run through a real shell (with
+  the workers' paths under a scratch HOME and `echo` in front of main.py), the script only
+  logs the main.py command line, whatever the config, workdir or overrides hold."""
+  import subprocess
+  marker = tmp_path / "INJ"
+  evil = f"x;touch {marker};$(touch {marker})`touch {marker}`"
+  (ssh,) = commands(dry("start", *where(), f"--config={evil}", f"--workdir=gs://b/{evil}", "--",
+                        f"--config.x={evil}"))
+  script = ssh[-1].removeprefix("--command=")
+  home = tmp_path / "home"
+  (home / "rekd-jax").mkdir(parents=True)
+  script = script.replace("nohup ", "nohup echo ", 1).removesuffix(" &")
+  subprocess.run(["sh", "-c", script], env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+                 check=True, timeout=30)
+  assert not marker.exists()
+  logged = (home / "rekd-jax-logs" / "run1.log").read_text()
+  assert logged.startswith(f"python3 main.py --config={evil} --workdir=gs://b/{evil}")
