@@ -4,7 +4,8 @@ The same command as the console command `rekd-jax` that `pip install` provides (
 flags, config lookup, console, compilation cache, Ctrl-C); `python main.py --help` lists the
 configs, their variants, overrides and outputs.
 """
+
 from rekd_jax import cli
 
 if __name__ == "__main__":
-  cli.main()
+    cli.main()

@@ -24,6 +24,7 @@ float32 parameters, 2 (D-1)/D x bytes, analytic), which both modes pay. A MoCo v
 ReKD with an offline teacher, runs one key encoder; ReKD with an online teacher two (student's
 and teacher's); SEED none.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,12 @@ from rekd_jax.training import state as state_lib  # noqa: E402
 from rekd_jax.training import step as step_lib  # noqa: E402
 
 flags.DEFINE_list("devices", ["8", "32", "256"], "device counts D")
-flags.DEFINE_list("compile_devices", ["8"], "device counts where the compiled HLO is read too "
-                  "and compared with the lowered one (empty: none)")
+flags.DEFINE_list(
+    "compile_devices",
+    ["8"],
+    "device counts where the compiled HLO is read too "
+    "and compared with the lowered one (empty: none)",
+)
 flags.DEFINE_list("modes", list(step_lib.KEY_SHUFFLES), "config.key_shuffle modes")
 flags.DEFINE_list("dtypes", ["bfloat16", "float32"], "compute dtypes (the images' dtype)")
 flags.DEFINE_string("arch", "resnet18", "key encoder architecture (ImageNet stem)")
@@ -58,17 +63,34 @@ flags.DEFINE_integer("key_bn_splits", 0, "config.key_bn_splits (0 = auto)")
 flags.DEFINE_integer("key_shuffle_devices", 0, "config.key_shuffle_devices (0 = auto)")
 FLAGS = flags.FLAGS
 
-DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
-               "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+DTYPE_BYTES = {
+    "pred": 1,
+    "s8": 1,
+    "u8": 1,
+    "s16": 2,
+    "u16": 2,
+    "f16": 2,
+    "bf16": 2,
+    "s32": 4,
+    "u32": 4,
+    "f32": 4,
+    "s64": 8,
+    "u64": 8,
+    "f64": 8,
+}
 COLLECTIVES = ("all-gather", "all-reduce", "collective-permute", "all-to-all")
-_OP = re.compile(r"=\s*(?P<out>.*?)\s(?P<op>all-gather|all-reduce|collective-permute|all-to-all)"
-                 r"(?P<start>-start)?\((?P<args>[^)]*)\)(?P<attrs>.*)$")
+_OP = re.compile(
+    r"=\s*(?P<out>.*?)\s(?P<op>all-gather|all-reduce|collective-permute|all-to-all)"
+    r"(?P<start>-start)?\((?P<args>[^)]*)\)(?P<attrs>.*)$"
+)
 _SHAPE = re.compile(r"\b(" + "|".join(DTYPE_BYTES) + r")\[([0-9,]*)\]")
 
 
 def _bytes(text: str) -> int:
-    return sum(DTYPE_BYTES[t] * int(np.prod([int(d) for d in dims.split(",") if d] or [1]))
-               for t, dims in _SHAPE.findall(text))
+    return sum(
+        DTYPE_BYTES[t] * int(np.prod([int(d) for d in dims.split(",") if d] or [1]))
+        for t, dims in _SHAPE.findall(text)
+    )
 
 
 def _group_size(attrs: str, num_devices: int) -> int:
@@ -108,23 +130,31 @@ def collective_bytes(hlo_text: str, num_devices: int) -> dict:
 
 def cell(mode: str, num_devices: int, dtype: str, compiled: bool):
     config = recipes.base_config()
-    config.update(key_shuffle=mode, key_bn_splits=FLAGS.key_bn_splits, dtype=dtype,
-                  key_shuffle_devices=FLAGS.key_shuffle_devices if mode == "ppermute" else 0,
-                  global_batch_size=num_devices * FLAGS.per_device_batch)
+    config.update(
+        key_shuffle=mode,
+        key_bn_splits=FLAGS.key_bn_splits,
+        dtype=dtype,
+        key_shuffle_devices=FLAGS.key_shuffle_devices if mode == "ppermute" else 0,
+        global_batch_size=num_devices * FLAGS.per_device_batch,
+    )
     config.data.image_size = FLAGS.image_size
     config.student.arch, config.student.overrides = FLAGS.arch, {}
     config_lib.check_devices(config, num_devices)
     spec = state_lib.encoder_spec(config.student, "benchmarks/shuffle_bytes.py")
-    module = state_lib.build_encoder_module(spec, dtype=state_lib.compute_dtype(config),
-                                            bn_axis_name=None)
-    cfg = step_lib.make_step_config(config, None, None, None, config.global_batch_size,
-                                    num_devices)
+    module = state_lib.build_encoder_module(
+        spec, dtype=state_lib.compute_dtype(config), bn_axis_name=None
+    )
+    cfg = step_lib.make_step_config(config, None, None, None, config.global_batch_size, num_devices)
     size, b = FLAGS.image_size, FLAGS.per_device_batch
-    variables = jax.eval_shape(lambda: module.init(
-        jax.random.PRNGKey(0), jnp.zeros((2, size, size, 3)), train=False))
-    f = jax.pmap(lambda x, v, rng: step_lib.shuffled_key_forward(cfg, module, v, x, rng, rng),
-                 axis_name=parallel.AXIS_NAME, in_axes=(0, None, None),
-                 devices=jax.devices()[:num_devices])
+    variables = jax.eval_shape(
+        lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((2, size, size, 3)), train=False)
+    )
+    f = jax.pmap(
+        lambda x, v, rng: step_lib.shuffled_key_forward(cfg, module, v, x, rng, rng),
+        axis_name=parallel.AXIS_NAME,
+        in_axes=(0, None, None),
+        devices=jax.devices()[:num_devices],
+    )
     x = jax.ShapeDtypeStruct((num_devices, b, size, size, 3), state_lib.compute_dtype(config))
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
     lowered = f.lower(x, variables, key)
@@ -132,16 +162,23 @@ def cell(mode: str, num_devices: int, dtype: str, compiled: bool):
     sent = collective_bytes(text, num_devices)
     image_bytes = size * size * 3 * jnp.dtype(state_lib.compute_dtype(config)).itemsize
     emb_bytes = 4 * spec["projector"]["dim"]
-    stats = sum(int(np.prod(v.shape)) * v.dtype.itemsize
-                for v in jax.tree_util.tree_leaves(variables.get("batch_stats", {})))
+    stats = sum(
+        int(np.prod(v.shape)) * v.dtype.itemsize
+        for v in jax.tree_util.tree_leaves(variables.get("batch_stats", {}))
+    )
     params = sum(int(np.prod(v.shape)) * 4 for v in jax.tree_util.tree_leaves(variables["params"]))
     d, p = num_devices, cfg.key_shuffle_devices
     moved = (d - 1) * b if mode == "all_gather" else (p - 1) * b / p
     analytic = moved * (image_bytes + emb_bytes) + 2 * (d - 1) / d * stats
     as_float32 = analytic + moved * (size * size * 3 * 4 - image_bytes)
-    return {"sent": sent, "total": sum(sent.values()), "analytic": analytic,
-            "as_float32": as_float32,
-            "P": p, "grad_allreduce": 2 * (d - 1) / d * params}
+    return {
+        "sent": sent,
+        "total": sum(sent.values()),
+        "analytic": analytic,
+        "as_float32": as_float32,
+        "P": p,
+        "grad_allreduce": 2 * (d - 1) / d * params,
+    }
 
 
 def match(r) -> str:
@@ -155,14 +192,20 @@ def main(argv):
     devices = [int(d) for d in FLAGS.devices]
     compile_at = {int(d) for d in FLAGS.compile_devices}
     if max(devices + list(compile_at)) > jax.device_count():
-        raise SystemExit(f"{jax.device_count()} fake devices; set XLA_FLAGS="
-                         f"--xla_force_host_platform_device_count={max(devices)}")
-    print(f"shuffle-BN of one {FLAGS.arch} key encoder, {FLAGS.image_size} px, "
-          f"b={FLAGS.per_device_batch} images per device; MB = 1e6 bytes sent per device per "
-          f"step (ring model), from XLA's HLO over fake CPU devices (jax {jax.__version__})")
-    header = (f"{'dtype':<9} {'D':>4} {'mode':<11} {'P':>2} {'hlo':<9} {'all-gather':>10} "
-              f"{'c-permute':>10} {'all-reduce':>10} {'total MB':>10} {'analytic':>10} "
-              f"{'ratio':>7} {'=analytic':>9}")
+        raise SystemExit(
+            f"{jax.device_count()} fake devices; set XLA_FLAGS="
+            f"--xla_force_host_platform_device_count={max(devices)}"
+        )
+    print(
+        f"shuffle-BN of one {FLAGS.arch} key encoder, {FLAGS.image_size} px, "
+        f"b={FLAGS.per_device_batch} images per device; MB = 1e6 bytes sent per device per "
+        f"step (ring model), from XLA's HLO over fake CPU devices (jax {jax.__version__})"
+    )
+    header = (
+        f"{'dtype':<9} {'D':>4} {'mode':<11} {'P':>2} {'hlo':<9} {'all-gather':>10} "
+        f"{'c-permute':>10} {'all-reduce':>10} {'total MB':>10} {'analytic':>10} "
+        f"{'ratio':>7} {'=analytic':>9}"
+    )
     print(header)
     print("-" * len(header))
     context, upcast = {}, False
@@ -178,21 +221,27 @@ def main(argv):
                     context[d] = r["grad_allreduce"]
                     upcast |= match(r) == "f32 (*)"
                     ratio = totals.get("all_gather", r["total"]) / max(r["total"], 1)
-                    print(f"{dtype:<9} {d:>4} {mode:<11} {r['P'] or '-':>2} {kind:<9} "
-                          f"{r['sent']['all-gather'] / 1e6:>10.2f} "
-                          f"{r['sent']['collective-permute'] / 1e6:>10.2f} "
-                          f"{r['sent']['all-reduce'] / 1e6:>10.3f} {r['total'] / 1e6:>10.2f} "
-                          f"{r['analytic'] / 1e6:>10.2f} {ratio:>7.1f} "
-                          f"{match(r):>9}"
-                          f"  ({time.time() - t0:.0f} s)",
-                          flush=True)
+                    print(
+                        f"{dtype:<9} {d:>4} {mode:<11} {r['P'] or '-':>2} {kind:<9} "
+                        f"{r['sent']['all-gather'] / 1e6:>10.2f} "
+                        f"{r['sent']['collective-permute'] / 1e6:>10.2f} "
+                        f"{r['sent']['all-reduce'] / 1e6:>10.3f} {r['total'] / 1e6:>10.2f} "
+                        f"{r['analytic'] / 1e6:>10.2f} {ratio:>7.1f} "
+                        f"{match(r):>9}"
+                        f"  ({time.time() - t0:.0f} s)",
+                        flush=True,
+                    )
     if upcast:
-        print("(*) XLA:CPU converts bfloat16 collective operands to float32 before sending (its "
-              "compiled HLO moves 4-byte images); on TPU and GPU, whose collectives take "
-              "bfloat16, the lowered HLO's bytes apply.")
-    print("context, analytic: the train step's gradient all-reduce of the float32 "
-          f"{FLAGS.arch} + projector parameters, MB per device per step: "
-          + ", ".join(f"D={d}: {v / 1e6:.1f}" for d, v in sorted(context.items())))
+        print(
+            "(*) XLA:CPU converts bfloat16 collective operands to float32 before sending (its "
+            "compiled HLO moves 4-byte images); on TPU and GPU, whose collectives take "
+            "bfloat16, the lowered HLO's bytes apply."
+        )
+    print(
+        "context, analytic: the train step's gradient all-reduce of the float32 "
+        f"{FLAGS.arch} + projector parameters, MB per device per step: "
+        + ", ".join(f"D={d}: {v / 1e6:.1f}" for d, v in sorted(context.items()))
+    )
 
 
 if __name__ == "__main__":

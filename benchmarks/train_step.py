@@ -14,6 +14,7 @@ peak for bfloat16, the float32 peak for float32; 'n/a' on devices without a know
 CPU). The SEED and offline-ReKD teachers get random weights (their speed does not depend on
 them). ReKD runs with the teacher of --rekd_teacher (online: trained in the same step).
 """
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,14 @@ flags.DEFINE_integer("steps", 10, "timed steps (after one warm-up step)")
 FLAGS = flags.FLAGS
 
 # Dense per-chip peaks in FLOP/s: (bfloat16 tensor core, float32).
-PEAKS = {"H100": (989e12, 67e12), "H200": (989e12, 67e12), "A100": (312e12, 19.5e12),
-         "V100": (125e12, 15.7e12), "TPU v4": (275e12, 275e12 / 2), "TPU v5": (459e12, 229e12)}
+PEAKS = {
+    "H100": (989e12, 67e12),
+    "H200": (989e12, 67e12),
+    "A100": (312e12, 19.5e12),
+    "V100": (125e12, 15.7e12),
+    "TPU v4": (275e12, 275e12 / 2),
+    "TPU v5": (459e12, 229e12),
+}
 
 
 def peak_flops(device, dtype: str) -> float | None:
@@ -67,8 +74,10 @@ def make_config(method: str):
     config.global_batch_size = FLAGS.batch_size
     recipes.set_queue_size(config, FLAGS.queue_size or 16 * FLAGS.batch_size)
     config.rekd.teacher = FLAGS.rekd_teacher
-    for part, arch, width in ((config.student, FLAGS.student, FLAGS.width),
-                              (config.teacher, FLAGS.teacher, FLAGS.teacher_width)):
+    for part, arch, width in (
+        (config.student, FLAGS.student, FLAGS.width),
+        (config.teacher, FLAGS.teacher, FLAGS.teacher_width),
+    ):
         part.arch = arch
         overrides = {"cifar_stem": True} if FLAGS.cifar_stem else {}
         if width:
@@ -96,8 +105,10 @@ def bench(method: str) -> dict:
     p_step = step_lib.make_pmapped_step(step_cfg)
     rng = np.random.RandomState(0)
     size = FLAGS.image_size
-    batch = {"image": rng.randint(0, 256, (n, FLAGS.batch_size // n, size, size, 3), np.uint8),
-             "label": rng.randint(0, 10, (n, FLAGS.batch_size // n)).astype(np.int32)}
+    batch = {
+        "image": rng.randint(0, 256, (n, FLAGS.batch_size // n, size, size, 3), np.uint8),
+        "label": rng.randint(0, 10, (n, FLAGS.batch_size // n)).astype(np.int32),
+    }
     p_state = parallel.replicate(state)
     p_teacher = parallel.replicate(teacher_vars or {})
     batch = jax.pmap(lambda b: b)(batch)  # on the devices once, sharded like the step's input
@@ -115,28 +126,38 @@ def bench(method: str) -> dict:
     jax.block_until_ready((p_state, metrics))
     step_s = (time.time() - t0) / FLAGS.steps
     peak = peak_flops(devices[0], FLAGS.dtype)
-    return {"method": method + (f" ({mode})" if mode else ""), "compile_s": compile_s,
-            "step_ms": step_s * 1e3, "images_per_s": FLAGS.batch_size / step_s,
-            "gflop_per_device_step": flops / 1e9,
-            "utilisation": (flops / step_s / peak) if (peak and flops) else None}
+    return {
+        "method": method + (f" ({mode})" if mode else ""),
+        "compile_s": compile_s,
+        "step_ms": step_s * 1e3,
+        "images_per_s": FLAGS.batch_size / step_s,
+        "gflop_per_device_step": flops / 1e9,
+        "utilisation": (flops / step_s / peak) if (peak and flops) else None,
+    }
 
 
 def main(argv):
     del argv
     dev = jax.local_devices()[0]
-    print(f"device: {jax.local_device_count()} x {dev.device_kind} ({dev.platform}); "
-          f"student {FLAGS.student} teacher {FLAGS.teacher} {FLAGS.image_size}px "
-          f"batch {FLAGS.batch_size} {FLAGS.dtype}")
-    header = f"{'method':<16} {'compile s':>9} {'step ms':>9} {'images/s':>10} " \
-             f"{'GFLOP/dev/step':>15} {'FLOP util':>9}"
+    print(
+        f"device: {jax.local_device_count()} x {dev.device_kind} ({dev.platform}); "
+        f"student {FLAGS.student} teacher {FLAGS.teacher} {FLAGS.image_size}px "
+        f"batch {FLAGS.batch_size} {FLAGS.dtype}"
+    )
+    header = (
+        f"{'method':<16} {'compile s':>9} {'step ms':>9} {'images/s':>10} "
+        f"{'GFLOP/dev/step':>15} {'FLOP util':>9}"
+    )
     print(header)
     print("-" * len(header))
     for method in FLAGS.methods:
         r = bench(method)
         util = "n/a" if r["utilisation"] is None else f"{100 * r['utilisation']:.1f}%"
-        print(f"{r['method']:<16} {r['compile_s']:>9.1f} {r['step_ms']:>9.1f} "
-              f"{r['images_per_s']:>10.1f} {r['gflop_per_device_step']:>15.2f} {util:>9}",
-              flush=True)
+        print(
+            f"{r['method']:<16} {r['compile_s']:>9.1f} {r['step_ms']:>9.1f} "
+            f"{r['images_per_s']:>10.1f} {r['gflop_per_device_step']:>15.2f} {util:>9}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

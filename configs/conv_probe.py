@@ -45,6 +45,7 @@ CPU smoke run (about a minute):
   Writes /tmp/eval_conv/results_conv_probe.json with one row per layer (near chance after a
   10-step pre-training).
 """
+
 from rekd_jax.evaluation.config import VARIANTS, get_protocol_config  # noqa: F401 (help)
 
 

@@ -22,6 +22,7 @@ CPU smoke run (seconds):
         --config.checkpoint=/tmp/pre/encoders/student --workdir=/tmp/eval_knn
   (/tmp/pre from `python main.py --config=configs/default.py:tiny,runlocal --workdir=/tmp/pre`.)
 """
+
 from rekd_jax.evaluation.config import VARIANTS, get_protocol_config  # noqa: F401 (help)
 
 

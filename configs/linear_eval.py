@@ -34,6 +34,7 @@ CPU smoke run (2 epochs on rekd_shapes/tiny; about half a minute on a laptop CPU
   Writes /tmp/eval_linear/results_linear.json (top-1 / top-5 over the 100 test images; a
   10-step pre-training gives near-chance numbers: the run checks the plumbing, not accuracy).
 """
+
 from rekd_jax.evaluation.config import VARIANTS, get_protocol_config  # noqa: F401 (help)
 
 

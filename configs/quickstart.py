@@ -69,8 +69,10 @@ def get_config(arg=None):
     variants = [v for v in (arg or "").split(",") if v]
     unknown = [v for v in variants if v not in ("tiny", "lr_grid")]
     if unknown:
-        raise ValueError(f"configs/quickstart.py: unknown variant {unknown[0]!r}; use 'tiny', "
-                         "'lr_grid' or both ('tiny,lr_grid')")
+        raise ValueError(
+            f"configs/quickstart.py: unknown variant {unknown[0]!r}; use 'tiny', "
+            "'lr_grid' or both ('tiny,lr_grid')"
+        )
     tiny = "tiny" in variants
     # The teacher gets more steps than the students: ReKD can only pass on what it has learnt.
     teacher_steps, steps, batch = (6, 6, 16) if tiny else (1700, 700, 128)
@@ -81,8 +83,11 @@ def get_config(arg=None):
     teacher.student.overrides = {"cifar_stem": True, "width_multiplier": 0.125}
     teacher.data.image_size = 12  # its views only; it is evaluated (and mines) at 16 px
     students = {}
-    for name, method, peak_lr in (("student", "rekd", LR["rekd"]), ("seed", "seed", LR["seed"]),
-                                  ("baseline", "mocov2", LR["mocov2"])):
+    for name, method, peak_lr in (
+        ("student", "rekd", LR["rekd"]),
+        ("seed", "seed", LR["seed"]),
+        ("baseline", "mocov2", LR["mocov2"]),
+    ):
         run = _base(steps, batch, dataset, peak_lr=peak_lr)
         run.method = method
         run.rekd.teacher = "offline"
@@ -98,8 +103,14 @@ def get_config(arg=None):
     evaluation = eval_config.default_eval_config()
     evaluation.data = students["student"].data.copy_and_resolve_references()  # 16 px
     evaluation.eval_batch_size = 64 if not tiny else 16
-    evaluation.linear.update(fast=True, epochs=30 if not tiny else 2, batch_size=64,
-                             learning_rate=1.0, schedule="cosine", milestones=())
+    evaluation.linear.update(
+        fast=True,
+        epochs=30 if not tiny else 2,
+        batch_size=64,
+        learning_rate=1.0,
+        schedule="cosine",
+        milestones=(),
+    )
     evaluation.knn.chunk_size = 128
 
     config = ml_collections.ConfigDict()

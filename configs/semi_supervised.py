@@ -38,6 +38,7 @@ CPU smoke run (1% of rekd_shapes/tiny labelled, 2 epochs; about a minute):
     python main.py --config=configs/semi_supervised.py:tiny,runlocal \\
         --config.checkpoint=/tmp/pre/encoders/student --workdir=/tmp/eval_semi
 """
+
 from rekd_jax.evaluation.config import VARIANTS, get_protocol_config  # noqa: F401 (help)
 
 

@@ -5,6 +5,7 @@ Validation runs before any dataset is opened or any function is compiled, so a b
 in seconds with a message that names it. Called from Python (a script, a notebook), `run`
 shows the same progress lines as the command line unless the caller has set up logging.
 """
+
 import jax
 import ml_collections
 from absl import logging as absl_logging
@@ -30,55 +31,65 @@ _MODES = {
 
 
 class ConfigError(ValueError):
-  """The config is invalid; the message names the field and the fix."""
+    """The config is invalid; the message names the field and the fix."""
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError (a ValueError) naming the bad field and the fix."""
-  mode = config.get("mode")
-  if mode not in _MODES:
-    raise ConfigError(
-        f"config.mode={mode!r} is not a known mode; use one of {sorted(_MODES)} "
-        "(set it in the config file or with --config.mode=...).")
-  try:
-    _MODES[mode][0](config)
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
+    """Raises ConfigError (a ValueError) naming the bad field and the fix."""
+    mode = config.get("mode")
+    if mode not in _MODES:
+        raise ConfigError(
+            f"config.mode={mode!r} is not a known mode; use one of {sorted(_MODES)} "
+            "(set it in the config file or with --config.mode=...)."
+        )
+    try:
+        _MODES[mode][0](config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def describe(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """One line saying what a run of `config` does, logged before anything is built."""
-  mode = config.get("mode")
-  if mode == "pretrain":
-    teacher = config.teacher.arch if config.method != "mocov2" else ""
-    length = (f"{config.num_train_steps} steps" if config.num_train_steps
-              else f"{config.num_epochs} epochs")
-    return (f"pre-training {config.method} ({config.student.arch} student"
+    """One line saying what a run of `config` does, logged before anything is built."""
+    mode = config.get("mode")
+    if mode == "pretrain":
+        teacher = config.teacher.arch if config.method != "mocov2" else ""
+        length = (
+            f"{config.num_train_steps} steps"
+            if config.num_train_steps
+            else f"{config.num_epochs} epochs"
+        )
+        return (
+            f"pre-training {config.method} ({config.student.arch} student"
             f"{', ' + teacher + ' teacher' if teacher else ''}) on {config.data.dataset}, "
-            f"{length} at batch {config.global_batch_size}, in {workdir}")
-  if mode == "quickstart":
-    return (f"quick start: pre-training {', '.join(config.runs)} and evaluating each with "
-            f"{' and '.join(config.eval_modes)}, in {workdir}")
-  if mode == "quickstart_grid":
-    students = [name for name in config.runs if name != "teacher"]
-    return (f"quick-start lr grid: pre-training the teacher, then {', '.join(students)} at lr "
+            f"{length} at batch {config.global_batch_size}, in {workdir}"
+        )
+    if mode == "quickstart":
+        return (
+            f"quick start: pre-training {', '.join(config.runs)} and evaluating each with "
+            f"{' and '.join(config.eval_modes)}, in {workdir}"
+        )
+    if mode == "quickstart_grid":
+        students = [name for name in config.runs if name != "teacher"]
+        return (
+            f"quick-start lr grid: pre-training the teacher, then {', '.join(students)} at lr "
             f"{', '.join(f'{lr:g}' for lr in config.lr_grid)}, each scored on a validation "
-            f"split, in {workdir}")
-  return f"{mode} evaluation of {config.get('checkpoint')} on {config.data.dataset}, in {workdir}"
+            f"split, in {workdir}"
+        )
+    return f"{mode} evaluation of {config.get('checkpoint')} on {config.data.dataset}, in {workdir}"
 
 
 def run(config: ml_collections.ConfigDict, workdir: str):
-  """Validates `config`, then runs what `config.mode` names in `workdir`; returns its result."""
-  if not workdir:
-    raise ConfigError("--workdir is empty: give a directory for checkpoints, logs and results.")
-  logging_lib.setup_console()
-  validate(config)
-  absl_logging.info("%s", describe(config, workdir))
-  if config.mode == "quickstart":  # pre-training and evaluation write their own config.json
-    run_record.write_config(workdir, config)
-  result = _MODES[config.mode][1](config, workdir)
-  if jax.process_index() == 0:
-    summary = run_record.closing_summary(config, workdir, result)
-    if summary:
-      print(summary, flush=True)
-  return result
+    """Validates `config`, then runs what `config.mode` names in `workdir`; returns its result."""
+    if not workdir:
+        raise ConfigError("--workdir is empty: give a directory for checkpoints, logs and results.")
+    logging_lib.setup_console()
+    validate(config)
+    absl_logging.info("%s", describe(config, workdir))
+    if config.mode == "quickstart":  # pre-training and evaluation write their own config.json
+        run_record.write_config(workdir, config)
+    result = _MODES[config.mode][1](config, workdir)
+    if jax.process_index() == 0:
+        summary = run_record.closing_summary(config, workdir, result)
+        if summary:
+            print(summary, flush=True)
+    return result

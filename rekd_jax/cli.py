@@ -20,12 +20,13 @@ What a command-line run sets up before it hands (config, workdir) to `rekd_jax.a
 Exit status: 0, 2 with one `FATAL: <ErrorType>: <what>, <fix>` line for every expected failure
 (a bad flag, config or variant included), 130 after Ctrl-C.
 """
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags
 from absl import logging as absl_logging
@@ -36,7 +37,7 @@ from rekd_jax.core import config_lookup, errors
 from rekd_jax.core import logging as logging_lib
 
 XLA_CACHE_ENV = "REKD_JAX_XLA_CACHE"
-XLA_CACHE_MAX_BYTES = 2 * 1024 ** 3  # least recently used entries are evicted above this
+XLA_CACHE_MAX_BYTES = 2 * 1024**3  # least recently used entries are evicted above this
 
 
 class FlagError(ValueError):
@@ -64,19 +65,42 @@ def default_xla_cache() -> str:
 
 def _define_flags(values: flags.FlagValues, config, argv: list[str]) -> None:
     config_flags.DEFINE_config_dict(
-        "config", config, "Config file or recipe name, with variants after ':', e.g. "
+        "config",
+        config,
+        "Config file or recipe name, with variants after ':', e.g. "
         "alexnet:tiny,runlocal or configs/alexnet.py:tiny,runlocal (see the list above); "
-        "--config.FIELD=VALUE overrides a field.", flag_values=values, lock_config=True,
-        sys_argv=argv)
-    flags.DEFINE_string("workdir", None, "Output directory (created if needed; rerunning the "
-                        "same command there resumes).", flag_values=values)
-    flags.DEFINE_bool("debug", False, "Show Python tracebacks for expected errors (otherwise: "
-                      "one FATAL line).", flag_values=values)
-    flags.DEFINE_string("xla_cache", default_xla_cache(), "Folder of the persistent XLA "
-                        f"compilation cache, or 'off' (default: ${XLA_CACHE_ENV}, else the "
-                        "user's cache folder).", flag_values=values)
-    flags.DEFINE_bool("log_prefix", False, "Start log lines with absl's prefix (level, date, "
-                      "thread, file:line) instead of the time alone.", flag_values=values)
+        "--config.FIELD=VALUE overrides a field.",
+        flag_values=values,
+        lock_config=True,
+        sys_argv=argv,
+    )
+    flags.DEFINE_string(
+        "workdir",
+        None,
+        "Output directory (created if needed; rerunning the same command there resumes).",
+        flag_values=values,
+    )
+    flags.DEFINE_bool(
+        "debug",
+        False,
+        "Show Python tracebacks for expected errors (otherwise: one FATAL line).",
+        flag_values=values,
+    )
+    flags.DEFINE_string(
+        "xla_cache",
+        default_xla_cache(),
+        "Folder of the persistent XLA "
+        f"compilation cache, or 'off' (default: ${XLA_CACHE_ENV}, else the "
+        "user's cache folder).",
+        flag_values=values,
+    )
+    flags.DEFINE_bool(
+        "log_prefix",
+        False,
+        "Start log lines with absl's prefix (level, date, "
+        "thread, file:line) instead of the time alone.",
+        flag_values=values,
+    )
 
 
 def _config_value(argv: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -87,8 +111,10 @@ def _config_value(argv: Sequence[str]) -> tuple[str | None, list[str]]:
         arg = args[i]
         if arg in ("--config", "-config"):
             if i + 1 == len(args):
-                raise FlagError("--config needs a value: give --config=NAME[:VARIANT] (a "
-                                "recipe name or a config file)")
+                raise FlagError(
+                    "--config needs a value: give --config=NAME[:VARIANT] (a "
+                    "recipe name or a config file)"
+                )
             value, i = args[i + 1], i + 2
             continue
         if arg.startswith(("--config=", "-config=")):
@@ -104,30 +130,38 @@ def parse(argv: Sequence[str], values: flags.FlagValues) -> None:
     flags, such as --verbosity, into absl's FLAGS). FlagError / ConfigError on bad input."""
     spec, argv = _config_value(argv)
     if not spec:
-        raise FlagError("--config is missing: give --config=NAME[:VARIANT] (a recipe name such "
-                        "as alexnet:tiny,runlocal, or a config file) and --workdir=DIR (a "
-                        "directory for checkpoints, logs and results); --help lists the configs")
+        raise FlagError(
+            "--config is missing: give --config=NAME[:VARIANT] (a recipe name such "
+            "as alexnet:tiny,runlocal, or a config file) and --workdir=DIR (a "
+            "directory for checkpoints, logs and results); --help lists the configs"
+        )
     config = config_lookup.load_config(spec)
     try:
         _define_flags(values, config, argv)
     except (AttributeError, KeyError) as error:  # an override of a field the config lacks
         overrides = " ".join(a for a in argv if a.startswith("--config."))
         hint = " ".join(str(error).encode().decode("unicode_escape").replace("'", "").split())
-        raise FlagError(f"unknown config field in {overrides} ({hint}); check the spelling "
-                        "against the config file (fields cannot be added from the command line)"
-                        ) from None
+        raise FlagError(
+            f"unknown config field in {overrides} ({hint}); check the spelling "
+            "against the config file (fields cannot be added from the command line)"
+        ) from None
     try:
         rest = values(argv, known_only=True)
         rest = flags.FLAGS(rest)
     except flags.Error as error:
-        raise FlagError(f"{' '.join(str(error).split())}; fix the flag (--helpfull lists every "
-                        "flag)") from None
+        raise FlagError(
+            f"{' '.join(str(error).split())}; fix the flag (--helpfull lists every flag)"
+        ) from None
     if len(rest) > 1:
-        raise FlagError(f"unexpected arguments {' '.join(rest[1:])}: every argument is a flag "
-                        "(--config=..., --workdir=..., --config.FIELD=VALUE)")
+        raise FlagError(
+            f"unexpected arguments {' '.join(rest[1:])}: every argument is a flag "
+            "(--config=..., --workdir=..., --config.FIELD=VALUE)"
+        )
     if not values.workdir:
-        raise FlagError("--workdir is missing: give --workdir=DIR, a directory for checkpoints, "
-                        "logs and results (rerunning the same command there resumes)")
+        raise FlagError(
+            "--workdir is missing: give --workdir=DIR, a directory for checkpoints, "
+            "logs and results (rerunning the same command there resumes)"
+        )
 
 
 def use_xla_cache(folder: str) -> str | None:
@@ -135,8 +169,11 @@ def use_xla_cache(folder: str) -> str | None:
     JAX already has one configured; returns the folder in use (None: no cache). A folder that
     cannot be created is reported once and the run goes on without the cache."""
     jax = sys.modules.get("jax")  # configured through the environment until JAX is imported
-    configured = (jax.config.jax_compilation_cache_dir if jax is not None
-                  else os.environ.get("JAX_COMPILATION_CACHE_DIR"))
+    configured = (
+        jax.config.jax_compilation_cache_dir
+        if jax is not None
+        else os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    )
     if folder == "off":
         os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
         if jax is not None:
@@ -148,12 +185,17 @@ def use_xla_cache(folder: str) -> str | None:
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as error:
-        absl_logging.warning("XLA compilation cache off: %s (%s); choose another folder with "
-                             "--xla_cache=DIR", folder, error.strerror or error)
+        absl_logging.warning(
+            "XLA compilation cache off: %s (%s); choose another folder with --xla_cache=DIR",
+            folder,
+            error.strerror or error,
+        )
         return None
-    settings = {"jax_compilation_cache_dir": folder,
-                "jax_persistent_cache_min_compile_time_secs": 0.5,
-                "jax_compilation_cache_max_size": XLA_CACHE_MAX_BYTES}
+    settings = {
+        "jax_compilation_cache_dir": folder,
+        "jax_persistent_cache_min_compile_time_secs": 0.5,
+        "jax_compilation_cache_max_size": XLA_CACHE_MAX_BYTES,
+    }
     for name, value in settings.items():
         if jax is not None:
             jax.config.update(name, value)
@@ -193,12 +235,18 @@ def hide_slow_compile_banner() -> None:
     it), and it ends when every writer of the pipe has ended."""
     try:
         original = os.dup(2)
-        python_stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding,
-                                  errors="backslashreplace")
+        python_stderr = os.fdopen(
+            os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace"
+        )
         read_end, write_end = os.pipe()
-        subprocess.Popen([sys.executable, "-S", "-I", "-c", _BANNER_FILTER], stdin=read_end,
-                         stdout=original, stderr=original, start_new_session=True,
-                         close_fds=True)
+        subprocess.Popen(
+            [sys.executable, "-S", "-I", "-c", _BANNER_FILTER],
+            stdin=read_end,
+            stdout=original,
+            stderr=original,
+            start_new_session=True,
+            close_fds=True,
+        )
     except OSError as error:  # no pipe or process to spare: the banner stays
         absl_logging.warning("XLA's slow-compilation banner cannot be hidden: %s", error)
         return

@@ -2,6 +2,7 @@
 outputs, generated from the config files themselves (first docstring line = purpose; VARIANTS
 table = variants, each described by its function's docstring), so the help cannot drift from
 the configs."""
+
 from __future__ import annotations
 
 import textwrap
@@ -46,15 +47,17 @@ once)."""
 
 def config_modules() -> list[tuple[str, object]]:
     """(file name, module) of every config that a recipe name finds, sorted by name."""
-    return [(f"{name}.py", config_lookup.load_module(path))
-            for name, path in config_lookup.config_files().items()]
+    return [
+        (f"{name}.py", config_lookup.load_module(path))
+        for name, path in config_lookup.config_files().items()
+    ]
 
 
 def _purpose(module) -> str:
     """The first sentence of the docstring's first paragraph."""
     paragraph = " ".join((module.__doc__ or "").strip().split("\n\n")[0].split())
     end = paragraph.find(". ")
-    return paragraph if end < 0 else paragraph[:end + 1]
+    return paragraph if end < 0 else paragraph[: end + 1]
 
 
 def _mode(module) -> str:
@@ -67,20 +70,26 @@ def _mode(module) -> str:
 def help_text(program: str = "python main.py") -> str:
     """The whole --help text; `program` is the command as the user starts it."""
     width = 100
-    lines = ["rekd-jax: ReKD, MoCo v2 and SEED self-supervised pre-training and evaluation "
-             "(JAX/Flax).", "",
-             f"Usage: {program} --config=NAME[:VARIANT,...] --workdir=DIR "
-             "[--config.FIELD=VALUE ...]",
-             "  NAME: a recipe below (e.g. --config=alexnet:tiny,runlocal) or a config file "
-             "(configs/alexnet.py)", ""]
+    lines = [
+        "rekd-jax: ReKD, MoCo v2 and SEED self-supervised pre-training and evaluation (JAX/Flax).",
+        "",
+        f"Usage: {program} --config=NAME[:VARIANT,...] --workdir=DIR [--config.FIELD=VALUE ...]",
+        "  NAME: a recipe below (e.g. --config=alexnet:tiny,runlocal) or a config file "
+        "(configs/alexnet.py)",
+        "",
+    ]
     modules = config_modules()
     groups: dict[str, list] = {"pre-training": [], "evaluation": [], "other": []}
     legends: dict[str, dict[str, str]] = {"pre-training": {}, "evaluation": {}, "other": {}}
     for file, module in modules:
         mode = _mode(module)
-        group = ("pre-training" if mode == "pretrain" else
-                 "evaluation" if mode in ("linear", "conv_probe", "knn", "semi_supervised")
-                 else "other")
+        group = (
+            "pre-training"
+            if mode == "pretrain"
+            else "evaluation"
+            if mode in ("linear", "conv_probe", "knn", "semi_supervised")
+            else "other"
+        )
         table = getattr(module, "VARIANTS", {}) or {}
         groups[group].append((file, _purpose(module), list(table)))
         for name, doc in variants_lib.describe(table):
@@ -88,25 +97,42 @@ def help_text(program: str = "python main.py") -> str:
     for group in ("other", "pre-training", "evaluation"):
         if not groups[group]:
             continue
-        title = {"other": "Start here", "pre-training": "Pre-training configs",
-                 "evaluation": "Evaluation configs"}[group]
+        title = {
+            "other": "Start here",
+            "pre-training": "Pre-training configs",
+            "evaluation": "Evaluation configs",
+        }[group]
         lines.append(f"{title} (NAME, or the file configs/NAME.py):")
         for file, purpose, names in groups[group]:
-            lines += textwrap.wrap(purpose, width, initial_indent=f"  {file:<22}",
-                                   subsequent_indent=" " * 24)
+            lines += textwrap.wrap(
+                purpose, width, initial_indent=f"  {file:<22}", subsequent_indent=" " * 24
+            )
             if names:
-                lines += textwrap.wrap(", ".join(names), width, initial_indent=" " * 24
-                                       + "variants: ", subsequent_indent=" " * 34)
+                lines += textwrap.wrap(
+                    ", ".join(names),
+                    width,
+                    initial_indent=" " * 24 + "variants: ",
+                    subsequent_indent=" " * 34,
+                )
         if legends[group]:
             lines.append(f"  {group.capitalize()} variants:")
             indent = 4 + max(12, 1 + max(len(name) for name in legends[group]))
             for name, doc in legends[group].items():
-                lines += textwrap.wrap(doc, width, initial_indent=f"    {name:<{indent - 5}} ",
-                                       subsequent_indent=" " * indent)
+                lines += textwrap.wrap(
+                    doc,
+                    width,
+                    initial_indent=f"    {name:<{indent - 5}} ",
+                    subsequent_indent=" " * indent,
+                )
         lines.append("")
-    lines += [_OVERRIDES, "", _OUTPUTS, "",
-              "The docstring at the top of each configs/NAME.py gives its commands, hardware, "
-              "time and expected result."]
+    lines += [
+        _OVERRIDES,
+        "",
+        _OUTPUTS,
+        "",
+        "The docstring at the top of each configs/NAME.py gives its commands, hardware, "
+        "time and expected result.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -14,9 +14,10 @@ and evaluation:
     images), so the smoke run of any recipe is `:tiny,runlocal`;
   * an unknown name is an error that lists the known ones.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import ml_collections
 
@@ -25,12 +26,26 @@ SHRINK = "runlocal"
 # config.data fields of each dataset variant (every field a dataset variant sets, so that they
 # do not depend on each other or on the order).
 # The 32 px datasets differ only in their name.
-_SMALL = dict(train_split="train", eval_split="test", image_size=32, eval_resize=32, host_size=0,
-              resident="auto", train_crop="device")
+_SMALL = dict(
+    train_split="train",
+    eval_split="test",
+    image_size=32,
+    eval_resize=32,
+    host_size=0,
+    resident="auto",
+    train_crop="device",
+)
 DATASETS = {
-    "imagenet": dict(dataset="imagenet2012", train_split="train", eval_split="validation",
-                     image_size=224, eval_resize=256, host_size=256, resident="off",
-                     train_crop="host"),
+    "imagenet": dict(
+        dataset="imagenet2012",
+        train_split="train",
+        eval_split="validation",
+        image_size=224,
+        eval_resize=256,
+        host_size=256,
+        resident="off",
+        train_crop="host",
+    ),
     "cifar10": dict(_SMALL, dataset="cifar10"),
     "shapes": dict(_SMALL, dataset="rekd_shapes"),
     "tiny": dict(_SMALL, dataset="rekd_shapes/tiny"),
@@ -40,7 +55,7 @@ DATASET_DOCS = {
     "imagenet": "ImageNet-1k (TFDS imagenet2012, prepared ArrayRecord): 224 px crops, resize 256",
     "cifar10": "CIFAR-10 at 32 px (prepare it with python -m rekd_jax.data.prepare)",
     "shapes": "the embedded rekd_shapes (10 classes, 10,000 train / 2,000 test, 32 px; built "
-              "on first use, no download)",
+    "on first use, no download)",
     "tiny": "the embedded toy data rekd_shapes/tiny (200 train / 100 test images, 32 px)",
 }
 
@@ -55,14 +70,17 @@ def order(names: list[str]) -> list[str]:
     return sorted(names, key=lambda n: n == SHRINK)
 
 
-def apply_variants(config: ml_collections.ConfigDict, arg: str | None,
-                   known: Mapping[str, Callable], file: str) -> ml_collections.ConfigDict:
+def apply_variants(
+    config: ml_collections.ConfigDict, arg: str | None, known: Mapping[str, Callable], file: str
+) -> ml_collections.ConfigDict:
     """Applies the comma-separated variants of `arg` (see the module docstring for the rules)."""
     names = [n.strip() for n in (arg or "").split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"{file}: unknown variant {unknown[0]!r}; use any of {sorted(known)} "
-                         f"(comma-separated, e.g. --config={file}:{sorted(known)[0]})")
+        raise ValueError(
+            f"{file}: unknown variant {unknown[0]!r}; use any of {sorted(known)} "
+            f"(comma-separated, e.g. --config={file}:{sorted(known)[0]})"
+        )
     for name in order(names):
         known[name](config)
     return config

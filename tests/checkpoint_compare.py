@@ -1,5 +1,6 @@
 """Reading a pre-training workdir's Orbax checkpoints in tests, and comparing two runs' bit for
 bit (SIGKILL / SIGTERM resume against an uninterrupted run). Not collected (no test_ prefix)."""
+
 import os
 
 import numpy as np
@@ -8,11 +9,14 @@ import orbax.checkpoint as ocp
 
 def read_checkpoint(workdir, step=None):
     """(step, state, extra) of WORKDIR/checkpoints at `step` (default: the newest)."""
-    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    manager = ocp.CheckpointManager(
+        os.path.join(workdir, "checkpoints"), options=ocp.CheckpointManagerOptions(read_only=True)
+    )
     step = manager.latest_step() if step is None else step
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(), extra=ocp.args.JsonRestore()))
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(), extra=ocp.args.JsonRestore()),
+    )
     return step, restored["state"], restored["extra"]
 
 

@@ -1,5 +1,6 @@
 """Running the command-line entry points in subprocesses for tests, with one TFDS data_dir and
 one compilation cache per test module. Not collected (no test_ prefix)."""
+
 import os
 import select
 import subprocess
@@ -13,19 +14,28 @@ def env(shared: dict, **extra) -> dict:
     """The environment of a child: the checkout importable, CPU with 4 devices, the module's
     TFDS data_dir and compilation cache; `extra` values replace those (None: unset)."""
     out = dict(os.environ)
-    out.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TFDS_DATA_DIR=shared["tfds"],
-               JAX_COMPILATION_CACHE_DIR=shared["cache"],
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    out.update(
+        PYTHONPATH=ROOT,
+        JAX_PLATFORMS="cpu",
+        TFDS_DATA_DIR=shared["tfds"],
+        JAX_COMPILATION_CACHE_DIR=shared["cache"],
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    )
     out.update(extra)
     return {k: v for k, v in out.items() if v is not None}
 
 
 def run(shared: dict, *args, timeout=600, cwd=ROOT, extra_env=None) -> subprocess.CompletedProcess:
     """`python ARGS...` to completion (main.py, -m module, -c code)."""
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd,
-                          env=env(shared, **(extra_env or {})), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=cwd,
+        env=env(shared, **(extra_env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def fatal_line(result: subprocess.CompletedProcess) -> str:
@@ -41,9 +51,13 @@ class Child:
     """A child process whose stderr is read line by line while it runs."""
 
     def __init__(self, shared: dict, *args, cwd=ROOT, extra_env=None):
-        self.proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=cwd,
-                                     env=env(shared, **(extra_env or {})),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, *map(str, args)],
+            cwd=cwd,
+            env=env(shared, **(extra_env or {})),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         self.lines: list[str] = []
         self._buffer = b""
 
@@ -63,8 +77,9 @@ class Child:
                 self._buffer += chunk
                 *complete, self._buffer = self._buffer.split(b"\n")
                 self.lines += [c.decode("utf-8", "replace") for c in complete]
-        raise AssertionError(f"no line with {text!r} (exit {self.proc.poll()}):\n"
-                             + "\n".join(self.lines[-40:]))
+        raise AssertionError(
+            f"no line with {text!r} (exit {self.proc.poll()}):\n" + "\n".join(self.lines[-40:])
+        )
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)

@@ -1,6 +1,7 @@
 """Test-wide setup: four fake CPU devices so that pmap code runs for real, and one persistent
 XLA compilation cache for the session (tests compile the same tiny models and steps many
 times; a cache hit replaces a recompilation and changes no result)."""
+
 import atexit
 import os
 import shutil

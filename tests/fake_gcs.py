@@ -10,6 +10,7 @@
 Everything else (Orbax's GCS commit protocol with commit_success.txt instead of renames,
 epath's copy-based directory rename) runs as it does against GCS. Test helper only.
 """
+
 import os
 
 import fsspec
@@ -18,46 +19,48 @@ from fsspec.implementations.local import LocalFileSystem
 
 
 def install(root: str) -> None:
-  root = os.path.abspath(root)
+    root = os.path.abspath(root)
 
-  class FakeGCS(LocalFileSystem):
-    protocol = ("gs", "gcs")
+    class FakeGCS(LocalFileSystem):
+        protocol = ("gs", "gcs")
 
-    @classmethod
-    def _strip_protocol(cls, path):
-      path = os.fspath(path)
-      for prefix in ("gs://", "gcs://"):
-        if path.startswith(prefix):
-          path = os.path.join(root, path[len(prefix):])
-      return LocalFileSystem._strip_protocol(path)
+        @classmethod
+        def _strip_protocol(cls, path):
+            path = os.fspath(path)
+            for prefix in ("gs://", "gcs://"):
+                if path.startswith(prefix):
+                    path = os.path.join(root, path[len(prefix) :])
+            return LocalFileSystem._strip_protocol(path)
 
-    def __init__(self, *args, finalize_on_close=None, **kwargs):
-      del finalize_on_close  # gcsfs's option; nothing to finalise locally
-      super().__init__(*args, **kwargs)
+        def __init__(self, *args, finalize_on_close=None, **kwargs):
+            del finalize_on_close  # gcsfs's option; nothing to finalise locally
+            super().__init__(*args, **kwargs)
 
-    def glob(self, path, **kwargs):
-      def bucket_relative(p):
-        return p[len(root):].lstrip("/") if p.startswith(root) else p
-      found = super().glob(path, **kwargs)
-      if isinstance(found, dict):
-        return {bucket_relative(k): v for k, v in found.items()}
-      return [bucket_relative(p) for p in found]
+        def glob(self, path, **kwargs):
+            def bucket_relative(p):
+                return p[len(root) :].lstrip("/") if p.startswith(root) else p
 
-  for name in ("gs", "gcs"):
-    fsspec.register_implementation(name, FakeGCS, clobber=True)
-  epath_backend.fsspec_backend._get_filesystem.cache_clear()
+            found = super().glob(path, **kwargs)
+            if isinstance(found, dict):
+                return {bucket_relative(k): v for k, v in found.items()}
+            return [bucket_relative(p) for p in found]
 
-  from orbax.checkpoint._src.path import gcs_utils
-  from orbax.checkpoint._src.serialization import tensorstore_utils
-  normalize = tensorstore_utils._normalize_path
+    for name in ("gs", "gcs"):
+        fsspec.register_implementation(name, FakeGCS, clobber=True)
+    epath_backend.fsspec_backend._get_filesystem.cache_clear()
 
-  def local_normalize(path):
-    path = str(path)
-    for prefix in ("gs://", "gs:/"):
-      if path.startswith(prefix):
-        path = os.path.join(root, path[len(prefix):])
-        break
-    return normalize(path)
+    from orbax.checkpoint._src.path import gcs_utils
+    from orbax.checkpoint._src.serialization import tensorstore_utils
 
-  tensorstore_utils._normalize_path = local_normalize
-  gcs_utils.is_hierarchical_namespace_enabled = lambda path: False
+    normalize = tensorstore_utils._normalize_path
+
+    def local_normalize(path):
+        path = str(path)
+        for prefix in ("gs://", "gs:/"):
+            if path.startswith(prefix):
+                path = os.path.join(root, path[len(prefix) :])
+                break
+        return normalize(path)
+
+    tensorstore_utils._normalize_path = local_normalize
+    gcs_utils.is_hierarchical_namespace_enabled = lambda path: False

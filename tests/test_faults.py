@@ -5,6 +5,7 @@ state_dicts, tracebacks on expected failures, silent changes (another teacher at
 path, a deleted run_signature.json, a flipped bit in a checkpoint, a side item edited to {}),
 and evaluation metrics after a resume. Real files, processes and file systems throughout.
 """
+
 import logging
 import os
 import shutil
@@ -84,12 +85,19 @@ def _dead_pid():
 
 def test_a_refused_resume_and_a_misdirected_evaluation_leave_config_json(shared, pretrained):
     before = (pretrained / "config.json").read_text()
-    line = fatal_line(run(shared, *PRETRAIN, f"--workdir={pretrained}",
-                          "--config.student.arch=resnet34"))
+    line = fatal_line(
+        run(shared, *PRETRAIN, f"--workdir={pretrained}", "--config.student.arch=resnet34")
+    )
     assert line.startswith("FATAL: ConfigChangedError:") and "resnet34" in line
-    line = fatal_line(run(shared, "main.py", "--config=knn_eval:tiny,runlocal",
-                          f"--workdir={pretrained}",
-                          f"--config.checkpoint={pretrained / 'encoders' / 'student'}"))
+    line = fatal_line(
+        run(
+            shared,
+            "main.py",
+            "--config=knn_eval:tiny,runlocal",
+            f"--workdir={pretrained}",
+            f"--config.checkpoint={pretrained / 'encoders' / 'student'}",
+        )
+    )
     assert line.startswith("FATAL: WorkdirModeError: ") and "holds a pretrain run" in line
     assert f"--workdir={pretrained / 'eval_knn'}" in line
     assert (pretrained / "config.json").read_text() == before
@@ -107,11 +115,16 @@ def _on_a_small_disk(tmp_path, size, script):
     if unshare is None:
         pytest.skip("a small file system needs util-linux's unshare, which is not installed")
     base = [unshare, "-m"] if os.geteuid() == 0 else [unshare, "-r", "-m"]
-    probe = subprocess.run([*base, "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        [*base, "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (no privilege and no user namespaces: "
-                    f"{probe.stderr.strip()})")
+        pytest.skip(
+            f"cannot mount a small tmpfs here (no privilege and no user namespaces: "
+            f"{probe.stderr.strip()})"
+        )
     body = f"mount -t tmpfs -o size={size} tmpfs {disk} && cd {ROOT} && {script}"
     subprocess.run([*base, "bash", "-c", body], check=True, timeout=900)
     return disk
@@ -121,8 +134,9 @@ def _one_disk_full_line(path):
     text = path.read_text()
     assert "Traceback" not in text and "Task exception" not in text, text[-3000:]
     fatal = [line for line in text.splitlines() if line.startswith("FATAL")]
-    assert len(fatal) == 1 and fatal[0].startswith("FATAL: DiskFullError: no space left on the "
-                                                   "device holding "), text[-3000:]
+    assert len(fatal) == 1 and fatal[0].startswith(
+        "FATAL: DiskFullError: no space left on the device holding "
+    ), text[-3000:]
     assert "free space or choose another location" in fatal[0]
     return fatal[0]
 
@@ -138,23 +152,29 @@ def test_a_full_disk_is_one_line_for_every_command(shared, tmp_path):
     out.mkdir()
     py = f"env PYTHONPATH={ROOT} JAX_PLATFORMS=cpu {sys.executable}"
     disk = tmp_path / "disk"
-    main = (f"{py} main.py --config=default:tiny,runlocal --workdir={disk}/w "
-            f"--config.data.data_dir={shared['tfds']} --xla_cache={shared['cache']}")
-    fill = (lambda left: f"head -c $(( $(df --output=avail -B1 {disk} | tail -1) - {left} )) "
-            f"/dev/zero >> {disk}/fill")
-    script = "; ".join([
-        f"{py} -m rekd_jax.tools.import_torch --arch mobilenetv3_small --src {weights} "
-        f"--dst {disk}/enc 2> {out}/import1.err",
-        fill(1_500_000),  # less than a checkpoint and an encoder of the run
-        f"{main} 2> {out}/pretrain.err; echo $? > {out}/pretrain.rc",
-        f"{main} 2> {out}/rerun.err; echo $? > {out}/rerun.rc",
-        f"{py} -m rekd_jax.tools.import_torch --arch mobilenetv3_small --src {weights} "
-        f"--dst {disk}/enc --overwrite 2> {out}/import.err; echo $? > {out}/import.rc",
-        fill(20_000),
-        f"{py} -m rekd_jax.data.prepare --src {tmp_path / 'src'} --name pictures "
-        f"--data_dir {disk}/tfds 2> {out}/prepare.err; echo $? > {out}/prepare.rc",
-        f"ls {disk}/enc > {out}/enc.ls",
-    ])
+    main = (
+        f"{py} main.py --config=default:tiny,runlocal --workdir={disk}/w "
+        f"--config.data.data_dir={shared['tfds']} --xla_cache={shared['cache']}"
+    )
+    fill = lambda left: (
+        f"head -c $(( $(df --output=avail -B1 {disk} | tail -1) - {left} )) "
+        f"/dev/zero >> {disk}/fill"
+    )
+    script = "; ".join(
+        [
+            f"{py} -m rekd_jax.tools.import_torch --arch mobilenetv3_small --src {weights} "
+            f"--dst {disk}/enc 2> {out}/import1.err",
+            fill(1_500_000),  # less than a checkpoint and an encoder of the run
+            f"{main} 2> {out}/pretrain.err; echo $? > {out}/pretrain.rc",
+            f"{main} 2> {out}/rerun.err; echo $? > {out}/rerun.rc",
+            f"{py} -m rekd_jax.tools.import_torch --arch mobilenetv3_small --src {weights} "
+            f"--dst {disk}/enc --overwrite 2> {out}/import.err; echo $? > {out}/import.rc",
+            fill(20_000),
+            f"{py} -m rekd_jax.data.prepare --src {tmp_path / 'src'} --name pictures "
+            f"--data_dir {disk}/tfds 2> {out}/prepare.err; echo $? > {out}/prepare.rc",
+            f"ls {disk}/enc > {out}/enc.ls",
+        ]
+    )
     _on_a_small_disk(tmp_path, "12m", script)
     for name in ("pretrain", "rerun", "import", "prepare"):
         assert (out / f"{name}.rc").read_text().strip() == "2", (out / f"{name}.err").read_text()
@@ -173,11 +193,14 @@ def test_names_tfds_cannot_store_are_skipped_and_listed(tmp_path):
     bad_file = os.path.join(os.fsencode(src / "train" / "a"), b"caf\xe9.png")
     shutil.copy(src / "train" / "a" / "0.png", bad_file)
     lines = []
-    report = prepare.prepare(str(src), "names", str(tmp_path / "tfds"), num_workers=2,
-                             log=lines.append)
+    report = prepare.prepare(
+        str(src), "names", str(tmp_path / "tfds"), num_workers=2, log=lines.append
+    )
     assert report["classes"] == ["a", "b"]
     assert {(s["path"], s["reason"]) for s in report["skipped"]} == {
-        ("train/c\\nd", "bad_name"), ("train/a/caf\\xe9.png", "bad_name")}
+        ("train/c\\nd", "bad_name"),
+        ("train/a/caf\\xe9.png", "bad_name"),
+    }
     assert any("bad_name: train/a/caf\\xe9.png" in line for line in lines)
     assert report["splits"]["train"]["examples"] == 6
 
@@ -197,19 +220,40 @@ def torch_files(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("name,extra,message", [
-    ("garbage", [], "is not a PyTorch checkpoint (neither torch.save's zip format nor a pickle"),
-    ("tensor", [], "the checkpoint holds a Tensor, not a state_dict"),
-    ("list", [], "the checkpoint holds a list, not a state_dict"),
-    ("intkeys", [], "keys must be parameter names (strings); it has int keys"),
-    ("small", ["--override", "width_multiplier=abc"], "the model overrides {'width_multiplier': "
-     "'abc'} do not fit 'resnet18'"),
-])
-def test_importer_input_that_is_not_a_state_dict_is_one_line(torch_files, tmp_path, capsys, name,
-                                                             extra, message):
+@pytest.mark.parametrize(
+    "name,extra,message",
+    [
+        (
+            "garbage",
+            [],
+            "is not a PyTorch checkpoint (neither torch.save's zip format nor a pickle",
+        ),
+        ("tensor", [], "the checkpoint holds a Tensor, not a state_dict"),
+        ("list", [], "the checkpoint holds a list, not a state_dict"),
+        ("intkeys", [], "keys must be parameter names (strings); it has int keys"),
+        (
+            "small",
+            ["--override", "width_multiplier=abc"],
+            "the model overrides {'width_multiplier': 'abc'} do not fit 'resnet18'",
+        ),
+    ],
+)
+def test_importer_input_that_is_not_a_state_dict_is_one_line(
+    torch_files, tmp_path, capsys, name, extra, message
+):
     from rekd_jax.tools import import_torch
-    status = import_torch.main(["--arch", "resnet18", "--src", str(torch_files / f"{name}.pth"),
-                                "--dst", str(tmp_path / "enc"), *extra])
+
+    status = import_torch.main(
+        [
+            "--arch",
+            "resnet18",
+            "--src",
+            str(torch_files / f"{name}.pth"),
+            "--dst",
+            str(tmp_path / "enc"),
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2 and "Traceback" not in err and "--trust_pickle" not in err
     assert err.strip().splitlines()[-1].startswith("FATAL: ValueError: ") and message in err
@@ -225,12 +269,17 @@ def test_prepare_with_no_decodable_image_or_no_worker_is_one_line(tmp_path, caps
             os.truncate(png, os.path.getsize(png) // 2)
     args = ["--src", str(tmp_path / "src"), "--name", "broken", "--data_dir", str(tmp_path / "d")]
     assert prepare.main(args) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
-        "FATAL: PrepareError: no image of split train of ")
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith("FATAL: PrepareError: no image of split train of ")
+    )
     assert prepare.main([*args, "--num_workers", "0"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "FATAL: PrepareError: --num_workers 0: give at least 1 (the reading and decoding "
-        "threads; e.g. the number of CPU cores)")
+        "threads; e.g. the number of CPU cores)"
+    )
 
 
 # ----------------------------------------------------------------------------- 7: damaged files
@@ -238,14 +287,24 @@ def test_prepare_with_no_decodable_image_or_no_worker_is_one_line(tmp_path, caps
 
 def test_a_truncated_dataset_file_is_one_line(shared, tmp_path):
     data = tmp_path / "tfds"
-    made = run(shared, "-c", "from rekd_jax.data import embedded; "
-               f"embedded.build_rekd_shapes({str(data)!r}, 'tiny')")
+    made = run(
+        shared,
+        "-c",
+        f"from rekd_jax.data import embedded; embedded.build_rekd_shapes({str(data)!r}, 'tiny')",
+    )
     assert made.returncode == 0, made.stderr[-2000:]
     (record,) = (data / "rekd_shapes" / "tiny" / "2.0.0").glob("*train.array_record*")
     os.truncate(record, os.path.getsize(record) // 2)
-    line = fatal_line(run(shared, "main.py", "--config=knn_eval:tiny,runlocal",
-                          f"--workdir={tmp_path / 'e'}", f"--config.data.data_dir={data}",
-                          "--config.checkpoint=init:alexnet:cifar_stem=true"))
+    line = fatal_line(
+        run(
+            shared,
+            "main.py",
+            "--config=knn_eval:tiny,runlocal",
+            f"--workdir={tmp_path / 'e'}",
+            f"--config.data.data_dir={data}",
+            "--config.checkpoint=init:alexnet:cifar_stem=true",
+        )
+    )
     assert line.startswith("FATAL: DatasetCorruptError: dataset 'rekd_shapes/tiny' split 'train'")
     assert "truncated or damaged; delete " in line
 
@@ -263,14 +322,23 @@ def test_an_unreadable_feature_cache_is_recomputed(tmp_path, caplog):
 
 
 def test_study_and_report_failures_are_one_line(shared, tmp_path):
-    line = fatal_line(run(shared, "-m", "rekd_jax.experiments.cifar10", "--scale=cpu",
-                          f"--workdir={tmp_path / 's'}", f"--data_dir={tmp_path / 'd'}",
-                          f"--src={tmp_path / 'nowhere'}"))
+    line = fatal_line(
+        run(
+            shared,
+            "-m",
+            "rekd_jax.experiments.cifar10",
+            "--scale=cpu",
+            f"--workdir={tmp_path / 's'}",
+            f"--data_dir={tmp_path / 'd'}",
+            f"--src={tmp_path / 'nowhere'}",
+        )
+    )
     assert line.startswith("FATAL: PrepareError: --src ")
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    (run_dir / "metrics.jsonl").write_text('{"step": 1, "train/loss": 1.0}\n{"step": 2, "tr\n'
-                                           '{"step": 3, "train/loss": 0.5}\n')
+    (run_dir / "metrics.jsonl").write_text(
+        '{"step": 1, "train/loss": 1.0}\n{"step": 2, "tr\n{"step": 3, "train/loss": 0.5}\n'
+    )
     line = fatal_line(run(shared, "-m", "rekd_jax.tools.report", str(run_dir)))
     assert "metrics.jsonl line 2 is not JSON" in line and "repair or delete that line" in line
     (run_dir / "metrics.jsonl").unlink()
@@ -284,10 +352,15 @@ def test_study_and_report_failures_are_one_line(shared, tmp_path):
 
 
 def _encoder(path, seed):
-    spec = {"arch": "resnet18", "overrides": {"cifar_stem": True, "width_multiplier": 0.125},
-            "projector": {"hidden": 64, "dim": 16, "bn": False, "layers": 2}, "source": "test"}
-    variables = heads.build_encoder(spec).init(jax.random.PRNGKey(seed),
-                                                jnp.zeros((1, 16, 16, 3)), train=False)
+    spec = {
+        "arch": "resnet18",
+        "overrides": {"cifar_stem": True, "width_multiplier": 0.125},
+        "projector": {"hidden": 64, "dim": 16, "bn": False, "layers": 2},
+        "source": "test",
+    }
+    variables = heads.build_encoder(spec).init(
+        jax.random.PRNGKey(seed), jnp.zeros((1, 16, 16, 3)), train=False
+    )
     io.save_encoder(str(path), spec, variables)
 
 
@@ -314,8 +387,9 @@ def test_a_deleted_signature_is_rebuilt_from_the_newest_checkpoint(shared, pretr
     workdir = tmp_path / "w"
     shutil.copytree(pretrained, workdir)
     (workdir / resume.SIGNATURE_FILE).unlink()
-    result = run(shared, *PRETRAIN, f"--workdir={workdir}",
-                 "--config.optimizer.base_learning_rate=0.5")
+    result = run(
+        shared, *PRETRAIN, f"--workdir={workdir}", "--config.optimizer.base_learning_rate=0.5"
+    )
     line = fatal_line(result)
     assert line.startswith("FATAL: ConfigChangedError:")
     assert "base_learning_rate: 0.03 -> 0.5" in line
@@ -335,8 +409,10 @@ def _two_checkpoints(directory):
 def test_a_flipped_bit_in_checkpoint_data_falls_back(tmp_path):
     directory = str(tmp_path / "ckpt")
     first, second = _two_checkpoints(directory)
-    data = max((p for p in (tmp_path / "ckpt" / "2").rglob("*") if p.is_file()
-                and "/d/" in str(p)), key=os.path.getsize)
+    data = max(
+        (p for p in (tmp_path / "ckpt" / "2").rglob("*") if p.is_file() and "/d/" in str(p)),
+        key=os.path.getsize,
+    )
     raw = bytearray(data.read_bytes())
     raw[len(raw) // 2] ^= 0x10
     data.write_bytes(bytes(raw))
@@ -384,21 +460,32 @@ def test_evaluation_metrics_hold_each_epoch_once_after_a_resume(tmp_path):
     records = logging_lib.read_jsonl(str(workdir / "metrics.jsonl"))
     epochs = [r["step"] for r in records if "linear/train_loss" in r]
     assert epochs == [1, 2, 3]
-    assert all(line.startswith("{") and line.endswith("}")
-               for line in (workdir / "metrics.jsonl").read_text().splitlines())
+    assert all(
+        line.startswith("{") and line.endswith("}")
+        for line in (workdir / "metrics.jsonl").read_text().splitlines()
+    )
 
 
 def test_tfds_advice_to_install_opencv_is_not_shown():
     flt = logging_lib._LibraryInfoFilter()
-    record = logging.LogRecord("absl", logging.WARNING, "/x/tensorflow_datasets/core/features/"
-                               "image_feature.py", 1, "OpenCV is not installed. We recommend "
-                               "using OpenCV because it is faster", None, None)
+    record = logging.LogRecord(
+        "absl",
+        logging.WARNING,
+        "/x/tensorflow_datasets/core/features/image_feature.py",
+        1,
+        "OpenCV is not installed. We recommend using OpenCV because it is faster",
+        None,
+        None,
+    )
     assert not flt.filter(record)
 
 
 def test_disk_full_reports_name_the_folder_being_written():
-    nested = RuntimeError('Failed to finalize writing of split "train": write() failed: No space '
-                          'left on device; writing /d/tfds/x/incomplete.1.h.new.1.0.0/_build/f')
+    nested = RuntimeError(
+        'Failed to finalize writing of split "train": write() failed: No space '
+        "left on device; writing /d/tfds/x/incomplete.1.h.new.1.0.0/_build/f"
+    )
     assert errors.disk_full_path(nested) == "/d/tfds/x"
     assert errors.one_line(OSError(28, "No space left on device", "/w/checkpoints")).startswith(
-        "FATAL: DiskFullError: no space left on the device holding /w/checkpoints, free space")
+        "FATAL: DiskFullError: no space left on the device holding /w/checkpoints, free space"
+    )

@@ -7,6 +7,7 @@ rerun resumes from it.
 Each child is signalled once its stderr shows the phase's own line ("building ...",
 "compiling the training step ...", a metrics line, "writing NAME ...", "loading FILE").
 """
+
 import os
 import signal
 import sys
@@ -15,8 +16,10 @@ import numpy as np
 import pytest
 from commands import Child, last_line, run
 
-INTERRUPTED = ("interrupted (Ctrl-C): stopped at once; everything already written stays valid "
-               "(outputs are written atomically), rerun the same command to continue")
+INTERRUPTED = (
+    "interrupted (Ctrl-C): stopped at once; everything already written stays valid "
+    "(outputs are written atomically), rerun the same command to continue"
+)
 TERMINATED = INTERRUPTED.replace("interrupted (Ctrl-C)", "terminated (SIGTERM)")
 PRETRAIN = ["main.py", "--config=default:tiny,runlocal"]
 
@@ -44,8 +47,13 @@ def test_ctrl_c_while_setting_up(shared, tmp_path):
 def test_ctrl_c_inside_xla_compilation_is_one_line_not_a_crash(shared, tmp_path):
     """Raised inside XLA's compilation, a KeyboardInterrupt can end in a segmentation fault at
     interpreter shutdown; the cache is off so that the compilation really runs."""
-    child = Child(shared, *PRETRAIN, f"--workdir={tmp_path / 'w'}", "--xla_cache=off",
-                  extra_env={"JAX_ENABLE_COMPILATION_CACHE": "false"})
+    child = Child(
+        shared,
+        *PRETRAIN,
+        f"--workdir={tmp_path / 'w'}",
+        "--xla_cache=off",
+        extra_env={"JAX_ENABLE_COMPILATION_CACHE": "false"},
+    )
     child.wait_for("compiling the training step")
     child.signal(signal.SIGINT)
     assert_clean_stop(*child.finish())
@@ -53,8 +61,14 @@ def test_ctrl_c_inside_xla_compilation_is_one_line_not_a_crash(shared, tmp_path)
 
 def _training(shared, workdir, steps=400):
     """A run long enough to be signalled while it trains (8 steps are logged each line)."""
-    return Child(shared, *PRETRAIN, f"--workdir={workdir}", f"--config.num_train_steps={steps}",
-                 "--config.log_every_steps=2", "--config.checkpoint_every_steps=1000")
+    return Child(
+        shared,
+        *PRETRAIN,
+        f"--workdir={workdir}",
+        f"--config.num_train_steps={steps}",
+        "--config.log_every_steps=2",
+        "--config.checkpoint_every_steps=1000",
+    )
 
 
 def test_ctrl_c_while_training_saves_at_the_next_step_and_the_rerun_resumes(shared, tmp_path):
@@ -69,9 +83,15 @@ def test_ctrl_c_while_training_saves_at_the_next_step_and_the_rerun_resumes(shar
     assert "Traceback" not in text
     step = int(line.split("at step ")[1].split(":")[0])
     assert 2 <= step < 400 and (workdir / "checkpoints" / str(step)).is_dir()
-    again = run(shared, *PRETRAIN, f"--workdir={workdir}", f"--config.num_train_steps={step + 2}",
-                "--config.log_every_steps=2", "--config.checkpoint_every_steps=1000",
-                "--config.allow_config_change=True")
+    again = run(
+        shared,
+        *PRETRAIN,
+        f"--workdir={workdir}",
+        f"--config.num_train_steps={step + 2}",
+        "--config.log_every_steps=2",
+        "--config.checkpoint_every_steps=1000",
+        "--config.allow_config_change=True",
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resumed from {workdir / 'checkpoints'} step {step}" in again.stderr
 
@@ -89,8 +109,13 @@ def test_a_second_ctrl_c_stops_at_once(shared, tmp_path):
 
 
 def _evaluation(shared, tmp_path):
-    return Child(shared, "main.py", "--config=knn_eval:tiny,runlocal", f"--workdir={tmp_path}",
-                 "--config.checkpoint=init:resnet18:cifar_stem=true,width_multiplier=0.125")
+    return Child(
+        shared,
+        "main.py",
+        "--config=knn_eval:tiny,runlocal",
+        f"--workdir={tmp_path}",
+        "--config.checkpoint=init:resnet18:cifar_stem=true,width_multiplier=0.125",
+    )
 
 
 def test_ctrl_c_during_evaluation(shared, tmp_path):
@@ -109,6 +134,7 @@ def test_sigterm_during_evaluation_is_one_line(shared, tmp_path):
 
 def test_ctrl_c_during_prepare(shared, tmp_path):
     from PIL import Image
+
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
         for cls in ("a", "b"):
@@ -116,15 +142,34 @@ def test_ctrl_c_during_prepare(shared, tmp_path):
             folder.mkdir(parents=True)
             for i in range(150):
                 Image.fromarray(rng.integers(0, 255, (32, 32, 3), np.uint8)).save(
-                    folder / f"{i}.png")
-    child = Child(shared, "-m", "rekd_jax.data.prepare", "--src", tmp_path / "src", "--name",
-                  "pictures", "--data_dir", tmp_path / "tfds")
+                    folder / f"{i}.png"
+                )
+    child = Child(
+        shared,
+        "-m",
+        "rekd_jax.data.prepare",
+        "--src",
+        tmp_path / "src",
+        "--name",
+        "pictures",
+        "--data_dir",
+        tmp_path / "tfds",
+    )
     child.wait_for("writing pictures")
     child.signal(signal.SIGINT)
     assert_clean_stop(*child.finish())
     assert not (tmp_path / "tfds" / "pictures" / "1.0.0").exists()
-    again = run(shared, "-m", "rekd_jax.data.prepare", "--src", tmp_path / "src", "--name",
-                "pictures", "--data_dir", tmp_path / "tfds")
+    again = run(
+        shared,
+        "-m",
+        "rekd_jax.data.prepare",
+        "--src",
+        tmp_path / "src",
+        "--name",
+        "pictures",
+        "--data_dir",
+        tmp_path / "tfds",
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert os.listdir(tmp_path / "tfds" / "pictures") == ["1.0.0"]  # the leftover is gone
 
@@ -134,8 +179,17 @@ def test_ctrl_c_during_import(shared, tmp_path):
     torchvision = pytest.importorskip("torchvision")
     src = tmp_path / "r50.pth"
     torch.save(torchvision.models.resnet50().state_dict(), src)
-    child = Child(shared, "-m", "rekd_jax.tools.import_torch", "--arch", "resnet50", "--src", src,
-                  "--dst", tmp_path / "enc")
+    child = Child(
+        shared,
+        "-m",
+        "rekd_jax.tools.import_torch",
+        "--arch",
+        "resnet50",
+        "--src",
+        src,
+        "--dst",
+        tmp_path / "enc",
+    )
     child.wait_for(f"loading {src}")
     child.signal(signal.SIGINT)
     assert_clean_stop(*child.finish())
@@ -148,6 +202,7 @@ def test_outside_the_command_line_ctrl_c_stays_keyboard_interrupt():
     import signal as signal_lib
 
     from rekd_jax.training import preemption
+
     assert signal_lib.getsignal(signal_lib.SIGINT) is signal_lib.default_int_handler
     with pytest.raises(KeyboardInterrupt):
         with preemption.StopOnSignal():

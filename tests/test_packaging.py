@@ -1,6 +1,7 @@
 """pyproject.toml: the wheel holds rekd_jax with the configs inside it (rekd_jax.configs), the
 extras of the README's install table, and version ranges that admit the pinned
 requirements.txt."""
+
 import email
 import os
 import re
@@ -22,12 +23,28 @@ def wheel(tmp_path_factory):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(os.path.join(REPO, name), src / name)
     for name in ("rekd_jax", "configs"):
-        shutil.copytree(os.path.join(REPO, name), src / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            os.path.join(REPO, name), src / name, ignore=shutil.ignore_patterns("__pycache__")
+        )
     # --no-build-isolation: build with the installed setuptools (no download).
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(out), str(src)], check=True, capture_output=True, text=True,
-                   timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     (path,) = out.glob("rekd_jax-*.whl")
     return zipfile.ZipFile(path)
 
@@ -39,16 +56,27 @@ def _metadata(wheel):
 
 def test_wheel_holds_the_library_and_every_config_inside_it(wheel):
     names = set(wheel.namelist())
-    for required in ("rekd_jax/app.py", "rekd_jax/variants.py", "rekd_jax/models/resnet.py",
-                     "rekd_jax/evaluation/run.py", "rekd_jax/configs/__init__.py",
-                     "rekd_jax/configs/alexnet.py"):
+    for required in (
+        "rekd_jax/app.py",
+        "rekd_jax/variants.py",
+        "rekd_jax/models/resnet.py",
+        "rekd_jax/evaluation/run.py",
+        "rekd_jax/configs/__init__.py",
+        "rekd_jax/configs/alexnet.py",
+    ):
         assert required in names
-    packages = {os.path.relpath(root, REPO) for root, _, files in
-                os.walk(os.path.join(REPO, "rekd_jax")) if "__init__.py" in files}
+    packages = {
+        os.path.relpath(root, REPO)
+        for root, _, files in os.walk(os.path.join(REPO, "rekd_jax"))
+        if "__init__.py" in files
+    }
     missing = {p for p in packages if f"{p}/__init__.py" not in names}
     assert not missing, f"add {sorted(missing)} to [tool.setuptools] packages in pyproject.toml"
-    configs = {f"rekd_jax/configs/{f}" for f in os.listdir(os.path.join(REPO, "configs"))
-               if f.endswith(".py")}
+    configs = {
+        f"rekd_jax/configs/{f}"
+        for f in os.listdir(os.path.join(REPO, "configs"))
+        if f.endswith(".py")
+    }
     assert configs <= names
     assert not any(n.startswith(("configs/", "tests/", "benchmarks/")) for n in names)
 
@@ -66,8 +94,12 @@ def test_extras_and_pins(wheel):
     assert any(r.startswith("jax[cuda12]") and 'extra == "gpu"' in r for r in requires)
     assert any(r.startswith("jax[tpu]") and 'extra == "tpu"' in r for r in requires)
     from packaging.requirements import Requirement
-    base = {Requirement(r).name.lower().replace("_", "-"): Requirement(r)
-            for r in requires if "extra ==" not in r}
+
+    base = {
+        Requirement(r).name.lower().replace("_", "-"): Requirement(r)
+        for r in requires
+        if "extra ==" not in r
+    }
     with open(os.path.join(REPO, "requirements.txt"), encoding="utf-8") as f:
         pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s#]+)", f.read(), re.M)
     assert pins

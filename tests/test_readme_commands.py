@@ -2,6 +2,7 @@
 "Evaluate an encoder" commands on the quick start's student (and the report tool). At test size:
 the quick start's `:tiny` variant, and `:tiny,runlocal` where the README says `:shapes`; the
 paths move under a temporary folder. Every command must succeed."""
+
 import os
 import re
 import shlex
@@ -27,8 +28,13 @@ def readme_sequence() -> list[str]:
     """The quick start's main.py command, then the bash block after "**Evaluate an encoder"."""
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         text = f.read()
-    quick = next(part for block in _bash_blocks(text) for command in _commands(block)
-                 for part in command.split(" && ") if "configs/quickstart.py" in part)
+    quick = next(
+        part
+        for block in _bash_blocks(text)
+        for command in _commands(block)
+        for part in command.split(" && ")
+        if "configs/quickstart.py" in part
+    )
     evaluation = text.split("\n**Evaluate an encoder", 1)[1]
     return [quick] + _commands(_bash_blocks(evaluation)[0])
 
@@ -45,9 +51,11 @@ def test_the_readme_commands_run_in_order_after_the_quick_start(tmp_path_factory
     shared = {"tfds": str(root / "tfds"), "cache": str(root / "cache")}
     variables = {}
     for command in readme_sequence():
-        command = (re.sub(r"/tmp/(\w+)", lambda m: str(root / m.group(1)), command)
-                   .replace("configs/quickstart.py", "configs/quickstart.py:tiny")
-                   .replace(":shapes", ":tiny,runlocal"))
+        command = (
+            re.sub(r"/tmp/(\w+)", lambda m: str(root / m.group(1)), command)
+            .replace("configs/quickstart.py", "configs/quickstart.py:tiny")
+            .replace(":shapes", ":tiny,runlocal")
+        )
         for name, value in variables.items():
             command = command.replace(f"${name}", value)
         assignment = re.fullmatch(r"([A-Z_]+)=(\S+)", command)

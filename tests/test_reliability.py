@@ -14,6 +14,7 @@ Pre-training cases use configs/default.py:tiny,runlocal (8 steps on rekd_shapes/
 at steps 4 and 8) or tests/training/pretrain_driver.py, with one persistent compilation cache,
 so after the first run each takes seconds.
 """
+
 import glob
 import json
 import os
@@ -47,16 +48,27 @@ def shared(tmp_path_factory):
 
 def _env(shared):
     env = dict(os.environ)
-    env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TFDS_DATA_DIR=shared["tfds"],
-               JAX_COMPILATION_CACHE_DIR=shared["cache"],
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env.update(
+        PYTHONPATH=ROOT,
+        JAX_PLATFORMS="cpu",
+        TFDS_DATA_DIR=shared["tfds"],
+        JAX_COMPILATION_CACHE_DIR=shared["cache"],
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    )
     return env
 
 
 def _run(shared, *args, timeout=600, **kwargs):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=_env(shared),
-                          capture_output=True, text=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=ROOT,
+        env=_env(shared),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def _main(shared, *args, **kwargs):
@@ -74,8 +86,14 @@ def _fatal_line(result):
 
 def _spawn(shared, code):
     """A Python child process running `code` that prints 'ready' when it is set up."""
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=_env(shared),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=_env(shared),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     assert line.strip() == "ready", line + proc.stderr.read()[-3000:]
     return proc
@@ -83,13 +101,16 @@ def _spawn(shared, code):
 
 def _lock_holder(shared, workdir, purpose):
     """A child process holding WORKDIR's lock for `purpose` (for a minute)."""
-    return _spawn(shared, f"""
+    return _spawn(
+        shared,
+        f"""
 import time
 from rekd_jax.core import fileio
 lock = fileio.WorkdirLock({workdir!r}, {purpose!r}).acquire()
 print("ready", flush=True)
 time.sleep(60)
-""")
+""",
+    )
 
 
 def _dead_pid():
@@ -105,14 +126,17 @@ def test_atomic_dir_survives_sigkill_and_cleans_the_leftover(tmp_path, shared):
     target = tmp_path / "out"
     with fileio.atomic_dir(str(target)) as tmp:
         open(os.path.join(tmp, "data"), "w").write("old")
-    proc = _spawn(shared, f"""
+    proc = _spawn(
+        shared,
+        f"""
 import os, time
 from rekd_jax.core import fileio
 with fileio.atomic_dir({str(target)!r}) as tmp:
     open(os.path.join(tmp, "data"), "w").write("half")
     print("ready", flush=True)
     time.sleep(60)
-""")
+""",
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     leftovers = glob.glob(str(tmp_path / "incomplete.*"))
@@ -130,7 +154,8 @@ with fileio.atomic_dir({str(target)!r}) as tmp:
 def test_a_swap_cut_in_the_middle_is_put_back(tmp_path):
     """A kill between the two renames of a non-atomic swap leaves only the 'old' copy."""
     old = fileio.incomplete_path(str(tmp_path / "enc"), "old").replace(
-        f".{os.getpid()}.", f".{_dead_pid()}.")
+        f".{os.getpid()}.", f".{_dead_pid()}."
+    )
     os.makedirs(old)
     open(os.path.join(old, "spec.json"), "w").write("{}")
     done = fileio.clean_incomplete(str(tmp_path), log=lambda m: None)
@@ -161,6 +186,7 @@ def _png(array):
     import io as _io
 
     from PIL import Image
+
     out = _io.BytesIO()
     Image.fromarray(array).save(out, format="PNG")
     return out.getvalue()
@@ -170,12 +196,26 @@ def _source(root, n=40, value=0):
     for cls in ("a", "b"):
         os.makedirs(root / cls, exist_ok=True)
         for i in range(n):
-            (root / cls / f"{i}.png").write_bytes(_png(np.full((8, 8, 3), (value + i) % 256, np.uint8)))
+            (root / cls / f"{i}.png").write_bytes(
+                _png(np.full((8, 8, 3), (value + i) % 256, np.uint8))
+            )
 
 
 def _prepare(shared, src, data_dir, *extra):
-    return _run(shared, "-m", "rekd_jax.data.prepare", "--src", src, "--name", "things",
-                "--data_dir", data_dir, "--num_workers", "1", *extra)
+    return _run(
+        shared,
+        "-m",
+        "rekd_jax.data.prepare",
+        "--src",
+        src,
+        "--name",
+        "things",
+        "--data_dir",
+        data_dir,
+        "--num_workers",
+        "1",
+        *extra,
+    )
 
 
 def _num_train(data_dir):
@@ -198,9 +238,25 @@ def test_prepare_keeps_the_old_dataset_on_sigkill_and_on_a_bad_source(tmp_path, 
     # SIGKILL while the new version is being written.
     _source(tmp_path / "big", n=1500)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rekd_jax.data.prepare", "--src", str(tmp_path / "big"),
-         "--name", "things", "--data_dir", data_dir, "--num_workers", "1", "--overwrite"],
-        cwd=ROOT, env=_env(shared), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "rekd_jax.data.prepare",
+            "--src",
+            str(tmp_path / "big"),
+            "--name",
+            "things",
+            "--data_dir",
+            data_dir,
+            "--num_workers",
+            "1",
+            "--overwrite",
+        ],
+        cwd=ROOT,
+        env=_env(shared),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     pattern = os.path.join(data_dir, "things", "incomplete.*", "_build")
     deadline = time.time() + 120
     while not glob.glob(pattern) and proc.poll() is None and time.time() < deadline:
@@ -218,20 +274,25 @@ def test_prepare_keeps_the_old_dataset_on_sigkill_and_on_a_bad_source(tmp_path, 
 
 def test_prepare_reports_every_unreadable_entry_by_reason(tmp_path):
     from rekd_jax.data import prepare, sources
+
     src = tmp_path / "src"
     _source(src, n=2)
     (src / "empty_class").mkdir()
     sixteen = np.full((8, 8), 40000, np.uint16)
     (src / "a" / "deep.png").write_bytes(_png(sixteen))
-    os.symlink(".", src / "a" / "loop")            # a folder link back to its own folder
+    os.symlink(".", src / "a" / "loop")  # a folder link back to its own folder
     os.symlink("self.png", src / "b" / "self.png")  # a file link to itself
     os.symlink("gone.png", src / "b" / "dangling.png")
     logged = []
-    report = prepare.prepare(str(src), "reasons", str(tmp_path / "tfds"), num_workers=1,
-                             log=logged.append)
+    report = prepare.prepare(
+        str(src), "reasons", str(tmp_path / "tfds"), num_workers=1, log=logged.append
+    )
     reasons = {s["path"]: s["reason"] for s in report["skipped"]}
-    assert reasons == {"a/loop": "symlink_loop", "b/self.png": "symlink_loop",
-                       "b/dangling.png": "broken_link"}
+    assert reasons == {
+        "a/loop": "symlink_loop",
+        "b/self.png": "symlink_loop",
+        "b/dangling.png": "broken_link",
+    }
     assert report["empty_classes"] == {"train": ["empty_class"]}
     assert any("warning" in line and "empty_class" in line for line in logged)
     # The 16-bit image is scaled (40000 / 65535 * 255 = 155.6), not clipped to 255.
@@ -256,7 +317,7 @@ def test_prepare_reports_unreadable_folders_and_files(tmp_path, shared):
     (src / "c" / "0.png").write_bytes(_png(np.zeros((8, 8, 3), np.uint8)))
     (src / "b" / "sub").mkdir()
     (src / "b" / "sub" / "x.png").write_bytes(_png(np.zeros((8, 8, 3), np.uint8)))
-    os.chmod(src / "c", 0)          # an unreadable class folder
+    os.chmod(src / "c", 0)  # an unreadable class folder
     os.chmod(src / "b" / "sub", 0)  # an unreadable subfolder
     os.chmod(src / "a" / "1.png", 0)  # an unreadable file
     command = [sys.executable, "-c", _UNREADABLE, str(src), str(tmp_path / "tfds")]
@@ -266,8 +327,9 @@ def test_prepare_reports_unreadable_folders_and_files(tmp_path, shared):
         caps = "-dac_override,-dac_read_search"
         command = ["setpriv", "--bounding-set", caps, "--inh-caps", caps] + command
     try:
-        result = subprocess.run(command, cwd=ROOT, env=_env(shared), capture_output=True,
-                                text=True, timeout=300)
+        result = subprocess.run(
+            command, cwd=ROOT, env=_env(shared), capture_output=True, text=True, timeout=300
+        )
     finally:
         for path in (src / "c", src / "b" / "sub", src / "a" / "1.png"):
             os.chmod(path, 0o755)
@@ -278,6 +340,7 @@ def test_prepare_reports_unreadable_folders_and_files(tmp_path, shared):
 
 def test_memory_error_while_decoding_is_not_taken_for_a_corrupt_file(tmp_path, shared):
     from PIL import Image
+
     Image.new("L", (12000, 12000), 7).save(tmp_path / "big.png")  # 170 kB, 144 MB decoded
     code = """
 import resource, sys, warnings
@@ -301,16 +364,23 @@ def _encoder(seed=0):
     import jax
 
     from rekd_jax.models import heads
-    spec = {"arch": "alexnet", "overrides": {"num_classes": 0, "cifar_stem": True},
-            "projector": None, "source": f"test {seed}"}
+
+    spec = {
+        "arch": "alexnet",
+        "overrides": {"num_classes": 0, "cifar_stem": True},
+        "projector": None,
+        "source": f"test {seed}",
+    }
     module = heads.build_encoder(spec)
-    variables = module.init(jax.random.PRNGKey(seed), np.zeros((1, 32, 32, 3), np.float32),
-                            train=False)
+    variables = module.init(
+        jax.random.PRNGKey(seed), np.zeros((1, 32, 32, 3), np.float32), train=False
+    )
     return spec, jax.tree_util.tree_map(np.asarray, dict(variables))
 
 
 def test_encoder_saves_killed_at_random_moments_never_lose_the_encoder(tmp_path, shared):
     from rekd_jax.models import io
+
     dst = str(tmp_path / "enc")
     spec, variables = _encoder()
     io.save_encoder(dst, spec, variables)
@@ -338,6 +408,7 @@ for i in range(1000):
 def _import(capsys, *args):
     """import_torch's CLI in this process: (exit status, the FATAL line or '')."""
     from rekd_jax.tools import import_torch
+
     code = import_torch.main(["--arch", "resnet18", *map(str, args)])
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -349,13 +420,17 @@ def _import(capsys, *args):
 def test_import_torch_failures_are_one_line(tmp_path, shared, capsys):
     torch = pytest.importorskip("torch")
     import torchvision
-    torch.save(torchvision.models.resnet18(weights=None, num_classes=10).state_dict(),
-               tmp_path / "ok.pth")
+
+    torch.save(
+        torchvision.models.resnet18(weights=None, num_classes=10).state_dict(), tmp_path / "ok.pth"
+    )
     data = (tmp_path / "ok.pth").read_bytes()
     (tmp_path / "truncated.pth").write_bytes(data[: len(data) // 2])
     (tmp_path / "garbage.pth").write_bytes(b"hello, not a checkpoint")
-    for name, says in (("truncated.pth", "truncated or corrupt"),
-                       ("garbage.pth", "is not a PyTorch checkpoint")):
+    for name, says in (
+        ("truncated.pth", "truncated or corrupt"),
+        ("garbage.pth", "is not a PyTorch checkpoint"),
+    ):
         code, line = _import(capsys, "--src", tmp_path / name, "--dst", tmp_path / "x")
         assert code == 2 and says in line and "trust_pickle" not in line
     # An unwritable --dst (below a file) fails at once, before the checkpoint is read.
@@ -365,29 +440,53 @@ def test_import_torch_failures_are_one_line(tmp_path, shared, capsys):
     assert code == 2 and str(tmp_path / "file") in line and time.time() - start < 10
     # An existing encoder is replaced only with --overwrite (the real CLI process, once).
     assert _import(capsys, "--src", tmp_path / "ok.pth", "--dst", tmp_path / "enc")[0] == 0
-    result = _run(shared, "-m", "rekd_jax.tools.import_torch", "--arch", "resnet18", "--src",
-                  tmp_path / "ok.pth", "--dst", tmp_path / "enc")
+    result = _run(
+        shared,
+        "-m",
+        "rekd_jax.tools.import_torch",
+        "--arch",
+        "resnet18",
+        "--src",
+        tmp_path / "ok.pth",
+        "--dst",
+        tmp_path / "enc",
+    )
     line = _fatal_line(result)
     assert "already exists" in line and "--overwrite" in line
-    code, _ = _import(capsys, "--src", tmp_path / "ok.pth", "--dst", tmp_path / "enc", "--overwrite")
+    code, _ = _import(
+        capsys, "--src", tmp_path / "ok.pth", "--dst", tmp_path / "enc", "--overwrite"
+    )
     assert code == 0 and sorted(os.listdir(tmp_path)) == [
-        "enc", "file", "garbage.pth", "ok.pth", "truncated.pth"]
+        "enc",
+        "file",
+        "garbage.pth",
+        "ok.pth",
+        "truncated.pth",
+    ]
 
 
 # ----------------------------------------------------------------------------- main.py
 
 
 def test_main_expected_failures_are_one_line(tmp_path, shared):
-    line = _fatal_line(_main(shared, RUNLOCAL, "--config.global_batch_size=abc",
-                             f"--workdir={tmp_path / 'w'}"))
+    line = _fatal_line(
+        _main(shared, RUNLOCAL, "--config.global_batch_size=abc", f"--workdir={tmp_path / 'w'}")
+    )
     assert "--config.global_batch_size=abc" in line and "invalid literal" in line
     line = _fatal_line(_main(shared, RUNLOCAL))
     assert "--workdir is missing" in line
     (tmp_path / "file").write_text("")
     line = _fatal_line(_main(shared, RUNLOCAL, f"--workdir={tmp_path / 'file'}"))
     assert line.startswith("FATAL: FileExistsError") and str(tmp_path / "file") in line
-    line = _fatal_line(_main(shared, RUNLOCAL, "--config.global_batch_size=256",
-                             "--config.mocov2.queue_size=512", f"--workdir={tmp_path / 'w'}"))
+    line = _fatal_line(
+        _main(
+            shared,
+            RUNLOCAL,
+            "--config.global_batch_size=256",
+            "--config.mocov2.queue_size=512",
+            f"--workdir={tmp_path / 'w'}",
+        )
+    )
     assert "exceeds the 200 examples" in line and "--config.global_batch_size" in line
     debug = _main(shared, RUNLOCAL, f"--workdir={tmp_path / 'file'}", "--debug")
     assert debug.returncode != 0 and "Traceback" in debug.stderr
@@ -402,42 +501,61 @@ def runlocal_workdir(tmp_path_factory, shared):
     return workdir
 
 
-def test_resume_with_a_changed_config_stops_with_the_differences(tmp_path, shared,
-                                                                   runlocal_workdir):
+def test_resume_with_a_changed_config_stops_with_the_differences(
+    tmp_path, shared, runlocal_workdir
+):
     workdir = tmp_path / "w"
     shutil.copytree(runlocal_workdir, workdir)
     assert json.load(open(workdir / resume.SIGNATURE_FILE))["student.arch"] == "resnet18"
-    changes = ["--config.student.arch=resnet34", "--config.optimizer.base_learning_rate=0.1",
-               "--config.dtype=bfloat16", "--config.num_train_steps=12",
-               "--config.mocov2.temperature=0.1", "--config.data.image_size=24",
-               "--config.data.eval_resize=24"]
+    changes = [
+        "--config.student.arch=resnet34",
+        "--config.optimizer.base_learning_rate=0.1",
+        "--config.dtype=bfloat16",
+        "--config.num_train_steps=12",
+        "--config.mocov2.temperature=0.1",
+        "--config.data.image_size=24",
+        "--config.data.eval_resize=24",
+    ]
     line = _fatal_line(_main(shared, RUNLOCAL, f"--workdir={workdir}", *changes))
-    for diff in ("student.arch: 'resnet18' -> 'resnet34'",
-                 "optimizer.base_learning_rate: 0.03 -> 0.1", "dtype: 'float32' -> 'bfloat16'",
-                 "num_train_steps: 8 -> 12", "mocov2.temperature: 0.2 -> 0.1",
-                 "data.image_size: 16 -> 24"):
+    for diff in (
+        "student.arch: 'resnet18' -> 'resnet34'",
+        "optimizer.base_learning_rate: 0.03 -> 0.1",
+        "dtype: 'float32' -> 'bfloat16'",
+        "num_train_steps: 8 -> 12",
+        "mocov2.temperature: 0.2 -> 0.1",
+        "data.image_size: 16 -> 24",
+    ):
         assert diff in line
     assert "--config.allow_config_change=True" in line
     # Operational fields may change; the accepted change is recorded.
-    result = _main(shared, RUNLOCAL, f"--workdir={workdir}", "--config.log_every_steps=2",
-                   "--config.optimizer.base_learning_rate=0.1",
-                   "--config.allow_config_change=True")
+    result = _main(
+        shared,
+        RUNLOCAL,
+        f"--workdir={workdir}",
+        "--config.log_every_steps=2",
+        "--config.optimizer.base_learning_rate=0.1",
+        "--config.allow_config_change=True",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.load(open(workdir / resume.SIGNATURE_FILE))[
-        "optimizer.base_learning_rate"] == 0.1
+    assert json.load(open(workdir / resume.SIGNATURE_FILE))["optimizer.base_learning_rate"] == 0.1
 
 
 def test_truncated_newest_checkpoint_falls_back_and_metrics_hold_each_step_once(
-        tmp_path, shared, runlocal_workdir):
+    tmp_path, shared, runlocal_workdir
+):
     workdir = tmp_path / "w"
     shutil.copytree(runlocal_workdir, workdir)
-    for path in glob.glob(str(workdir / "checkpoints" / "8" / "state" / "**" / "d" / "*"),
-                          recursive=True):
+    for path in glob.glob(
+        str(workdir / "checkpoints" / "8" / "state" / "**" / "d" / "*"), recursive=True
+    ):
         os.truncate(path, 10)
     with open(workdir / "metrics.jsonl", "a") as f:
         f.write('{"step": 9, "train/lo')  # a torn last line, as a kill mid-write leaves it
-    assert [r["step"] for r in logging_lib.read_jsonl(str(workdir / "metrics.jsonl"))
-            if "train/loss" in r] == [4, 8]
+    assert [
+        r["step"]
+        for r in logging_lib.read_jsonl(str(workdir / "metrics.jsonl"))
+        if "train/loss" in r
+    ] == [4, 8]
     result = _main(shared, RUNLOCAL, f"--workdir={workdir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Event loop is closed" not in result.stderr
@@ -455,8 +573,9 @@ def test_no_checkpoint_restores_moves_nothing(tmp_path, shared, runlocal_workdir
     workdir = tmp_path / "w"
     shutil.copytree(runlocal_workdir, workdir)
     for step in ("4", "8"):
-        for path in glob.glob(str(workdir / "checkpoints" / step / "state" / "**" / "d" / "*"),
-                              recursive=True):
+        for path in glob.glob(
+            str(workdir / "checkpoints" / step / "state" / "**" / "d" / "*"), recursive=True
+        ):
             os.truncate(path, 10)
     line = _fatal_line(_main(shared, RUNLOCAL, f"--workdir={workdir}"))
     assert "CheckpointRestoreError" in line and "step 8" in line and "step 4" in line
@@ -468,9 +587,14 @@ def test_two_runs_on_one_workdir(tmp_path, shared):
     """A second pre-training (or an evaluation) on a busy workdir exits with one line naming
     the first; after the first is SIGKILLed, the next run takes its lock over and resumes."""
     workdir = tmp_path / "w"
-    first = subprocess.Popen([sys.executable, DRIVER, str(workdir), "--pause_after_save", "60"],
-                             cwd=ROOT, env=_env(shared), stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
+    first = subprocess.Popen(
+        [sys.executable, DRIVER, str(workdir), "--pause_after_save", "60"],
+        cwd=ROOT,
+        env=_env(shared),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         lines = []
         while not lines or not lines[-1].startswith("saved step"):  # after TFDS's own lines
@@ -482,9 +606,16 @@ def test_two_runs_on_one_workdir(tmp_path, shared):
         # Evaluating the encoder the paused run is about to export: one line from main.py;
         # reading it directly names the writer (after retrying) instead of a bare error.
         encoder = workdir / "encoders" / "student"
-        _fatal_line(_main(shared, "--config=configs/knn_eval.py",
-                          f"--config.checkpoint={encoder}", f"--workdir={tmp_path / 'eval'}"))
+        _fatal_line(
+            _main(
+                shared,
+                "--config=configs/knn_eval.py",
+                f"--config.checkpoint={encoder}",
+                f"--workdir={tmp_path / 'eval'}",
+            )
+        )
         from rekd_jax.models import io
+
         with pytest.raises(io.EncoderBusyError, match=f"pid {first.pid}"):
             io.load_encoder(encoder, retries=1)
     finally:
@@ -502,11 +633,17 @@ def test_evaluation_holds_its_workdir(tmp_path, shared):
     holder = _lock_holder(shared, workdir, "evaluation")
     try:
         from rekd_jax.models import io
+
         spec, variables = _encoder()
         io.save_encoder(str(tmp_path / "enc"), spec, variables)
-        line = _fatal_line(_main(shared, "--config=configs/knn_eval.py",
-                                 f"--config.checkpoint={tmp_path / 'enc'}",
-                                 f"--workdir={workdir}"))
+        line = _fatal_line(
+            _main(
+                shared,
+                "--config=configs/knn_eval.py",
+                f"--config.checkpoint={tmp_path / 'enc'}",
+                f"--workdir={workdir}",
+            )
+        )
         assert line.startswith("FATAL: WorkdirBusyError") and f"pid {holder.pid}" in line
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -546,6 +683,7 @@ print("done", flush=True)
 
 def test_nan_message_names_only_a_finished_async_checkpoint(tmp_path):
     from rekd_jax.training import pretrain
+
     ckpt = checkpoint_lib.Checkpointer(str(tmp_path / "ckpt"), async_save=True)
     ckpt.save(3, {"w": np.ones((256, 256), np.float32)})  # still being written (async)
     with pytest.raises(pretrain.NonFiniteError, match="last good checkpoint is step 3"):
@@ -557,12 +695,14 @@ def test_nan_message_names_only_a_finished_async_checkpoint(tmp_path):
 def test_trim_and_read_metrics(tmp_path):
     path = str(tmp_path / "metrics.jsonl")
     with open(path, "w") as f:
-        f.write('{"hparams": {"a": 1}}\n{"step": 1, "x": 1}\n{"step": 2, "x": 2}\n'
-                '{"step": 3, "x": 3}\n{"step": 4, "x')
+        f.write(
+            '{"hparams": {"a": 1}}\n{"step": 1, "x": 1}\n{"step": 2, "x": 2}\n'
+            '{"step": 3, "x": 3}\n{"step": 4, "x'
+        )
     assert [r.get("step") for r in logging_lib.read_jsonl(path)] == [None, 1, 2, 3]
     assert logging_lib.trim_metrics(path, 2) == 2
     assert [r.get("step") for r in logging_lib.read_jsonl(path)] == [None, 1, 2]
     with open(path, "a") as f:
-        f.write("oops\n{\"step\": 3}\n")
+        f.write('oops\n{"step": 3}\n')
     with pytest.raises(ValueError, match="line 4 is not JSON"):
         logging_lib.read_jsonl(path)

@@ -1,5 +1,6 @@
 """Config variants: one mechanism (rekd_jax.variants) with the same rules in pre-training and
 evaluation, and every combination the docs list loads and validates (the smoke ones run)."""
+
 import glob
 import importlib
 import os
@@ -15,8 +16,11 @@ from rekd_jax.models import heads, io
 from rekd_jax.training import config as train_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
-                 if not os.path.basename(p).startswith("_"))
+CONFIGS = sorted(
+    os.path.basename(p)[:-3]
+    for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+    if not os.path.basename(p).startswith("_")
+)
 
 
 def _load(name):
@@ -29,8 +33,12 @@ def encoders(tmp_path_factory):
     root = tmp_path_factory.mktemp("variants")
     out = {}
     for arch, overrides in (("resnet18", {"width_multiplier": 0.125}), ("alexnet", {})):
-        spec = {"arch": arch, "overrides": {"cifar_stem": True, "num_classes": 0, **overrides},
-                "projector": {"hidden": 32, "dim": 16, "bn": False}, "source": "test step 3"}
+        spec = {
+            "arch": arch,
+            "overrides": {"cifar_stem": True, "num_classes": 0, **overrides},
+            "projector": {"hidden": 32, "dim": 16, "bn": False},
+            "source": "test step 3",
+        }
         encoder = heads.build_encoder(spec)
         variables = encoder.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
         io.save_encoder(str(root / arch), spec, variables)
@@ -41,8 +49,11 @@ def encoders(tmp_path_factory):
 def _validate(config, encoders):
     """Validates a config the way app.run does, after pointing it at real encoders."""
     if config.mode == "pretrain":
-        if config.method in ("seed", "rekd") and config.rekd.teacher == "offline" or \
-                config.method == "seed":
+        if (
+            config.method in ("seed", "rekd")
+            and config.rekd.teacher == "offline"
+            or config.method == "seed"
+        ):
             config.teacher.checkpoint = encoders["resnet18"]
         train_config.validate(config)
     elif config.mode in eval_config.MODES:
@@ -52,9 +63,12 @@ def _validate(config, encoders):
 
 def _documented_combinations():
     """Every `configs/NAME.py:VARIANTS` written in the configs, README.md, docs and --help."""
-    texts = [open(p, encoding="utf-8").read() for p in
-             glob.glob(os.path.join(REPO, "configs", "*.py")) + [os.path.join(REPO, "README.md")]
-             + glob.glob(os.path.join(REPO, "docs", "*.md"))]
+    texts = [
+        open(p, encoding="utf-8").read()
+        for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+        + [os.path.join(REPO, "README.md")]
+        + glob.glob(os.path.join(REPO, "docs", "*.md"))
+    ]
     texts.append(cli_help.help_text())
     found = set()
     for text in texts:
@@ -97,14 +111,14 @@ def test_runlocal_keeps_the_dataset_and_applies_last(name):
 
 def test_pretraining_and_evaluation_share_the_rules():
     teacher = _load("cifar10_teacher")
-    assert teacher.get_config("runlocal").data.dataset == "cifar10"   # not the toy data
+    assert teacher.get_config("runlocal").data.dataset == "cifar10"  # not the toy data
     assert teacher.get_config("runlocal").num_train_steps == 8
     assert teacher.get_config("tiny").data.dataset == "rekd_shapes/tiny"
-    assert teacher.get_config("tiny").num_train_steps == 0             # not shrunk
+    assert teacher.get_config("tiny").num_train_steps == 0  # not shrunk
     linear = _load("linear_eval")
     assert linear.get_config("runlocal").data.dataset == "imagenet2012"
     assert linear.get_config("runlocal").data.image_size == 32
-    assert linear.get_config("tiny").linear.epochs == 100              # not shrunk
+    assert linear.get_config("tiny").linear.epochs == 100  # not shrunk
     with pytest.raises(ValueError, match=r"unknown variant 'toy'.*runlocal"):
         teacher.get_config("toy,runlocal")
     with pytest.raises(ValueError, match=r"unknown variant 'toy'.*pct10"):
@@ -115,6 +129,7 @@ def test_pretraining_and_evaluation_share_the_rules():
 def test_semi_supervised_smoke_runs_at_1_and_10_percent(arg, encoders, tmp_path):
     """semi_supervised.py:runlocal,pct10 used to stop at batch 32 > 20 labelled images."""
     from rekd_jax import app
+
     config = _load("semi_supervised").get_config(arg)
     config.checkpoint = encoders["resnet18"]
     config.data.data_dir = str(tmp_path / "data")

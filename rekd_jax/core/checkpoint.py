@@ -33,6 +33,7 @@ naming what differs, so a flipped bit or an edited side item is never restored s
 Checkpoints written before checksums existed restore unverified.
 `newest_extra(directory)` reads only the side item of the newest checkpoint that has one.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,23 +76,30 @@ def checksums(tree: Any, extra: dict) -> dict:
     arrays = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         array = np.ascontiguousarray(leaf)
-        arrays[jax.tree_util.keystr(path)] = (f"{array.dtype} {list(array.shape)} "
-                                              f"{_crc(array.reshape(-1).view(np.uint8))}")
-    return {"arrays": arrays,
-            "extra": _crc(json.dumps(extra, sort_keys=True, default=str).encode())}
+        arrays[jax.tree_util.keystr(path)] = (
+            f"{array.dtype} {list(array.shape)} {_crc(array.reshape(-1).view(np.uint8))}"
+        )
+    return {
+        "arrays": arrays,
+        "extra": _crc(json.dumps(extra, sort_keys=True, default=str).encode()),
+    }
 
 
 def _verify(directory: str, step: int, tree: Any, extra: dict, stored: dict) -> None:
     """CheckpointCorruptError naming the arrays (or the side item) whose checksum differs."""
     now = checksums(tree, extra)
-    bad = sorted(k for k in set(now["arrays"]) | set(stored.get("arrays", {}))
-                 if now["arrays"].get(k) != stored.get("arrays", {}).get(k))
+    bad = sorted(
+        k
+        for k in set(now["arrays"]) | set(stored.get("arrays", {}))
+        if now["arrays"].get(k) != stored.get("arrays", {}).get(k)
+    )
     if now["extra"] != stored.get("extra"):
         bad.append("the side item (extra)")
     if bad:
         raise CheckpointCorruptError(
             f"checkpoint {directory}/{step} does not match its checksums ({len(bad)} differ, "
-            f"e.g. {', '.join(bad[:3])}): the data was altered after it was written")
+            f"e.g. {', '.join(bad[:3])}): the data was altered after it was written"
+        )
 
 
 # What a damaged or mismatched checkpoint raises from Orbax/TensorStore (ValueError for
@@ -105,8 +113,8 @@ class Checkpointer:
     def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
         self.directory = fileio.absolute(directory)  # a gs:// URL stays as it is
         self._options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True,
-            enable_async_checkpointing=async_save)
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save
+        )
         self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
     def latest_step(self) -> int | None:
@@ -122,8 +130,10 @@ class Checkpointer:
             return False
         host, extra = _to_host(tree), dict(extra or {})
         args = ocp.args.Composite(
-            state=ocp.args.StandardSave(host), extra=ocp.args.JsonSave(extra),
-            **{CHECKSUMS: ocp.args.JsonSave(checksums(host, extra))})
+            state=ocp.args.StandardSave(host),
+            extra=ocp.args.JsonSave(extra),
+            **{CHECKSUMS: ocp.args.JsonSave(checksums(host, extra))},
+        )
         return bool(self._manager.save(step, args=args, force=True))
 
     def _has_checksums(self, step: int) -> bool:
@@ -138,8 +148,10 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         verified = self._has_checksums(step)
         args = ocp.args.Composite(
-            state=ocp.args.StandardRestore(_to_host(target)), extra=ocp.args.JsonRestore(),
-            **({CHECKSUMS: ocp.args.JsonRestore()} if verified else {}))
+            state=ocp.args.StandardRestore(_to_host(target)),
+            extra=ocp.args.JsonRestore(),
+            **({CHECKSUMS: ocp.args.JsonRestore()} if verified else {}),
+        )
         restored = self._manager.restore(int(step), args=args)
         extra = dict(restored["extra"] or {})
         if verified:
@@ -157,8 +169,9 @@ class Checkpointer:
                 tree, extra = self.restore(target, step)
             except _RESTORE_ERRORS as e:
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-                logging.warning("checkpoint %s/%d cannot be restored: %s", self.directory, step,
-                                reason)
+                logging.warning(
+                    "checkpoint %s/%d cannot be restored: %s", self.directory, step, reason
+                )
                 failed.append((step, reason))
                 continue
             if failed:
@@ -171,7 +184,8 @@ class Checkpointer:
             raise CheckpointRestoreError(
                 f"no checkpoint in {self.directory} can be restored ({listed}). If the config "
                 "changed since they were written, rerun with the config that wrote them; if "
-                f"they are damaged, move {self.directory} aside to start afresh")
+                f"they are damaged, move {self.directory} aside to start afresh"
+            )
         return None
 
     def newest_extra(self) -> dict | None:
@@ -180,7 +194,8 @@ class Checkpointer:
         for step in sorted(self.all_steps(), reverse=True):
             try:
                 restored = self._manager.restore(
-                    step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
+                    step, args=ocp.args.Composite(extra=ocp.args.JsonRestore())
+                )
             except _RESTORE_ERRORS:
                 continue
             return dict(restored["extra"] or {})
@@ -193,8 +208,9 @@ class Checkpointer:
         for step in steps:
             dst = os.path.join(aside, f"{step}.{time.strftime('%Y%m%d-%H%M%S')}")
             fileio.rename(os.path.join(self.directory, str(step)), dst)
-            logging.warning("moved the unrestorable checkpoint step %d to %s (kept, not "
-                            "deleted)", step, dst)
+            logging.warning(
+                "moved the unrestorable checkpoint step %d to %s (kept, not deleted)", step, dst
+            )
         self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
     def wait(self) -> None:
@@ -206,8 +222,9 @@ class Checkpointer:
 
 
 def _is_closed_loop_callback(unraisable) -> bool:
-    return (unraisable.exc_type is RuntimeError
-            and str(unraisable.exc_value) == "Event loop is closed")
+    return (
+        unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"
+    )
 
 
 def _drop_closed_loop_callbacks() -> None:

@@ -20,6 +20,7 @@ with one line that lists what exists.
 `rekd-jax` that `pip install` puts on the PATH. `config_argument(name, variant)` is the
 `--config` value that finds recipe `name` from the working directory.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -100,12 +101,16 @@ def find_config(spec: str) -> tuple[str, str | None]:
     close = difflib.get_close_matches(name or "", list(known), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     where = " and ".join(config_folders()) or "no config folder (neither a clone nor packaged)"
-    missing = (f"no config file {path!r} here and no recipe of that name in {where}"
-               if name else f"no config file {path!r}")
+    missing = (
+        f"no config file {path!r} here and no recipe of that name in {where}"
+        if name
+        else f"no config file {path!r}"
+    )
     raise ConfigNotFoundError(
         f"--config={spec}: {missing}; {hint}the recipes are {', '.join(known) or 'none'} (give "
         "a file, e.g. --config=configs/alexnet.py:tiny,runlocal, or a name, e.g. "
-        "--config=alexnet:tiny,runlocal)")
+        "--config=alexnet:tiny,runlocal)"
+    )
 
 
 def _first_line(error: BaseException) -> str:
@@ -133,10 +138,11 @@ def load_module(path: str):
         return _import_file(path)
     except Exception as error:  # any failure of a user's file: one line, --debug for more
         where = traceback.extract_tb(error.__traceback__)[-1]
-        raise ConfigError(f"{path} cannot be loaded ({type(error).__name__} at "
-                          f"{os.path.basename(where.filename)}:{where.lineno}: "
-                          f"{_first_line(error)}); fix the file (--debug shows the traceback)"
-                          ) from error
+        raise ConfigError(
+            f"{path} cannot be loaded ({type(error).__name__} at "
+            f"{os.path.basename(where.filename)}:{where.lineno}: "
+            f"{_first_line(error)}); fix the file (--debug shows the traceback)"
+        ) from error
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -145,24 +151,30 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     path, variant = find_config(spec)
     module = load_module(path)
     if not hasattr(module, "get_config"):
-        raise ConfigError(f"{path} has no get_config(); a config file defines "
-                          "get_config(arg=None) returning an ml_collections.ConfigDict")
+        raise ConfigError(
+            f"{path} has no get_config(); a config file defines "
+            "get_config(arg=None) returning an ml_collections.ConfigDict"
+        )
     known = getattr(module, "VARIANTS", None)
     names = [n.strip() for n in (variant or "").split(",") if n.strip()]
     unknown = [n for n in names if known is not None and n not in known]
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(known), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ConfigError(f"--config={spec}: unknown variant {unknown[0]!r}; {hint}the "
-                          f"variants of {os.path.basename(path)} are {', '.join(known)} "
-                          "(comma-separated after ':')")
+        raise ConfigError(
+            f"--config={spec}: unknown variant {unknown[0]!r}; {hint}the "
+            f"variants of {os.path.basename(path)} are {', '.join(known)} "
+            "(comma-separated after ':')"
+        )
     try:
         config = module.get_config(variant) if variant is not None else module.get_config()
     except (ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"--config={spec}: {_first_line(error)}") from error
     if not isinstance(config, ml_collections.ConfigDict):
-        raise ConfigError(f"{path}: get_config() returned {type(config).__name__}, not an "
-                          "ml_collections.ConfigDict")
+        raise ConfigError(
+            f"{path}: get_config() returned {type(config).__name__}, not an "
+            "ml_collections.ConfigDict"
+        )
     return config
 
 

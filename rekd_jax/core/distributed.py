@@ -6,6 +6,7 @@ backend needs it for cross-process collectives; ignored on GPU/TPU).
 Each process then feeds its own local devices with its shard of every global batch; pmap's axis
 spans all devices of all processes.
 """
+
 from __future__ import annotations
 
 import jax
@@ -21,9 +22,11 @@ def initialize(dist: ml_collections.ConfigDict) -> None:
     if dist.cpu_collectives:
         jax.config.update("jax_cpu_collectives_implementation", dist.cpu_collectives)
     if dist.coordinator_address:
-        jax.distributed.initialize(coordinator_address=dist.coordinator_address,
-                                   num_processes=dist.num_processes,
-                                   process_id=dist.process_id)
+        jax.distributed.initialize(
+            coordinator_address=dist.coordinator_address,
+            num_processes=dist.num_processes,
+            process_id=dist.process_id,
+        )
     else:
         jax.distributed.initialize()
 

@@ -21,6 +21,7 @@ importer) is handled the same way, with status 143. Pre-training replaces these 
 it trains: there, SIGTERM and Ctrl-C save a checkpoint at the next step boundary first
 (rekd_jax.training.preemption).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,15 +31,17 @@ import re
 import signal
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from rekd_jax.core import fileio
 
 EXIT_CODE = 2
 # What a signal outside pre-training's steps prints, and the exit status (128 + the signal).
 _STOPPED = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
-INTERRUPTED = (": stopped at once; everything already written stays valid (outputs are "
-               "written atomically), rerun the same command to continue")
+INTERRUPTED = (
+    ": stopped at once; everything already written stays valid (outputs are "
+    "written atomically), rerun the same command to continue"
+)
 
 _OS_FIXES = {
     errno.ENOSPC: "the disk is full: free space or write elsewhere",
@@ -58,6 +61,7 @@ _OS_FIXES = {
 class Stopped(Exception):
     """A command stopped on purpose after saving its work; not a failure. Its message is the
     one line the command prints, its `exit_code` the exit status."""
+
     exit_code = 0
 
 
@@ -82,7 +86,8 @@ def is_disk_full(error: BaseException | None) -> bool:
             return True
         text = str(e)
         if any(t in text for t in _DISK_FULL_TEXT) or (
-                "RESOURCE_EXHAUSTED" in text and "writ" in text.lower()):
+            "RESOURCE_EXHAUSTED" in text and "writ" in text.lower()
+        ):
             return True
     return False
 
@@ -118,18 +123,25 @@ def one_line(error: BaseException) -> str:
     """``FATAL: <ErrorType>: <what>, <fix>`` on one line."""
     name = type(error).__name__
     if is_disk_full(error):
-        name, text = "DiskFullError", (f"no space left on the device holding "
-                                       f"{disk_full_path(error)}, free space or choose another "
-                                       "location (what was written before stays valid)")
+        name, text = (
+            "DiskFullError",
+            (
+                f"no space left on the device holding "
+                f"{disk_full_path(error)}, free space or choose another "
+                "location (what was written before stays valid)"
+            ),
+        )
     elif isinstance(error, OSError) and error.errno in _OS_FIXES and error.strerror:
         where = error.filename if error.filename is not None else ""
         if error.filename2 is not None:
             where = f"{where} -> {error.filename2}"
         text = f"{error.strerror}: {where}, {_OS_FIXES[error.errno]}"
     elif isinstance(error, MemoryError):
-        text = (f"out of host memory{': ' + str(error) if str(error) else ''}, lower the "
-                "parallelism (--num_workers, data.num_workers), the batch size or "
-                "data.resident_max_mb, or use a machine with more memory")
+        text = (
+            f"out of host memory{': ' + str(error) if str(error) else ''}, lower the "
+            "parallelism (--num_workers, data.num_workers), the batch size or "
+            "data.resident_max_mb, or use a machine with more memory"
+        )
     else:
         text = str(error) or "(no message)"
     return "FATAL: " + " ".join(f"{name}: {text}".split())
@@ -166,8 +178,9 @@ def signals_stop_at_once():
 def _closed_loop_callback(unraisable) -> bool:
     """Orbax's aftermath of a failed write or read: TensorStore callbacks into an asyncio loop
     Orbax has closed ('Event loop is closed', reported through sys.unraisablehook)."""
-    return (unraisable.exc_type is RuntimeError
-            and str(unraisable.exc_value) == "Event loop is closed")
+    return (
+        unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"
+    )
 
 
 def quiet_background_failures(debug: bool = False) -> None:

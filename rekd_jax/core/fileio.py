@@ -48,6 +48,7 @@ process in a one-line warning):
   * objects are written whole: ``write_text`` uploads in one write (readers see the old or
     the new object, never a torn one), and the metrics writer rewrites metrics.jsonl.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,7 +62,8 @@ import posixpath
 import shutil
 import socket
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from etils import epath
 
@@ -70,212 +72,218 @@ LOCK_FILE = ".lock"
 
 
 class AlreadyExistsError(FileExistsError):
-  """The output exists and replacing it was not asked for (message names the flag)."""
+    """The output exists and replacing it was not asked for (message names the flag)."""
 
 
 class WorkdirBusyError(RuntimeError):
-  """Another live process holds the workdir lock (message names it)."""
+    """Another live process holds the workdir lock (message names it)."""
 
 
 def _host() -> str:
-  return socket.gethostname().replace(".", "-") or "localhost"
+    return socket.gethostname().replace(".", "-") or "localhost"
 
 
 # ------------------------------------------------------------------ local or remote paths
 
 
 def is_remote(path) -> bool:
-  """True for a URL (gs://bucket/..., s3://...), False for a local path."""
-  return "://" in os.fspath(path)
+    """True for a URL (gs://bucket/..., s3://...), False for a local path."""
+    return "://" in os.fspath(path)
 
 
 def absolute(path) -> str:
-  """os.path.abspath of a local path; a URL is returned unchanged (it is absolute)."""
-  path = os.fspath(path)
-  return path if is_remote(path) else os.path.abspath(path)
+    """os.path.abspath of a local path; a URL is returned unchanged (it is absolute)."""
+    path = os.fspath(path)
+    return path if is_remote(path) else os.path.abspath(path)
 
 
 _warned: set[str] = set()
 
 
 def warn_once(key: str, message: str) -> None:
-  """Logs `message` as a warning the first time `key` is seen in this process."""
-  if key not in _warned:
-    _warned.add(key)
-    logging.warning(message)
+    """Logs `message` as a warning the first time `key` is seen in this process."""
+    if key not in _warned:
+        _warned.add(key)
+        logging.warning(message)
 
 
 def exists(path) -> bool:
-  return epath.Path(path).exists() if is_remote(path) else os.path.lexists(path)
+    return epath.Path(path).exists() if is_remote(path) else os.path.lexists(path)
 
 
 def isdir(path) -> bool:
-  return epath.Path(path).is_dir() if is_remote(path) else os.path.isdir(path)
+    return epath.Path(path).is_dir() if is_remote(path) else os.path.isdir(path)
 
 
 def listdir(path) -> list[str]:
-  """Entry names of a folder (FileNotFoundError when it does not exist)."""
-  if not is_remote(path):
-    return os.listdir(path)
-  if not isdir(path):
-    raise FileNotFoundError(f"no folder {path}")
-  return [p.name for p in epath.Path(path).iterdir()]
+    """Entry names of a folder (FileNotFoundError when it does not exist)."""
+    if not is_remote(path):
+        return os.listdir(path)
+    if not isdir(path):
+        raise FileNotFoundError(f"no folder {path}")
+    return [p.name for p in epath.Path(path).iterdir()]
 
 
 def makedirs(path) -> None:
-  """mkdir -p (a no-op for object-store prefixes that need no folder object)."""
-  if is_remote(path):
-    epath.Path(path).mkdir(parents=True, exist_ok=True)
-  else:
-    os.makedirs(path, exist_ok=True)
+    """mkdir -p (a no-op for object-store prefixes that need no folder object)."""
+    if is_remote(path):
+        epath.Path(path).mkdir(parents=True, exist_ok=True)
+    else:
+        os.makedirs(path, exist_ok=True)
 
 
 def mtime(path) -> float:
-  return float(epath.Path(path).stat().mtime) if is_remote(path) else os.path.getmtime(path)
+    return float(epath.Path(path).stat().mtime) if is_remote(path) else os.path.getmtime(path)
 
 
 def open_file(path, mode: str = "r"):
-  """open() for local paths and URLs; text modes use UTF-8."""
-  if is_remote(path):
-    return epath.Path(path).open(mode)
-  return open(path, mode, encoding=None if "b" in mode else "utf-8")
+    """open() for local paths and URLs; text modes use UTF-8."""
+    if is_remote(path):
+        return epath.Path(path).open(mode)
+    return open(path, mode, encoding=None if "b" in mode else "utf-8")
 
 
 def read_text(path) -> str:
-  with open_file(path, "r") as f:
-    return f.read()
+    with open_file(path, "r") as f:
+        return f.read()
 
 
 def read_bytes(path) -> bytes:
-  with open_file(path, "rb") as f:
-    return f.read()
+    with open_file(path, "rb") as f:
+        return f.read()
 
 
 def write_bytes(path, data: bytes) -> None:
-  """Writes `data` completely to `path` (atomic: temp file + rename locally, one object
-  upload on an object store)."""
-  path = absolute(path)
-  makedirs(posixpath.dirname(path) if is_remote(path) else os.path.dirname(path))
-  if is_remote(path):
-    with open_file(path, "wb") as f:
-      f.write(data)
-    return
-  tmp = incomplete_path(path)
-  try:
-    with open(tmp, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException as error:
-    with contextlib.suppress(FileNotFoundError):
-      os.unlink(tmp)
-    raise with_path(error, path)
+    """Writes `data` completely to `path` (atomic: temp file + rename locally, one object
+    upload on an object store)."""
+    path = absolute(path)
+    makedirs(posixpath.dirname(path) if is_remote(path) else os.path.dirname(path))
+    if is_remote(path):
+        with open_file(path, "wb") as f:
+            f.write(data)
+        return
+    tmp = incomplete_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise with_path(error, path)
 
 
 def remove_tree(path) -> None:
-  """Removes a file or a folder tree (local or remote)."""
-  if is_remote(path):
-    p = epath.Path(path)
-    if p.is_dir():
-      p.rmtree()
+    """Removes a file or a folder tree (local or remote)."""
+    if is_remote(path):
+        p = epath.Path(path)
+        if p.is_dir():
+            p.rmtree()
+        else:
+            p.unlink()
     else:
-      p.unlink()
-  else:
-    _remove(path)
+        _remove(path)
 
 
 def rename(src, dst) -> None:
-  """Moves `src` to a `dst` that does not exist. Atomic locally; on an object store it copies
-  every object and deletes the source (not atomic)."""
-  if is_remote(src) or is_remote(dst):
-    epath.Path(src).rename(dst)
-  else:
-    os.rename(src, dst)
+    """Moves `src` to a `dst` that does not exist. Atomic locally; on an object store it copies
+    every object and deletes the source (not atomic)."""
+    if is_remote(src) or is_remote(dst):
+        epath.Path(src).rename(dst)
+    else:
+        os.rename(src, dst)
 
 
 def _join(parent: str, name: str) -> str:
-  return posixpath.join(parent, name) if is_remote(parent) else os.path.join(parent, name)
+    return posixpath.join(parent, name) if is_remote(parent) else os.path.join(parent, name)
 
 
 def _dirname(path: str) -> str:
-  return posixpath.dirname(path.rstrip("/")) if is_remote(path) else os.path.dirname(path)
+    return posixpath.dirname(path.rstrip("/")) if is_remote(path) else os.path.dirname(path)
 
 
 def _basename(path: str) -> str:
-  return posixpath.basename(path.rstrip("/")) if is_remote(path) else os.path.basename(path)
+    return posixpath.basename(path.rstrip("/")) if is_remote(path) else os.path.basename(path)
 
 
 # ------------------------------------------------------------------ crash-safe outputs
 
 
 def incomplete_path(target: str, role: str = "new", tag: str | None = None) -> str:
-  """``<parent>/incomplete.<pid>.<host>.<role>.<name>`` for `target` (tag replaces pid.host)."""
-  target = absolute(target)
-  tag = tag or f"{os.getpid()}.{_host()}"
-  return _join(_dirname(target), f"{INCOMPLETE}{tag}.{role}.{_basename(target)}")
+    """``<parent>/incomplete.<pid>.<host>.<role>.<name>`` for `target` (tag replaces pid.host)."""
+    target = absolute(target)
+    tag = tag or f"{os.getpid()}.{_host()}"
+    return _join(_dirname(target), f"{INCOMPLETE}{tag}.{role}.{_basename(target)}")
 
 
 def pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # exists, owned by someone else
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
     return True
-  return True
 
 
 def _remove(path: str) -> None:
-  if os.path.isdir(path) and not os.path.islink(path):
-    shutil.rmtree(path)
-  else:
-    os.unlink(path)
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 def _leftover_name(entry: str) -> tuple[int, str, str, str] | None:
-  """(pid, host, role, name) of a name this module gives its temporary outputs
-  (``incomplete.<pid>.<host>.<role>.<name>``), or None for any other name."""
-  parts = entry.split(".", 4)
-  if (len(parts) == 5 and parts[0] + "." == INCOMPLETE and parts[1].isdigit()
-      and parts[2] and parts[3] in ("new", "old") and parts[4]):
-    return int(parts[1]), parts[2], parts[3], parts[4]
-  return None
+    """(pid, host, role, name) of a name this module gives its temporary outputs
+    (``incomplete.<pid>.<host>.<role>.<name>``), or None for any other name."""
+    parts = entry.split(".", 4)
+    if (
+        len(parts) == 5
+        and parts[0] + "." == INCOMPLETE
+        and parts[1].isdigit()
+        and parts[2]
+        and parts[3] in ("new", "old")
+        and parts[4]
+    ):
+        return int(parts[1]), parts[2], parts[3], parts[4]
+    return None
 
 
 def clean_incomplete(parent: str, log=logging.info) -> list[str]:
-  """Removes the leftovers in `parent` of this project's own dead writers; returns (and logs)
-  what it did.
+    """Removes the leftovers in `parent` of this project's own dead writers; returns (and logs)
+    what it did.
 
-  Only names of the exact form ``incomplete.<pid>.<host>.<role>.<name>`` whose process no
-  longer runs on this host are touched: 'new' is removed, 'old' is moved back to <name> when
-  <name> is missing (a swap cut in the middle), else removed. Anything else, such as a user's
-  ``incomplete.drafts`` folder, is never touched; live builds and builds of other hosts are
-  left alone.
-  """
-  done = []
-  try:
-    entries = sorted(listdir(parent))
-  except FileNotFoundError:
+    Only names of the exact form ``incomplete.<pid>.<host>.<role>.<name>`` whose process no
+    longer runs on this host are touched: 'new' is removed, 'old' is moved back to <name> when
+    <name> is missing (a swap cut in the middle), else removed. Anything else, such as a user's
+    ``incomplete.drafts`` folder, is never touched; live builds and builds of other hosts are
+    left alone.
+    """
+    done = []
+    try:
+        entries = sorted(listdir(parent))
+    except FileNotFoundError:
+        return done
+    for entry in entries:
+        leftover = _leftover_name(entry)
+        if leftover is None:
+            continue
+        pid, host, role, name = leftover
+        if host != _host() or pid_alive(pid):
+            continue
+        path, target = _join(parent, entry), _join(parent, name)
+        if role == "old" and not exists(target):
+            rename(path, target)
+            done.append(f"restored {target} from {entry} (a replacement was cut short)")
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            remove_tree(path)
+        done.append(f"removed the leftover {path} of an interrupted write (process {pid})")
+    for line in done:
+        log(line)
     return done
-  for entry in entries:
-    leftover = _leftover_name(entry)
-    if leftover is None:
-      continue
-    pid, host, role, name = leftover
-    if host != _host() or pid_alive(pid):
-      continue
-    path, target = _join(parent, entry), _join(parent, name)
-    if role == "old" and not exists(target):
-      rename(path, target)
-      done.append(f"restored {target} from {entry} (a replacement was cut short)")
-      continue
-    with contextlib.suppress(FileNotFoundError):
-      remove_tree(path)
-    done.append(f"removed the leftover {path} of an interrupted write (process {pid})")
-  for line in done:
-    log(line)
-  return done
 
 
 _RENAME_EXCHANGE = 2
@@ -283,214 +291,244 @@ _AT_FDCWD = -100
 
 
 def _exchange(a: str, b: str) -> bool:
-  """Atomically swaps two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
-  try:
-    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-  except (AttributeError, OSError):
-    return False
-  if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-    return True
-  code = ctypes.get_errno()
-  if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
-    return False
-  raise OSError(code, os.strerror(code), b)
+    """Atomically swaps two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), b)
 
 
 def replace_path(src: str, dst: str) -> None:
-  """Puts the complete `src` at `dst`; an existing `dst` stays valid until then (on an object
-  store: until it is moved aside, just before `src` is copied in; see the module docstring)."""
-  if not exists(dst):
+    """Puts the complete `src` at `dst`; an existing `dst` stays valid until then (on an object
+    store: until it is moved aside, just before `src` is copied in; see the module docstring)."""
+    if not exists(dst):
+        rename(src, dst)
+        return
+    if not is_remote(dst) and _exchange(src, dst):  # src now holds the old one
+        _remove(src)
+        return
+    old = incomplete_path(dst, "old")
+    rename(dst, old)  # a kill here is repaired by clean_incomplete (moves `old` back)
     rename(src, dst)
-    return
-  if not is_remote(dst) and _exchange(src, dst):  # src now holds the old one
-    _remove(src)
-    return
-  old = incomplete_path(dst, "old")
-  rename(dst, old)  # a kill here is repaired by clean_incomplete (moves `old` back)
-  rename(src, dst)
-  remove_tree(old)
+    remove_tree(old)
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str, *, overwrite: bool = True, what: str = "output",
-               flag: str = "--overwrite", primary: bool = True,
-               tag: str | None = None) -> Iterator[str]:
-  """Yields an empty folder beside `target`; on success it replaces `target`.
+def atomic_dir(
+    target: str,
+    *,
+    overwrite: bool = True,
+    what: str = "output",
+    flag: str = "--overwrite",
+    primary: bool = True,
+    tag: str | None = None,
+) -> Iterator[str]:
+    """Yields an empty folder beside `target`; on success it replaces `target`.
 
-  overwrite=False refuses an existing target (AlreadyExistsError naming `flag`), checked
-  before and after the build. primary=False (other processes of a multi-host save) only
-  yields the path: the primary creates, cleans and renames it, so the caller gives every
-  process the same `tag` (the default tag holds this process's pid).
-  """
-  target = absolute(target)
-  parent = _dirname(target)
+    overwrite=False refuses an existing target (AlreadyExistsError naming `flag`), checked
+    before and after the build. primary=False (other processes of a multi-host save) only
+    yields the path: the primary creates, cleans and renames it, so the caller gives every
+    process the same `tag` (the default tag holds this process's pid).
+    """
+    target = absolute(target)
+    parent = _dirname(target)
 
-  def refuse_existing():
-    if not overwrite and exists(target):
-      raise AlreadyExistsError(f"{what} {target} already exists; pass {flag} to replace it (the "
-                               "old one stays in place until the new one is complete)")
+    def refuse_existing():
+        if not overwrite and exists(target):
+            raise AlreadyExistsError(
+                f"{what} {target} already exists; pass {flag} to replace it (the "
+                "old one stays in place until the new one is complete)"
+            )
 
-  refuse_existing()
-  tmp = incomplete_path(target, "new", tag)
-  if not primary:
-    yield tmp
-    return
-  if is_remote(target):
-    warn_once("atomic_dir", f"{what} {target}: an object store cannot rename a folder "
-              "atomically, so it is built beside its target and then copied into place; a "
-              "reader may see it partly copied until the copy is done (this warning is shown "
-              "once)")
-  makedirs(parent)
-  clean_incomplete(parent)
-  if exists(tmp):
-    remove_tree(tmp)
-  makedirs(tmp)
-  try:
-    yield tmp
     refuse_existing()
-    replace_path(tmp, target)
-  except BaseException as error:
-    with contextlib.suppress(OSError):
-      if exists(tmp):
+    tmp = incomplete_path(target, "new", tag)
+    if not primary:
+        yield tmp
+        return
+    if is_remote(target):
+        warn_once(
+            "atomic_dir",
+            f"{what} {target}: an object store cannot rename a folder "
+            "atomically, so it is built beside its target and then copied into place; a "
+            "reader may see it partly copied until the copy is done (this warning is shown "
+            "once)",
+        )
+    makedirs(parent)
+    clean_incomplete(parent)
+    if exists(tmp):
         remove_tree(tmp)
-    raise with_path(error, target)
+    makedirs(tmp)
+    try:
+        yield tmp
+        refuse_existing()
+        replace_path(tmp, target)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            if exists(tmp):
+                remove_tree(tmp)
+        raise with_path(error, target)
 
 
 def with_path(error: BaseException, path: str) -> BaseException:
-  """`error`, or for an OSError that names no file (e.g. a full disk met inside a library's
-  writer) the same error naming `path`, the output being written."""
-  if isinstance(error, OSError) and error.filename is None and error.errno is not None:
-    named = type(error)(error.errno, error.strerror or str(error), path)
-    named.__cause__ = error
-    return named
-  return error
+    """`error`, or for an OSError that names no file (e.g. a full disk met inside a library's
+    writer) the same error naming `path`, the output being written."""
+    if isinstance(error, OSError) and error.filename is None and error.errno is not None:
+        named = type(error)(error.errno, error.strerror or str(error), path)
+        named.__cause__ = error
+        return named
+    return error
 
 
 def write_text(path: str, text: str) -> None:
-  """Writes `text` (UTF-8) completely to `path` (see write_bytes)."""
-  write_bytes(path, text.encode("utf-8"))
+    """Writes `text` (UTF-8) completely to `path` (see write_bytes)."""
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str, obj: Any, **kwargs) -> None:
-  write_text(path, json.dumps(obj, **{"indent": 2, **kwargs}) + "\n")
+    write_text(path, json.dumps(obj, **{"indent": 2, **kwargs}) + "\n")
 
 
 def _read_holder(path: str) -> dict:
-  try:
-    return json.loads(read_text(path) or "{}")
-  except (OSError, ValueError):
-    return {}
+    try:
+        return json.loads(read_text(path) or "{}")
+    except (OSError, ValueError):
+        return {}
 
 
 def describe_holder(holder: dict) -> str:
-  started = holder.get("started")
-  when = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
-          if isinstance(started, (int, float)) else "an unknown time")
-  return (f"{holder.get('what', 'another run')} (pid {holder.get('pid', '?')} on "
-          f"{holder.get('host', '?')}, started {when})")
+    started = holder.get("started")
+    when = (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+        if isinstance(started, (int, float))
+        else "an unknown time"
+    )
+    return (
+        f"{holder.get('what', 'another run')} (pid {holder.get('pid', '?')} on "
+        f"{holder.get('host', '?')}, started {when})"
+    )
 
 
 class WorkdirLock:
-  """Exclusive use of a workdir by one run; see the module docstring."""
+    """Exclusive use of a workdir by one run; see the module docstring."""
 
-  def __init__(self, workdir: str, what: str, *, primary: bool = True):
-    self.workdir = absolute(workdir)
-    self.path = _join(self.workdir, LOCK_FILE)
-    self.what = what
-    self.primary = primary
-    self._file = None
-    self._remote_record = None  # the holder record written on an object store
+    def __init__(self, workdir: str, what: str, *, primary: bool = True):
+        self.workdir = absolute(workdir)
+        self.path = _join(self.workdir, LOCK_FILE)
+        self.what = what
+        self.primary = primary
+        self._file = None
+        self._remote_record = None  # the holder record written on an object store
 
-  def acquire(self) -> "WorkdirLock":
-    if not self.primary:
-      return self
-    if is_remote(self.workdir):
-      return self._acquire_record()
-    os.makedirs(self.workdir, exist_ok=True)
-    f = open(self.path, "a+", encoding="utf-8")
-    try:
-      fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      f.close()
-      holder = _read_holder(self.path)
-      raise WorkdirBusyError(
-          f"workdir {self.workdir} is in use by {describe_holder(holder)}; wait for it to "
-          f"finish or stop it (kill {holder.get('pid', 'PID')}), or give another --workdir"
-      ) from None
-    previous = _read_holder(self.path)
-    if previous.get("pid") and previous.get("pid") != os.getpid():
-      logging.info("workdir lock: taking over from %s, which is no longer running",
-                   describe_holder(previous))
-    f.seek(0)
-    f.truncate()
-    f.write(json.dumps(self._record()))
-    f.flush()
-    self._file = f
-    return self
+    def acquire(self) -> WorkdirLock:
+        if not self.primary:
+            return self
+        if is_remote(self.workdir):
+            return self._acquire_record()
+        os.makedirs(self.workdir, exist_ok=True)
+        f = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            holder = _read_holder(self.path)
+            raise WorkdirBusyError(
+                f"workdir {self.workdir} is in use by {describe_holder(holder)}; wait for it to "
+                f"finish or stop it (kill {holder.get('pid', 'PID')}), or give another --workdir"
+            ) from None
+        previous = _read_holder(self.path)
+        if previous.get("pid") and previous.get("pid") != os.getpid():
+            logging.info(
+                "workdir lock: taking over from %s, which is no longer running",
+                describe_holder(previous),
+            )
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps(self._record()))
+        f.flush()
+        self._file = f
+        return self
 
-  def _record(self) -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-            "what": self.what}
+    def _record(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "what": self.what,
+        }
 
-  def _acquire_record(self) -> "WorkdirLock":
-    """The lock on an object store: a holder record only (see the module docstring)."""
-    warn_once("lock", f"workdir lock: {self.workdir} is on an object store, which has no "
-              "exclusive locks; the lock is a holder record only, so a second run started on "
-              "another machine with the same workdir is not stopped")
-    previous = _read_holder(self.path)
-    if previous.get("pid") and previous.get("host") == socket.gethostname():
-      if previous["pid"] != os.getpid() and pid_alive(int(previous["pid"])):
-        raise WorkdirBusyError(
-            f"workdir {self.workdir} is in use by {describe_holder(previous)}; wait for it to "
-            f"finish or stop it (kill {previous['pid']}), or give another --workdir")
-    elif previous.get("pid"):
-      logging.warning("workdir lock: taking over from %s, whose record is still there (a "
-                      "preempted or killed run; if it is running, stop one of the two)",
-                      describe_holder(previous))
-    self._remote_record = self._record()
-    write_text(self.path, json.dumps(self._remote_record))
-    return self
+    def _acquire_record(self) -> WorkdirLock:
+        """The lock on an object store: a holder record only (see the module docstring)."""
+        warn_once(
+            "lock",
+            f"workdir lock: {self.workdir} is on an object store, which has no "
+            "exclusive locks; the lock is a holder record only, so a second run started on "
+            "another machine with the same workdir is not stopped",
+        )
+        previous = _read_holder(self.path)
+        if previous.get("pid") and previous.get("host") == socket.gethostname():
+            if previous["pid"] != os.getpid() and pid_alive(int(previous["pid"])):
+                raise WorkdirBusyError(
+                    f"workdir {self.workdir} is in use by {describe_holder(previous)}; wait for it to "
+                    f"finish or stop it (kill {previous['pid']}), or give another --workdir"
+                )
+        elif previous.get("pid"):
+            logging.warning(
+                "workdir lock: taking over from %s, whose record is still there (a "
+                "preempted or killed run; if it is running, stop one of the two)",
+                describe_holder(previous),
+            )
+        self._remote_record = self._record()
+        write_text(self.path, json.dumps(self._remote_record))
+        return self
 
-  def release(self) -> None:
-    record = self._remote_record
-    if record is not None:
-      self._remote_record = None
-      if _read_holder(self.path) == record:  # not taken over meanwhile
-        with contextlib.suppress(FileNotFoundError):
-          remove_tree(self.path)
-      return
-    if self._file is None:
-      return
-    self._file.seek(0)
-    self._file.truncate()  # before unlocking: the next holder's record is never erased
-    fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-    self._file.close()
-    self._file = None
+    def release(self) -> None:
+        record = self._remote_record
+        if record is not None:
+            self._remote_record = None
+            if _read_holder(self.path) == record:  # not taken over meanwhile
+                with contextlib.suppress(FileNotFoundError):
+                    remove_tree(self.path)
+            return
+        if self._file is None:
+            return
+        self._file.seek(0)
+        self._file.truncate()  # before unlocking: the next holder's record is never erased
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+        self._file.close()
+        self._file = None
 
-  def __enter__(self):
-    return self.acquire()
+    def __enter__(self):
+        return self.acquire()
 
-  def __exit__(self, *exc):
-    self.release()
+    def __exit__(self, *exc):
+        self.release()
 
 
 def lock_holder(workdir: str) -> dict | None:
-  """Who holds WORKDIR's lock ({'pid', 'host', 'started', 'what'}), or None when nobody does."""
-  path = _join(absolute(workdir), LOCK_FILE)
-  if is_remote(path):
-    holder = _read_holder(path)
-    if not holder or (holder.get("host") == socket.gethostname()
-                      and not pid_alive(int(holder.get("pid", 0) or 0))):
-      return None
-    return holder
-  try:
-    f = open(path, encoding="utf-8")
-  except OSError:
-    return None
-  with f:
+    """Who holds WORKDIR's lock ({'pid', 'host', 'started', 'what'}), or None when nobody does."""
+    path = _join(absolute(workdir), LOCK_FILE)
+    if is_remote(path):
+        holder = _read_holder(path)
+        if not holder or (
+            holder.get("host") == socket.gethostname()
+            and not pid_alive(int(holder.get("pid", 0) or 0))
+        ):
+            return None
+        return holder
     try:
-      fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-      return _read_holder(path) or {"what": "another run"}
-    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-  return None
+        f = open(path, encoding="utf-8")
+    except OSError:
+        return None
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(path) or {"what": "another run"}
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return None

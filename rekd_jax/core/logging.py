@@ -19,6 +19,7 @@ The console: `setup_console()` gives log lines a plain "HH:MM:SS message" format
 metric lines hold at most METRIC_LINE_CHARS characters (the first metrics by METRIC_ORDER; every
 value is in metrics.jsonl).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,7 +28,8 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from absl import flags as absl_flags
@@ -113,21 +115,28 @@ def _logging_not_set_up() -> bool:
         return True
     handler = handlers[0]
     plain_stream_handler = type(handler) is logging.StreamHandler  # not a subclass: a file's
-    return (len(handlers) == 1 and plain_stream_handler
-            and handler.stream in (sys.stderr, sys.__stderr__)
-            and getattr(handler.formatter, "_fmt", None) in (None, logging.BASIC_FORMAT))
+    return (
+        len(handlers) == 1
+        and plain_stream_handler
+        and handler.stream in (sys.stderr, sys.__stderr__)
+        and getattr(handler.formatter, "_fmt", None) in (None, logging.BASIC_FORMAT)
+    )
 
 
 def quiet_library_logs() -> None:
     """Keeps the console to this project's own lines (idempotent): library INFO lines are
     filtered (see _LibraryInfoFilter) and TFDS's progress bars only go to a terminal."""
-    targets = [absl_logging.get_absl_logger(), absl_logging.get_absl_handler(),
-               *logging.root.handlers]
+    targets = [
+        absl_logging.get_absl_logger(),
+        absl_logging.get_absl_handler(),
+        *logging.root.handlers,
+    ]
     for target in targets:
         if not any(isinstance(f, _LibraryInfoFilter) for f in target.filters):
             target.addFilter(_LibraryInfoFilter())
     if not progress_lib.on_terminal():
         import tensorflow_datasets as tfds  # here only: importing TFDS takes seconds
+
         tfds.disable_progress_bar()
 
 
@@ -194,8 +203,10 @@ def metric_line(step: int, scalars: Mapping[str, Any], width: int = METRIC_LINE_
     part of their name), then the others by name, each while the line stays within `width`
     characters; names lose their 'train/' prefix."""
     leaf = lambda name: name.rsplit("/", 1)[-1]
-    rank = lambda name: (METRIC_ORDER.index(leaf(name)) if leaf(name) in METRIC_ORDER
-                         else len(METRIC_ORDER), name)
+    rank = lambda name: (
+        METRIC_ORDER.index(leaf(name)) if leaf(name) in METRIC_ORDER else len(METRIC_ORDER),
+        name,
+    )
     line = f"[{int(step)}]"
     for name in sorted(scalars, key=rank):
         short = name.removeprefix("train/")
@@ -272,11 +283,16 @@ def create_writer(workdir: str, *, is_primary: bool = True, tensorboard: str = "
     use_clu = tensorboard == "on" or (tensorboard == "auto" and tensorflow_available())
     if use_clu:
         if not tensorflow_available():
-            raise ValueError("tensorboard='on' needs TensorFlow: pip install -r requirements-tf.txt, "
-                             "or set tensorboard='auto'")
+            raise ValueError(
+                "tensorboard='on' needs TensorFlow: pip install -r requirements-tf.txt, "
+                "or set tensorboard='auto'"
+            )
         from clu import metric_writers  # imports TensorFlow
-        writers = [ConsoleWriter(),  # rate-limited, instead of clu's line per write
-                   metric_writers.AsyncMultiWriter([metric_writers.SummaryWriter(workdir)])]
+
+        writers = [
+            ConsoleWriter(),  # rate-limited, instead of clu's line per write
+            metric_writers.AsyncMultiWriter([metric_writers.SummaryWriter(workdir)]),
+        ]
     else:
         writers = [ConsoleWriter()]
     return MultiWriter(writers + [JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
@@ -296,9 +312,10 @@ def read_jsonl(path: str) -> list[dict]:
         except ValueError as e:
             if i == len(lines) - 1:
                 break
-            raise ValueError(f"{path} line {number} is not JSON ({e}); repair or delete that "
-                             "line (a run resumed in this workdir drops torn lines itself)"
-                             ) from None
+            raise ValueError(
+                f"{path} line {number} is not JSON ({e}); repair or delete that "
+                "line (a run resumed in this workdir drops torn lines itself)"
+            ) from None
     return records
 
 
@@ -343,6 +360,7 @@ def trim_metrics(path: str, step: int, *, keep_hparams: bool = True) -> int:
             f.flush()
             os.fsync(f.fileno())
     dropped = len(lines) - len(kept)
-    absl_logging.info("metrics: dropped %d records logged after the restored step %d from %s",
-                 dropped, step, path)
+    absl_logging.info(
+        "metrics: dropped %d records logged after the restored step %d from %s", dropped, step, path
+    )
     return dropped

@@ -18,6 +18,7 @@ A phase that ends within `quiet_secs` (10 s) logs nothing; `heartbeat` logs what
 runs. Call update() after each unit is done, so that the first unit's time (compilation)
 stays out of the rate.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,22 +52,30 @@ def _tqdm(name: str, total: int, initial: int, unit: str):
         from tqdm import tqdm  # optional: bars only where tqdm is installed
     except ImportError:
         return None
-    return tqdm(total=total, initial=initial, unit=unit, desc=name, leave=False,
-                dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, unit=unit, desc=name, leave=False, dynamic_ncols=True)
 
 
 class Progress:
     """Counts `total` units of a phase; logs a rate-limited line with rate, elapsed and ETA."""
 
-    def __init__(self, name: str, total: int, *, unit: str = "step", start: int = 0,
-                 every_secs: float = EVERY_SECS, quiet_secs: float = QUIET_SECS,
-                 log=logging.info, clock=time.monotonic):
+    def __init__(
+        self,
+        name: str,
+        total: int,
+        *,
+        unit: str = "step",
+        start: int = 0,
+        every_secs: float = EVERY_SECS,
+        quiet_secs: float = QUIET_SECS,
+        log=logging.info,
+        clock=time.monotonic,
+    ):
         self.name, self.total, self.unit = name, int(total), unit
         self.start = self.done = int(start)
         self.every_secs, self.quiet_secs = every_secs, quiet_secs
         self._log, self._clock = log, clock
         self._t0 = clock()
-        self._first = None            # (time, done) after the first update (compile excluded)
+        self._first = None  # (time, done) after the first update (compile excluded)
         self._last_line = self._t0
         self._extra: dict = {}
         self._bar = _tqdm(name, self.total, self.start, unit)
@@ -84,14 +93,17 @@ class Progress:
 
     def line(self) -> str:
         if self.total:
-            parts = [f"{self.name}: {self.unit} {self.done}/{self.total} "
-                     f"({100 * self.done / self.total:.0f}%)"]
+            parts = [
+                f"{self.name}: {self.unit} {self.done}/{self.total} "
+                f"({100 * self.done / self.total:.0f}%)"
+            ]
         else:  # unknown length: no fraction, no ETA
             parts = [f"{self.name}: {self.unit} {self.done}"]
         rate = self.rate()
         if rate is not None:
-            parts.append(f"{rate:.3g} {self.unit}/s" if rate >= 1 else
-                         f"{1 / rate:.3g} s/{self.unit}")
+            parts.append(
+                f"{rate:.3g} {self.unit}/s" if rate >= 1 else f"{1 / rate:.3g} s/{self.unit}"
+            )
         parts.append(f"elapsed {hms(self._clock() - self._t0)}")
         eta = self.eta()
         if eta is not None and 0 < self.total and self.done < self.total:
@@ -145,8 +157,9 @@ def _fmt(value) -> str:
 
 
 @contextlib.contextmanager
-def heartbeat(what: str, every_secs: float = EVERY_SECS, quiet_secs: float = QUIET_SECS,
-              log=logging.info):
+def heartbeat(
+    what: str, every_secs: float = EVERY_SECS, quiet_secs: float = QUIET_SECS, log=logging.info
+):
     """Logs '<what> ...' when the block starts, 'still <what> (elapsed h:mm:ss)' every
     `every_secs` while it runs, and '<what>: done in h:mm:ss' at the end when it took more
     than `quiet_secs`."""

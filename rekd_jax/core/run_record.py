@@ -13,13 +13,15 @@ A workdir holds one kind of run: a run whose mode differs from the one its confi
 (an evaluation pointed at a pre-training workdir, say) stops with WorkdirModeError before it
 writes anything there.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 from absl import logging
@@ -55,11 +57,14 @@ def check_mode(workdir: str, config: ml_collections.ConfigDict) -> None:
         return
     mode = config.get("mode")
     if recorded and recorded != mode:
-        suggestion = os.path.join(fileio.absolute(workdir), f"eval_{mode}" if mode not in (
-            "pretrain", "quickstart") else mode)
+        suggestion = os.path.join(
+            fileio.absolute(workdir),
+            f"eval_{mode}" if mode not in ("pretrain", "quickstart") else mode,
+        )
         raise WorkdirModeError(
             f"workdir {workdir} holds a {recorded} run (its {CONFIG_FILE}), not a {mode} run; "
-            f"give this run its own --workdir, e.g. --workdir={suggestion}")
+            f"give this run its own --workdir, e.g. --workdir={suggestion}"
+        )
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> str:
@@ -76,22 +81,33 @@ def teacher_record(checkpoint: str, spec: Mapping[str, Any]) -> dict:
     'source' of its spec, e.g. 'rekd_jax mocov2 step 600'; None when the source has no step)."""
     source = str(spec.get("source", ""))
     match = re.search(r"step (\d+)", source)
-    return {"checkpoint": fileio.absolute(checkpoint), "arch": spec.get("arch"),
-            "overrides": dict(spec.get("overrides") or {}), "source": source,
-            "step": int(match.group(1)) if match else None}
+    return {
+        "checkpoint": fileio.absolute(checkpoint),
+        "arch": spec.get("arch"),
+        "overrides": dict(spec.get("overrides") or {}),
+        "source": source,
+        "step": int(match.group(1)) if match else None,
+    }
 
 
-def record_teacher(workdir: str, checkpoint: str, spec: Mapping[str, Any],
-                   config_arch: str | None = None) -> dict:
+def record_teacher(
+    workdir: str, checkpoint: str, spec: Mapping[str, Any], config_arch: str | None = None
+) -> dict:
     """Logs the teacher really loaded and saves it as WORKDIR/teacher.json (the checkpoint's
     spec decides the architecture; a different config.teacher.arch, unused, is noted at
     --verbosity=1: recipes keep their default teacher arch when a checkpoint is given)."""
     record = teacher_record(checkpoint, spec)
-    logging.info("offline teacher: %s %s from %s (source: %s)", record["arch"],
-                 record["overrides"], record["checkpoint"], record["source"] or "unknown")
+    logging.info(
+        "offline teacher: %s %s from %s (source: %s)",
+        record["arch"],
+        record["overrides"],
+        record["checkpoint"],
+        record["source"] or "unknown",
+    )
     if config_arch and config_arch != record["arch"]:
-        logging.vlog(1, "config.teacher.arch=%r is not used: the checkpoint's arch decides",
-                     config_arch)
+        logging.vlog(
+            1, "config.teacher.arch=%r is not used: the checkpoint's arch decides", config_arch
+        )
     write_json_atomic(os.path.join(workdir, TEACHER_FILE), record)
     return record
 
@@ -120,14 +136,23 @@ class TrainClock:
 
 # --------------------------------------------------------------------------- closing summary
 
-_DATASET_VARIANT = {"imagenet2012": "imagenet", "cifar10": "cifar10", "rekd_shapes": "shapes",
-                    "rekd_shapes/tiny": "tiny"}
+_DATASET_VARIANT = {
+    "imagenet2012": "imagenet",
+    "cifar10": "cifar10",
+    "rekd_shapes": "shapes",
+    "rekd_shapes/tiny": "tiny",
+}
 
 
 def command(recipe: str, variant: str, *flags: str) -> str:
     """The command line that runs `recipe` with `variant` and `flags` where the user is."""
-    return " ".join([config_lookup.entry_command(),
-                     f"--config={config_lookup.config_argument(recipe, variant)}", *flags])
+    return " ".join(
+        [
+            config_lookup.entry_command(),
+            f"--config={config_lookup.config_argument(recipe, variant)}",
+            *flags,
+        ]
+    )
 
 
 def _dataset_args(config) -> tuple[str, str]:
@@ -152,47 +177,70 @@ def _pretrain_summary(config, workdir: str, result: Mapping) -> list[str]:
     if result.get("train_seconds") is not None:
         numbers.append(f"training {result['train_seconds']:.0f} s")
     encoders = result.get("encoders") or {}
-    lines = [f"Pre-training done ({config.method}, {config.student.arch}): "
-             + ", ".join(numbers) + ".",
-             f"Wrote in {workdir}: " + ", ".join(
-                 [os.path.relpath(p, workdir) for p in encoders.values()]
-                 + ["checkpoints/", "metrics.jsonl", CONFIG_FILE, TRAIN_TIME_FILE]
-                 + ([TEACHER_FILE] if fileio.exists(os.path.join(workdir, TEACHER_FILE))
-                    else [])) + "."]
+    lines = [
+        f"Pre-training done ({config.method}, {config.student.arch}): " + ", ".join(numbers) + ".",
+        f"Wrote in {workdir}: "
+        + ", ".join(
+            [os.path.relpath(p, workdir) for p in encoders.values()]
+            + ["checkpoints/", "metrics.jsonl", CONFIG_FILE, TRAIN_TIME_FILE]
+            + ([TEACHER_FILE] if fileio.exists(os.path.join(workdir, TEACHER_FILE)) else [])
+        )
+        + ".",
+    ]
     variant, extra = _dataset_args(config)
     protocol = "conv_probe" if config.student.arch == "alexnet" else "linear_eval"
     encoder = encoders.get("student", os.path.join(workdir, "encoders", "student"))
-    lines.append("Next, evaluate the student: " + command(
-        protocol, variant, f"--config.checkpoint={encoder}",
-        f"--workdir={os.path.join(workdir, 'eval_' + protocol.split('_')[0])}") + extra)
+    lines.append(
+        "Next, evaluate the student: "
+        + command(
+            protocol,
+            variant,
+            f"--config.checkpoint={encoder}",
+            f"--workdir={os.path.join(workdir, 'eval_' + protocol.split('_')[0])}",
+        )
+        + extra
+    )
     return lines
 
 
 def _eval_summary(config, workdir: str, result: Mapping) -> list[str]:
-    lines = [f"{config.mode} evaluation done: top-1 {result['top1']:.2f}%, top-5 "
-             f"{result['top5']:.2f}% on {result.get('count')} {config.data.dataset}/"
-             f"{config.data.eval_split} images ({result.get('seconds', 0):.0f} s).",
-             f"Wrote in {workdir}: results_{config.mode}.json, metrics.jsonl, {CONFIG_FILE}."]
-    others = [m for m in ("knn_eval", "linear_eval", "semi_supervised")
-              if not m.startswith(config.mode.split("_")[0])]
+    lines = [
+        f"{config.mode} evaluation done: top-1 {result['top1']:.2f}%, top-5 "
+        f"{result['top5']:.2f}% on {result.get('count')} {config.data.dataset}/"
+        f"{config.data.eval_split} images ({result.get('seconds', 0):.0f} s).",
+        f"Wrote in {workdir}: results_{config.mode}.json, metrics.jsonl, {CONFIG_FILE}.",
+    ]
+    others = [
+        m
+        for m in ("knn_eval", "linear_eval", "semi_supervised")
+        if not m.startswith(config.mode.split("_")[0])
+    ]
     variant, extra = _dataset_args(config)
     other = others[0]
     parent = os.path.dirname(fileio.absolute(workdir))
-    lines.append("Next, another protocol: " + command(
-        other, variant, f"--config.checkpoint={config.checkpoint}",
-        f"--workdir={os.path.join(parent, 'eval_' + other.split('_')[0])}") + extra)
+    lines.append(
+        "Next, another protocol: "
+        + command(
+            other,
+            variant,
+            f"--config.checkpoint={config.checkpoint}",
+            f"--workdir={os.path.join(parent, 'eval_' + other.split('_')[0])}",
+        )
+        + extra
+    )
     return lines
 
 
 def _quickstart_summary(config, workdir: str, result: Mapping) -> list[str]:
-    return [f"Quick start done in {result.get('seconds', 0):.0f} s: the table above is "
-            f"{os.path.join(workdir, 'results.json')}; each stage's workdir is under {workdir}.",
-            "Next, the same comparison on real data: python -m rekd_jax.experiments.cifar10 "
-            "--scale=cpu --workdir=/tmp/c10_study --data_dir=DATA_DIR --src=CIFAR10_JPEG_DIR "
-            "(docs/results.md), or a recipe as a laptop smoke run: "
-            + command("cifar10_student", "alexnet,online,tiny,runlocal",
-                      "--workdir=/tmp/rekd_smoke")
-            + f" ({config_lookup.entry_command()} --help lists every config)."]
+    return [
+        f"Quick start done in {result.get('seconds', 0):.0f} s: the table above is "
+        f"{os.path.join(workdir, 'results.json')}; each stage's workdir is under {workdir}.",
+        "Next, the same comparison on real data: python -m rekd_jax.experiments.cifar10 "
+        "--scale=cpu --workdir=/tmp/c10_study --data_dir=DATA_DIR --src=CIFAR10_JPEG_DIR "
+        "(docs/results.md), or a recipe as a laptop smoke run: "
+        + command("cifar10_student", "alexnet,online,tiny,runlocal", "--workdir=/tmp/rekd_smoke")
+        + f" ({config_lookup.entry_command()} --help lists every config).",
+    ]
 
 
 def closing_summary(config, workdir: str, result: Any) -> str:

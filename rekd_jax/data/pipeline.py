@@ -18,12 +18,13 @@ Evaluation pipelines (``training=False``) make one ordered pass, pad the last ba
 epoch (seeded), drop the remainder and repeat forever. Augmentation happens on device
 (``rekd_jax.data.augment``).
 """
+
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from concurrent import futures
-from typing import Sequence
 
 import ml_collections
 import numpy as np
@@ -33,315 +34,414 @@ from rekd_jax.data import loader as loader_lib
 from rekd_jax.data import sources
 
 _RESIDENT_CHOICES = ("auto", "on", "off")
-_AUGMENT_FIELDS = ("crop_scale", "crop_ratio", "jitter", "jitter_prob", "gray_prob",
-                   "blur_prob", "blur_sigma", "flip_prob", "mean", "std")
+_AUGMENT_FIELDS = (
+    "crop_scale",
+    "crop_ratio",
+    "jitter",
+    "jitter_prob",
+    "gray_prob",
+    "blur_prob",
+    "blur_sigma",
+    "flip_prob",
+    "mean",
+    "std",
+)
 
 
 TRAIN_CROPS = ("device", "host")
 
 
 def default_data_config() -> ml_collections.ConfigDict:
-  """The ``config.data`` block shared by pre-training and evaluation configs.
+    """The ``config.data`` block shared by pre-training and evaluation configs.
 
-  ``train_crop`` chooses where the training crops (RandomResizedCrop, or the probes' crop) are
-  drawn: 'host' = over the full decoded image on the host worker threads, one or two fixed-size
-  crops per image go to the device (MoCo / SEED / main_lincls as published; JPEG decoding at a
-  reduced DCT scale keeps it cheap); 'device' = on the device from what the host delivers:
-  stored fixed-size images, or with ``host_size`` > 0 the centre ``host_size`` square of the
-  image resized to ``host_size`` (faster, one decode per image and resident mode possible, but
-  the crops never see the sides of non-square images). Evaluation pipelines always use
-  ``host_size`` (Resize(256) + CenterCrop(224) stays exact). Fixed-size datasets (CIFAR) are
-  cropped the same either way; 'device' is then the faster choice.
-  """
-  return ml_collections.ConfigDict(dict(
-      dataset="rekd_shapes",   # TFDS name[/config][:version]; rekd_shapes is built on first use.
-      data_dir="",             # '' = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets).
-      train_split="train",
-      eval_split="test",
-      image_size=32,           # Training views and evaluation centre crop.
-      eval_resize=32,          # Shorter side before the evaluation centre crop (256 for 224).
-      host_size=0,             # 0: fixed-size images used as stored; >0: host resize + crop.
-      train_crop="device",     # 'device' | 'host': where training crops are drawn (below).
-      resident="auto",         # 'auto' | 'on' | 'off': keep the uint8 split on the devices.
-      resident_max_mb=1024,    # 'auto' threshold on the uint8 split size.
-      num_workers=8,           # Decoding threads per process.
-      prefetch=2,              # Batches prepared ahead.
-      augment=ml_collections.ConfigDict(dict(
-          crop_scale=(0.2, 1.0),
-          crop_ratio=(3 / 4, 4 / 3),
-          jitter=(0.4, 0.4, 0.4, 0.1),  # brightness, contrast, saturation, hue
-          jitter_prob=0.8,
-          gray_prob=0.2,
-          blur_prob=0.5,
-          blur_sigma=(0.1, 2.0),
-          flip_prob=0.5,
-          mean=(0.485, 0.456, 0.406),
-          std=(0.229, 0.224, 0.225),
-      )),
-  ))
+    ``train_crop`` chooses where the training crops (RandomResizedCrop, or the probes' crop) are
+    drawn: 'host' = over the full decoded image on the host worker threads, one or two fixed-size
+    crops per image go to the device (MoCo / SEED / main_lincls as published; JPEG decoding at a
+    reduced DCT scale keeps it cheap); 'device' = on the device from what the host delivers:
+    stored fixed-size images, or with ``host_size`` > 0 the centre ``host_size`` square of the
+    image resized to ``host_size`` (faster, one decode per image and resident mode possible, but
+    the crops never see the sides of non-square images). Evaluation pipelines always use
+    ``host_size`` (Resize(256) + CenterCrop(224) stays exact). Fixed-size datasets (CIFAR) are
+    cropped the same either way; 'device' is then the faster choice.
+    """
+    return ml_collections.ConfigDict(
+        dict(
+            dataset="rekd_shapes",  # TFDS name[/config][:version]; rekd_shapes is built on first use.
+            data_dir="",  # '' = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets).
+            train_split="train",
+            eval_split="test",
+            image_size=32,  # Training views and evaluation centre crop.
+            eval_resize=32,  # Shorter side before the evaluation centre crop (256 for 224).
+            host_size=0,  # 0: fixed-size images used as stored; >0: host resize + crop.
+            train_crop="device",  # 'device' | 'host': where training crops are drawn (below).
+            resident="auto",  # 'auto' | 'on' | 'off': keep the uint8 split on the devices.
+            resident_max_mb=1024,  # 'auto' threshold on the uint8 split size.
+            num_workers=8,  # Decoding threads per process.
+            prefetch=2,  # Batches prepared ahead.
+            augment=ml_collections.ConfigDict(
+                dict(
+                    crop_scale=(0.2, 1.0),
+                    crop_ratio=(3 / 4, 4 / 3),
+                    jitter=(0.4, 0.4, 0.4, 0.1),  # brightness, contrast, saturation, hue
+                    jitter_prob=0.8,
+                    gray_prob=0.2,
+                    blur_prob=0.5,
+                    blur_sigma=(0.1, 2.0),
+                    flip_prob=0.5,
+                    mean=(0.485, 0.456, 0.406),
+                    std=(0.229, 0.224, 0.225),
+                )
+            ),
+        )
+    )
 
 
 def validate_data_config(cfg) -> None:
-  """Raise ValueError naming the bad field of ``config.data`` and the fix."""
-  def bad(field, problem, fix):
-    raise ValueError(f"config.data.{field} {problem}; {fix}")
+    """Raise ValueError naming the bad field of ``config.data`` and the fix."""
 
-  if not isinstance(cfg.dataset, str) or not cfg.dataset:
-    bad("dataset", f"= {cfg.dataset!r} is not a dataset name",
-        "use a TFDS name such as 'rekd_shapes' or 'imagenet2012'")
-  try:
-    sources._parse_name(cfg.dataset)  # pylint: disable=protected-access
-  except ValueError as err:
-    bad("dataset", f"= {cfg.dataset!r} is malformed ({err})", "use 'name[/config][:version]'")
-  for field in ("train_split", "eval_split"):
-    if not isinstance(cfg[field], str) or not cfg[field]:
-      bad(field, f"= {cfg[field]!r} is not a split name", "use e.g. 'train', 'test', 'validation'")
-  for field in ("image_size", "eval_resize", "num_workers", "prefetch", "resident_max_mb"):
-    if not isinstance(cfg[field], int) or cfg[field] < 1:
-      bad(field, f"= {cfg[field]!r} must be a positive integer", "set a positive int")
-  if cfg.eval_resize < cfg.image_size:
-    bad("eval_resize", f"= {cfg.eval_resize} is smaller than image_size {cfg.image_size}",
-        "set eval_resize >= image_size (e.g. 256 for 224, 32 for 32)")
-  if not isinstance(cfg.host_size, int) or cfg.host_size < 0:
-    bad("host_size", f"= {cfg.host_size!r} must be an int >= 0",
-        "use 0 for fixed-size datasets or e.g. 256 for ImageNet")
-  if 0 < cfg.host_size < cfg.image_size:
-    bad("host_size", f"= {cfg.host_size} is smaller than image_size {cfg.image_size}",
-        "set host_size >= image_size (crops are resized up otherwise)")
-  if cfg.resident not in _RESIDENT_CHOICES:
-    bad("resident", f"= {cfg.resident!r} is not one of {_RESIDENT_CHOICES}", "pick one of them")
-  if cfg.train_crop not in TRAIN_CROPS:
-    bad("train_crop", f"= {cfg.train_crop!r} is not one of {TRAIN_CROPS}",
-        "use 'host' (crops over the full image, as MoCo/SEED) or 'device' (faster)")
-  if cfg.train_crop == "host" and cfg.resident == "on":
-    bad("resident", "= 'on' cannot hold host crops (they change every epoch)",
-        "set resident='auto' (evaluation stays resident when it fits) or train_crop='device'")
-  aug = cfg.augment
-  missing = [f for f in _AUGMENT_FIELDS if f not in aug]
-  if missing:
-    bad("augment", f"lacks {missing}", "start from default_data_config().augment")
-  for field in ("crop_scale", "crop_ratio", "blur_sigma"):
-    lo, hi = _pair(aug[field], f"augment.{field}")
-    if not 0 < lo <= hi:
-      bad(f"augment.{field}", f"= {tuple(aug[field])} must satisfy 0 < low <= high",
-          "give (low, high) with positive values")
-  if _pair(aug.crop_scale, "augment.crop_scale")[1] > 1:
-    bad("augment.crop_scale", f"= {tuple(aug.crop_scale)} exceeds 1", "use e.g. (0.2, 1.0)")
-  jitter = tuple(aug.jitter)
-  if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5:
-    bad("augment.jitter", f"= {jitter} must be 4 values >= 0 with hue <= 0.5",
-        "use (brightness, contrast, saturation, hue), e.g. (0.4, 0.4, 0.4, 0.1)")
-  for field in ("jitter_prob", "gray_prob", "blur_prob", "flip_prob"):
-    if not 0 <= aug[field] <= 1:
-      bad(f"augment.{field}", f"= {aug[field]} is not a probability", "use a value in [0, 1]")
-  for field in ("mean", "std"):
-    if len(tuple(aug[field])) != 3:
-      bad(f"augment.{field}", f"= {tuple(aug[field])} needs 3 values", "give one per RGB channel")
-  if min(aug.std) <= 0:
-    bad("augment.std", f"= {tuple(aug.std)} has a non-positive value", "use positive stds")
+    def bad(field, problem, fix):
+        raise ValueError(f"config.data.{field} {problem}; {fix}")
+
+    if not isinstance(cfg.dataset, str) or not cfg.dataset:
+        bad(
+            "dataset",
+            f"= {cfg.dataset!r} is not a dataset name",
+            "use a TFDS name such as 'rekd_shapes' or 'imagenet2012'",
+        )
+    try:
+        sources._parse_name(cfg.dataset)  # pylint: disable=protected-access
+    except ValueError as err:
+        bad("dataset", f"= {cfg.dataset!r} is malformed ({err})", "use 'name[/config][:version]'")
+    for field in ("train_split", "eval_split"):
+        if not isinstance(cfg[field], str) or not cfg[field]:
+            bad(
+                field,
+                f"= {cfg[field]!r} is not a split name",
+                "use e.g. 'train', 'test', 'validation'",
+            )
+    for field in ("image_size", "eval_resize", "num_workers", "prefetch", "resident_max_mb"):
+        if not isinstance(cfg[field], int) or cfg[field] < 1:
+            bad(field, f"= {cfg[field]!r} must be a positive integer", "set a positive int")
+    if cfg.eval_resize < cfg.image_size:
+        bad(
+            "eval_resize",
+            f"= {cfg.eval_resize} is smaller than image_size {cfg.image_size}",
+            "set eval_resize >= image_size (e.g. 256 for 224, 32 for 32)",
+        )
+    if not isinstance(cfg.host_size, int) or cfg.host_size < 0:
+        bad(
+            "host_size",
+            f"= {cfg.host_size!r} must be an int >= 0",
+            "use 0 for fixed-size datasets or e.g. 256 for ImageNet",
+        )
+    if 0 < cfg.host_size < cfg.image_size:
+        bad(
+            "host_size",
+            f"= {cfg.host_size} is smaller than image_size {cfg.image_size}",
+            "set host_size >= image_size (crops are resized up otherwise)",
+        )
+    if cfg.resident not in _RESIDENT_CHOICES:
+        bad("resident", f"= {cfg.resident!r} is not one of {_RESIDENT_CHOICES}", "pick one of them")
+    if cfg.train_crop not in TRAIN_CROPS:
+        bad(
+            "train_crop",
+            f"= {cfg.train_crop!r} is not one of {TRAIN_CROPS}",
+            "use 'host' (crops over the full image, as MoCo/SEED) or 'device' (faster)",
+        )
+    if cfg.train_crop == "host" and cfg.resident == "on":
+        bad(
+            "resident",
+            "= 'on' cannot hold host crops (they change every epoch)",
+            "set resident='auto' (evaluation stays resident when it fits) or train_crop='device'",
+        )
+    aug = cfg.augment
+    missing = [f for f in _AUGMENT_FIELDS if f not in aug]
+    if missing:
+        bad("augment", f"lacks {missing}", "start from default_data_config().augment")
+    for field in ("crop_scale", "crop_ratio", "blur_sigma"):
+        lo, hi = _pair(aug[field], f"augment.{field}")
+        if not 0 < lo <= hi:
+            bad(
+                f"augment.{field}",
+                f"= {tuple(aug[field])} must satisfy 0 < low <= high",
+                "give (low, high) with positive values",
+            )
+    if _pair(aug.crop_scale, "augment.crop_scale")[1] > 1:
+        bad("augment.crop_scale", f"= {tuple(aug.crop_scale)} exceeds 1", "use e.g. (0.2, 1.0)")
+    jitter = tuple(aug.jitter)
+    if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5:
+        bad(
+            "augment.jitter",
+            f"= {jitter} must be 4 values >= 0 with hue <= 0.5",
+            "use (brightness, contrast, saturation, hue), e.g. (0.4, 0.4, 0.4, 0.1)",
+        )
+    for field in ("jitter_prob", "gray_prob", "blur_prob", "flip_prob"):
+        if not 0 <= aug[field] <= 1:
+            bad(f"augment.{field}", f"= {aug[field]} is not a probability", "use a value in [0, 1]")
+    for field in ("mean", "std"):
+        if len(tuple(aug[field])) != 3:
+            bad(
+                f"augment.{field}",
+                f"= {tuple(aug[field])} needs 3 values",
+                "give one per RGB channel",
+            )
+    if min(aug.std) <= 0:
+        bad("augment.std", f"= {tuple(aug.std)} has a non-positive value", "use positive stds")
 
 
 def _pair(value, name):
-  value = tuple(value)
-  if len(value) != 2:
-    raise ValueError(f"config.data.{name} = {value} needs (low, high)")
-  return float(value[0]), float(value[1])
+    value = tuple(value)
+    if len(value) != 2:
+        raise ValueError(f"config.data.{name} = {value} needs (low, high)")
+    return float(value[0]), float(value[1])
 
 
 class Pipeline(loader_lib.Loader):
-  """A ``Loader`` plus what training/evaluation need to know about the data."""
+    """A ``Loader`` plus what training/evaluation need to know about the data."""
 
-  def __init__(self, plan, fetch, *, num_workers, prefetch, include_mask, num_examples,
-               num_classes, image_shape, resident_images, class_names, counter):
-    super().__init__(plan, fetch, num_workers=num_workers, prefetch=prefetch,
-                     include_mask=include_mask)
-    self.num_examples = num_examples
-    self.num_classes = num_classes
-    self.image_shape = image_shape
-    self.resident_images = resident_images
-    self.class_names = class_names
-    self._counter = counter
+    def __init__(
+        self,
+        plan,
+        fetch,
+        *,
+        num_workers,
+        prefetch,
+        include_mask,
+        num_examples,
+        num_classes,
+        image_shape,
+        resident_images,
+        class_names,
+        counter,
+    ):
+        super().__init__(
+            plan, fetch, num_workers=num_workers, prefetch=prefetch, include_mask=include_mask
+        )
+        self.num_examples = num_examples
+        self.num_classes = num_classes
+        self.image_shape = image_shape
+        self.resident_images = resident_images
+        self.class_names = class_names
+        self._counter = counter
 
-  @property
-  def steps_per_epoch(self) -> int:
-    return self.plan.steps_per_epoch
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.plan.steps_per_epoch
 
-  @property
-  def num_skipped(self) -> int:
-    """Corrupt images met so far (each replaced by the next valid example)."""
-    return self._counter.value
+    @property
+    def num_skipped(self) -> int:
+        """Corrupt images met so far (each replaced by the next valid example)."""
+        return self._counter.value
 
 
 class _Counter:
-  """Thread-safe count of skipped corrupt images."""
+    """Thread-safe count of skipped corrupt images."""
 
-  def __init__(self):
-    self._lock = threading.Lock()
-    self.value = 0
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.value = 0
 
-  def add(self, n: int):
-    if n:
-      with self._lock:
-        self.value += n
+    def add(self, n: int):
+        if n:
+            with self._lock:
+                self.value += n
 
 
 def _decoder(source, example_ids, decode, image_shape, counter):
-  """fetch(positions, epoch) for host mode, and the decoder used to fill resident images.
+    """fetch(positions, epoch) for host mode, and the decoder used to fill resident images.
 
-  ``decode(image bytes, example id, epoch)`` -> uint8 array of ``image_shape``.
-  """
+    ``decode(image bytes, example id, epoch)`` -> uint8 array of ``image_shape``.
+    """
 
-  def decode_or_replace(position, epoch):
-    """Decode the example at ``position``; on a corrupt image, the next valid one."""
-    for attempt in range(len(example_ids)):
-      example_id = example_ids[(position + attempt) % len(example_ids)]
-      record = source.read([example_id])[0]
-      try:
-        image = decode(record["image"], example_id, epoch)
-      except Exception:  # pylint: disable=broad-except  (PIL raises many types)
-        counter.add(1)
-        continue
-      return image, record["label"], attempt > 0
-    raise ValueError(f"no decodable image in {source.name}:{source.split}")
+    def decode_or_replace(position, epoch):
+        """Decode the example at ``position``; on a corrupt image, the next valid one."""
+        for attempt in range(len(example_ids)):
+            example_id = example_ids[(position + attempt) % len(example_ids)]
+            record = source.read([example_id])[0]
+            try:
+                image = decode(record["image"], example_id, epoch)
+            except Exception:  # pylint: disable=broad-except  (PIL raises many types)
+                counter.add(1)
+                continue
+            return image, record["label"], attempt > 0
+        raise ValueError(f"no decodable image in {source.name}:{source.split}")
 
-  def check(image, example_id):
-    if image.shape != image_shape:
-      raise ValueError(
-          f"image {example_id} of {source.name}:{source.split} has shape {image.shape}, "
-          f"expected {image_shape}: the images vary in size; set config.data.host_size "
-          "(e.g. 256) so the host resizes and centre-crops them to a fixed size")
+    def check(image, example_id):
+        if image.shape != image_shape:
+            raise ValueError(
+                f"image {example_id} of {source.name}:{source.split} has shape {image.shape}, "
+                f"expected {image_shape}: the images vary in size; set config.data.host_size "
+                "(e.g. 256) so the host resizes and centre-crops them to a fixed size"
+            )
 
-  def fetch(positions, epoch):
-    ids = example_ids[positions]
-    records = source.read(ids)
-    images = np.empty((len(ids),) + image_shape, np.uint8)
-    labels = np.empty(len(ids), np.int32)
-    replaced = np.zeros(len(ids), bool)
-    for k, (record, position) in enumerate(zip(records, positions)):
-      try:
-        image, label = decode(record["image"], ids[k], epoch), record["label"]
-      except Exception:  # pylint: disable=broad-except
-        counter.add(1)
-        image, label, _ = decode_or_replace(int(position) + 1, epoch)
-        replaced[k] = True
-      check(image, ids[k])
-      images[k], labels[k] = image, label
-    return {"image": images, "label": labels}, replaced
+    def fetch(positions, epoch):
+        ids = example_ids[positions]
+        records = source.read(ids)
+        images = np.empty((len(ids),) + image_shape, np.uint8)
+        labels = np.empty(len(ids), np.int32)
+        replaced = np.zeros(len(ids), bool)
+        for k, (record, position) in enumerate(zip(records, positions)):
+            try:
+                image, label = decode(record["image"], ids[k], epoch), record["label"]
+            except Exception:  # pylint: disable=broad-except
+                counter.add(1)
+                image, label, _ = decode_or_replace(int(position) + 1, epoch)
+                replaced[k] = True
+            check(image, ids[k])
+            images[k], labels[k] = image, label
+        return {"image": images, "label": labels}, replaced
 
-  return fetch
+    return fetch
 
 
 def _probe_shape(source, example_ids, host_size):
-  if host_size > 0:
-    return (host_size, host_size, 3)
-  if source.stored_shape is not None:
-    return source.stored_shape
-  for example_id in example_ids[:100]:
-    try:
-      return sources.decode_image(source.read([example_id])[0]["image"]).shape
-    except Exception:  # pylint: disable=broad-except
-      continue
-  raise ValueError(f"could not decode any of the first images of {source.name}:{source.split}")
+    if host_size > 0:
+        return (host_size, host_size, 3)
+    if source.stored_shape is not None:
+        return source.stored_shape
+    for example_id in example_ids[:100]:
+        try:
+            return sources.decode_image(source.read([example_id])[0]["image"]).shape
+        except Exception:  # pylint: disable=broad-except
+            continue
+    raise ValueError(f"could not decode any of the first images of {source.name}:{source.split}")
 
 
-def create(data_cfg, *, split: str, training: bool, global_batch_size: int, seed: int,
-           num_local_devices: int | None = None, process_index: int | None = None,
-           process_count: int | None = None, indices: Sequence[int] | None = None,
-           drop_remainder: bool | None = None,
-           host_crop: host_crop_lib.HostCrop | None = None) -> Pipeline:
-  """Build the pipeline for one split (see the module docstring for what it yields).
+def create(
+    data_cfg,
+    *,
+    split: str,
+    training: bool,
+    global_batch_size: int,
+    seed: int,
+    num_local_devices: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    indices: Sequence[int] | None = None,
+    drop_remainder: bool | None = None,
+    host_crop: host_crop_lib.HostCrop | None = None,
+) -> Pipeline:
+    """Build the pipeline for one split (see the module docstring for what it yields).
 
-  Devices and processes default to ``jax.local_device_count()``, ``jax.process_index()``
-  and ``jax.process_count()``; tests override them. ``indices`` restricts the split to those
-  example indices (e.g. a 1% subset); ``drop_remainder`` defaults to ``training``.
-  ``host_crop``: the crops a training pipeline cuts on the host when
-  ``data_cfg.train_crop == 'host'`` (ignored otherwise and for evaluation pipelines).
-  """
-  validate_data_config(data_cfg)
-  if num_local_devices is None or process_index is None or process_count is None:
-    import jax  # Only for the defaults: the loader itself is numpy.
-    num_local_devices = jax.local_device_count() if num_local_devices is None else num_local_devices
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  drop_remainder = training if drop_remainder is None else drop_remainder
-  source = sources.open_split(data_cfg.dataset, split, data_cfg.data_dir)
-  if indices is None:
-    example_ids = np.arange(len(source))
-  else:
-    example_ids = np.asarray(indices)
-    if example_ids.ndim != 1 or not np.issubdtype(example_ids.dtype, np.integer):
-      raise ValueError("indices must be a 1-D sequence of integer example indices")
-    if example_ids.size and (example_ids.min() < 0 or example_ids.max() >= len(source)):
-      raise ValueError(f"indices must lie in [0, {len(source)}) for "
-                       f"{data_cfg.dataset}:{split}")
-  plan = loader_lib.BatchPlan(
-      num_examples=int(example_ids.size), global_batch_size=int(global_batch_size),
-      num_local_devices=int(num_local_devices), process_index=int(process_index),
-      process_count=int(process_count), seed=int(seed), shuffle=training, repeat=training,
-      drop_remainder=bool(drop_remainder))
-  counter = _Counter()
-  if training and data_cfg.train_crop == "host":
-    if host_crop is None:
-      raise ValueError("config.data.train_crop='host' needs the training pipeline's crops: "
-                       "pass host_crop=rekd_jax.data.host_crop.HostCrop(...) to create()")
-    image_shape = (host_crop.views, host_crop.size, host_crop.size, 3)
-    crop_seed = int(seed)
+    Devices and processes default to ``jax.local_device_count()``, ``jax.process_index()``
+    and ``jax.process_count()``; tests override them. ``indices`` restricts the split to those
+    example indices (e.g. a 1% subset); ``drop_remainder`` defaults to ``training``.
+    ``host_crop``: the crops a training pipeline cuts on the host when
+    ``data_cfg.train_crop == 'host'`` (ignored otherwise and for evaluation pipelines).
+    """
+    validate_data_config(data_cfg)
+    if num_local_devices is None or process_index is None or process_count is None:
+        import jax  # Only for the defaults: the loader itself is numpy.
 
-    def decode(data, example_id, epoch):
-      return host_crop_lib.decode_crops(data, host_crop, crop_seed, epoch, int(example_id))
-    resident = False
-  else:
-    image_shape = tuple(_probe_shape(source, example_ids, data_cfg.host_size))
-    host_size = data_cfg.host_size
+        num_local_devices = (
+            jax.local_device_count() if num_local_devices is None else num_local_devices
+        )
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    source = sources.open_split(data_cfg.dataset, split, data_cfg.data_dir)
+    if indices is None:
+        example_ids = np.arange(len(source))
+    else:
+        example_ids = np.asarray(indices)
+        if example_ids.ndim != 1 or not np.issubdtype(example_ids.dtype, np.integer):
+            raise ValueError("indices must be a 1-D sequence of integer example indices")
+        if example_ids.size and (example_ids.min() < 0 or example_ids.max() >= len(source)):
+            raise ValueError(
+                f"indices must lie in [0, {len(source)}) for {data_cfg.dataset}:{split}"
+            )
+    plan = loader_lib.BatchPlan(
+        num_examples=int(example_ids.size),
+        global_batch_size=int(global_batch_size),
+        num_local_devices=int(num_local_devices),
+        process_index=int(process_index),
+        process_count=int(process_count),
+        seed=int(seed),
+        shuffle=training,
+        repeat=training,
+        drop_remainder=bool(drop_remainder),
+    )
+    counter = _Counter()
+    if training and data_cfg.train_crop == "host":
+        if host_crop is None:
+            raise ValueError(
+                "config.data.train_crop='host' needs the training pipeline's crops: "
+                "pass host_crop=rekd_jax.data.host_crop.HostCrop(...) to create()"
+            )
+        image_shape = (host_crop.views, host_crop.size, host_crop.size, 3)
+        crop_seed = int(seed)
 
-    def decode(data, example_id, epoch):  # pylint: disable=unused-argument  (deterministic)
-      return sources.decode_image(data, host_size)
-    resident = _use_resident(data_cfg, source, example_ids.size, image_shape)
-  fetch_images = _decoder(source, example_ids, decode, image_shape, counter)
-  resident_images = None
-  fetch = fetch_images
-  if resident:
-    resident_images, labels, replaced = _load_resident(fetch_images, example_ids.size,
-                                                       image_shape, data_cfg.num_workers)
+        def decode(data, example_id, epoch):
+            return host_crop_lib.decode_crops(data, host_crop, crop_seed, epoch, int(example_id))
 
-    def fetch(positions, epoch):  # pylint: disable=function-redefined,unused-argument
-      return ({"index": positions.astype(np.int32), "label": labels[positions]},
-              replaced[positions])
+        resident = False
+    else:
+        image_shape = tuple(_probe_shape(source, example_ids, data_cfg.host_size))
+        host_size = data_cfg.host_size
 
-  return Pipeline(plan, fetch, num_workers=data_cfg.num_workers, prefetch=data_cfg.prefetch,
-                  include_mask=not training or not drop_remainder,
-                  num_examples=int(example_ids.size), num_classes=source.num_classes,
-                  image_shape=image_shape, resident_images=resident_images,
-                  class_names=source.class_names, counter=counter)
+        def decode(data, example_id, epoch):  # pylint: disable=unused-argument  (deterministic)
+            return sources.decode_image(data, host_size)
+
+        resident = _use_resident(data_cfg, source, example_ids.size, image_shape)
+    fetch_images = _decoder(source, example_ids, decode, image_shape, counter)
+    resident_images = None
+    fetch = fetch_images
+    if resident:
+        resident_images, labels, replaced = _load_resident(
+            fetch_images, example_ids.size, image_shape, data_cfg.num_workers
+        )
+
+        def fetch(positions, epoch):  # pylint: disable=function-redefined,unused-argument
+            return (
+                {"index": positions.astype(np.int32), "label": labels[positions]},
+                replaced[positions],
+            )
+
+    return Pipeline(
+        plan,
+        fetch,
+        num_workers=data_cfg.num_workers,
+        prefetch=data_cfg.prefetch,
+        include_mask=not training or not drop_remainder,
+        num_examples=int(example_ids.size),
+        num_classes=source.num_classes,
+        image_shape=image_shape,
+        resident_images=resident_images,
+        class_names=source.class_names,
+        counter=counter,
+    )
 
 
 def _use_resident(data_cfg, source, num_examples, image_shape) -> bool:
-  fixed = data_cfg.host_size > 0 or source.stored_shape is not None
-  size_mb = num_examples * math.prod(image_shape) / 2**20
-  if data_cfg.resident == "on":
-    if not fixed:
-      raise ValueError(f"config.data.resident='on' needs fixed-size images but "
-                       f"{source.name} stores images of varying size; set "
-                       "config.data.host_size (e.g. 256) or resident='off'")
-    return True
-  if data_cfg.resident == "off":
-    return False
-  return fixed and size_mb <= data_cfg.resident_max_mb
+    fixed = data_cfg.host_size > 0 or source.stored_shape is not None
+    size_mb = num_examples * math.prod(image_shape) / 2**20
+    if data_cfg.resident == "on":
+        if not fixed:
+            raise ValueError(
+                f"config.data.resident='on' needs fixed-size images but "
+                f"{source.name} stores images of varying size; set "
+                "config.data.host_size (e.g. 256) or resident='off'"
+            )
+        return True
+    if data_cfg.resident == "off":
+        return False
+    return fixed and size_mb <= data_cfg.resident_max_mb
 
 
 def _load_resident(fetch, num_examples, image_shape, num_workers):
-  """Decode the whole (selected) split once, in parallel."""
-  images = np.empty((num_examples,) + image_shape, np.uint8)
-  labels = np.empty(num_examples, np.int32)
-  replaced = np.empty(num_examples, bool)
-  num_chunks = max(1, min(num_examples // 256, 4 * num_workers))
-  chunks = np.array_split(np.arange(num_examples), num_chunks)
-  with futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
-    for chunk, (arrays, chunk_replaced) in zip(chunks, pool.map(fetch, chunks,
-                                                                [0] * len(chunks))):
-      images[chunk], labels[chunk] = arrays["image"], arrays["label"]
-      replaced[chunk] = chunk_replaced
-  return images, labels, replaced
+    """Decode the whole (selected) split once, in parallel."""
+    images = np.empty((num_examples,) + image_shape, np.uint8)
+    labels = np.empty(num_examples, np.int32)
+    replaced = np.empty(num_examples, bool)
+    num_chunks = max(1, min(num_examples // 256, 4 * num_workers))
+    chunks = np.array_split(np.arange(num_examples), num_chunks)
+    with futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
+        for chunk, (arrays, chunk_replaced) in zip(
+            chunks, pool.map(fetch, chunks, [0] * len(chunks))
+        ):
+            images[chunk], labels[chunk] = arrays["image"], arrays["label"]
+            replaced[chunk] = chunk_replaced
+    return images, labels, replaced
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,54 +449,60 @@ def _load_resident(fetch, num_examples, image_shape, num_workers):
 
 
 def split_metadata(data_cfg, split: str) -> dict:
-  """{'labels': int32 [N], 'file_names': list[str] | None} of a split (cached on disk)."""
-  return sources.open_split(data_cfg.dataset, split, data_cfg.data_dir).metadata()
+    """{'labels': int32 [N], 'file_names': list[str] | None} of a split (cached on disk)."""
+    return sources.open_split(data_cfg.dataset, split, data_cfg.data_dir).metadata()
 
 
 def class_balanced_subset(labels, fraction: float, seed: int) -> np.ndarray:
-  """Sorted indices of a random subset with ``round(fraction * n_c)`` (at least 1) examples
-  of each class c."""
-  if not 0 < fraction <= 1:
-    raise ValueError(f"subset fraction {fraction} must be in (0, 1]")
-  labels = np.asarray(labels)
-  rng = np.random.default_rng(seed)
-  chosen = []
-  for c in np.unique(labels):
-    members = np.flatnonzero(labels == c)
-    take = max(1, int(round(fraction * members.size)))
-    chosen.append(rng.choice(members, size=take, replace=False))
-  return np.sort(np.concatenate(chosen))
+    """Sorted indices of a random subset with ``round(fraction * n_c)`` (at least 1) examples
+    of each class c."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"subset fraction {fraction} must be in (0, 1]")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        take = max(1, int(round(fraction * members.size)))
+        chosen.append(rng.choice(members, size=take, replace=False))
+    return np.sort(np.concatenate(chosen))
 
 
 def subset_from_file(path: str, file_names: Sequence[str]) -> np.ndarray:
-  """Indices of the examples listed in a subset file (one file name per line, e.g. the
-  standard ImageNet 1%/10% lists of 'n01440764_10026.JPEG').
+    """Indices of the examples listed in a subset file (one file name per line, e.g. the
+    standard ImageNet 1%/10% lists of 'n01440764_10026.JPEG').
 
-  A line with a '/' must equal a stored ``file_name``; a bare name matches the base name.
-  """
-  if file_names is None:
-    raise ValueError("this dataset has no 'file_name' feature, so subset files cannot be "
-                     "matched; prepare it with rekd_jax.data.prepare (which stores file_name)")
-  with open(path) as f:
-    wanted = [line.strip() for line in f if line.strip()]
-  by_path = {name: i for i, name in enumerate(file_names)}
-  by_base = {}
-  for i, name in enumerate(file_names):
-    by_base.setdefault(name.rsplit("/", 1)[-1], []).append(i)
-  indices, missing = [], []
-  for name in wanted:
-    if "/" in name:
-      hit = [by_path[name]] if name in by_path else []
-    else:
-      hit = by_base.get(name, [])
-    if len(hit) > 1:
-      raise ValueError(f"subset entry {name!r} in {path} matches {len(hit)} examples; use "
-                       "paths relative to the split folder in the subset file")
-    if not hit:
-      missing.append(name)
-    else:
-      indices.append(hit[0])
-  if missing:
-    raise ValueError(f"{len(missing)} of {len(wanted)} names in {path} are not in the split "
-                     f"(first: {missing[:3]}); check the split (train) and the file list")
-  return np.sort(np.asarray(indices, np.int64))
+    A line with a '/' must equal a stored ``file_name``; a bare name matches the base name.
+    """
+    if file_names is None:
+        raise ValueError(
+            "this dataset has no 'file_name' feature, so subset files cannot be "
+            "matched; prepare it with rekd_jax.data.prepare (which stores file_name)"
+        )
+    with open(path) as f:
+        wanted = [line.strip() for line in f if line.strip()]
+    by_path = {name: i for i, name in enumerate(file_names)}
+    by_base = {}
+    for i, name in enumerate(file_names):
+        by_base.setdefault(name.rsplit("/", 1)[-1], []).append(i)
+    indices, missing = [], []
+    for name in wanted:
+        if "/" in name:
+            hit = [by_path[name]] if name in by_path else []
+        else:
+            hit = by_base.get(name, [])
+        if len(hit) > 1:
+            raise ValueError(
+                f"subset entry {name!r} in {path} matches {len(hit)} examples; use "
+                "paths relative to the split folder in the subset file"
+            )
+        if not hit:
+            missing.append(name)
+        else:
+            indices.append(hit[0])
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of {len(wanted)} names in {path} are not in the split "
+            f"(first: {missing[:3]}); check the split (train) and the file list"
+        )
+    return np.sort(np.asarray(indices, np.int64))

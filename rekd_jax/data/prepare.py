@@ -35,6 +35,7 @@ The dataset is built beside its target and renamed into place when complete
 (``--overwrite`` is needed to replace it), and leftovers of killed builds are removed by the
 next run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,357 +53,446 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from rekd_jax.core import config_lookup, errors, fileio, progress
+from rekd_jax.core import logging as logging_lib
 from rekd_jax.data import embedded
 from rekd_jax.data.embedded import QuietPrepare
 from rekd_jax.data.sources import resolve_data_dir
-from rekd_jax.core import logging as logging_lib
 
 SPLIT_NAMES = {"val": "validation"}
 _CHUNK = 256
 
 
 class PrepareError(ValueError):
-  """The source folder cannot be turned into a dataset (message says why and the fix)."""
+    """The source folder cannot be turned into a dataset (message says why and the fix)."""
 
 
 def _os_reason(error: OSError) -> str:
-  if error.errno in (errno.EACCES, errno.EPERM):
-    return "permission"
-  if error.errno == errno.ELOOP:
-    return "symlink_loop"
-  if error.errno == errno.ENOENT:
-    return "broken_link"
-  return "unreadable"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "permission"
+    if error.errno == errno.ELOOP:
+        return "symlink_loop"
+    if error.errno == errno.ENOENT:
+        return "broken_link"
+    return "unreadable"
 
 
 def printable(path: str) -> str:
-  """`path` with the bytes that are not valid UTF-8 and the control characters escaped (e.g.
-  'caf\\xe9.png', 'a\\nb')."""
-  text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-  return "".join(c.encode("unicode_escape").decode() if ord(c) < 32 or ord(c) == 127 else c
-                 for c in text)
+    """`path` with the bytes that are not valid UTF-8 and the control characters escaped (e.g.
+    'caf\\xe9.png', 'a\\nb')."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(
+        c.encode("unicode_escape").decode() if ord(c) < 32 or ord(c) == 127 else c for c in text
+    )
 
 
 def bad_name(name: str) -> bool:
-  """A file or folder name TFDS cannot store: not valid UTF-8, or with a control character."""
-  return printable(name) != name
+    """A file or folder name TFDS cannot store: not valid UTF-8, or with a control character."""
+    return printable(name) != name
 
 
 def _walk(top: str, src: str, skipped: list) -> list[str]:
-  """Every file under `top` (sorted, following symlinked folders once each); folders and
-  entries that cannot be read are added to `skipped` with their reason."""
-  files, seen = [], set()
+    """Every file under `top` (sorted, following symlinked folders once each); folders and
+    entries that cannot be read are added to `skipped` with their reason."""
+    files, seen = [], set()
 
-  def skip(path, reason, detail=""):
-    skipped.append({"path": printable(os.path.relpath(path, src)), "reason": reason,
-                    "detail": detail})
+    def skip(path, reason, detail=""):
+        skipped.append(
+            {"path": printable(os.path.relpath(path, src)), "reason": reason, "detail": detail}
+        )
 
-  def visit(path):
-    try:
-      st = os.stat(path)
-      entries = sorted(os.scandir(path), key=lambda e: e.name)
-    except OSError as e:
-      return skip(path, _os_reason(e), e.strerror or str(e))
-    if (st.st_dev, st.st_ino) in seen:
-      return skip(path, "symlink_loop", "a folder link back to a folder already read")
-    seen.add((st.st_dev, st.st_ino))
-    for entry in entries:
-      try:
-        is_dir = entry.is_dir()  # follows links; False for broken links and loops
-      except OSError as e:
-        skip(entry.path, _os_reason(e), e.strerror or str(e))
-        continue
-      if bad_name(entry.name):
-        skip(entry.path, "bad_name", "the name is not valid UTF-8 or holds a control character")
-      elif is_dir:
-        visit(entry.path)
-      else:
-        files.append(entry.path)
+    def visit(path):
+        try:
+            st = os.stat(path)
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError as e:
+            return skip(path, _os_reason(e), e.strerror or str(e))
+        if (st.st_dev, st.st_ino) in seen:
+            return skip(path, "symlink_loop", "a folder link back to a folder already read")
+        seen.add((st.st_dev, st.st_ino))
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows links; False for broken links and loops
+            except OSError as e:
+                skip(entry.path, _os_reason(e), e.strerror or str(e))
+                continue
+            if bad_name(entry.name):
+                skip(
+                    entry.path,
+                    "bad_name",
+                    "the name is not valid UTF-8 or holds a control character",
+                )
+            elif is_dir:
+                visit(entry.path)
+            else:
+                files.append(entry.path)
 
-  visit(top)
-  return files
+    visit(top)
+    return files
 
 
 def scan(src: str):
-  """Find splits, classes and files: ({split: [(path, relative, class)]}, classes, skipped)."""
-  if not os.path.isdir(src):
-    raise PrepareError(f"--src {src!r} is not a directory; point it at a folder of class "
-                       "subfolders (DIR/<class>/*.jpg) or split folders (DIR/train/<class>/*)")
-  skipped = []
+    """Find splits, classes and files: ({split: [(path, relative, class)]}, classes, skipped)."""
+    if not os.path.isdir(src):
+        raise PrepareError(
+            f"--src {src!r} is not a directory; point it at a folder of class "
+            "subfolders (DIR/<class>/*.jpg) or split folders (DIR/train/<class>/*)"
+        )
+    skipped = []
 
-  def listdir(path):
-    try:
-      return sorted(os.listdir(path))
-    except OSError as e:
-      raise PrepareError(f"cannot read {path!r} ({e.strerror}); fix its permissions or "
-                         "point --src elsewhere") from None
+    def listdir(path):
+        try:
+            return sorted(os.listdir(path))
+        except OSError as e:
+            raise PrepareError(
+                f"cannot read {path!r} ({e.strerror}); fix its permissions or point --src elsewhere"
+            ) from None
 
-  def subdirs(path):
-    found = []
-    for d in listdir(path):
-      if not os.path.isdir(os.path.join(path, d)) or d.startswith("."):
-        continue
-      if bad_name(d):
-        entry = {"path": printable(os.path.relpath(os.path.join(path, d), src)),
-                 "reason": "bad_name",
-                 "detail": "a folder name that is not valid UTF-8 or holds a control character"}
-        if entry not in skipped:
-          skipped.append(entry)
-        continue
-      found.append(d)
-    return found
+    def subdirs(path):
+        found = []
+        for d in listdir(path):
+            if not os.path.isdir(os.path.join(path, d)) or d.startswith("."):
+                continue
+            if bad_name(d):
+                entry = {
+                    "path": printable(os.path.relpath(os.path.join(path, d), src)),
+                    "reason": "bad_name",
+                    "detail": "a folder name that is not valid UTF-8 or holds a control character",
+                }
+                if entry not in skipped:
+                    skipped.append(entry)
+                continue
+            found.append(d)
+        return found
 
-  train = os.path.join(src, "train")
-  if os.path.isdir(train) and os.access(train, os.R_OK | os.X_OK) and subdirs(train):
-    split_dirs = {}
-    for entry in listdir(src):
-      path = os.path.join(src, entry)
-      if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
-        skipped.append({"path": entry, "reason": "permission", "detail": "folder not readable"})
-      elif os.path.isdir(path) and not bad_name(entry) and subdirs(path):
-        split_dirs[SPLIT_NAMES.get(entry, entry)] = path
-      else:
-        skipped.append({"path": printable(entry), "reason": "outside_layout"})
-  else:
-    split_dirs = {"train": src}
-  classes = sorted({c for path in split_dirs.values() for c in subdirs(path)})
-  if not classes:
-    raise PrepareError(f"no class subfolders in {src!r}; expected DIR/<class>/*.jpg or "
-                       "DIR/train/<class>/*.jpg")
-  splits = {}
-  for split, split_dir in split_dirs.items():
-    files = []
-    for entry in listdir(split_dir):
-      if not os.path.isdir(os.path.join(split_dir, entry)):
-        skipped.append({"path": printable(os.path.relpath(os.path.join(split_dir, entry), src)),
-                        "reason": "outside_layout"})
-    for cls in subdirs(split_dir):
-      for path in _walk(os.path.join(split_dir, cls), src, skipped):
-        files.append((path, os.path.relpath(path, split_dir), cls))
-    splits[split] = files
-  return splits, classes, skipped
+    train = os.path.join(src, "train")
+    if os.path.isdir(train) and os.access(train, os.R_OK | os.X_OK) and subdirs(train):
+        split_dirs = {}
+        for entry in listdir(src):
+            path = os.path.join(src, entry)
+            if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
+                skipped.append(
+                    {"path": entry, "reason": "permission", "detail": "folder not readable"}
+                )
+            elif os.path.isdir(path) and not bad_name(entry) and subdirs(path):
+                split_dirs[SPLIT_NAMES.get(entry, entry)] = path
+            else:
+                skipped.append({"path": printable(entry), "reason": "outside_layout"})
+    else:
+        split_dirs = {"train": src}
+    classes = sorted({c for path in split_dirs.values() for c in subdirs(path)})
+    if not classes:
+        raise PrepareError(
+            f"no class subfolders in {src!r}; expected DIR/<class>/*.jpg or DIR/train/<class>/*.jpg"
+        )
+    splits = {}
+    for split, split_dir in split_dirs.items():
+        files = []
+        for entry in listdir(split_dir):
+            if not os.path.isdir(os.path.join(split_dir, entry)):
+                skipped.append(
+                    {
+                        "path": printable(os.path.relpath(os.path.join(split_dir, entry), src)),
+                        "reason": "outside_layout",
+                    }
+                )
+        for cls in subdirs(split_dir):
+            for path in _walk(os.path.join(split_dir, cls), src, skipped):
+                files.append((path, os.path.relpath(path, split_dir), cls))
+        splits[split] = files
+    return splits, classes, skipped
 
 
 def _decoder_failure(error: Exception) -> tuple[str, str]:
-  """(reason, detail) for an exception raised while reading or decoding one image file."""
-  if isinstance(error, MemoryError):
-    raise error  # the machine is out of memory: never mistaken for a bad file
-  if isinstance(error, Image.DecompressionBombError):
-    return "too_large", str(error)
-  if isinstance(error, Image.UnidentifiedImageError):
-    return "not_an_image", ""
-  if isinstance(error, OSError) and error.errno is not None:  # the file system, not the data
-    return _os_reason(error), error.strerror or str(error)
-  return "corrupt", f"{type(error).__name__}: {error}"  # PIL: truncated / broken data
+    """(reason, detail) for an exception raised while reading or decoding one image file."""
+    if isinstance(error, MemoryError):
+        raise error  # the machine is out of memory: never mistaken for a bad file
+    if isinstance(error, Image.DecompressionBombError):
+        return "too_large", str(error)
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "not_an_image", ""
+    if isinstance(error, OSError) and error.errno is not None:  # the file system, not the data
+        return _os_reason(error), error.strerror or str(error)
+    return "corrupt", f"{type(error).__name__}: {error}"  # PIL: truncated / broken data
 
 
 def _header(path):
-  """(status, size, detail): 'ok' with (w, h), or a reason from the header alone."""
-  try:
-    if os.path.getsize(path) == 0:
-      return "empty", None, ""
-    with Image.open(path) as img:
-      return "ok", img.size, ""
-  except Exception as e:  # pylint: disable=broad-except  (classified, MemoryError re-raised)
-    reason, detail = _decoder_failure(e)
-    return reason, None, detail
+    """(status, size, detail): 'ok' with (w, h), or a reason from the header alone."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty", None, ""
+        with Image.open(path) as img:
+            return "ok", img.size, ""
+    except Exception as e:  # pylint: disable=broad-except  (classified, MemoryError re-raised)
+        reason, detail = _decoder_failure(e)
+        return reason, None, detail
 
 
 def _to_8bit(img):
-  """16-bit greyscale (I;16*, and I as PNG stores 16-bit) scaled to 0..255, not clipped."""
-  if img.mode.startswith("I;16") or img.mode == "I":
-    values = np.asarray(img, np.float64) * (255.0 / 65535.0)
-    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L")
-  return img
+    """16-bit greyscale (I;16*, and I as PNG stores 16-bit) scaled to 0..255, not clipped."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        values = np.asarray(img, np.float64) * (255.0 / 65535.0)
+        return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L")
+    return img
 
 
 def _load(path):
-  """('ok', bytes, reencoded, '') or (reason, None, False, detail) after a full decode."""
-  try:
-    with open(path, "rb") as f:
-      data = f.read()
-    if not data:
-      return "empty", None, False, ""
-    with Image.open(io.BytesIO(data)) as img:
-      fmt = img.format
-      img.load()
-      if fmt in ("JPEG", "PNG") and img.mode == "RGB":
-        return "ok", data, False, ""
-      rgb = _to_8bit(img).convert("RGB")
-  except Exception as e:  # pylint: disable=broad-except  (classified, MemoryError re-raised)
-    reason, detail = _decoder_failure(e)
-    return reason, None, False, detail
-  out = io.BytesIO()
-  if fmt == "JPEG":
-    rgb.save(out, format="JPEG", quality=95)
-  else:
-    rgb.save(out, format="PNG")
-  return "ok", out.getvalue(), True, ""
+    """('ok', bytes, reencoded, '') or (reason, None, False, detail) after a full decode."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if not data:
+            return "empty", None, False, ""
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format
+            img.load()
+            if fmt in ("JPEG", "PNG") and img.mode == "RGB":
+                return "ok", data, False, ""
+            rgb = _to_8bit(img).convert("RGB")
+    except Exception as e:  # pylint: disable=broad-except  (classified, MemoryError re-raised)
+        reason, detail = _decoder_failure(e)
+        return reason, None, False, detail
+    out = io.BytesIO()
+    if fmt == "JPEG":
+        rgb.save(out, format="JPEG", quality=95)
+    else:
+        rgb.save(out, format="PNG")
+    return "ok", out.getvalue(), True, ""
 
 
 def _registered_version(name: str):
-  try:
-    return str(tfds.builder_cls(name).VERSION)
-  except tfds.core.registered.DatasetNotFoundError:  # not a registered TFDS dataset
-    return None
+    try:
+        return str(tfds.builder_cls(name).VERSION)
+    except tfds.core.registered.DatasetNotFoundError:  # not a registered TFDS dataset
+        return None
 
 
-def prepare(src: str, name: str, data_dir: str, *, num_workers: int = 8,
-            overwrite: bool = False, log=print) -> dict:
-  """Write the dataset and its report; returns the report dict."""
-  if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-    raise PrepareError(f"--name {name!r} must be snake_case (lowercase letters, digits, "
-                       "underscores, starting with a letter), e.g. 'my_images'")
-  if num_workers < 1:
-    raise PrepareError(f"--num_workers {num_workers}: give at least 1 (the reading and "
-                       "decoding threads; e.g. the number of CPU cores)")
-  started = time.time()
-  splits, classes, skipped = scan(src)
-  version = _registered_version(name) or "1.0.0"
-  data_dir = resolve_data_dir(data_dir)
-  dataset_dir = os.path.join(data_dir, name, version)
-  if os.path.exists(dataset_dir) and not overwrite:
-    raise PrepareError(f"{dataset_dir} already exists; pass --overwrite to rebuild it (the "
-                       "old version stays in place until the new one is complete)")
+def prepare(
+    src: str, name: str, data_dir: str, *, num_workers: int = 8, overwrite: bool = False, log=print
+) -> dict:
+    """Write the dataset and its report; returns the report dict."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise PrepareError(
+            f"--name {name!r} must be snake_case (lowercase letters, digits, "
+            "underscores, starting with a letter), e.g. 'my_images'"
+        )
+    if num_workers < 1:
+        raise PrepareError(
+            f"--num_workers {num_workers}: give at least 1 (the reading and "
+            "decoding threads; e.g. the number of CPU cores)"
+        )
+    started = time.time()
+    splits, classes, skipped = scan(src)
+    version = _registered_version(name) or "1.0.0"
+    data_dir = resolve_data_dir(data_dir)
+    dataset_dir = os.path.join(data_dir, name, version)
+    if os.path.exists(dataset_dir) and not overwrite:
+        raise PrepareError(
+            f"{dataset_dir} already exists; pass --overwrite to rebuild it (the "
+            "old version stays in place until the new one is complete)"
+        )
 
-  # Pass 1 (headers only): drop empty / non-image files early, find whether sizes are fixed.
-  candidates = {}
-  sizes = set()
-  stats = {split: collections.Counter() for split in splits}
-  with futures.ThreadPoolExecutor(num_workers) as pool:
-    for split, files in splits.items():
-      kept = []
-      for (path, rel, cls), (status, size, detail) in zip(
-          files, pool.map(_header, [f[0] for f in files])):
-        if status == "ok":
-          kept.append((path, rel, cls))
-          sizes.add(size)
-        else:
-          stats[split]["skipped"] += 1
-          skipped.append({"path": printable(os.path.relpath(path, src)), "reason": status,
-                          "detail": detail})
-      if not kept:
-        raise PrepareError(f"split {split!r} of {src!r} has no readable images; check the "
-                           "folder or remove it")
-      candidates[split] = kept
-  shape = (None, None, 3)
-  if len(sizes) == 1:
-    width, height = sizes.pop()
-    shape = (height, width, 3)
-  log(f"Found {len(classes)} classes, splits "
-      f"{ {s: len(f) for s, f in candidates.items()} }, image shape {shape}")
-
-  label_of = {c: i for i, c in enumerate(classes)}
-  per_class = {split: collections.Counter() for split in splits}
-
-  def generate(split):
-    files = candidates[split]
+    # Pass 1 (headers only): drop empty / non-image files early, find whether sizes are fixed.
+    candidates = {}
+    sizes = set()
+    stats = {split: collections.Counter() for split in splits}
     with futures.ThreadPoolExecutor(num_workers) as pool:
-      for start in range(0, len(files), _CHUNK * num_workers):
-        chunk = files[start:start + _CHUNK * num_workers]
-        for (path, rel, cls), (status, data, reencoded, detail) in zip(
-            chunk, pool.map(_load, [f[0] for f in chunk])):
-          if status != "ok":
-            stats[split]["skipped"] += 1
-            skipped.append({"path": printable(os.path.relpath(path, src)), "reason": status,
-                            "detail": detail})
-            continue
-          stats[split]["examples"] += 1
-          per_class[split][cls] += 1
-          stats[split]["reencoded"] += int(reencoded)
-          yield rel, {"image": data, "label": label_of[cls], "file_name": rel}
+        for split, files in splits.items():
+            kept = []
+            for (path, rel, cls), (status, size, detail) in zip(
+                files, pool.map(_header, [f[0] for f in files])
+            ):
+                if status == "ok":
+                    kept.append((path, rel, cls))
+                    sizes.add(size)
+                else:
+                    stats[split]["skipped"] += 1
+                    skipped.append(
+                        {
+                            "path": printable(os.path.relpath(path, src)),
+                            "reason": status,
+                            "detail": detail,
+                        }
+                    )
+            if not kept:
+                raise PrepareError(
+                    f"split {split!r} of {src!r} has no readable images; check the "
+                    "folder or remove it"
+                )
+            candidates[split] = kept
+    shape = (None, None, 3)
+    if len(sizes) == 1:
+        width, height = sizes.pop()
+        shape = (height, width, 3)
+    log(
+        f"Found {len(classes)} classes, splits "
+        f"{ {s: len(f) for s, f in candidates.items()} }, image shape {shape}"
+    )
 
-  features = tfds.features.FeaturesDict({
-      "image": tfds.features.Image(shape=shape),
-      "label": tfds.features.ClassLabel(names=classes),
-      "file_name": tfds.features.Text(),
-  })
+    label_of = {c: i for i, c in enumerate(classes)}
+    per_class = {split: collections.Counter() for split in splits}
 
-  class FolderDataset(QuietPrepare, tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    VERSION = tfds.core.Version(version)
-    RELEASE_NOTES = {version: f"Prepared from {os.path.abspath(src)} by rekd_jax.data.prepare."}
+    def generate(split):
+        files = candidates[split]
+        with futures.ThreadPoolExecutor(num_workers) as pool:
+            for start in range(0, len(files), _CHUNK * num_workers):
+                chunk = files[start : start + _CHUNK * num_workers]
+                for (path, rel, cls), (status, data, reencoded, detail) in zip(
+                    chunk, pool.map(_load, [f[0] for f in chunk])
+                ):
+                    if status != "ok":
+                        stats[split]["skipped"] += 1
+                        skipped.append(
+                            {
+                                "path": printable(os.path.relpath(path, src)),
+                                "reason": status,
+                                "detail": detail,
+                            }
+                        )
+                        continue
+                    stats[split]["examples"] += 1
+                    per_class[split][cls] += 1
+                    stats[split]["reencoded"] += int(reencoded)
+                    yield rel, {"image": data, "label": label_of[cls], "file_name": rel}
 
-    def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=features,
-                                   supervised_keys=("image", "label"),
-                                   description=f"Images from {os.path.abspath(src)}.")
+    features = tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Image(shape=shape),
+            "label": tfds.features.ClassLabel(names=classes),
+            "file_name": tfds.features.Text(),
+        }
+    )
 
-    def _split_generators(self, dl_manager):
-      del dl_manager
-      return {split: generate(split) for split in candidates}
+    class FolderDataset(QuietPrepare, tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version(version)
+        RELEASE_NOTES = {version: f"Prepared from {os.path.abspath(src)} by rekd_jax.data.prepare."}
 
-    def _generate_examples(self, split):  # Unused: _split_generators yields directly.
-      return generate(split)
+        def _info(self):
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=features,
+                supervised_keys=("image", "label"),
+                description=f"Images from {os.path.abspath(src)}.",
+            )
 
-  FolderDataset.name = name
-  report = {}
+        def _split_generators(self, dl_manager):
+            del dl_manager
+            return {split: generate(split) for split in candidates}
 
-  def write_report(folder):
-    by_reason = collections.Counter(s["reason"] for s in skipped)
-    report.update({
-        "name": name, "version": version, "src": os.path.abspath(src),
-        "dataset_dir": dataset_dir, "classes": classes, "image_shape": list(shape),
-        "splits": {s: {"examples": c["examples"], "skipped": c["skipped"],
-                       "reencoded": c["reencoded"]} for s, c in stats.items()},
-        "skipped_by_reason": dict(by_reason), "skipped": skipped,
-        "empty_classes": {s: [c for c in classes if not per_class[s][c]] for s in splits
-                          if any(not per_class[s][c] for c in classes)},
-        "seconds": round(time.time() - started, 1),
-    })
-    fileio.write_json(os.path.join(folder, "prepare_report.json"), report, indent=1)
+        def _generate_examples(self, split):  # Unused: _split_generators yields directly.
+            return generate(split)
 
-  try:
-    with progress.heartbeat(f"writing {name}"):
-      embedded.build_atomically(
-          lambda root: FolderDataset(data_dir=root, file_format="array_record"), dataset_dir,
-          overwrite=overwrite, finish=write_report)
-  except AssertionError as error:  # TFDS: a split whose generator yielded nothing
-    if "No examples were yielded" not in str(error):
-      raise
-    empty = sorted(split for split in candidates if not stats[split]["examples"])
-    reasons = collections.Counter(entry["reason"] for entry in skipped)
-    raise PrepareError(f"no image of split {empty[0] if empty else '?'} of {src!r} decodes "
-                       f"(skipped: {dict(reasons)}, e.g. {skipped[-1]['path'] if skipped else '?'}"
-                       "); check those files or remove that split") from None
-  log(f"Wrote {name} {version} to {dataset_dir} in {report['seconds']} s")
-  for split, counts in report["splits"].items():
-    log(f"  {split}: {counts['examples']} examples ({counts['reencoded']} re-encoded)")
-  log(f"  skipped {len(skipped)} files or folders: {report['skipped_by_reason']}")
-  for entry in skipped[:20]:
-    detail = f" ({entry['detail']})" if entry.get("detail") else ""
-    log(f"    {entry['reason']}: {entry['path']}{detail}")
-  if len(skipped) > 20:
-    log(f"    ... (all listed in {dataset_dir}/prepare_report.json)")
-  for split, empty in report["empty_classes"].items():
-    log(f"  warning: {len(empty)} classes have no images in split {split!r}: {empty[:20]}; "
-        "check those folders (see the skipped list)")
-  data_dir_flag = f" --config.data.data_dir={data_dir}" if data_dir else ""
-  log(f"Next: {config_lookup.entry_command()} --config={config_lookup.config_argument('knn_eval')}"
-      f" --config.data.dataset={name}{data_dir_flag} --config.checkpoint=ENCODER_DIR "
-      f"--workdir=WORKDIR (or give --config.data.dataset={name}{data_dir_flag} to a "
-      "pre-training config)")
-  return report
+    FolderDataset.name = name
+    report = {}
+
+    def write_report(folder):
+        by_reason = collections.Counter(s["reason"] for s in skipped)
+        report.update(
+            {
+                "name": name,
+                "version": version,
+                "src": os.path.abspath(src),
+                "dataset_dir": dataset_dir,
+                "classes": classes,
+                "image_shape": list(shape),
+                "splits": {
+                    s: {
+                        "examples": c["examples"],
+                        "skipped": c["skipped"],
+                        "reencoded": c["reencoded"],
+                    }
+                    for s, c in stats.items()
+                },
+                "skipped_by_reason": dict(by_reason),
+                "skipped": skipped,
+                "empty_classes": {
+                    s: [c for c in classes if not per_class[s][c]]
+                    for s in splits
+                    if any(not per_class[s][c] for c in classes)
+                },
+                "seconds": round(time.time() - started, 1),
+            }
+        )
+        fileio.write_json(os.path.join(folder, "prepare_report.json"), report, indent=1)
+
+    try:
+        with progress.heartbeat(f"writing {name}"):
+            embedded.build_atomically(
+                lambda root: FolderDataset(data_dir=root, file_format="array_record"),
+                dataset_dir,
+                overwrite=overwrite,
+                finish=write_report,
+            )
+    except AssertionError as error:  # TFDS: a split whose generator yielded nothing
+        if "No examples were yielded" not in str(error):
+            raise
+        empty = sorted(split for split in candidates if not stats[split]["examples"])
+        reasons = collections.Counter(entry["reason"] for entry in skipped)
+        raise PrepareError(
+            f"no image of split {empty[0] if empty else '?'} of {src!r} decodes "
+            f"(skipped: {dict(reasons)}, e.g. {skipped[-1]['path'] if skipped else '?'}"
+            "); check those files or remove that split"
+        ) from None
+    log(f"Wrote {name} {version} to {dataset_dir} in {report['seconds']} s")
+    for split, counts in report["splits"].items():
+        log(f"  {split}: {counts['examples']} examples ({counts['reencoded']} re-encoded)")
+    log(f"  skipped {len(skipped)} files or folders: {report['skipped_by_reason']}")
+    for entry in skipped[:20]:
+        detail = f" ({entry['detail']})" if entry.get("detail") else ""
+        log(f"    {entry['reason']}: {entry['path']}{detail}")
+    if len(skipped) > 20:
+        log(f"    ... (all listed in {dataset_dir}/prepare_report.json)")
+    for split, empty in report["empty_classes"].items():
+        log(
+            f"  warning: {len(empty)} classes have no images in split {split!r}: {empty[:20]}; "
+            "check those folders (see the skipped list)"
+        )
+    data_dir_flag = f" --config.data.data_dir={data_dir}" if data_dir else ""
+    log(
+        f"Next: {config_lookup.entry_command()} --config={config_lookup.config_argument('knn_eval')}"
+        f" --config.data.dataset={name}{data_dir_flag} --config.checkpoint=ENCODER_DIR "
+        f"--workdir=WORKDIR (or give --config.data.dataset={name}{data_dir_flag} to a "
+        "pre-training config)"
+    )
+    return report
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m rekd_jax.data.prepare", description=__doc__.split("\n\n")[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--src", required=True, help="folder of class (or split) subfolders")
-  parser.add_argument("--name", required=True, help="dataset name (snake_case)")
-  parser.add_argument("--data_dir", default="",
-                      help="TFDS data_dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
-  parser.add_argument("--num_workers", type=int, default=8, help="reading/decoding threads")
-  parser.add_argument("--overwrite", action="store_true",
-                      help="replace an existing version (atomically, once the new one is built)")
-  parser.add_argument("--debug", action="store_true",
-                      help="show tracebacks for expected errors (otherwise one FATAL line)")
-  args = parser.parse_args(argv)
-  logging_lib.setup_console()
-  return errors.run_cli(lambda: prepare(args.src, args.name, args.data_dir,
-                                        num_workers=args.num_workers, overwrite=args.overwrite),
-                        debug=args.debug)
+    parser = argparse.ArgumentParser(
+        prog="python -m rekd_jax.data.prepare",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--src", required=True, help="folder of class (or split) subfolders")
+    parser.add_argument("--name", required=True, help="dataset name (snake_case)")
+    parser.add_argument(
+        "--data_dir",
+        default="",
+        help="TFDS data_dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)",
+    )
+    parser.add_argument("--num_workers", type=int, default=8, help="reading/decoding threads")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing version (atomically, once the new one is built)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show tracebacks for expected errors (otherwise one FATAL line)",
+    )
+    args = parser.parse_args(argv)
+    logging_lib.setup_console()
+    return errors.run_cli(
+        lambda: prepare(
+            args.src,
+            args.name,
+            args.data_dir,
+            num_workers=args.num_workers,
+            overwrite=args.overwrite,
+        ),
+        debug=args.debug,
+    )
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+    sys.exit(main())

@@ -55,6 +55,7 @@ drawn over the full image on the host (rekd_jax.data.host_crop), otherwise on th
 Variants for configs/*.py:VARIANT (comma-separated; rekd_jax.variants rules): imagenet,
 cifar10, shapes, tiny (datasets), runlocal, pct1, pct10 (see VARIANTS).
 """
+
 from __future__ import annotations
 
 import os
@@ -74,10 +75,21 @@ ALEXNET_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 
 
 def _optim_block(**fields) -> ml_collections.ConfigDict:
-    base = dict(epochs=100, batch_size=256, learning_rate=0.1, momentum=0.9, nesterov=False,
-                weight_decay=0.0, schedule="step", milestones=(), decay_factor=0.1,
-                warmup_epochs=0, train_transform="random_resized_crop", crop_scale=(0.08, 1.0),
-                init_std=0.01)
+    base = dict(
+        epochs=100,
+        batch_size=256,
+        learning_rate=0.1,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=0.0,
+        schedule="step",
+        milestones=(),
+        decay_factor=0.1,
+        warmup_epochs=0,
+        train_transform="random_resized_crop",
+        crop_scale=(0.08, 1.0),
+        init_std=0.01,
+    )
     base.update(fields)
     return ml_collections.ConfigDict(base)
 
@@ -96,24 +108,55 @@ def default_eval_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_epochs = 1
     config.keep_checkpoints = 2
     config.tensorboard = "auto"
-    config.distributed = ml_collections.ConfigDict(dict(
-        enabled=False, coordinator_address="", num_processes=1, process_id=0,
-        cpu_collectives="gloo"))
+    config.distributed = ml_collections.ConfigDict(
+        dict(
+            enabled=False,
+            coordinator_address="",
+            num_processes=1,
+            process_id=0,
+            cpu_collectives="gloo",
+        )
+    )
     # MoCo main_lincls.py: lr 30, x0.1 at 60 / 80, wd 0, normal_(0, 0.01) init, no head BN.
-    config.linear = _optim_block(epochs=100, learning_rate=30.0, milestones=(60, 80),
-                                 decay_factor=0.1, fast=False, init="normal", head_bn=False)
+    config.linear = _optim_block(
+        epochs=100,
+        learning_rate=30.0,
+        milestones=(60, 80),
+        decay_factor=0.1,
+        fast=False,
+        init="normal",
+        head_bn=False,
+    )
     # RotNet (gidariss/FeatureLearningRotNet) config/ImageNet_LinearClassifiers_ImageNet_RotNet_
     # AlexNet_Features.py + architectures/LinearClassifier.py + dataloader.py (ImageNet train).
     config.conv_probe = _optim_block(
-        epochs=35, batch_size=192, learning_rate=0.01, nesterov=True, weight_decay=5e-4,
-        milestones=(5, 15, 25), decay_factor=0.2, fast=False,
-        train_transform="resize_random_crop", init="fan_out", head_bn=True,
-        layers=ALEXNET_LAYERS, pool_sizes=(12, 7, 5, 6, 6))
-    config.knn = ml_collections.ConfigDict(dict(
-        k=200, temperature=0.1, chunk_size=256, train_chunk_size=65536))
+        epochs=35,
+        batch_size=192,
+        learning_rate=0.01,
+        nesterov=True,
+        weight_decay=5e-4,
+        milestones=(5, 15, 25),
+        decay_factor=0.2,
+        fast=False,
+        train_transform="resize_random_crop",
+        init="fan_out",
+        head_bn=True,
+        layers=ALEXNET_LAYERS,
+        pool_sizes=(12, 7, 5, 6, 6),
+    )
+    config.knn = ml_collections.ConfigDict(
+        dict(k=200, temperature=0.1, chunk_size=256, train_chunk_size=65536)
+    )
     config.semi_supervised = _optim_block(
-        epochs=20, learning_rate=0.01, head_learning_rate=0.1, milestones=(12, 16),
-        decay_factor=0.2, fraction=0.01, subset_file="", sync_bn=True)
+        epochs=20,
+        learning_rate=0.01,
+        head_learning_rate=0.1,
+        milestones=(12, 16),
+        decay_factor=0.2,
+        fraction=0.01,
+        subset_file="",
+        sync_bn=True,
+    )
     return config
 
 
@@ -194,12 +237,20 @@ def pct10(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
-VARIANTS = {"imagenet": imagenet, "cifar10": cifar10, "shapes": shapes, "tiny": tiny,
-            "runlocal": runlocal, "pct1": pct1, "pct10": pct10}
+VARIANTS = {
+    "imagenet": imagenet,
+    "cifar10": cifar10,
+    "shapes": shapes,
+    "tiny": tiny,
+    "runlocal": runlocal,
+    "pct1": pct1,
+    "pct10": pct10,
+}
 
 
-def get_protocol_config(mode: str, default_dataset: str, arg: str | None,
-                        config_file: str) -> ml_collections.ConfigDict:
+def get_protocol_config(
+    mode: str, default_dataset: str, arg: str | None, config_file: str
+) -> ml_collections.ConfigDict:
     """What each evaluation config file returns: default_eval_config() for `mode` on
     `default_dataset`, then the variants of `arg` (rekd_jax.variants rules: in the order given,
     runlocal last; a dataset variant replaces the default dataset)."""
@@ -218,7 +269,11 @@ def _validate_optim(config, name: str) -> None:
     if int(block.epochs) < 1:
         _fail(f"{name}.epochs", block.epochs, "must be >= 1")
     if int(block.batch_size) < 1:
-        _fail(f"{name}.batch_size", block.batch_size, "must be a positive multiple of the device count")
+        _fail(
+            f"{name}.batch_size",
+            block.batch_size,
+            "must be a positive multiple of the device count",
+        )
     if not float(block.learning_rate) > 0:
         _fail(f"{name}.learning_rate", block.learning_rate, "must be > 0")
     if not 0.0 <= float(block.momentum) < 1.0:
@@ -229,10 +284,14 @@ def _validate_optim(config, name: str) -> None:
         _fail(f"{name}.schedule", block.schedule, f"use one of {SCHEDULES}")
     milestones = [int(m) for m in block.milestones]
     if block.schedule == "step":
-        if milestones != sorted(set(milestones)) or any(not 0 < m < int(block.epochs)
-                                                        for m in milestones):
-            _fail(f"{name}.milestones", tuple(block.milestones),
-                  f"must be increasing epochs strictly between 0 and epochs={block.epochs}")
+        if milestones != sorted(set(milestones)) or any(
+            not 0 < m < int(block.epochs) for m in milestones
+        ):
+            _fail(
+                f"{name}.milestones",
+                tuple(block.milestones),
+                f"must be increasing epochs strictly between 0 and epochs={block.epochs}",
+            )
         if not 0.0 < float(block.decay_factor) <= 1.0:
             _fail(f"{name}.decay_factor", block.decay_factor, "must be in (0, 1]")
     if not 0 <= float(block.warmup_epochs) < int(block.epochs):
@@ -254,22 +313,33 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("mode", config.get("mode"), f"use one of {MODES}")
     checkpoint = config.get("checkpoint", "")
     if not checkpoint:
-        _fail("checkpoint", checkpoint, "set --config.checkpoint to an encoder directory. "
-              + model_io.HOW_TO_PRODUCE)
+        _fail(
+            "checkpoint",
+            checkpoint,
+            "set --config.checkpoint to an encoder directory. " + model_io.HOW_TO_PRODUCE,
+        )
     try:
         untrained = features.parse_init_checkpoint(checkpoint) is not None
     except ValueError as e:
         raise ValueError(f"config.{e}") from None
     spec_path = os.path.join(checkpoint, model_io.SPEC_FILE)
     if not untrained and not fileio.exists(spec_path):
-        _fail("checkpoint", checkpoint, f"no encoder checkpoint there (no {model_io.SPEC_FILE}). "
-              + model_io.HOW_TO_PRODUCE + " For the untrained (random-init) baseline use "
-              + features.INIT_SYNTAX)
+        _fail(
+            "checkpoint",
+            checkpoint,
+            f"no encoder checkpoint there (no {model_io.SPEC_FILE}). "
+            + model_io.HOW_TO_PRODUCE
+            + " For the untrained (random-init) baseline use "
+            + features.INIT_SYNTAX,
+        )
     if config.dtype not in ("float32", "bfloat16"):
         _fail("dtype", config.dtype, "use 'float32' or 'bfloat16'")
     if int(config.eval_batch_size) < 1:
-        _fail("eval_batch_size", config.eval_batch_size,
-              "must be a positive multiple of the device count")
+        _fail(
+            "eval_batch_size",
+            config.eval_batch_size,
+            "must be a positive multiple of the device count",
+        )
     if int(config.checkpoint_every_epochs) < 1:
         _fail("checkpoint_every_epochs", config.checkpoint_every_epochs, "must be >= 1")
     if int(config.keep_checkpoints) < 1:
@@ -285,14 +355,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _validate_optim(config, "conv_probe")
         block = config.conv_probe
         if len(block.layers) == 0 or len(block.layers) != len(block.pool_sizes):
-            _fail("conv_probe.pool_sizes", tuple(block.pool_sizes),
-                  f"give one pool size per layer of conv_probe.layers={tuple(block.layers)}")
+            _fail(
+                "conv_probe.pool_sizes",
+                tuple(block.pool_sizes),
+                f"give one pool size per layer of conv_probe.layers={tuple(block.layers)}",
+            )
         if any(int(s) < 1 for s in block.pool_sizes):
             _fail("conv_probe.pool_sizes", tuple(block.pool_sizes), "sizes must be >= 1")
         arch = features.checkpoint_spec(checkpoint)["arch"]
         if arch != "alexnet":
-            _fail("checkpoint", checkpoint, f"holds a {arch!r} encoder; the conv probe reads the "
-                  "sown AlexNet maps conv1..conv5: use an alexnet checkpoint or mode='linear'")
+            _fail(
+                "checkpoint",
+                checkpoint,
+                f"holds a {arch!r} encoder; the conv probe reads the "
+                "sown AlexNet maps conv1..conv5: use an alexnet checkpoint or mode='linear'",
+            )
         unknown = [l for l in block.layers if l not in ALEXNET_LAYERS]
         if unknown:
             _fail("conv_probe.layers", tuple(block.layers), f"choose from {ALEXNET_LAYERS}")
@@ -311,9 +388,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
             _fail("semi_supervised.head_learning_rate", block.head_learning_rate, "must be > 0")
         if block.subset_file:
             if not fileio.exists(block.subset_file):
-                _fail("semi_supervised.subset_file", block.subset_file,
-                      "file not found; give a list of training file names (one per line) or "
-                      "set it to '' to draw a class-balanced subset of `fraction`")
+                _fail(
+                    "semi_supervised.subset_file",
+                    block.subset_file,
+                    "file not found; give a list of training file names (one per line) or "
+                    "set it to '' to draw a class-balanced subset of `fraction`",
+                )
         elif not 0.0 < float(block.fraction) <= 1.0:
-            _fail("semi_supervised.fraction", block.fraction,
-                  "must be in (0, 1], e.g. 0.01 or 0.1 (or set subset_file)")
+            _fail(
+                "semi_supervised.fraction",
+                block.fraction,
+                "must be in (0, 1], e.g. 0.01 or 0.1 (or set subset_file)",
+            )

@@ -13,9 +13,10 @@ Source of the protocol: gidariss/FeatureLearningRotNet, architectures/LinearClas
 (AdaptiveMaxPool2d(s), BatchNorm2d(C, affine=False), Flatten, Linear; weight ~ N(0, 2/out))
 with the pool sizes of config/ImageNet_LinearClassifiers_ImageNet_RotNet_AlexNet_Features.py.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 
@@ -31,8 +32,10 @@ def conv_features(module, layers: Sequence[str], pool_sizes: Sequence[int]) -> F
     """
     layers, pool_sizes = tuple(layers), tuple(int(s) for s in pool_sizes)
     if len(layers) != len(pool_sizes):
-        raise ValueError(f"conv_probe.layers {layers} and conv_probe.pool_sizes {pool_sizes} "
-                         "must have the same length (one pool size per layer)")
+        raise ValueError(
+            f"conv_probe.layers {layers} and conv_probe.pool_sizes {pool_sizes} "
+            "must have the same length (one pool size per layer)"
+        )
 
     def fn(variables, images):
         _, state = module.apply(variables, images, train=False, mutable=["intermediates"])
@@ -40,11 +43,14 @@ def conv_features(module, layers: Sequence[str], pool_sizes: Sequence[int]) -> F
         out = {}
         for layer, size in zip(layers, pool_sizes):
             if layer not in sown:
-                raise ValueError(f"conv_probe.layers: {type(module).__name__} does not sow "
-                                 f"{layer!r} (it sows {sorted(sown)}); use an AlexNet encoder")
+                raise ValueError(
+                    f"conv_probe.layers: {type(module).__name__} does not sow "
+                    f"{layer!r} (it sows {sorted(sown)}); use an AlexNet encoder"
+                )
             fmap = sown[layer]
             fmap = fmap[0] if isinstance(fmap, tuple) else fmap  # Flax stores sown values as tuples
             pooled = adaptive_max_pool(fmap, (size, size))
             out[layer] = pooled.astype(jnp.float32)
         return out
+
     return fn

@@ -21,12 +21,14 @@ LinearClassifier.initilize); biases start at 0. Two ways to feed it:
 Both checkpoint after every epoch with `core.checkpoint.Checkpointer` (probe state + epoch
 + data-iterator state) and resume from the latest checkpoint when rerun.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax
 import jax
@@ -45,6 +47,7 @@ from rekd_jax.readout import features as features_lib
 @flax.struct.dataclass
 class ProbeState:
     """Everything that changes while a probe trains (a pytree: checkpointed as is)."""
+
     params: Any
     opt_state: Any
     step: jax.Array
@@ -52,27 +55,38 @@ class ProbeState:
 
 
 HEAD_INITS = ("normal", "fan_out")
-BN_MOMENTUM = 0.1   # PyTorch's BatchNorm default
+BN_MOMENTUM = 0.1  # PyTorch's BatchNorm default
 BN_EPSILON = 1e-5
 
 
-def init_heads(rng: jax.Array, feature_dims: Mapping[str, int], num_classes: int,
-               init_std: float = 0.01, init: str = "normal") -> dict:
+def init_heads(
+    rng: jax.Array,
+    feature_dims: Mapping[str, int],
+    num_classes: int,
+    init_std: float = 0.01,
+    init: str = "normal",
+) -> dict:
     """One linear layer per feature name, zero bias; kernel ~ N(0, init_std^2) ('normal',
     MoCo's init) or N(0, 2 / num_classes) ('fan_out', RotNet's)."""
     if init not in HEAD_INITS:
         raise ValueError(f"head init {init!r} is unknown; use one of {HEAD_INITS}")
     std = float(init_std) if init == "normal" else float(np.sqrt(2.0 / num_classes))
     keys = jax.random.split(rng, len(feature_dims))
-    return {name: {"kernel": std * jax.random.normal(key, (dim, num_classes), jnp.float32),
-                   "bias": jnp.zeros((num_classes,), jnp.float32)}
-            for key, (name, dim) in zip(keys, sorted(feature_dims.items()))}
+    return {
+        name: {
+            "kernel": std * jax.random.normal(key, (dim, num_classes), jnp.float32),
+            "bias": jnp.zeros((num_classes,), jnp.float32),
+        }
+        for key, (name, dim) in zip(keys, sorted(feature_dims.items()))
+    }
 
 
 def init_head_stats(channels: Mapping[str, int]) -> dict:
     """Running mean 0 / variance 1 of each head's non-affine BatchNorm (PyTorch's start)."""
-    return {name: {"mean": jnp.zeros((c,), jnp.float32), "var": jnp.ones((c,), jnp.float32)}
-            for name, c in sorted(channels.items())}
+    return {
+        name: {"mean": jnp.zeros((c,), jnp.float32), "var": jnp.ones((c,), jnp.float32)}
+        for name, c in sorted(channels.items())
+    }
 
 
 def _linear(head: Mapping, x: jax.Array) -> jax.Array:
@@ -95,8 +109,9 @@ def head_logits(params: Mapping, features: Mapping[str, jax.Array]) -> dict[str,
     return out
 
 
-def batch_norm_train(x: jax.Array, mask: jax.Array, stats: Mapping, axis_name: str | None
-                     ) -> tuple[jax.Array, dict]:
+def batch_norm_train(
+    x: jax.Array, mask: jax.Array, stats: Mapping, axis_name: str | None
+) -> tuple[jax.Array, dict]:
     """Non-affine BatchNorm in train mode over the real (masked-in) rows of the global batch.
 
     Statistics per channel (last axis) over rows and any spatial axes; returns the normalised x
@@ -114,14 +129,22 @@ def batch_norm_train(x: jax.Array, mask: jax.Array, stats: Mapping, axis_name: s
     mean = total(x * weight) / count
     var = total(jnp.square(x - mean) * weight) / count
     unbiased = var * count / jnp.maximum(count - 1.0, 1.0)
-    new = {"mean": (1 - BN_MOMENTUM) * stats["mean"] + BN_MOMENTUM * mean,
-           "var": (1 - BN_MOMENTUM) * stats["var"] + BN_MOMENTUM * unbiased}
+    new = {
+        "mean": (1 - BN_MOMENTUM) * stats["mean"] + BN_MOMENTUM * mean,
+        "var": (1 - BN_MOMENTUM) * stats["var"] + BN_MOMENTUM * unbiased,
+    }
     return _normalise(x, mean, var), new
 
 
-def masked_loss(params: Mapping, features: Mapping, labels: jax.Array, mask: jax.Array,
-                denominator: jax.Array, stats: Mapping | None = None,
-                axis_name: str | None = None) -> tuple[jax.Array, tuple[dict, dict]]:
+def masked_loss(
+    params: Mapping,
+    features: Mapping,
+    labels: jax.Array,
+    mask: jax.Array,
+    denominator: jax.Array,
+    stats: Mapping | None = None,
+    axis_name: str | None = None,
+) -> tuple[jax.Array, tuple[dict, dict]]:
     """Sum over heads of the cross-entropy summed over masked-in rows / `denominator`.
 
     With `denominator` = the number of real rows in the *global* batch and gradients summed
@@ -154,20 +177,30 @@ def trained_heads(state: ProbeState) -> dict:
     return heads
 
 
-def init_probe(rng: jax.Array, shapes: Mapping[str, tuple], num_classes: int, block,
-               tx: optax.GradientTransformation) -> ProbeState:
+def init_probe(
+    rng: jax.Array,
+    shapes: Mapping[str, tuple],
+    num_classes: int,
+    block,
+    tx: optax.GradientTransformation,
+) -> ProbeState:
     """A fresh probe state for features of the given per-example shapes: heads as block.init /
     block.init_std ask, head BatchNorm statistics when block.head_bn."""
     dims = {k: int(np.prod(v)) for k, v in shapes.items()}
-    params = init_heads(rng, dims, num_classes, float(block.init_std),
-                        str(block.get("init", "normal")))
-    stats = init_head_stats({k: int(v[-1]) for k, v in shapes.items()}) \
-        if bool(block.get("head_bn", False)) else {}
+    params = init_heads(
+        rng, dims, num_classes, float(block.init_std), str(block.get("init", "normal"))
+    )
+    stats = (
+        init_head_stats({k: int(v[-1]) for k, v in shapes.items()})
+        if bool(block.get("head_bn", False))
+        else {}
+    )
     return init_state(params, tx, stats)
 
 
-def learning_rate_schedule(block, steps_per_epoch: int,
-                           learning_rate: float | None = None) -> optax.Schedule:
+def learning_rate_schedule(
+    block, steps_per_epoch: int, learning_rate: float | None = None
+) -> optax.Schedule:
     """The schedule a protocol block asks for, in optimizer steps.
 
     block.schedule: 'cosine' (to 0 over block.epochs), 'step' (times block.decay_factor at each
@@ -181,8 +214,12 @@ def learning_rate_schedule(block, steps_per_epoch: int,
         main = optax.cosine_decay_schedule(lr, max(1, total - warmup))
     elif block.schedule == "step":
         main = optax.piecewise_constant_schedule(
-            lr, {int(m) * steps_per_epoch - warmup: float(block.decay_factor)
-                 for m in block.milestones})
+            lr,
+            {
+                int(m) * steps_per_epoch - warmup: float(block.decay_factor)
+                for m in block.milestones
+            },
+        )
     elif block.schedule == "constant":
         main = optax.constant_schedule(lr)
     else:
@@ -192,29 +229,36 @@ def learning_rate_schedule(block, steps_per_epoch: int,
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
-def sgd(block, steps_per_epoch: int, learning_rate: float | None = None
-        ) -> optax.GradientTransformation:
+def sgd(
+    block, steps_per_epoch: int, learning_rate: float | None = None
+) -> optax.GradientTransformation:
     """PyTorch-style SGD: weight decay added to the gradient, then (Nesterov) momentum."""
     schedule = learning_rate_schedule(block, steps_per_epoch, learning_rate)
     parts = []
     if float(block.weight_decay) > 0:
         parts.append(optax.add_decayed_weights(float(block.weight_decay)))
-    parts.append(optax.sgd(schedule, momentum=float(block.momentum) or None,
-                           nesterov=bool(block.nesterov)))
+    parts.append(
+        optax.sgd(schedule, momentum=float(block.momentum) or None, nesterov=bool(block.nesterov))
+    )
     return optax.chain(*parts)
 
 
-def init_state(params: Any, tx: optax.GradientTransformation, stats: Any = None
-               ) -> ProbeState:
-    return ProbeState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
-                      stats=stats or {})
+def init_state(params: Any, tx: optax.GradientTransformation, stats: Any = None) -> ProbeState:
+    return ProbeState(
+        params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32), stats=stats or {}
+    )
 
 
-def apply_gradients(state: ProbeState, grads: Any, tx: optax.GradientTransformation,
-                    stats: Any = None) -> ProbeState:
+def apply_gradients(
+    state: ProbeState, grads: Any, tx: optax.GradientTransformation, stats: Any = None
+) -> ProbeState:
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    return ProbeState(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
-                      step=state.step + 1, stats=state.stats if stats is None else stats)
+    return ProbeState(
+        params=optax.apply_updates(state.params, updates),
+        opt_state=opt_state,
+        step=state.step + 1,
+        stats=state.stats if stats is None else stats,
+    )
 
 
 # --------------------------------------------------------------------------- epoch loop
@@ -230,8 +274,16 @@ class EpochLoop:
     checkpoint written under another signature is refused rather than silently continued.
     """
 
-    def __init__(self, checkpointer, writer, *, num_epochs: int, every_epochs: int = 1,
-                 name: str = "probe", signature: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        checkpointer,
+        writer,
+        *,
+        num_epochs: int,
+        every_epochs: int = 1,
+        name: str = "probe",
+        signature: Mapping[str, Any] | None = None,
+    ):
         self.checkpointer = checkpointer
         self.writer = writer
         self.num_epochs = int(num_epochs)
@@ -239,9 +291,14 @@ class EpochLoop:
         self.name = name
         self.signature = json.loads(json.dumps(dict(signature or {}), default=str))
 
-    def run(self, state: Any, run_epoch: Callable[[Any, int], tuple[Any, dict]], *,
-            data_state: Callable[[], dict] | None = None,
-            set_data_state: Callable[[dict], None] | None = None) -> Any:
+    def run(
+        self,
+        state: Any,
+        run_epoch: Callable[[Any, int], tuple[Any, dict]],
+        *,
+        data_state: Callable[[], dict] | None = None,
+        set_data_state: Callable[[dict], None] | None = None,
+    ) -> Any:
         """Run from the latest checkpoint (or epoch 0) to num_epochs; returns the final state."""
         start = 0
         if self.checkpointer is not None and self.checkpointer.latest_step() is not None:
@@ -267,7 +324,8 @@ class EpochLoop:
                 raise FloatingPointError(
                     f"{self.name}: the training loss is {loss} after epoch {epoch + 1}; lower "
                     f"{self.name}.learning_rate (lr 30 suits MoCo-scale features; features "
-                    "with a larger norm need less)")
+                    "with a larger norm need less)"
+                )
             metrics = {f"{self.name}/{k}": float(v) for k, v in metrics.items()}
             metrics[f"{self.name}/epoch_seconds"] = time.time() - t0
             if self.writer is not None:
@@ -275,12 +333,19 @@ class EpochLoop:
                 self.writer.flush()  # metrics.jsonl is complete after every epoch
             progress.update(1, **({"loss": float(loss)} if loss is not None else {}))
             done = epoch + 1
-            if self.checkpointer is not None and (done % self.every_epochs == 0
-                                                  or done == self.num_epochs):
+            if self.checkpointer is not None and (
+                done % self.every_epochs == 0 or done == self.num_epochs
+            ):
                 host = jax.device_get(flax.jax_utils.unreplicate(state))
-                self.checkpointer.save(done, host, {
-                    "epoch": done, "data": data_state() if data_state else None,
-                    "signature": self.signature})
+                self.checkpointer.save(
+                    done,
+                    host,
+                    {
+                        "epoch": done,
+                        "data": data_state() if data_state else None,
+                        "signature": self.signature,
+                    },
+                )
         progress.close()
         if self.checkpointer is not None:
             self.checkpointer.wait()
@@ -291,16 +356,20 @@ class EpochLoop:
 
 
 # Signature keys that are not config fields of the same name (see run._signature).
-_SIGNATURE_FIELDS = {"dataset": "data.dataset", "train_split": "data.train_split",
-                     "image_size": "data.image_size"}
+_SIGNATURE_FIELDS = {
+    "dataset": "data.dataset",
+    "train_split": "data.train_split",
+    "image_size": "data.image_size",
+}
 
 
 class SettingsChangedError(ValueError):
     """A probe checkpoint was written under other settings than the run's."""
 
 
-def check_signature(name: str, directory: str, saved: Mapping[str, Any],
-                    now: Mapping[str, Any]) -> None:
+def check_signature(
+    name: str, directory: str, saved: Mapping[str, Any], now: Mapping[str, Any]
+) -> None:
     """SettingsChangedError naming every setting of `now` that differs from the `saved`
     signature of the checkpoints in `directory`, the flags that resume them, and the way to a
     new run (another --workdir)."""
@@ -309,20 +378,25 @@ def check_signature(name: str, directory: str, saved: Mapping[str, Any],
     if not differ:
         return
     details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in differ)
-    flags = [f"--config.{_SIGNATURE_FIELDS.get(k, k)}={saved[k]}" for k in differ
-             if k in saved and k not in ("mode", "spec_mtime") and not isinstance(saved[k], dict)]
+    flags = [
+        f"--config.{_SIGNATURE_FIELDS.get(k, k)}={saved[k]}"
+        for k in differ
+        if k in saved and k not in ("mode", "spec_mtime") and not isinstance(saved[k], dict)
+    ]
     workdir = os.path.dirname(fileio.absolute(directory))
     raise SettingsChangedError(
         f"{name}: the checkpoint in {directory} was written by a different run ({details}); "
         f"give this evaluation its own --workdir (e.g. --workdir={workdir}_2)"
-        + (f", or resume that run with its settings ({' '.join(flags)})" if flags else ""))
+        + (f", or resume that run with its settings ({' '.join(flags)})" if flags else "")
+    )
 
 
 # --------------------------------------------------------------------------- fast mode
 
 
-def shard_for_devices(arrays: Mapping[str, np.ndarray], num_devices: int
-                      ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def shard_for_devices(
+    arrays: Mapping[str, np.ndarray], num_devices: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Split rows into `num_devices` equal shards (D, n_d, ...), zero-padded, plus their mask."""
     n = len(next(iter(arrays.values())))
     per = max(1, -(-n // num_devices))
@@ -336,8 +410,9 @@ def shard_for_devices(arrays: Mapping[str, np.ndarray], num_devices: int
     return out, mask.reshape(num_devices, per)
 
 
-def epoch_indices(mask: np.ndarray, steps: int, per_device_batch: int, seed: int, epoch: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def epoch_indices(
+    mask: np.ndarray, steps: int, per_device_batch: int, seed: int, epoch: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Shuffled row indices and validity, each (D, steps, b), for one epoch of fast mode.
 
     Every device visits each of its real rows exactly once, in an order seeded by (seed, epoch,
@@ -351,17 +426,26 @@ def epoch_indices(mask: np.ndarray, steps: int, per_device_batch: int, seed: int
     valid = np.zeros_like(idx, dtype=bool)
     for d in range(num_devices):
         perm = rng.permutation(np.flatnonzero(mask[d]))
-        idx[d, :len(perm)] = perm
-        valid[d, :len(perm)] = True
+        idx[d, : len(perm)] = perm
+        valid[d, : len(perm)] = True
     shape = (num_devices, steps, per_device_batch)
     return idx.reshape(shape), valid.reshape(shape)
 
 
-def train_on_features(features: Mapping[str, np.ndarray], labels: np.ndarray, *,
-                      num_classes: int, block, batch_size: int, seed: int,
-                      checkpointer=None, writer=None, checkpoint_every_epochs: int = 1,
-                      name: str = "probe",
-                      signature: Mapping[str, Any] | None = None) -> dict:
+def train_on_features(
+    features: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    block,
+    batch_size: int,
+    seed: int,
+    checkpointer=None,
+    writer=None,
+    checkpoint_every_epochs: int = 1,
+    name: str = "probe",
+    signature: Mapping[str, Any] | None = None,
+) -> dict:
     """Train one head per feature array on cached features (fast mode); returns host params.
 
     Args:
@@ -383,15 +467,21 @@ def train_on_features(features: Mapping[str, np.ndarray], labels: np.ndarray, *,
     if n == 0:
         raise ValueError(f"{name}: no training features")
     flat = {k: np.asarray(v, np.float32) for k, v in features.items()}
-    shards, mask = shard_for_devices({**flat, "label": np.asarray(labels, np.int32)},
-                                     num_devices)
+    shards, mask = shard_for_devices({**flat, "label": np.asarray(labels, np.int32)}, num_devices)
     # Same number of steps on every device of every process (the gradient psum needs it).
     rows_per_device = int(scoring.gather_rows(np.array([mask.shape[1]])).max())
     steps = max(1, -(-rows_per_device // per_device))
     tx = sgd(block, steps)
-    state = parallel.replicate(init_probe(jax.random.PRNGKey(seed),
-                                          {k: v.shape[1:] for k, v in flat.items()},
-                                          num_classes, block, tx), AXIS)
+    state = parallel.replicate(
+        init_probe(
+            jax.random.PRNGKey(seed),
+            {k: v.shape[1:] for k, v in flat.items()},
+            num_classes,
+            block,
+            tx,
+        ),
+        AXIS,
+    )
     # Device-resident shards: a pmapped identity leaves shard d on local device d.
     resident = jax.pmap(lambda x: x)({**shards, "mask": mask})
     head_names = sorted(flat)
@@ -403,10 +493,17 @@ def train_on_features(features: Mapping[str, np.ndarray], labels: np.ndarray, *,
             batch_mask = data["mask"][rows] & ok
             count = jax.lax.psum(jnp.sum(batch_mask.astype(jnp.float32)), AXIS)
             (loss, (_, stats)), grads = jax.value_and_grad(masked_loss, has_aux=True)(
-                state.params, feats, data["label"][rows], batch_mask, jnp.maximum(count, 1.0),
-                state.stats, AXIS)
+                state.params,
+                feats,
+                data["label"][rows],
+                batch_mask,
+                jnp.maximum(count, 1.0),
+                state.stats,
+                AXIS,
+            )
             grads = jax.lax.psum(grads, AXIS)
             return apply_gradients(state, grads, tx, stats), jax.lax.psum(loss, AXIS)
+
         state, losses = jax.lax.scan(step, state, (idx, valid))
         return state, jnp.mean(losses)
 
@@ -417,18 +514,36 @@ def train_on_features(features: Mapping[str, np.ndarray], labels: np.ndarray, *,
         state, loss = epoch_fn(state, resident, idx, valid)
         return state, {"train_loss": float(jax.device_get(loss)[0])}
 
-    loop = EpochLoop(checkpointer, writer, num_epochs=int(block.epochs),
-                     every_epochs=checkpoint_every_epochs, name=name, signature=signature)
+    loop = EpochLoop(
+        checkpointer,
+        writer,
+        num_epochs=int(block.epochs),
+        every_epochs=checkpoint_every_epochs,
+        name=name,
+        signature=signature,
+    )
     return trained_heads(loop.run(state, run_epoch))
 
 
 # --------------------------------------------------------------------------- image mode
 
 
-def train_on_images(feature_fn, variables: Any, pipeline, *, train_view: Callable,
-                    image_size: int, num_classes: int, block, seed: int,
-                    checkpointer=None, writer=None, checkpoint_every_epochs: int = 1,
-                    name: str = "probe", signature: Mapping[str, Any] | None = None) -> dict:
+def train_on_images(
+    feature_fn,
+    variables: Any,
+    pipeline,
+    *,
+    train_view: Callable,
+    image_size: int,
+    num_classes: int,
+    block,
+    seed: int,
+    checkpointer=None,
+    writer=None,
+    checkpoint_every_epochs: int = 1,
+    name: str = "probe",
+    signature: Mapping[str, Any] | None = None,
+) -> dict:
     """Train one head per named feature of a frozen backbone on augmented images.
 
     Args:
@@ -446,21 +561,22 @@ def train_on_images(feature_fn, variables: Any, pipeline, *, train_view: Callabl
         raise ValueError(f"{name}: the training split gives no full batch; lower batch_size")
     tx = sgd(block, steps)
     shapes = features_lib.feature_shapes(feature_fn, variables, image_size)
-    state = parallel.replicate(init_probe(jax.random.PRNGKey(seed), shapes, num_classes, block,
-                                          tx), AXIS)
+    state = parallel.replicate(
+        init_probe(jax.random.PRNGKey(seed), shapes, num_classes, block, tx), AXIS
+    )
     frozen = flax.jax_utils.replicate(variables)
     resident = features_lib.replicate_resident(pipeline)
     base_key = jax.random.PRNGKey(seed + 1)
 
     def device_step(state, frozen, x, labels, mask, resident):
         # Per-step, per-device augmentation key: reproducible on resume (derived from the step).
-        key = jax.random.fold_in(jax.random.fold_in(base_key, state.step),
-                                 jax.lax.axis_index(AXIS))
+        key = jax.random.fold_in(jax.random.fold_in(base_key, state.step), jax.lax.axis_index(AXIS))
         images = train_view(key, features_lib.images_on_device(x, resident))
         feats = jax.lax.stop_gradient(feature_fn(frozen, images))
         count = jax.lax.psum(jnp.sum(mask.astype(jnp.float32)), AXIS)
         (loss, (_, stats)), grads = jax.value_and_grad(masked_loss, has_aux=True)(
-            state.params, feats, labels, mask, jnp.maximum(count, 1.0), state.stats, AXIS)
+            state.params, feats, labels, mask, jnp.maximum(count, 1.0), state.stats, AXIS
+        )
         grads = jax.lax.psum(grads, AXIS)
         return apply_gradients(state, grads, tx, stats), jax.lax.psum(loss, AXIS)
 
@@ -476,12 +592,20 @@ def train_on_images(feature_fn, variables: Any, pipeline, *, train_view: Callabl
             batch = next(iterator)
             labels = batch["label"]
             mask = batch.get("mask", np.ones(np.shape(labels), bool))
-            state, loss = step_fn(state, frozen, features_lib.batch_images(batch), labels, mask,
-                                  resident)
+            state, loss = step_fn(
+                state, frozen, features_lib.batch_images(batch), labels, mask, resident
+            )
             losses.append(loss)
         return state, {"train_loss": float(np.mean(jax.device_get(losses), axis=0)[0])}
 
-    loop = EpochLoop(checkpointer, writer, num_epochs=int(block.epochs),
-                     every_epochs=checkpoint_every_epochs, name=name, signature=signature)
-    return trained_heads(loop.run(state, run_epoch, data_state=pipeline.get_state,
-                                  set_data_state=pipeline.set_state))
+    loop = EpochLoop(
+        checkpointer,
+        writer,
+        num_epochs=int(block.epochs),
+        every_epochs=checkpoint_every_epochs,
+        name=name,
+        signature=signature,
+    )
+    return trained_heads(
+        loop.run(state, run_epoch, data_state=pipeline.get_state, set_data_state=pipeline.set_state)
+    )

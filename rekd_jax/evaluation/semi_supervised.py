@@ -7,9 +7,11 @@ BatchNorm in train mode (statistics synchronised across devices with `sync_bn`, 
 averaged after each step so that replicas stay identical) and its own learning rate; the head
 has another. Scored on the whole evaluation split with BatchNorm in eval mode.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax
@@ -28,7 +30,8 @@ from rekd_jax.readout import features as features_lib
 @flax.struct.dataclass
 class FinetuneState:
     """Backbone + head params, BatchNorm statistics, optimizer state, step."""
-    params: Any          # {'backbone': ..., 'head': {'kernel', 'bias'}}
+
+    params: Any  # {'backbone': ..., 'head': {'kernel', 'bias'}}
     batch_stats: Any
     opt_state: Any
     step: jax.Array
@@ -42,11 +45,11 @@ def select_subset(data_config, block, seed: int) -> np.ndarray:
             raise ValueError(
                 f"semi_supervised.subset_file={block.subset_file!r}: dataset "
                 f"{data_config.dataset!r} stores no file names to match; use "
-                "semi_supervised.fraction (class-balanced subset) instead")
+                "semi_supervised.fraction (class-balanced subset) instead"
+            )
         indices = data_pipeline.subset_from_file(block.subset_file, meta["file_names"])
     else:
-        indices = data_pipeline.class_balanced_subset(meta["labels"], float(block.fraction),
-                                                      seed)
+        indices = data_pipeline.class_balanced_subset(meta["labels"], float(block.fraction), seed)
     return np.sort(np.asarray(indices, np.int64))
 
 
@@ -54,17 +57,33 @@ def optimizer(block, steps_per_epoch: int) -> optax.GradientTransformation:
     """SGD for both parts, with block.learning_rate for the backbone and block.head_learning_rate
     for the head (same schedule shape, momentum and weight decay)."""
     return optax.multi_transform(
-        {"backbone": linear.sgd(block, steps_per_epoch, float(block.learning_rate)),
-         "head": linear.sgd(block, steps_per_epoch, float(block.head_learning_rate))},
-        lambda params: {"backbone": jax.tree_util.tree_map(lambda _: "backbone",
-                                                           params["backbone"]),
-                        "head": jax.tree_util.tree_map(lambda _: "head", params["head"])})
+        {
+            "backbone": linear.sgd(block, steps_per_epoch, float(block.learning_rate)),
+            "head": linear.sgd(block, steps_per_epoch, float(block.head_learning_rate)),
+        },
+        lambda params: {
+            "backbone": jax.tree_util.tree_map(lambda _: "backbone", params["backbone"]),
+            "head": jax.tree_util.tree_map(lambda _: "head", params["head"]),
+        },
+    )
 
 
-def finetune(module, variables: dict, pipeline, *, train_view: Callable, image_size: int,
-             num_classes: int, block, seed: int, sync_bn: bool, checkpointer=None,
-             writer=None, checkpoint_every_epochs: int = 1,
-             signature: dict | None = None) -> FinetuneState:
+def finetune(
+    module,
+    variables: dict,
+    pipeline,
+    *,
+    train_view: Callable,
+    image_size: int,
+    num_classes: int,
+    block,
+    seed: int,
+    sync_bn: bool,
+    checkpointer=None,
+    writer=None,
+    checkpoint_every_epochs: int = 1,
+    signature: dict | None = None,
+) -> FinetuneState:
     """Fine-tune `module` (backbone, num_classes=0) and a new linear head; returns host state.
 
     `module` must be built with bn_axis_name=AXIS when `sync_bn`. The pipeline yields the
@@ -72,23 +91,30 @@ def finetune(module, variables: dict, pipeline, *, train_view: Callable, image_s
     """
     steps = int(pipeline.steps_per_epoch)
     if steps < 1:
-        raise ValueError("semi_supervised: the labelled subset gives no full batch; lower "
-                         "semi_supervised.batch_size")
+        raise ValueError(
+            "semi_supervised: the labelled subset gives no full batch; lower "
+            "semi_supervised.batch_size"
+        )
     tx = optimizer(block, steps)
-    dim = features_lib.feature_dims(features_lib.pooled_features(module), variables,
-                                    image_size)["features"]
-    head = linear.init_heads(jax.random.PRNGKey(seed), {"features": dim}, num_classes,
-                             float(block.init_std))["features"]
+    dim = features_lib.feature_dims(features_lib.pooled_features(module), variables, image_size)[
+        "features"
+    ]
+    head = linear.init_heads(
+        jax.random.PRNGKey(seed), {"features": dim}, num_classes, float(block.init_std)
+    )["features"]
     params = {"backbone": variables["params"], "head": head}
-    state = FinetuneState(params=params, batch_stats=variables.get("batch_stats", {}),
-                          opt_state=tx.init(params), step=jnp.zeros((), jnp.int32))
+    state = FinetuneState(
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        step=jnp.zeros((), jnp.int32),
+    )
     state = parallel.replicate(state, AXIS)
     resident = features_lib.replicate_resident(pipeline)
     base_key = jax.random.PRNGKey(seed + 1)
 
     def device_step(state, x, labels, mask, resident):
-        key = jax.random.fold_in(jax.random.fold_in(base_key, state.step),
-                                 jax.lax.axis_index(AXIS))
+        key = jax.random.fold_in(jax.random.fold_in(base_key, state.step), jax.lax.axis_index(AXIS))
         images = train_view(key, features_lib.images_on_device(x, resident))
         count = jnp.maximum(jax.lax.psum(jnp.sum(mask.astype(jnp.float32)), AXIS), 1.0)
 
@@ -96,10 +122,10 @@ def finetune(module, variables: dict, pipeline, *, train_view: Callable, image_s
             model_vars = {"params": params["backbone"]}
             if state.batch_stats:
                 model_vars["batch_stats"] = state.batch_stats
-            feats, updated = module.apply(model_vars, images, train=True,
-                                          mutable=["batch_stats"])
-            logits = linear.head_logits({"features": params["head"]},
-                                        {"features": feats})["features"]
+            feats, updated = module.apply(model_vars, images, train=True, mutable=["batch_stats"])
+            logits = linear.head_logits({"features": params["head"]}, {"features": feats})[
+                "features"
+            ]
             ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
             return jnp.sum(ce * mask) / count, updated.get("batch_stats", {})
 
@@ -108,9 +134,12 @@ def finetune(module, variables: dict, pipeline, *, train_view: Callable, image_s
         if not sync_bn:  # keep replicas identical: average the per-device statistics
             batch_stats = jax.lax.pmean(batch_stats, AXIS)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = FinetuneState(params=optax.apply_updates(state.params, updates),
-                                  batch_stats=batch_stats, opt_state=opt_state,
-                                  step=state.step + 1)
+        new_state = FinetuneState(
+            params=optax.apply_updates(state.params, updates),
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+            step=state.step + 1,
+        )
         return new_state, jax.lax.psum(loss, AXIS)
 
     step_fn = jax.pmap(device_step, axis_name=AXIS, donate_argnums=(0,))
@@ -124,41 +153,71 @@ def finetune(module, variables: dict, pipeline, *, train_view: Callable, image_s
         for _ in range(steps):
             batch = next(iterator)
             mask = batch.get("mask", np.ones(np.shape(batch["label"]), bool))
-            state, loss = step_fn(state, features_lib.batch_images(batch), batch["label"], mask,
-                                  resident)
+            state, loss = step_fn(
+                state, features_lib.batch_images(batch), batch["label"], mask, resident
+            )
             losses.append(loss)
         return state, {"train_loss": float(np.mean(jax.device_get(losses), axis=0)[0])}
 
-    loop = linear.EpochLoop(checkpointer, writer, num_epochs=int(block.epochs),
-                            every_epochs=checkpoint_every_epochs, name="semi_supervised",
-                            signature=signature)
-    state = loop.run(state, run_epoch, data_state=pipeline.get_state,
-                     set_data_state=pipeline.set_state)
+    loop = linear.EpochLoop(
+        checkpointer,
+        writer,
+        num_epochs=int(block.epochs),
+        every_epochs=checkpoint_every_epochs,
+        name="semi_supervised",
+        signature=signature,
+    )
+    state = loop.run(
+        state, run_epoch, data_state=pipeline.get_state, set_data_state=pipeline.set_state
+    )
     return jax.device_get(flax.jax_utils.unreplicate(state))
 
 
-def run(config, backbone: features_lib.Backbone, *, checkpointer, writer, train_view,
-        score_fn: Callable[[Callable, tuple], dict], signature: dict | None = None,
-        host_crop=None) -> dict:
+def run(
+    config,
+    backbone: features_lib.Backbone,
+    *,
+    checkpointer,
+    writer,
+    train_view,
+    score_fn: Callable[[Callable, tuple], dict],
+    signature: dict | None = None,
+    host_crop=None,
+) -> dict:
     """The whole protocol: subset, fine-tuning, scoring. `score_fn(logits_fn, args)` scores
     `logits_fn(*args, images)` on the evaluation split (run.py's streaming scorer);
     `host_crop` is the training crop when data.train_crop='host'."""
     block = config.semi_supervised
     scoring.per_device_batch_size(int(block.batch_size), "semi_supervised.batch_size")
     subset = select_subset(config.data, block, int(config.seed))
-    pipe = data_pipeline.create(config.data, split=config.data.train_split, training=True,
-                                global_batch_size=int(block.batch_size), seed=config.seed,
-                                indices=subset, host_crop=host_crop)
+    pipe = data_pipeline.create(
+        config.data,
+        split=config.data.train_split,
+        training=True,
+        global_batch_size=int(block.batch_size),
+        seed=config.seed,
+        indices=subset,
+        host_crop=host_crop,
+    )
     overrides = {**backbone.spec["overrides"], "dtype": config.dtype, "num_classes": 0}
     if block.sync_bn:
         overrides["bn_axis_name"] = AXIS
     module = get_model(backbone.spec["arch"], **overrides)
-    state = finetune(module, backbone.variables, pipe,
-                     train_view=train_view, image_size=int(config.data.image_size),
-                     num_classes=int(pipe.num_classes), block=block, seed=int(config.seed),
-                     sync_bn=bool(block.sync_bn), checkpointer=checkpointer, writer=writer,
-                     checkpoint_every_epochs=int(config.checkpoint_every_epochs),
-                     signature={**(signature or {}), "labelled_examples": int(len(subset))})
+    state = finetune(
+        module,
+        backbone.variables,
+        pipe,
+        train_view=train_view,
+        image_size=int(config.data.image_size),
+        num_classes=int(pipe.num_classes),
+        block=block,
+        seed=int(config.seed),
+        sync_bn=bool(block.sync_bn),
+        checkpointer=checkpointer,
+        writer=writer,
+        checkpoint_every_epochs=int(config.checkpoint_every_epochs),
+        signature={**(signature or {}), "labelled_examples": int(len(subset))},
+    )
     eval_module = backbone.module  # same architecture, no cross-device BatchNorm
     eval_vars = {"params": state.params["backbone"]}
     if state.batch_stats:
@@ -170,9 +229,14 @@ def run(config, backbone: features_lib.Backbone, *, checkpointer, writer, train_
 
     heads = score_fn(logits_fn, (eval_vars, state.params["head"]))
     r = heads["features"]
-    return {"top1": r["top1"], "top5": r["top5"], "count": r["count"],
-            "labelled_examples": int(len(subset)),
-            "fraction": None if block.subset_file else float(block.fraction),
-            "subset_file": block.subset_file or None, "epochs": int(block.epochs),
-            "learning_rate": float(block.learning_rate),
-            "head_learning_rate": float(block.head_learning_rate)}
+    return {
+        "top1": r["top1"],
+        "top5": r["top5"],
+        "count": r["count"],
+        "labelled_examples": int(len(subset)),
+        "fraction": None if block.subset_file else float(block.fraction),
+        "subset_file": block.subset_file or None,
+        "epochs": int(block.epochs),
+        "learning_rate": float(block.learning_rate),
+        "head_learning_rate": float(block.head_learning_rate),
+    }

@@ -17,6 +17,7 @@ quick start (rekd_jax.experiments.quickstart) and the CIFAR-10 study (rekd_jax.e
 Every table `format_table` prints has a random-init row for each student architecture in it and
 each trained row's kNN gain over that row: a trained number means nothing without it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,7 +25,7 @@ import json
 import math
 import os
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import jax
 import ml_collections
@@ -39,24 +40,30 @@ from rekd_jax.training import state as state_lib
 
 RANDOM_INIT = "random init"
 # metrics.jsonl scalars summarised per trained run (mean over the last quarter of the log lines).
-DIAGNOSTICS = ("positive_label_precision", "positives_per_anchor", "prototype_entropy",
-               "contrast_accuracy", "loss")
+DIAGNOSTICS = (
+    "positive_label_precision",
+    "positives_per_anchor",
+    "prototype_entropy",
+    "contrast_accuracy",
+    "loss",
+)
 
 
 @dataclasses.dataclass
 class Arm:
     """One row: a trained run (config) or a random-init baseline (init text)."""
-    name: str                                      # unique relative path, e.g. 'alexnet/mocov2/s0'
-    arch: str                                      # the student architecture (table column)
-    label: str                                     # 'random init', 'MoCo v2', 'ReKD (offline)', ...
+
+    name: str  # unique relative path, e.g. 'alexnet/mocov2/s0'
+    arch: str  # the student architecture (table column)
+    label: str  # 'random init', 'MoCo v2', 'ReKD (offline)', ...
     config: ml_collections.ConfigDict | None = None  # pre-training config; None = random init
-    init: str = ""                                 # init: checkpoint text of a random-init arm
-    teacher: str = ""                              # arm whose encoders/ holds the offline teacher
-    teacher_encoder: str = "student"               # ...as this folder of that arm's encoders/
-    group: str = ""                                # 'teacher', 'student', 'mechanism', ...
+    init: str = ""  # init: checkpoint text of a random-init arm
+    teacher: str = ""  # arm whose encoders/ holds the offline teacher
+    teacher_encoder: str = "student"  # ...as this folder of that arm's encoders/
+    group: str = ""  # 'teacher', 'student', 'mechanism', ...
     seed: int = 0
-    source: str = ""                               # ROOT-relative encoder dir to score
-    reuse: str = ""                                # trained arm whose student this row scores
+    source: str = ""  # ROOT-relative encoder dir to score
+    reuse: str = ""  # trained arm whose student this row scores
     evaluation: ml_collections.ConfigDict | None = None  # this row's protocol (None: the plan's)
 
     @property
@@ -69,19 +76,28 @@ class Arm:
 
 def init_text(arch: str, overrides: dict, seed: int = 0) -> str:
     """`init:ARCH:field=value,...,seed=N` for an untrained encoder with these model overrides."""
-    fields = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
-              for k, v in sorted(overrides.items())] + [f"seed={seed}"]
+    fields = [
+        f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+        for k, v in sorted(overrides.items())
+    ] + [f"seed={seed}"]
     return f"init:{arch}:{','.join(fields)}"
 
 
-def random_init_arm(run_config: ml_collections.ConfigDict, name: str, group: str = "",
-                    seed: int | None = None) -> Arm:
+def random_init_arm(
+    run_config: ml_collections.ConfigDict, name: str, group: str = "", seed: int | None = None
+) -> Arm:
     """The random-init baseline of a pre-training config's student (same arch and overrides;
     the same initialisation seed as the run unless `seed` is given)."""
     overrides = state_lib.backbone_overrides(run_config.student.overrides)
     seed = int(run_config.rng_seed) if seed is None else seed
-    return Arm(name=name, arch=run_config.student.arch, label=RANDOM_INIT,
-               init=init_text(run_config.student.arch, overrides, seed), group=group, seed=seed)
+    return Arm(
+        name=name,
+        arch=run_config.student.arch,
+        label=RANDOM_INIT,
+        init=init_text(run_config.student.arch, overrides, seed),
+        group=group,
+        seed=seed,
+    )
 
 
 def summarize_metrics(metrics_path: str, keys: Sequence[str] = DIAGNOSTICS) -> dict:
@@ -91,7 +107,7 @@ def summarize_metrics(metrics_path: str, keys: Sequence[str] = DIAGNOSTICS) -> d
     for key in keys:
         values = [r[f"train/{key}"] for r in records if f"train/{key}" in r]
         if values:
-            tail = values[-max(1, len(values) // 4):]
+            tail = values[-max(1, len(values) // 4) :]
             out[key] = float(np.mean(tail))
     return out
 
@@ -103,19 +119,26 @@ def _train(arm: Arm, root: str, run_dir: str) -> dict:
         config.teacher.checkpoint = arm.teacher_path(root)
     summary = pretrain.train_and_evaluate(config, run_dir)
     # summary["train_seconds"]: the first run's training time plus each resume's (run_record)
-    return {"steps": int(summary["step"]), "train_seconds": round(summary["train_seconds"], 1),
-            "encoder": summary["encoders"]["student"],
-            "final_loss": summary["metrics"].get("train/loss")}
+    return {
+        "steps": int(summary["step"]),
+        "train_seconds": round(summary["train_seconds"], 1),
+        "encoder": summary["encoders"]["student"],
+        "final_loss": summary["metrics"].get("train/loss"),
+    }
 
 
 def knn_curve(metrics_path: str) -> list[list[float]]:
     """[[step, kNN top-1 %], ...] of the run's kNN monitor (empty when it was off)."""
-    return [[int(r["step"]), 100.0 * float(r["knn/top1"])]
-            for r in logging_lib.read_jsonl(metrics_path) if "knn/top1" in r]
+    return [
+        [int(r["step"]), 100.0 * float(r["knn/top1"])]
+        for r in logging_lib.read_jsonl(metrics_path)
+        if "knn/top1" in r
+    ]
 
 
-def evaluate_encoder(evaluation: ml_collections.ConfigDict, modes: Sequence[str],
-                     checkpoint: str, workdir: str) -> dict:
+def evaluate_encoder(
+    evaluation: ml_collections.ConfigDict, modes: Sequence[str], checkpoint: str, workdir: str
+) -> dict:
     """{mode: {'top1', 'top5'}} of an encoder directory or `init:` text (each mode resumes)."""
     out = {}
     for mode in modes:
@@ -128,8 +151,14 @@ def evaluate_encoder(evaluation: ml_collections.ConfigDict, modes: Sequence[str]
     return out
 
 
-def run_arm(arm: Arm, root: str, evaluation: ml_collections.ConfigDict,
-            modes: Sequence[str], *, clear_caches: bool = True) -> dict:
+def run_arm(
+    arm: Arm,
+    root: str,
+    evaluation: ml_collections.ConfigDict,
+    modes: Sequence[str],
+    *,
+    clear_caches: bool = True,
+) -> dict:
     """Runs (or skips, when ROOT/<name>/row.json exists) one arm; returns its row.
 
     `clear_caches` drops JAX's compiled functions afterwards: a long plan compiles a step per
@@ -140,8 +169,15 @@ def run_arm(arm: Arm, root: str, evaluation: ml_collections.ConfigDict,
     row_path = os.path.join(run_dir, "row.json")
     if os.path.exists(row_path):
         return run_record.read_json(row_path)
-    row = {"name": arm.name, "arch": arm.arch, "label": arm.label, "group": arm.group,
-           "seed": arm.seed, "steps": 0, "train_seconds": 0.0}
+    row = {
+        "name": arm.name,
+        "arch": arm.arch,
+        "label": arm.label,
+        "group": arm.group,
+        "seed": arm.seed,
+        "steps": 0,
+        "train_seconds": 0.0,
+    }
     if arm.trained:
         row.update(_train(arm, root, run_dir))
         row["method"] = arm.config.method
@@ -154,8 +190,13 @@ def run_arm(arm: Arm, root: str, evaluation: ml_collections.ConfigDict,
         checkpoint = row["encoder"]
     elif arm.reuse:
         trained = run_record.read_json(os.path.join(root, arm.reuse, "row.json"))
-        row.update({k: v for k, v in trained.items() if k not in ("name", "group", "eval",
-                                                                  "eval_seconds", "label")})
+        row.update(
+            {
+                k: v
+                for k, v in trained.items()
+                if k not in ("name", "group", "eval", "eval_seconds", "label")
+            }
+        )
         row["reused"] = arm.reuse
         checkpoint = row["encoder"]
     else:
@@ -186,6 +227,7 @@ class Budget:
     theirs (at the trained arms' rate until one has run). No ETA until a trained arm is done:
     evaluation-only arms, the first one also building the dataset, say little about the time
     training takes."""
+
     total: float = 0.0  # estimated cost of every arm not finished when the budget was made
     evaluation_total: float = 0.0  # ...the part of `total` that evaluation-only arms make up
     # trained? -> cost done, seconds spent (arms finished before the budget was made: neither)
@@ -197,8 +239,10 @@ class Budget:
     def of(cls, arms: Iterable[Arm], cost: Callable[[Arm], float], root: str) -> Budget:
         """The budget of the arms not finished under ROOT."""
         left = [a for a in arms if not is_finished(root, a)]
-        return cls(total=sum(cost(a) for a in left),
-                   evaluation_total=sum(cost(a) for a in left if not a.trained))
+        return cls(
+            total=sum(cost(a) for a in left),
+            evaluation_total=sum(cost(a) for a in left if not a.trained),
+        )
 
     def add(self, arm: Arm, cost: float, seconds: float) -> None:
         """Records an arm that has just run."""
@@ -210,29 +254,35 @@ class Budget:
         if not self.done[True]:
             return float("nan")
         trained_rate = self.spent[True] / self.done[True]
-        evaluation_rate = (self.spent[False] / self.done[False] if self.done[False]
-                           else trained_rate)
+        evaluation_rate = self.spent[False] / self.done[False] if self.done[False] else trained_rate
         evaluation_left = max(0.0, self.evaluation_total - self.done[False])
-        trained_left = max(0.0, self.total - self.done[True] - self.done[False]
-                           - evaluation_left)
+        trained_left = max(0.0, self.total - self.done[True] - self.done[False] - evaluation_left)
         return trained_rate * trained_left + evaluation_rate * evaluation_left
 
 
 def default_cost(arms: Sequence[Arm]) -> Callable[[Arm], float]:
     """Training steps; an arm that only evaluates, a tenth of the mean trained arm."""
     steps = [float(a.config.num_train_steps or 1) for a in arms if a.trained] or [1.0]
-    return lambda a: (float(a.config.num_train_steps or 1) if a.trained
-                      else 0.1 * float(np.mean(steps)))
+    return lambda a: (
+        float(a.config.num_train_steps or 1) if a.trained else 0.1 * float(np.mean(steps))
+    )
 
 
 def is_finished(root: str, arm: Arm) -> bool:
     return os.path.exists(os.path.join(root, arm.name, "row.json"))
 
 
-def run_plan(arms: Sequence[Arm], root: str, evaluation: ml_collections.ConfigDict,
-             modes: Sequence[str], *, cost: Callable[[Arm], float] | None = None,
-             log: Callable[[str], None] = print, clear_caches: bool = True,
-             budget: Budget | None = None) -> list[dict]:
+def run_plan(
+    arms: Sequence[Arm],
+    root: str,
+    evaluation: ml_collections.ConfigDict,
+    modes: Sequence[str],
+    *,
+    cost: Callable[[Arm], float] | None = None,
+    log: Callable[[str], None] = print,
+    clear_caches: bool = True,
+    budget: Budget | None = None,
+) -> list[dict]:
     """Runs every arm in order (skipping finished ones); logs progress with an ETA.
 
     `cost(arm)` is a relative cost estimate (default: `default_cost`) used to turn the time
@@ -254,10 +304,12 @@ def run_plan(arms: Sequence[Arm], root: str, evaluation: ml_collections.ConfigDi
             budget.add(arm, cost(arm), time.time() - t0)
         eta = budget.eta()
         knn = rows[-1]["eval"].get("knn", {}).get("top1")
-        log(f"[{i}/{len(arms)}] {arm.name}: {'skipped (done)' if finished else 'done'}"
+        log(
+            f"[{i}/{len(arms)}] {arm.name}: {'skipped (done)' if finished else 'done'}"
             f"{'' if knn is None else f', kNN {knn:.1f}'}; elapsed "
             f"{format_duration(time.time() - budget.start)}, ETA "
-            f"{'?' if math.isnan(eta) else format_duration(eta)}")
+            f"{'?' if math.isnan(eta) else format_duration(eta)}"
+        )
     return rows
 
 
@@ -283,32 +335,40 @@ def format_table(rows: Sequence[dict], chance: float | None = None) -> str:
     missing = sorted({r["arch"] for r in rows} - set(baselines))
     if missing:
         raise ValueError(f"no random-init row for {missing}: every table needs one per arch")
-    header = (f"{'run':<26} {'arch':<18} {'method':<22} {'steps':>6} {'train s':>8} "
-              f"{'kNN':>6} {'dkNN':>6} {'linear':>7} {'dlin':>6} {'label prec.':>11}")
+    header = (
+        f"{'run':<26} {'arch':<18} {'method':<22} {'steps':>6} {'train s':>8} "
+        f"{'kNN':>6} {'dkNN':>6} {'linear':>7} {'dlin':>6} {'label prec.':>11}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         knn = r["eval"].get("knn", {}).get("top1")
         lin = r["eval"].get("linear", {}).get("top1")
         base = baselines[r["arch"]]["eval"]
         trained = r["label"] != RANDOM_INIT
-        d_knn = knn - base["knn"]["top1"] if trained and knn is not None and "knn" in base \
+        d_knn = knn - base["knn"]["top1"] if trained and knn is not None and "knn" in base else None
+        d_lin = (
+            lin - base["linear"]["top1"]
+            if trained and lin is not None and "linear" in base
             else None
-        d_lin = lin - base["linear"]["top1"] if trained and lin is not None and "linear" in base \
-            else None
+        )
         precision = r.get("diagnostics", {}).get("positive_label_precision")
         if precision is not None and r.get("method") != "rekd":
             precision = None
         prec_text = _fmt(precision, ".3f")
         if precision is not None and chance:
             prec_text += f" ({precision / chance:.1f}x)"
-        lines.append(f"{r['name']:<26.26} {r['arch']:<18.18} {r['label']:<22.22} "
-                     f"{r['steps']:>6} {r['train_seconds']:>8.0f} {_fmt(knn):>6} "
-                     f"{_fmt(d_knn, '+.1f'):>6} {_fmt(lin):>7} {_fmt(d_lin, '+.1f'):>6} "
-                     f"{prec_text:>11}")
+        lines.append(
+            f"{r['name']:<26.26} {r['arch']:<18.18} {r['label']:<22.22} "
+            f"{r['steps']:>6} {r['train_seconds']:>8.0f} {_fmt(knn):>6} "
+            f"{_fmt(d_knn, '+.1f'):>6} {_fmt(lin):>7} {_fmt(d_lin, '+.1f'):>6} "
+            f"{prec_text:>11}"
+        )
     if chance:
-        lines.append(f"(top-1 in %; dkNN / dlin: gain over the same architecture's random init; "
-                     f"label prec.: fraction of ReKD's mined positives with the anchor's class, "
-                     f"chance {chance:.3f})")
+        lines.append(
+            f"(top-1 in %; dkNN / dlin: gain over the same architecture's random init; "
+            f"label prec.: fraction of ReKD's mined positives with the anchor's class, "
+            f"chance {chance:.3f})"
+        )
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ table. Each stage resumes like any pre-training run and finished rows are skippe
 the command after an interruption continues where it stopped. The student's offline teacher is
 teacher/encoders/student.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,12 @@ from rekd_jax.core import fileio
 from rekd_jax.experiments import plan
 from rekd_jax.training import state as state_lib
 
-STAGES = (("teacher", "teacher", "MoCo v2 (teacher)"), ("student", "student", "ReKD (offline)"),
-          ("seed", "student", "SEED"), ("baseline", "student", "MoCo v2"))
+STAGES = (
+    ("teacher", "teacher", "MoCo v2 (teacher)"),
+    ("student", "student", "ReKD (offline)"),
+    ("seed", "student", "SEED"),
+    ("baseline", "student", "MoCo v2"),
+)
 
 
 def teacher_of(run: ml_collections.ConfigDict) -> str:
@@ -39,13 +44,20 @@ def arms(config: ml_collections.ConfigDict) -> list[plan.Arm]:
         key = (run.student.arch, json.dumps(run.student.overrides.to_dict(), sort_keys=True))
         if key not in seen:
             seen.add(key)
-            out.append(plan.random_init_arm(run, f"random_init/{run.student.arch}",
-                                            group=name))
+            out.append(plan.random_init_arm(run, f"random_init/{run.student.arch}", group=name))
     for name, group, label in STAGES:
         if name in config.runs:
             run = config.runs[name]
-            out.append(plan.Arm(name=name, arch=run.student.arch, label=label, config=run,
-                                teacher=teacher_of(run), group=group))
+            out.append(
+                plan.Arm(
+                    name=name,
+                    arch=run.student.arch,
+                    label=label,
+                    config=run,
+                    teacher=teacher_of(run),
+                    group=group,
+                )
+            )
     return out
 
 
@@ -61,21 +73,27 @@ def targets(rows: list[dict], chance: float) -> list[str]:
     if "teacher" in by_name:
         t = by_name["teacher"]
         gain = knn(t) - knn(base[t["arch"]])
-        lines.append(f"teacher kNN gain over random init: {gain:+.1f} (target >= +15): "
-                     f"{'met' if gain >= 15 else 'NOT met'}")
+        lines.append(
+            f"teacher kNN gain over random init: {gain:+.1f} (target >= +15): "
+            f"{'met' if gain >= 15 else 'NOT met'}"
+        )
     if "baseline" in by_name:
         b = by_name["baseline"]
         d_knn, d_lin = knn(b) - knn(base[b["arch"]]), lin(b) - lin(base[b["arch"]])
-        lines.append(f"MoCo v2 student over random init: kNN {d_knn:+.1f}, linear {d_lin:+.1f} "
-                     f"(target > 0 on both): {'met' if d_knn > 0 and d_lin > 0 else 'NOT met'}")
+        lines.append(
+            f"MoCo v2 student over random init: kNN {d_knn:+.1f}, linear {d_lin:+.1f} "
+            f"(target > 0 on both): {'met' if d_knn > 0 and d_lin > 0 else 'NOT met'}"
+        )
     if "student" in by_name and "baseline" in by_name:
         s, b = by_name["student"], by_name["baseline"]
         gain = knn(s) - knn(b)
         precision = s.get("diagnostics", {}).get("positive_label_precision", float("nan"))
-        lines.append(f"ReKD student over MoCo v2 student: kNN {gain:+.1f} (aim >= +3): "
-                     f"{'met' if gain >= 3 else 'NOT met'}; mined positives' label precision "
-                     f"{precision:.3f} = {precision / chance:.1f}x chance (aim >= 2x): "
-                     f"{'met' if precision >= 2 * chance else 'NOT met'}")
+        lines.append(
+            f"ReKD student over MoCo v2 student: kNN {gain:+.1f} (aim >= +3): "
+            f"{'met' if gain >= 3 else 'NOT met'}; mined positives' label precision "
+            f"{precision:.3f} = {precision / chance:.1f}x chance (aim >= 2x): "
+            f"{'met' if precision >= 2 * chance else 'NOT met'}"
+        )
     return lines
 
 
@@ -83,11 +101,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs every row; returns {'rows', 'targets', 'chance', 'seconds'} (also results.json)."""
     start = time.time()
     # Five arms: keep what each compiles (run_arm), the students reuse the initialisers.
-    rows = plan.run_plan(arms(config), workdir, config.evaluation, config.eval_modes,
-                         clear_caches=False)
+    rows = plan.run_plan(
+        arms(config), workdir, config.evaluation, config.eval_modes, clear_caches=False
+    )
     chance = plan.label_chance(config.evaluation.data, config.evaluation.data.eval_split)
-    result = {"rows": rows, "chance": chance, "targets": targets(rows, chance),
-              "seconds": round(time.time() - start, 1)}
+    result = {
+        "rows": rows,
+        "chance": chance,
+        "targets": targets(rows, chance),
+        "seconds": round(time.time() - start, 1),
+    }
     print(plan.format_table(rows, chance))
     print("\n".join(result["targets"]))
     path = os.path.join(workdir, "results.json")

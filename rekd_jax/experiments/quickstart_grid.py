@@ -9,6 +9,7 @@ VAL_FRACTION, scored against the rest); the test split is never read. The best v
 per method (ties: linear) is the lr configs/quickstart.py uses. Writes WORKDIR/results.json and
 prints the table; rerunning skips finished runs.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,15 +41,31 @@ def arms(config: ml_collections.ConfigDict, evaluation) -> list[plan.Arm]:
     """The teacher, then every student run at every lr of config.lr_grid."""
     labels = {name: label for name, _, label in quickstart.STAGES}
     teacher = config.runs.teacher
-    out = [plan.Arm(name="teacher", arch=teacher.student.arch, label=labels["teacher"],
-                    config=teacher, group="teacher", evaluation=evaluation)]
+    out = [
+        plan.Arm(
+            name="teacher",
+            arch=teacher.student.arch,
+            label=labels["teacher"],
+            config=teacher,
+            group="teacher",
+            evaluation=evaluation,
+        )
+    ]
     for name in STUDENTS:
         for lr in config.lr_grid:
             run = config.runs[name].copy_and_resolve_references()
             run.optimizer.base_learning_rate = lr
-            out.append(plan.Arm(name=arm_name(name, lr), arch=run.student.arch,
-                                label=labels[name], config=run, group=name,
-                                teacher=quickstart.teacher_of(run), evaluation=evaluation))
+            out.append(
+                plan.Arm(
+                    name=arm_name(name, lr),
+                    arch=run.student.arch,
+                    label=labels[name],
+                    config=run,
+                    group=name,
+                    teacher=quickstart.teacher_of(run),
+                    evaluation=evaluation,
+                )
+            )
     return out
 
 
@@ -57,8 +74,13 @@ def choices(rows: list[dict], lrs) -> dict[str, float]:
     by_name = {r["name"]: r for r in rows}
     out = {}
     for name in STUDENTS:
-        best = max(lrs, key=lambda lr: (by_name[arm_name(name, lr)]["eval"]["knn"]["top1"],
-                                        by_name[arm_name(name, lr)]["eval"]["linear"]["top1"]))
+        best = max(
+            lrs,
+            key=lambda lr: (
+                by_name[arm_name(name, lr)]["eval"]["knn"]["top1"],
+                by_name[arm_name(name, lr)]["eval"]["linear"]["top1"],
+            ),
+        )
         out[name] = best
     return out
 
@@ -72,8 +94,9 @@ def table(rows: list[dict], lrs, chosen: dict) -> str:
             e = by_name[arm_name(name, lr)]["eval"]
             mark = "*" if chosen[name] == lr else " "
             cells.append(f"{e['knn']['top1']:.1f} / {e['linear']['top1']:.1f}{mark}")
-        lines.append(f"{by_name[arm_name(name, lrs[0])]['label']:<18}"
-                     + "".join(f"{c:>17}" for c in cells))
+        lines.append(
+            f"{by_name[arm_name(name, lrs[0])]['label']:<18}" + "".join(f"{c:>17}" for c in cells)
+        )
     lines.append("(validation kNN / linear top-1 %; * chosen)")
     return "\n".join(lines)
 
@@ -82,12 +105,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the grid into WORKDIR; returns {'lrs', 'chosen', 'rows', 'validation'}."""
     evaluation = validation_eval(config)
     lrs = tuple(config.lr_grid)
-    rows = plan.run_plan(arms(config, evaluation), workdir, evaluation, config.eval_modes,
-                         clear_caches=False)
+    rows = plan.run_plan(
+        arms(config, evaluation), workdir, evaluation, config.eval_modes, clear_caches=False
+    )
     chosen = choices(rows, lrs)
-    result = {"lrs": list(lrs), "seed": int(config.seed), "chosen": chosen, "rows": rows,
-              "validation": {"bank": evaluation.data.train_split,
-                             "scored": evaluation.data.eval_split}}
+    result = {
+        "lrs": list(lrs),
+        "seed": int(config.seed),
+        "chosen": chosen,
+        "rows": rows,
+        "validation": {"bank": evaluation.data.train_split, "scored": evaluation.data.eval_split},
+    }
     fileio.write_json(os.path.join(workdir, "results.json"), result)
     print(table(rows, lrs, chosen), flush=True)
     return result

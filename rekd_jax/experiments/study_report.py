@@ -5,9 +5,10 @@ ReKD's margins, teacher quality, and the five students.
 `markdown(result)` reads only the results dict (rekd_jax.experiments.cifar10.run), so the tables
 can be rebuilt from a committed results.json.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 MODES = ("knn", "linear")
 
@@ -22,8 +23,9 @@ def _minutes(seconds) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     align = ["---"] + ["---:"] * (len(header) - 1)
-    return (["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
-            + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"] + [
+        "| " + " | ".join(map(str, r)) + " |" for r in rows
+    ]
 
 
 def _rows(result: Mapping) -> dict[str, Mapping]:
@@ -37,8 +39,7 @@ def _top1(row: Mapping | None, mode: str):
 def _mean_spread(stats: Mapping | None) -> str:
     if not stats:
         return "-"
-    return (f"{stats['mean']:.1f} ± {stats['std']:.1f} "
-            f"[{stats['min']:.1f}, {stats['max']:.1f}]")
+    return f"{stats['mean']:.1f} ± {stats['std']:.1f} [{stats['min']:.1f}, {stats['max']:.1f}]"
 
 
 def _precision(value, chance) -> str:
@@ -62,10 +63,19 @@ def teachers_table(result: Mapping) -> list[str]:
         else:
             pct = r["name"].rsplit("_", 1)[-1].replace("pct", "%")
             prec = quality.get(pct, {}).get("label_precision")
-        out.append([r["label"], r["steps"] or "-", _minutes(r.get("train_seconds")),
-                    _f(_top1(r, "knn")), _f(_top1(r, "linear")), _precision(prec, chance)])
-    return _table(["teacher", "steps", "train min", "kNN", "linear",
-                   "mined-positive precision"], out)
+        out.append(
+            [
+                r["label"],
+                r["steps"] or "-",
+                _minutes(r.get("train_seconds")),
+                _f(_top1(r, "knn")),
+                _f(_top1(r, "linear")),
+                _precision(prec, chance),
+            ]
+        )
+    return _table(
+        ["teacher", "steps", "train min", "kNN", "linear", "mined-positive precision"], out
+    )
 
 
 def search_tables(result: Mapping) -> list[str]:
@@ -73,18 +83,30 @@ def search_tables(result: Mapping) -> list[str]:
     settings = choices.get("settings", {})
     lines = []
     for arm, title in (("rekd", "ReKD reading"), ("seed", "SEED temperatures")):
-        rows = [r for r in result["rows"] if r["group"] == "search"
-                and r["name"].startswith(f"select/{arm}/")]
+        rows = [
+            r
+            for r in result["rows"]
+            if r["group"] == "search" and r["name"].startswith(f"select/{arm}/")
+        ]
         if not rows:
             continue
         table = []
         for r in rows:
             variant = r["name"].split("/")[2]
             mark = " (chosen)" if settings.get(arm) == variant else ""
-            table.append([f"{variant}{mark}", _f(_top1(r, "knn")), _f(_top1(r, "linear")),
-                          _precision(r.get("diagnostics", {}).get("positive_label_precision")
-                                     if r.get("method") == "rekd" else None,
-                                     result.get("chance"))])
+            table.append(
+                [
+                    f"{variant}{mark}",
+                    _f(_top1(r, "knn")),
+                    _f(_top1(r, "linear")),
+                    _precision(
+                        r.get("diagnostics", {}).get("positive_label_precision")
+                        if r.get("method") == "rekd"
+                        else None,
+                        result.get("chance"),
+                    ),
+                ]
+            )
         lines += [f"{title}, validation, one run each:", ""]
         lines += _table(["setting", "kNN", "linear", "mined-positive precision"], table) + [""]
     return lines
@@ -105,8 +127,11 @@ def grid_table(result: Mapping) -> list[str]:
             line.append(f"**{text}**" if p is not None and lr == chosen.get(arm) else text)
         table.append(line)
     batch = result["scale_settings"]["batch"]
-    return ([f"Peak learning rate at batch {batch}, validation kNN / linear; bold: chosen:", ""]
-            + _table(["arm"] + [f"lr {lr:g}" for lr in lrs], table) + [""])
+    return (
+        [f"Peak learning rate at batch {batch}, validation kNN / linear; bold: chosen:", ""]
+        + _table(["arm"] + [f"lr {lr:g}" for lr in lrs], table)
+        + [""]
+    )
 
 
 def mechanism_table(result: Mapping) -> list[str]:
@@ -119,14 +144,33 @@ def mechanism_table(result: Mapping) -> list[str]:
     base = rows.get(f"random_init/{arch}")
     table = [["random init", "-", "-", _f(_top1(base, "knn")), _f(_top1(base, "linear")), "-"]]
     for arm, entry in mech["arms"].items():
-        setting = {"rekd": "rekd", "rekd_supervised": "rekd", "rekd_oracle": "rekd",
-                   "seed": "seed"}.get(arm)
-        table.append([entry["label"], choices.get("settings", {}).get(setting, "-")
-                      if setting else "-", _f(choices.get("lr", {}).get(arm), "g"),
-                      _mean_spread(entry.get("knn")), _mean_spread(entry.get("linear")),
-                      _precision(entry.get("label_precision"), chance)])
-    lines = _table(["arm", "setting", "peak lr", "kNN mean ± std [min, max]",
-                    "linear mean ± std [min, max]", "mined-positive precision"], table)
+        setting = {
+            "rekd": "rekd",
+            "rekd_supervised": "rekd",
+            "rekd_oracle": "rekd",
+            "seed": "seed",
+        }.get(arm)
+        table.append(
+            [
+                entry["label"],
+                choices.get("settings", {}).get(setting, "-") if setting else "-",
+                _f(choices.get("lr", {}).get(arm), "g"),
+                _mean_spread(entry.get("knn")),
+                _mean_spread(entry.get("linear")),
+                _precision(entry.get("label_precision"), chance),
+            ]
+        )
+    lines = _table(
+        [
+            "arm",
+            "setting",
+            "peak lr",
+            "kNN mean ± std [min, max]",
+            "linear mean ± std [min, max]",
+            "mined-positive precision",
+        ],
+        table,
+    )
     lines.append("")
     for name, margin in mech.get("margins", {}).items():
         other = name.split("_over_")[1]
@@ -136,8 +180,12 @@ def mechanism_table(result: Mapping) -> list[str]:
                 f"- ReKD over {'MoCo v2' if other == 'mocov2' else 'SEED'}, {mode}: "
                 f"{m['mean']:+.1f} (seed-paired differences {_f(m['paired_min'], '+.1f')} to "
                 f"{_f(m['paired_max'], '+.1f')}); "
-                + ("outside the seed spread" if m["outside_seed_spread"]
-                   else "within the seed spread"))
+                + (
+                    "outside the seed spread"
+                    if m["outside_seed_spread"]
+                    else "within the seed spread"
+                )
+            )
     return lines + [""]
 
 
@@ -152,42 +200,70 @@ def quality_table(result: Mapping) -> list[str]:
         for arm in ("seed", "rekd"):
             for mode in MODES:
                 s = p.get(arm, {}).get(mode)
-                cells.append("-" if not s else
-                             f"{s['mean']:+.1f} [{s['min']:+.1f}, {s['max']:+.1f}]")
+                cells.append(
+                    "-" if not s else f"{s['mean']:+.1f} [{s['min']:+.1f}, {s['max']:+.1f}]"
+                )
         table.append(cells)
-    return _table(["teacher", "teacher kNN", "mined-positive precision",
-                   "SEED - MoCo v2, kNN", "SEED - MoCo v2, linear",
-                   "ReKD - MoCo v2, kNN", "ReKD - MoCo v2, linear"], table) + [""]
+    return _table(
+        [
+            "teacher",
+            "teacher kNN",
+            "mined-positive precision",
+            "SEED - MoCo v2, kNN",
+            "SEED - MoCo v2, linear",
+            "ReKD - MoCo v2, kNN",
+            "ReKD - MoCo v2, linear",
+        ],
+        table,
+    ) + [""]
 
 
 def students_table(result: Mapping) -> list[str]:
     students = result.get("students", {})
     if not students:
         return []
-    arms = (("random_init", "random init"), ("mocov2", "MoCo v2"), ("seed", "SEED"),
-            ("rekd", "ReKD"))
+    arms = (
+        ("random_init", "random init"),
+        ("mocov2", "MoCo v2"),
+        ("seed", "SEED"),
+        ("rekd", "ReKD"),
+    )
     table = []
     for arch, entries in students.items():
         steps = max((e.get("steps", 0) for e in entries.values()), default=0)
-        table.append([arch, steps] + [
-            "-" if name not in entries else
-            f"{_f(entries[name].get('knn'))} / {_f(entries[name].get('linear'))}"
-            for name, _ in arms])
-    return _table(["student", "steps"] + [f"{label} kNN / linear" for _, label in arms],
-                  table) + [""]
+        table.append(
+            [arch, steps]
+            + [
+                "-"
+                if name not in entries
+                else f"{_f(entries[name].get('knn'))} / {_f(entries[name].get('linear'))}"
+                for name, _ in arms
+            ]
+        )
+    return _table(["student", "steps"] + [f"{label} kNN / linear" for _, label in arms], table) + [
+        ""
+    ]
 
 
 def markdown(result: Mapping) -> str:
     """All of the study's tables as one Markdown document."""
     settings = result["scale_settings"]
-    lines = [f"# CIFAR-10 study, scale {result['scale']}", "",
-             f"Command: `{result.get('command', '')}`", "",
-             f"Machine: {result.get('machine', '-')}.", "",
-             f"Top-1 in % on the test split unless marked validation; kNN: weighted kNN "
-             f"(k 200, tau 0.1); linear: the fast linear probe ({settings['linear_epochs']} "
-             f"epochs on frozen features); mined-positive precision: the fraction of ReKD's "
-             f"mined positives that share the anchor's label (chance "
-             f"{_f(result.get('chance'), '.3f')}).", "", "## Teachers", ""]
+    lines = [
+        f"# CIFAR-10 study, scale {result['scale']}",
+        "",
+        f"Command: `{result.get('command', '')}`",
+        "",
+        f"Machine: {result.get('machine', '-')}.",
+        "",
+        f"Top-1 in % on the test split unless marked validation; kNN: weighted kNN "
+        f"(k 200, tau 0.1); linear: the fast linear probe ({settings['linear_epochs']} "
+        f"epochs on frozen features); mined-positive precision: the fraction of ReKD's "
+        f"mined positives that share the anchor's label (chance "
+        f"{_f(result.get('chance'), '.3f')}).",
+        "",
+        "## Teachers",
+        "",
+    ]
     lines += teachers_table(result) + [""]
     lines += ["## Choices on validation", ""] + search_tables(result) + grid_table(result)
     lines += [f"## Mechanism arms on the test split ({settings['seeds']} seeds)", ""]

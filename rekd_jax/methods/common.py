@@ -1,7 +1,9 @@
 """Small pieces shared by the method modules: cross-device reductions and config checks."""
+
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,49 +36,58 @@ def local_rows(x_global: jax.Array, num_local: int, axis_name: str | None) -> ja
     return jax.lax.dynamic_slice_in_dim(x_global, start, num_local, axis=0)
 
 
-def check_fields(cfg: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict,
-                 method: str) -> None:
+def check_fields(
+    cfg: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict, method: str
+) -> None:
     """The config block must have exactly the fields of the method's default_config()."""
     unknown = sorted(set(cfg.keys()) - set(defaults.keys()))
     missing = sorted(set(defaults.keys()) - set(cfg.keys()))
     if unknown:
-        raise ValueError(f'{method} config: unknown field(s) {unknown}; the fields are '
-                         f'{sorted(defaults.keys())} (check the spelling).')
+        raise ValueError(
+            f"{method} config: unknown field(s) {unknown}; the fields are "
+            f"{sorted(defaults.keys())} (check the spelling)."
+        )
     if missing:
-        raise ValueError(f'{method} config: missing field(s) {missing}; start from '
-                         f'rekd_jax.methods.{method}.default_config().')
+        raise ValueError(
+            f"{method} config: missing field(s) {missing}; start from "
+            f"rekd_jax.methods.{method}.default_config()."
+        )
 
 
 def check_positive(cfg: ml_collections.ConfigDict, field: str, method: str) -> None:
     if not cfg[field] > 0:
-        raise ValueError(f'{method} config: {field} must be > 0; got {cfg[field]}.')
+        raise ValueError(f"{method} config: {field} must be > 0; got {cfg[field]}.")
 
 
-def check_choice(cfg: ml_collections.ConfigDict, field: str, choices: Iterable[Any],
-                 method: str) -> None:
+def check_choice(
+    cfg: ml_collections.ConfigDict, field: str, choices: Iterable[Any], method: str
+) -> None:
     choices = tuple(choices)
     if cfg[field] not in choices:
-        raise ValueError(f'{method} config: {field}={cfg[field]!r} is unknown; choose one of '
-                         f'{choices}.')
+        raise ValueError(
+            f"{method} config: {field}={cfg[field]!r} is unknown; choose one of {choices}."
+        )
 
 
-def check_int_range(cfg: ml_collections.ConfigDict, field: str, low: int, method: str,
-                    high: int | None = None) -> None:
+def check_int_range(
+    cfg: ml_collections.ConfigDict, field: str, low: int, method: str, high: int | None = None
+) -> None:
     value = cfg[field]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f'{method} config: {field} must be an integer; got {value!r}.')
+        raise ValueError(f"{method} config: {field} must be an integer; got {value!r}.")
     if value < low or (high is not None and value > high):
-        bound = f'>= {low}' if high is None else f'in [{low}, {high}]'
-        raise ValueError(f'{method} config: {field} must be {bound}; got {value}.')
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{method} config: {field} must be {bound}; got {value}.")
 
 
-def check_queue_size(cfg: ml_collections.ConfigDict, global_batch_size: int,
-                     method: str) -> None:
+def check_queue_size(cfg: ml_collections.ConfigDict, global_batch_size: int, method: str) -> None:
     """queue_size must be a positive multiple of the global batch (each step enqueues it whole)."""
-    check_int_range(cfg, 'queue_size', 1, method)
+    check_int_range(cfg, "queue_size", 1, method)
     if global_batch_size < 1:
-        raise ValueError(f'{method}: global batch size must be >= 1; got {global_batch_size}.')
+        raise ValueError(f"{method}: global batch size must be >= 1; got {global_batch_size}.")
     if cfg.queue_size % global_batch_size != 0:
         lower = max(global_batch_size, cfg.queue_size // global_batch_size * global_batch_size)
-        raise ValueError(f'{method} config: queue_size={cfg.queue_size} is not a multiple of the '
-                         f'global batch size {global_batch_size}; use e.g. queue_size={lower}.')
+        raise ValueError(
+            f"{method} config: queue_size={cfg.queue_size} is not a multiple of the "
+            f"global batch size {global_batch_size}; use e.g. queue_size={lower}."
+        )

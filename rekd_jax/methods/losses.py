@@ -13,6 +13,7 @@ the batch given (the caller averages across devices). Keys, queues and teacher e
 targets: they pass through `jax.lax.stop_gradient`, so gradients reach only the student query
 (`q` / `z_s`). Logits are computed in float32 whatever the input dtype.
 """
+
 from __future__ import annotations
 
 import jax
@@ -27,23 +28,24 @@ def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """
     if logits.shape != targets.shape:
         raise ValueError(
-            f'soft_cross_entropy: logits {logits.shape} and targets {targets.shape} must have the '
-            'same shape [B, C].')
+            f"soft_cross_entropy: logits {logits.shape} and targets {targets.shape} must have the "
+            "same shape [B, C]."
+        )
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     targets = jax.lax.stop_gradient(targets.astype(jnp.float32))
     return -jnp.mean(jnp.sum(targets * log_probs, axis=-1))
 
 
-def contrast_logits(q: jax.Array, k: jax.Array, queue: jax.Array,
-                    temperature: float) -> jax.Array:
+def contrast_logits(q: jax.Array, k: jax.Array, queue: jax.Array, temperature: float) -> jax.Array:
     """Logits [B, 1+K] of each query against its own key (column 0) and the queue.
 
     logits_i = [q_i.k_i, q_i.n_1, ..., q_i.n_K] / temperature; k and queue are stop-gradient.
     """
-    _check_rows('q', q, 'k', k)
+    _check_rows("q", q, "k", k)
     if queue.ndim != 2 or queue.shape[1] != q.shape[1]:
         raise ValueError(
-            f'queue must be [K, {q.shape[1]}] to match q {q.shape}; got {queue.shape}.')
+            f"queue must be [K, {q.shape[1]}] to match q {q.shape}; got {queue.shape}."
+        )
     q = q.astype(jnp.float32)
     k = jax.lax.stop_gradient(k.astype(jnp.float32))
     queue = jax.lax.stop_gradient(queue.astype(jnp.float32))
@@ -63,9 +65,14 @@ def info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, temperature: float) -
     return soft_cross_entropy(logits, targets)
 
 
-def relation_contrast(q: jax.Array, k: jax.Array, queue_k: jax.Array,
-                      positive_mask: jax.Array, temperature: float,
-                      keep_own_key: bool = True) -> jax.Array:
+def relation_contrast(
+    q: jax.Array,
+    k: jax.Array,
+    queue_k: jax.Array,
+    positive_mask: jax.Array,
+    temperature: float,
+    keep_own_key: bool = True,
+) -> jax.Array:
     """ReKD's relation-wise contrastive loss L_rel (SupCon-style averaging over positives).
 
     L_rel = -(1/B) sum_i (1/|P_i|) sum_{j in P_i} log( exp(q_i.k_j/tau) / sum_a exp(q_i.k_a/tau) ),
@@ -78,8 +85,9 @@ def relation_contrast(q: jax.Array, k: jax.Array, queue_k: jax.Array,
     logits = contrast_logits(q, k, queue_k, temperature)
     if positive_mask.shape != logits.shape:
         raise ValueError(
-            f'positive_mask must be [B, 1+K] = {logits.shape} (column 0 = own key); got '
-            f'{positive_mask.shape}.')
+            f"positive_mask must be [B, 1+K] = {logits.shape} (column 0 = own key); got "
+            f"{positive_mask.shape}."
+        )
     mask = jnp.asarray(positive_mask, bool)
     own = jnp.ones(mask.shape[0], bool) if keep_own_key else ~jnp.any(mask[:, 1:], axis=1)
     mask = mask.at[:, 0].set(own).astype(jnp.float32)
@@ -87,15 +95,16 @@ def relation_contrast(q: jax.Array, k: jax.Array, queue_k: jax.Array,
     return soft_cross_entropy(logits, targets)
 
 
-def seed_loss(z_s: jax.Array, z_t: jax.Array, queue_t: jax.Array, tau_s: float,
-              tau_t: float) -> jax.Array:
+def seed_loss(
+    z_s: jax.Array, z_t: jax.Array, queue_t: jax.Array, tau_s: float, tau_t: float
+) -> jax.Array:
     """SEED's response distillation loss (arXiv 2101.04731), mean over the batch.
 
     p_t = softmax([z_t.z_t, z_t.D] / tau_t),  p_s = softmax([z_s.z_t, z_s.D] / tau_s),
     L_seed = -(1/B) sum_i sum_j p_t,ij log p_s,ij, D = queue_t of teacher embeddings.
     Teacher embeddings and the queue are constants; gradients flow to z_s only.
     """
-    _check_rows('z_s', z_s, 'z_t', z_t)
+    _check_rows("z_s", z_s, "z_t", z_t)
     z_t = jax.lax.stop_gradient(z_t)
     teacher_logits = contrast_logits(z_t, z_t, queue_t, tau_t)
     student_logits = contrast_logits(z_s, z_t, queue_t, tau_s)
@@ -105,4 +114,5 @@ def seed_loss(z_s: jax.Array, z_t: jax.Array, queue_t: jax.Array, tau_s: float,
 def _check_rows(name_a: str, a: jax.Array, name_b: str, b: jax.Array) -> None:
     if a.ndim != 2 or a.shape != b.shape:
         raise ValueError(
-            f'{name_a} {a.shape} and {name_b} {b.shape} must both be [B, d] with the same shape.')
+            f"{name_a} {a.shape} and {name_b} {b.shape} must both be [B, d] with the same shape."
+        )

@@ -4,6 +4,7 @@ q = f_s(v1), k = f_s'(v2) (EMA key encoder), queue Q of past keys:
   L_inst = -log( exp(q.k/tau) / (exp(q.k/tau) + sum_{n in Q} exp(q.n/tau)) ),  tau = 0.2.
 After the loss, the keys of the whole global batch are enqueued (device-major order).
 """
+
 from __future__ import annotations
 
 import jax
@@ -13,22 +14,24 @@ import ml_collections
 from rekd_jax.methods import common, losses
 from rekd_jax.methods import queue as queue_lib
 
-NAME = 'mocov2'
+NAME = "mocov2"
 KEY_ENCODER = True  # the step runs the momentum (key) encoder on v2
 
 
 def default_config() -> ml_collections.ConfigDict:
     """MoCo v2 defaults (ImageNet recipe; the CIFAR recipe uses queue_size 4096)."""
-    return ml_collections.ConfigDict({
-        'temperature': 0.2,   # tau of L_inst.
-        'queue_size': 65536,  # K, a multiple of the global batch.
-    })
+    return ml_collections.ConfigDict(
+        {
+            "temperature": 0.2,  # tau of L_inst.
+            "queue_size": 65536,  # K, a multiple of the global batch.
+        }
+    )
 
 
 def validate_config(cfg: ml_collections.ConfigDict, global_batch_size: int) -> None:
     """Raises ValueError naming the field and the fix."""
     common.check_fields(cfg, default_config(), NAME)
-    common.check_positive(cfg, 'temperature', NAME)
+    common.check_positive(cfg, "temperature", NAME)
     common.check_queue_size(cfg, global_batch_size, NAME)
 
 
@@ -41,33 +44,46 @@ def teacher_mode(cfg: ml_collections.ConfigDict) -> str | None:
 def loss_inputs(forward: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """loss_fn's embeddings from the step's forward outputs: the query (student on v1) and its
     momentum encoder's key (on v2)."""
-    return {'q': forward['query'], 'k': forward['key']}
+    return {"q": forward["query"], "k": forward["key"]}
 
 
-def init_state(rng: jax.Array, cfg: ml_collections.ConfigDict, student_dim: int,
-               teacher_dim: int | None = None) -> dict:
+def init_state(
+    rng: jax.Array, cfg: ml_collections.ConfigDict, student_dim: int, teacher_dim: int | None = None
+) -> dict:
     """{'queue': {'key': [K, student_dim] random unit rows, 'ptr', 'valid'}}.
 
     For an online teacher's own MoCo loss pass the teacher's embedding width as student_dim.
     teacher_dim is unused (MoCo has no teacher); it is accepted for a uniform signature.
     """
     del teacher_dim
-    return {'queue': queue_lib.init_queue(
-        rng, cfg.queue_size, {'key': ((student_dim,), jnp.float32, queue_lib.UNIT)})}
+    return {
+        "queue": queue_lib.init_queue(
+            rng, cfg.queue_size, {"key": ((student_dim,), jnp.float32, queue_lib.UNIT)}
+        )
+    }
 
 
-def contrast_metrics(q: jax.Array, k: jax.Array, queue_k: jax.Array,
-                     axis_name: str | None) -> dict[str, jax.Array]:
+def contrast_metrics(
+    q: jax.Array, k: jax.Array, queue_k: jax.Array, axis_name: str | None
+) -> dict[str, jax.Array]:
     """Monitors of instance discrimination over the global batch: mean q.k, and the fraction of
     queries whose own key beats every queue entry (top-1 accuracy of the contrastive task)."""
     logits = losses.contrast_logits(q, k, queue_k, 1.0)
     accuracy = jnp.mean((jnp.argmax(logits, axis=1) == 0).astype(jnp.float32))
-    return {'positive_similarity': common.global_mean(jnp.mean(logits[:, 0]), axis_name),
-            'contrast_accuracy': common.global_mean(accuracy, axis_name)}
+    return {
+        "positive_similarity": common.global_mean(jnp.mean(logits[:, 0]), axis_name),
+        "contrast_accuracy": common.global_mean(accuracy, axis_name),
+    }
 
 
-def loss_fn(embeddings: dict[str, jax.Array], state: dict, cfg: ml_collections.ConfigDict, *,
-            rng: jax.Array | None = None, axis_name: str | None = None):
+def loss_fn(
+    embeddings: dict[str, jax.Array],
+    state: dict,
+    cfg: ml_collections.ConfigDict,
+    *,
+    rng: jax.Array | None = None,
+    axis_name: str | None = None,
+):
     """MoCo v2 loss on embeddings {'q': [b, d], 'k': [b, d]} (b = this device's batch).
 
     Returns (loss, (metrics, new_state)): `loss` is the mean over this device's rows (the
@@ -75,12 +91,15 @@ def loss_fn(embeddings: dict[str, jax.Array], state: dict, cfg: ml_collections.C
     devices; new_state has the global batch's keys enqueued. Gradients flow to q only.
     """
     del rng  # MoCo v2 draws no randomness.
-    q = embeddings['q']
-    k = jax.lax.stop_gradient(embeddings['k'])
-    queue = state['queue']
-    loss = losses.info_nce(q, k, queue['key'], cfg.temperature)
-    new_queue = queue_lib.enqueue(queue, {'key': queue_lib.global_batch(k, axis_name)})
+    q = embeddings["q"]
+    k = jax.lax.stop_gradient(embeddings["k"])
+    queue = state["queue"]
+    loss = losses.info_nce(q, k, queue["key"], cfg.temperature)
+    new_queue = queue_lib.enqueue(queue, {"key": queue_lib.global_batch(k, axis_name)})
     mean_loss = common.global_mean(loss, axis_name)
-    metrics = {'loss': mean_loss, 'loss_inst': mean_loss,
-               **contrast_metrics(jax.lax.stop_gradient(q), k, queue['key'], axis_name)}
-    return loss, (metrics, {'queue': new_queue})
+    metrics = {
+        "loss": mean_loss,
+        "loss_inst": mean_loss,
+        **contrast_metrics(jax.lax.stop_gradient(q), k, queue["key"], axis_name),
+    }
+    return loss, (metrics, {"queue": new_queue})

@@ -9,15 +9,17 @@ Under pmap each device holds the same full queue; the items enqueued are those o
 batch, all-gathered in device-major order (`global_batch`), so the queue after a step is the same
 whether the global batch ran on one device or many.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-RESERVED_FIELDS = ('ptr', 'valid')
-UNIT = 'unit'  # field init: random unit vectors along the last axis (MoCo's queue init).
+RESERVED_FIELDS = ("ptr", "valid")
+UNIT = "unit"  # field init: random unit vectors along the last axis (MoCo's queue init).
 
 
 def global_batch(x: jax.Array, axis_name: str | None) -> jax.Array:
@@ -30,43 +32,50 @@ def global_batch(x: jax.Array, axis_name: str | None) -> jax.Array:
     return jax.lax.all_gather(x, axis_name, axis=0, tiled=True)
 
 
-def init_queue(rng: jax.Array, size: int,
-               fields: Mapping[str, tuple[tuple[int, ...], Any, Any]]) -> dict[str, jax.Array]:
+def init_queue(
+    rng: jax.Array, size: int, fields: Mapping[str, tuple[tuple[int, ...], Any, Any]]
+) -> dict[str, jax.Array]:
     """A queue of `size` rows. `fields` maps name -> (shape_tail, dtype, init).
 
     init is `UNIT` ('unit': random unit vectors along the last axis, as MoCo initialises its
     queue) or a scalar fill value (e.g. -1 for labels). All rows start invalid, ptr at 0.
     """
     if size < 1:
-        raise ValueError(f'queue size must be >= 1; got {size}.')
+        raise ValueError(f"queue size must be >= 1; got {size}.")
     if not fields:
-        raise ValueError('init_queue needs at least one field, e.g. {"key": ((128,), jnp.float32, '
-                         '"unit")}.')
+        raise ValueError(
+            'init_queue needs at least one field, e.g. {"key": ((128,), jnp.float32, "unit")}.'
+        )
     queue: dict[str, jax.Array] = {}
     for index, name in enumerate(sorted(fields)):
         if name in RESERVED_FIELDS:
-            raise ValueError(f'queue field name {name!r} is reserved ({RESERVED_FIELDS}); rename it.')
+            raise ValueError(
+                f"queue field name {name!r} is reserved ({RESERVED_FIELDS}); rename it."
+            )
         shape_tail, dtype, init = fields[name]
         shape = (size, *tuple(shape_tail))
         if isinstance(init, str):
             if init != UNIT:
-                raise ValueError(f'queue field {name!r}: unknown init {init!r}; use {UNIT!r} or a '
-                                 'scalar fill value.')
+                raise ValueError(
+                    f"queue field {name!r}: unknown init {init!r}; use {UNIT!r} or a "
+                    "scalar fill value."
+                )
             if len(shape) < 2:
-                raise ValueError(f'queue field {name!r}: init {UNIT!r} needs a vector per row, '
-                                 f'e.g. shape_tail (128,); got {tuple(shape_tail)}.')
+                raise ValueError(
+                    f"queue field {name!r}: init {UNIT!r} needs a vector per row, "
+                    f"e.g. shape_tail (128,); got {tuple(shape_tail)}."
+                )
             noise = jax.random.normal(jax.random.fold_in(rng, index), shape, jnp.float32)
             value = noise / jnp.linalg.norm(noise, axis=-1, keepdims=True)
             queue[name] = value.astype(dtype)
         else:
             queue[name] = jnp.full(shape, init, dtype)
-    queue['ptr'] = jnp.zeros((), jnp.int32)
-    queue['valid'] = jnp.zeros((size,), bool)
+    queue["ptr"] = jnp.zeros((), jnp.int32)
+    queue["valid"] = jnp.zeros((size,), bool)
     return queue
 
 
-def enqueue(queue: Mapping[str, jax.Array],
-            items: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+def enqueue(queue: Mapping[str, jax.Array], items: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     """Writes N new rows at `ptr` (FIFO: the oldest rows are overwritten), wrapping around.
 
     `items` must give every field of the queue, each [N, ...] with the field's row shape. K must
@@ -75,27 +84,35 @@ def enqueue(queue: Mapping[str, jax.Array],
     """
     fields = sorted(name for name in queue if name not in RESERVED_FIELDS)
     if sorted(items) != fields:
-        raise ValueError(f'enqueue: items give fields {sorted(items)} but the queue has {fields}; '
-                         'pass exactly the queue\'s fields.')
-    size = queue['valid'].shape[0]
+        raise ValueError(
+            f"enqueue: items give fields {sorted(items)} but the queue has {fields}; "
+            "pass exactly the queue's fields."
+        )
+    size = queue["valid"].shape[0]
     count = {items[name].shape[0] for name in fields}
     if len(count) != 1:
-        raise ValueError(f'enqueue: all items need the same number of rows; got '
-                         f'{ {name: items[name].shape[0] for name in fields} }.')
+        raise ValueError(
+            f"enqueue: all items need the same number of rows; got "
+            f"{ {name: items[name].shape[0] for name in fields} }."
+        )
     (count,) = count
     if size % count != 0:
-        raise ValueError(f'enqueue: queue size {size} is not a multiple of the {count} rows '
-                         'enqueued per step (the global batch); choose queue_size as a multiple '
-                         'of the global batch size.')
-    rows = (queue['ptr'] + jnp.arange(count, dtype=jnp.int32)) % size
+        raise ValueError(
+            f"enqueue: queue size {size} is not a multiple of the {count} rows "
+            "enqueued per step (the global batch); choose queue_size as a multiple "
+            "of the global batch size."
+        )
+    rows = (queue["ptr"] + jnp.arange(count, dtype=jnp.int32)) % size
     new_queue = dict(queue)
     for name in fields:
         value = items[name]
         if value.shape[1:] != queue[name].shape[1:]:
-            raise ValueError(f'enqueue: field {name!r} rows are {queue[name].shape[1:]} but the '
-                             f'items are {value.shape[1:]}.')
+            raise ValueError(
+                f"enqueue: field {name!r} rows are {queue[name].shape[1:]} but the "
+                f"items are {value.shape[1:]}."
+            )
         value = jax.lax.stop_gradient(value).astype(queue[name].dtype)
         new_queue[name] = queue[name].at[rows].set(value, unique_indices=True)
-    new_queue['valid'] = queue['valid'].at[rows].set(True, unique_indices=True)
-    new_queue['ptr'] = ((queue['ptr'] + count) % size).astype(jnp.int32)
+    new_queue["valid"] = queue["valid"].at[rows].set(True, unique_indices=True)
+    new_queue["ptr"] = ((queue["ptr"] + count) % size).astype(jnp.int32)
     return new_queue

@@ -9,6 +9,7 @@ Prototype bank state (a pytree, identical on every device):
   {'centers': [M, d] unit rows, 'age': int32 [M] steps since last used,
    'initialized': bool scalar (False until the first update fills the bank from the batch)}.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-RELATION_VARIANTS = ('prototype', 'threshold', 'topk', 'oracle')
+RELATION_VARIANTS = ("prototype", "threshold", "topk", "oracle")
 # Scale of the seeded noise added to teacher embeddings copied into the bank, so that two
 # prototypes seeded from the same embedding still differ (and split its neighbourhood).
 SEED_PERTURBATION = 1e-3
@@ -33,10 +34,13 @@ def init_prototypes(rng: jax.Array, num: int, dim: int) -> dict[str, jax.Array]:
     teacher embeddings of the batch.
     """
     if num < 1 or dim < 1:
-        raise ValueError(f'init_prototypes needs num >= 1 and dim >= 1; got num={num}, dim={dim}.')
+        raise ValueError(f"init_prototypes needs num >= 1 and dim >= 1; got num={num}, dim={dim}.")
     centers = _normalize(jax.random.normal(rng, (num, dim), jnp.float32))
-    return {'centers': centers, 'age': jnp.zeros((num,), jnp.int32),
-            'initialized': jnp.zeros((), bool)}
+    return {
+        "centers": centers,
+        "age": jnp.zeros((num,), jnp.int32),
+        "initialized": jnp.zeros((), bool),
+    }
 
 
 def assign(t: jax.Array, centers: jax.Array) -> jax.Array:
@@ -57,8 +61,13 @@ def _batch_logsumexp(x: jax.Array, axis_name: str | None) -> jax.Array:
     return peak + jnp.log(total)
 
 
-def sinkhorn(scores: jax.Array, epsilon: float, iterations: int,
-             axis_name: str | None = None, row_mask: jax.Array | None = None) -> jax.Array:
+def sinkhorn(
+    scores: jax.Array,
+    epsilon: float,
+    iterations: int,
+    axis_name: str | None = None,
+    row_mask: jax.Array | None = None,
+) -> jax.Array:
     """Balanced soft assignments (SwAV's Sinkhorn-Knopp), codes [N_local, M], rows sum to 1.
 
     Finds Q proportional to exp(scores/epsilon) whose prototype (column) marginals are uniform,
@@ -69,8 +78,9 @@ def sinkhorn(scores: jax.Array, epsilon: float, iterations: int,
     take no mass and get all-zero codes. The output is a constant (stop_gradient).
     """
     if iterations < 1 or epsilon <= 0:
-        raise ValueError(f'sinkhorn needs iterations >= 1 and epsilon > 0; got {iterations}, '
-                         f'{epsilon}.')
+        raise ValueError(
+            f"sinkhorn needs iterations >= 1 and epsilon > 0; got {iterations}, {epsilon}."
+        )
     num_prototypes = scores.shape[1]
     log_q = jax.lax.stop_gradient(scores.astype(jnp.float32)) / epsilon
     if row_mask is None:
@@ -88,8 +98,14 @@ def sinkhorn(scores: jax.Array, epsilon: float, iterations: int,
     return jnp.where(keep, jnp.exp(log_q + log_rows), 0.0)
 
 
-def assign_balanced(t: jax.Array, centers: jax.Array, epsilon: float, iterations: int,
-                    axis_name: str | None = None, row_mask: jax.Array | None = None) -> jax.Array:
+def assign_balanced(
+    t: jax.Array,
+    centers: jax.Array,
+    epsilon: float,
+    iterations: int,
+    axis_name: str | None = None,
+    row_mask: jax.Array | None = None,
+) -> jax.Array:
     """Prototype index of each row of t after Sinkhorn balancing: argmax of `sinkhorn` codes."""
     scores = jax.lax.stop_gradient(t.astype(jnp.float32)) @ centers.astype(jnp.float32).T
     codes = sinkhorn(scores, epsilon, iterations, axis_name=axis_name, row_mask=row_mask)
@@ -104,9 +120,14 @@ def _seeded_from(t: jax.Array, rng: jax.Array, num: int, replace: bool) -> jax.A
     return _normalize(t[index] + SEED_PERTURBATION * noise)
 
 
-def update_prototypes(bank: dict[str, jax.Array], t_global: jax.Array,
-                      assignments_global: jax.Array, momentum: float, reseed_after: int,
-                      rng: jax.Array) -> dict[str, jax.Array]:
+def update_prototypes(
+    bank: dict[str, jax.Array],
+    t_global: jax.Array,
+    assignments_global: jax.Array,
+    momentum: float,
+    reseed_after: int,
+    rng: jax.Array,
+) -> dict[str, jax.Array]:
     """The bank after one step, from the global batch of teacher embeddings and assignments.
 
     - Not yet initialised: the centres become M teacher embeddings of the batch, sampled without
@@ -118,18 +139,20 @@ def update_prototypes(bank: dict[str, jax.Array], t_global: jax.Array,
       the batch (perturbed) and its age reset (reseed_after = 0: never re-seed).
     Inputs must be identical on all devices (global batch, same rng) so the bank stays replicated.
     """
-    centers, age = bank['centers'], bank['age']
+    centers, age = bank["centers"], bank["age"]
     num_prototypes = centers.shape[0]
     t = jax.lax.stop_gradient(t_global.astype(jnp.float32))
     if t.ndim != 2 or t.shape[1] != centers.shape[1]:
-        raise ValueError(f'update_prototypes: teacher embeddings must be [N, {centers.shape[1]}]; '
-                         f'got {t.shape}.')
+        raise ValueError(
+            f"update_prototypes: teacher embeddings must be [N, {centers.shape[1]}]; got {t.shape}."
+        )
     init_key, reseed_key = jax.random.split(rng)
 
     initial = _seeded_from(t, init_key, num_prototypes, replace=t.shape[0] < num_prototypes)
 
-    counts = jax.ops.segment_sum(jnp.ones(t.shape[0], jnp.float32), assignments_global,
-                                 num_segments=num_prototypes)
+    counts = jax.ops.segment_sum(
+        jnp.ones(t.shape[0], jnp.float32), assignments_global, num_segments=num_prototypes
+    )
     sums = jax.ops.segment_sum(t, assignments_global, num_segments=num_prototypes)
     used = counts > 0
     means = sums / jnp.maximum(counts, 1.0)[:, None]
@@ -142,17 +165,27 @@ def update_prototypes(bank: dict[str, jax.Array], t_global: jax.Array,
         updated = jnp.where(stale[:, None], fresh, updated)
         new_age = jnp.where(stale, 0, new_age).astype(jnp.int32)
 
-    initialized = bank['initialized']
-    return {'centers': jnp.where(initialized, updated, initial),
-            'age': jnp.where(initialized, new_age, jnp.zeros_like(age)),
-            'initialized': jnp.ones((), bool)}
+    initialized = bank["initialized"]
+    return {
+        "centers": jnp.where(initialized, updated, initial),
+        "age": jnp.where(initialized, new_age, jnp.zeros_like(age)),
+        "initialized": jnp.ones((), bool),
+    }
 
 
-def relation_positives(t_anchor: jax.Array | None, t_cand: jax.Array | None,
-                       assign_anchor: jax.Array | None, assign_cand: jax.Array | None,
-                       cand_valid: jax.Array, variant: str, threshold: float, topk: int, *,
-                       anchor_labels: jax.Array | None = None,
-                       cand_labels: jax.Array | None = None) -> jax.Array:
+def relation_positives(
+    t_anchor: jax.Array | None,
+    t_cand: jax.Array | None,
+    assign_anchor: jax.Array | None,
+    assign_cand: jax.Array | None,
+    cand_valid: jax.Array,
+    variant: str,
+    threshold: float,
+    topk: int,
+    *,
+    anchor_labels: jax.Array | None = None,
+    cand_labels: jax.Array | None = None,
+) -> jax.Array:
     """Relation mask R, bool [B, 1+N]: column 0 = own key (always True), columns 1.. = candidates.
 
     variant 'prototype': R_ij = a(t_i) == a(t_j);  'threshold': t_i.t_j >= threshold;
@@ -162,9 +195,11 @@ def relation_positives(t_anchor: jax.Array | None, t_cand: jax.Array | None,
     Candidates with cand_valid False are never positive.
     """
     if variant not in RELATION_VARIANTS:
-        raise ValueError(f'unknown relation variant {variant!r}; choose one of {RELATION_VARIANTS}.')
+        raise ValueError(
+            f"unknown relation variant {variant!r}; choose one of {RELATION_VARIANTS}."
+        )
     valid = jnp.asarray(cand_valid, bool)[None, :]
-    if variant == 'oracle':
+    if variant == "oracle":
         if anchor_labels is None or cand_labels is None:
             raise ValueError("relation 'oracle' needs anchor_labels and cand_labels.")
         anchor_labels = jnp.asarray(anchor_labels)[:, None]
@@ -172,27 +207,37 @@ def relation_positives(t_anchor: jax.Array | None, t_cand: jax.Array | None,
         own = jnp.ones((related.shape[0], 1), bool)
         return jnp.concatenate([own, related & valid], axis=1)
     num_anchors, num_cand = t_anchor.shape[0], t_cand.shape[0]
-    if variant == 'prototype':
+    if variant == "prototype":
         related = assign_anchor[:, None] == assign_cand[None, :]
     else:
-        similarity = (jax.lax.stop_gradient(t_anchor.astype(jnp.float32))
-                      @ jax.lax.stop_gradient(t_cand.astype(jnp.float32)).T)
-        if variant == 'threshold':
+        similarity = (
+            jax.lax.stop_gradient(t_anchor.astype(jnp.float32))
+            @ jax.lax.stop_gradient(t_cand.astype(jnp.float32)).T
+        )
+        if variant == "threshold":
             related = similarity >= threshold
         else:
             if topk < 1:
-                raise ValueError(f'relation topk must be >= 1; got {topk}.')
+                raise ValueError(f"relation topk must be >= 1; got {topk}.")
             k = min(topk, num_cand)
             _, nearest = jax.lax.top_k(jnp.where(valid, similarity, -jnp.inf), k)
-            related = jnp.zeros((num_anchors, num_cand), bool).at[
-                jnp.arange(num_anchors)[:, None], nearest].set(True)
+            related = (
+                jnp.zeros((num_anchors, num_cand), bool)
+                .at[jnp.arange(num_anchors)[:, None], nearest]
+                .set(True)
+            )
     own = jnp.ones((num_anchors, 1), bool)
     return jnp.concatenate([own, related & valid], axis=1)
 
 
-def relation_diagnostics(positive_mask: jax.Array, anchor_labels: jax.Array,
-                         cand_labels: jax.Array, assignments_global: jax.Array,
-                         num_prototypes: int, axis_name: str | None = None) -> dict[str, jax.Array]:
+def relation_diagnostics(
+    positive_mask: jax.Array,
+    anchor_labels: jax.Array,
+    cand_labels: jax.Array,
+    assignments_global: jax.Array,
+    num_prototypes: int,
+    axis_name: str | None = None,
+) -> dict[str, jax.Array]:
     """Scalar diagnostics of the mined relations, over the global batch.
 
     - positives_per_anchor: mean |P_i| (own key included, so >= 1).
@@ -205,6 +250,7 @@ def relation_diagnostics(positive_mask: jax.Array, anchor_labels: jax.Array,
     positive_mask / anchor_labels are this device's rows; cand_labels [N] and
     assignments_global are replicated; sums run over `axis_name` when given.
     """
+
     def total(x):
         x = jnp.sum(x.astype(jnp.float32))
         return x if axis_name is None else jax.lax.psum(x, axis_name)
@@ -220,13 +266,12 @@ def relation_diagnostics(positive_mask: jax.Array, anchor_labels: jax.Array,
 
     counts = jnp.zeros(num_prototypes, jnp.float32).at[assignments_global].add(1.0)
     usage = counts / jnp.sum(counts)
-    entropy = -jnp.sum(jnp.where(usage > 0, usage * jnp.log(jnp.where(usage > 0, usage, 1.0)),
-                                 0.0))
+    entropy = -jnp.sum(jnp.where(usage > 0, usage * jnp.log(jnp.where(usage > 0, usage, 1.0)), 0.0))
     normaliser = math.log(num_prototypes) if num_prototypes > 1 else 1.0
     return {
-        'positives_per_anchor': total(mask) / num_anchors,
-        'positive_label_precision': total(agree) / jnp.maximum(labelled_pairs, 1.0),
-        'labelled_pairs_per_anchor': labelled_pairs / num_anchors,
-        'prototype_entropy': entropy / normaliser,
-        'prototypes_used': jnp.sum(counts > 0).astype(jnp.float32),
+        "positives_per_anchor": total(mask) / num_anchors,
+        "positive_label_precision": total(agree) / jnp.maximum(labelled_pairs, 1.0),
+        "labelled_pairs_per_anchor": labelled_pairs / num_anchors,
+        "prototype_entropy": entropy / normaliser,
+        "prototypes_used": jnp.sum(counts > 0).astype(jnp.float32),
     }

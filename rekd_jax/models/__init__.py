@@ -38,6 +38,7 @@ bias <- bias; batch_stats mean <- running_mean, var <- running_var; torch's
 its 6x6x256 map in torch's NCHW order so its first classifier Linear converts with the plain
 transpose.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -91,10 +92,14 @@ def get_model(name: str, **overrides: Any) -> nn.Module:
     AlexNet ``width_multiplier``). Unknown names or fields raise ValueError listing the valid ones."""
     family, name, overrides = _resolve(name, overrides)
     factory = family.MODELS[name]
-    valid = sorted(f.name for f in dataclasses.fields(factory()) if f.init and f.name not in ("parent", "name"))
+    valid = sorted(
+        f.name for f in dataclasses.fields(factory()) if f.init and f.name not in ("parent", "name")
+    )
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
-        raise ValueError(f"Unknown override(s) {unknown} for model {name!r}. Valid fields: {', '.join(valid)}.")
+        raise ValueError(
+            f"Unknown override(s) {unknown} for model {name!r}. Valid fields: {', '.join(valid)}."
+        )
     if isinstance(overrides.get("dtype"), str):
         overrides["dtype"] = jnp.dtype(overrides["dtype"])
     return factory(**overrides)

@@ -25,26 +25,28 @@ stride 4 padding 2); everything else is unchanged. A 32x32 image gives conv1 32x
 conv3..conv5 7x7 and a 3x3 map after the final max-pool, so the conv probe's adaptive max-pools
 (12, 7, 5, 6, 6) stay pooling, never upsampling.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rekd_jax.models.resnet import scaled_width
 from rekd_jax.models.layers import (
     adaptive_avg_pool,
-    check_nhwc_rgb,
     batch_norm,
+    check_nhwc_rgb,
     conv,
     default_torch_module_name,
     dense,
     global_avg_pool,
     max_pool,
 )
+from rekd_jax.models.resnet import scaled_width
 
 # (out channels, kernel, stride, padding, max-pool after) for conv1..conv5.
 CONV_LAYOUT = (
@@ -101,7 +103,9 @@ class AlexNet(nn.Module):
             )(x)
             index += 1
             if self.use_bn:
-                x = batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, name=f"features_{index}")(x)
+                x = batch_norm(
+                    train, axis_name=self.bn_axis_name, dtype=self.dtype, name=f"features_{index}"
+                )(x)
                 index += 1
             x = nn.relu(x)
             index += 1

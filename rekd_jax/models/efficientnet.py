@@ -4,12 +4,14 @@ Names follow torchvision with '.' written as '_' (``features_2_1`` / ``block_3``
 ``features.2.1.block.3``; ``ConvNormAct`` children ``conv``/``bn`` are ``0``/``1``), so the
 naming rule is the one MobileNetV3 uses. Inputs are NHWC.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -50,7 +52,9 @@ _B_SETTING = (
 )
 
 
-def efficientnet_config(width_multiplier: float, depth_multiplier: float) -> tuple[StageConfig, ...]:
+def efficientnet_config(
+    width_multiplier: float, depth_multiplier: float
+) -> tuple[StageConfig, ...]:
     """Stage configs of EfficientNet-B* scaled as torchvision scales them."""
     if width_multiplier <= 0 or depth_multiplier <= 0:
         raise ValueError(
@@ -98,15 +102,25 @@ class MBConv(nn.Module):
             y = conv(expanded, 1, activation=nn.silu, name=f"block_{index}")(y, train)
             index += 1
         y = conv(
-            expanded, self.kernel, strides=self.stride, groups=expanded, activation=nn.silu, name=f"block_{index}"
+            expanded,
+            self.kernel,
+            strides=self.stride,
+            groups=expanded,
+            activation=nn.silu,
+            name=f"block_{index}",
         )(y, train)
         y = SqueezeExcitation(
-            max(1, self.input_channels // 4), activation=nn.silu, dtype=self.dtype, name=f"block_{index + 1}"
+            max(1, self.input_channels // 4),
+            activation=nn.silu,
+            dtype=self.dtype,
+            name=f"block_{index + 1}",
         )(y)
         y = conv(self.out_channels, 1, activation=None, name=f"block_{index + 2}")(y, train)
         if self.stride == 1 and self.input_channels == self.out_channels:
             # Dropout broadcast over H, W, C = per-example (row-mode) stochastic depth.
-            y = nn.Dropout(self.stochastic_depth_prob, broadcast_dims=(1, 2, 3), deterministic=not train)(y)
+            y = nn.Dropout(
+                self.stochastic_depth_prob, broadcast_dims=(1, 2, 3), deterministic=not train
+            )(y)
             y = y + x
         return y
 
@@ -169,7 +183,11 @@ class EfficientNet(nn.Module):
                 block_id += 1
             self.sow("intermediates", f"stage{s}", x)
         x = ConvNormAct(
-            4 * stages[-1].out_channels, 1, activation=nn.silu, name=f"features_{len(stages) + 1}", **common
+            4 * stages[-1].out_channels,
+            1,
+            activation=nn.silu,
+            name=f"features_{len(stages) + 1}",
+            **common,
         )(x, train)
         self.sow("intermediates", "head", x)
         x = layers.global_avg_pool(x)
@@ -187,5 +205,7 @@ class EfficientNet(nn.Module):
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    "efficientnet_b0": functools.partial(EfficientNet, width_multiplier=1.0, depth_multiplier=1.0, dropout=0.2),
+    "efficientnet_b0": functools.partial(
+        EfficientNet, width_multiplier=1.0, depth_multiplier=1.0, dropout=0.2
+    ),
 }

@@ -8,9 +8,11 @@
   embedding is the L2-normalised features.
 - ``build_encoder(spec)``: the Encoder an encoder-checkpoint spec describes (see models.io).
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -100,13 +102,20 @@ def build_encoder(spec: Mapping[str, Any], **overrides: Any) -> Encoder:
     ``overrides`` update the spec's (e.g. dtype='bfloat16' or bn_axis_name at evaluation)."""
     for key in ("arch", "overrides", "projector"):
         if key not in spec:
-            raise ValueError(f"Encoder spec lacks {key!r}; expected keys arch, overrides, projector, source.")
+            raise ValueError(
+                f"Encoder spec lacks {key!r}; expected keys arch, overrides, projector, source."
+            )
     backbone = get_model(spec["arch"], **{**spec["overrides"], **overrides, "num_classes": 0})
     projector = spec["projector"]
     if projector is None:
         return Encoder(backbone)
-    return Encoder(backbone, int(projector["hidden"]), int(projector["dim"]), bool(projector["bn"]),
-                   int(projector.get("layers", 2)))
+    return Encoder(
+        backbone,
+        int(projector["hidden"]),
+        int(projector["dim"]),
+        bool(projector["bn"]),
+        int(projector.get("layers", 2)),
+    )
 
 
 def encoder_variable_shapes(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,12 +135,24 @@ def encoder_variable_shapes(spec: Mapping[str, Any]) -> dict[str, Any]:
             if variables.get(collection):
                 shapes[collection][name] = variables[collection]
 
-    add("backbone", jax.eval_shape(lambda x: backbone.init(jax.random.key(0), x, train=False), images))
+    add(
+        "backbone",
+        jax.eval_shape(lambda x: backbone.init(jax.random.key(0), x, train=False), images),
+    )
     projector = spec["projector"]
     if projector is not None:
         features = get_model(spec["arch"], **{**overrides, "num_classes": 0})
-        pooled = jax.eval_shape(lambda x: features.init_with_output(jax.random.key(0), x, train=False)[0], images)
-        head = Projector(int(projector["hidden"]), int(projector["dim"]), use_bn=bool(projector["bn"]),
-                         layers=int(projector.get("layers", 2)))
-        add("projector", jax.eval_shape(lambda f: head.init(jax.random.key(0), f, train=False), pooled))
+        pooled = jax.eval_shape(
+            lambda x: features.init_with_output(jax.random.key(0), x, train=False)[0], images
+        )
+        head = Projector(
+            int(projector["hidden"]),
+            int(projector["dim"]),
+            use_bn=bool(projector["bn"]),
+            layers=int(projector.get("layers", 2)),
+        )
+        add(
+            "projector",
+            jax.eval_shape(lambda f: head.init(jax.random.key(0), f, train=False), pooled),
+        )
     return shapes

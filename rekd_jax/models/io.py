@@ -18,13 +18,15 @@ complete, and a kill or full disk never leaves neither.
 Produced by pre-training (``WORKDIR/encoders/student``, ``WORKDIR/encoders/teacher``) and by
 ``python -m rekd_jax.tools.import_torch``.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -49,15 +51,23 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"Encoder spec must be a dict; got {type(spec).__name__}.")
     missing = [key for key in ("arch", "overrides", "projector", "source") if key not in spec]
     if missing:
-        raise ValueError(f"Encoder spec lacks {missing}; expected keys arch, overrides, projector, source.")
+        raise ValueError(
+            f"Encoder spec lacks {missing}; expected keys arch, overrides, projector, source."
+        )
     if not isinstance(spec["arch"], str) or not isinstance(spec["overrides"], Mapping):
-        raise ValueError("Encoder spec: 'arch' must be a model name and 'overrides' a dict of model fields.")
+        raise ValueError(
+            "Encoder spec: 'arch' must be a model name and 'overrides' a dict of model fields."
+        )
     projector = spec["projector"]
-    if projector is not None and (not isinstance(projector, Mapping)
-                                  or set(projector) - {"layers"} != {"hidden", "dim", "bn"}
-                                  or projector.get("layers", 2) not in (1, 2)):
-        raise ValueError(f"Encoder spec: 'projector' must be None or {{'hidden', 'dim', 'bn'[, 'layers' 1|2]}}; "
-                         f"got {projector!r}.")
+    if projector is not None and (
+        not isinstance(projector, Mapping)
+        or set(projector) - {"layers"} != {"hidden", "dim", "bn"}
+        or projector.get("layers", 2) not in (1, 2)
+    ):
+        raise ValueError(
+            f"Encoder spec: 'projector' must be None or {{'hidden', 'dim', 'bn'[, 'layers' 1|2]}}; "
+            f"got {projector!r}."
+        )
     try:
         return json.loads(json.dumps(dict(spec)))
     except TypeError as error:
@@ -106,8 +116,12 @@ def check_variables(spec: Mapping[str, Any], variables: Mapping[str, Any]) -> No
 
 
 def save_encoder(
-    directory: str | os.PathLike, spec: Mapping[str, Any], variables: Mapping[str, Any], *,
-    overwrite: bool = True, flag: str = "--overwrite"
+    directory: str | os.PathLike,
+    spec: Mapping[str, Any],
+    variables: Mapping[str, Any],
+    *,
+    overwrite: bool = True,
+    flag: str = "--overwrite",
 ) -> None:
     """Write an encoder checkpoint atomically (see the module docstring). An existing one is
     replaced only with ``overwrite`` (else fileio.AlreadyExistsError naming ``flag``).
@@ -115,18 +129,28 @@ def save_encoder(
     arrays. Call it from every process in multi-host runs (Orbax coordinates); only process 0
     writes spec.json and renames the result into place."""
     spec = validate_spec(spec)
-    variables = _to_numpy_float32({"params": variables["params"], "batch_stats": variables.get("batch_stats", {})})
+    variables = _to_numpy_float32(
+        {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    )
     check_variables(spec, variables)
     primary = jax.process_index() == 0
     # Every process must name the same folder: the default tag (pid.host) only works alone.
     tag = None if jax.process_count() == 1 else f"jax{jax.process_count()}.shared"
-    with fileio.atomic_dir(os.fspath(directory), overwrite=overwrite, what="encoder checkpoint",
-                           flag=flag, primary=primary, tag=tag) as tmp:
+    with fileio.atomic_dir(
+        os.fspath(directory),
+        overwrite=overwrite,
+        what="encoder checkpoint",
+        flag=flag,
+        primary=primary,
+        tag=tag,
+    ) as tmp:
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(epath.Path(tmp) / VARIABLES_DIR, variables, force=True)
         checkpointer.wait_until_finished()
         if primary:
-            fileio.write_text(os.path.join(tmp, SPEC_FILE), json.dumps(spec, indent=2, sort_keys=True))
+            fileio.write_text(
+                os.path.join(tmp, SPEC_FILE), json.dumps(spec, indent=2, sort_keys=True)
+            )
 
 
 def fingerprint(directory: str | epath.PathLike) -> str:
@@ -134,8 +158,11 @@ def fingerprint(directory: str | epath.PathLike) -> str:
     projector) and every variable's dtype, shape and bytes; the same for a copy or a
     re-export of the same weights, different for any other encoder."""
     spec, variables = load_encoder(directory)
-    digest = hashlib.sha256(json.dumps({k: spec[k] for k in ("arch", "overrides", "projector")},
-                                       sort_keys=True).encode())
+    digest = hashlib.sha256(
+        json.dumps(
+            {k: spec[k] for k in ("arch", "overrides", "projector")}, sort_keys=True
+        ).encode()
+    )
     for path, array in sorted(_flatten(variables).items()):
         array = np.ascontiguousarray(array)
         digest.update(f"{path} {array.dtype} {array.shape}".encode())
@@ -157,7 +184,9 @@ def _writer(directory: epath.Path) -> dict | None:
     return holder if holder and holder.get("pid") != os.getpid() else None
 
 
-def load_encoder(directory: str | epath.PathLike, *, retries: int = 3) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_encoder(
+    directory: str | epath.PathLike, *, retries: int = 3
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read an encoder checkpoint: ``(spec, variables)`` with float32 numpy leaves. A missing or
     malformed directory raises FileNotFoundError / ValueError saying how to produce one. While
     the pre-training run that exports it is running, a failed read is retried (the export
@@ -185,13 +214,19 @@ def _load_encoder(directory: epath.Path) -> tuple[dict[str, Any], dict[str, Any]
     spec_path = directory / SPEC_FILE
     if not spec_path.exists() or not (directory / VARIABLES_DIR).exists():
         raise FileNotFoundError(
-            f"No encoder checkpoint at {directory} (expected {SPEC_FILE} and {VARIABLES_DIR}/). " + HOW_TO_PRODUCE
+            f"No encoder checkpoint at {directory} (expected {SPEC_FILE} and {VARIABLES_DIR}/). "
+            + HOW_TO_PRODUCE
         )
     try:
         spec = validate_spec(json.loads(spec_path.read_text()))
     except (json.JSONDecodeError, ValueError) as error:
-        raise ValueError(f"Malformed encoder checkpoint at {directory}: {error} " + HOW_TO_PRODUCE) from None
+        raise ValueError(
+            f"Malformed encoder checkpoint at {directory}: {error} " + HOW_TO_PRODUCE
+        ) from None
     restored = ocp.StandardCheckpointer().restore(directory / VARIABLES_DIR)
-    variables = {"params": restored.get("params", {}), "batch_stats": restored.get("batch_stats", {})}
+    variables = {
+        "params": restored.get("params", {}),
+        "batch_stats": restored.get("batch_stats", {}),
+    }
     check_variables(spec, variables)
     return spec, variables

@@ -14,11 +14,13 @@ equal to its torchvision counterpart:
 
 All tensors are NHWC.
 """
+
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -87,7 +89,9 @@ def conv(
     )
 
 
-def dense(features: int, in_features: int, *, dtype: Any = jnp.float32, name: str | None = None) -> nn.Dense:
+def dense(
+    features: int, in_features: int, *, dtype: Any = jnp.float32, name: str | None = None
+) -> nn.Dense:
     """A ``torch.nn.Linear`` equivalent with torch's default initialisation (with bias)."""
     return nn.Dense(
         features,
@@ -157,7 +161,8 @@ def _adaptive_pool_axis(x: jax.Array, axis: int, out: int, reduce) -> jax.Array:
         shape = x.shape[:axis] + (out, size // out) + x.shape[axis + 1 :]
         return reduce(x.reshape(shape), axis + 1)
     cells = [
-        reduce(jax.lax.slice_in_dim(x, start, stop, axis=axis), axis) for start, stop in _adaptive_bins(size, out)
+        reduce(jax.lax.slice_in_dim(x, start, stop, axis=axis), axis)
+        for start, stop in _adaptive_bins(size, out)
     ]
     return jnp.stack(cells, axis=axis)
 

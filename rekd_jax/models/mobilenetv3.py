@@ -7,11 +7,13 @@ This module also holds the two building blocks that torchvision shares between M
 EfficientNet (``ConvNormAct`` = ``Conv2dNormActivation``, ``SqueezeExcitation``) and the
 module-path naming rule both families use.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -41,7 +43,9 @@ def torch_module_name(module_path: Sequence[str]) -> str:
     ``ConvNormAct`` whose children ``conv``/``bn`` are torchvision's Sequential indices
     ``0``/``1``. Example: ``('features_4', 'block_2', 'fc1')`` -> ``'features.4.block.2.fc1'``.
     """
-    return layers.default_torch_module_name(tuple({"conv": "0", "bn": "1"}.get(p, p) for p in module_path))
+    return layers.default_torch_module_name(
+        tuple({"conv": "0", "bn": "1"}.get(p, p) for p in module_path)
+    )
 
 
 class ConvNormAct(nn.Module):
@@ -150,10 +154,14 @@ _SMALL_SETTING = (
 _VARIANTS = {"large": (_LARGE_SETTING, 1280), "small": (_SMALL_SETTING, 1024)}
 
 
-def mobilenet_v3_config(variant: str, width_multiplier: float) -> tuple[tuple[BlockConfig, ...], int]:
+def mobilenet_v3_config(
+    variant: str, width_multiplier: float
+) -> tuple[tuple[BlockConfig, ...], int]:
     """Block configs and classifier hidden width (torchvision ``last_channel``) of a variant."""
     if variant not in _VARIANTS:
-        raise ValueError(f"Unknown MobileNetV3 variant {variant!r}; use one of {sorted(_VARIANTS)}.")
+        raise ValueError(
+            f"Unknown MobileNetV3 variant {variant!r}; use one of {sorted(_VARIANTS)}."
+        )
     if width_multiplier <= 0:
         raise ValueError(f"width_multiplier must be positive, got {width_multiplier}.")
     setting, last_channel = _VARIANTS[variant]
@@ -192,7 +200,9 @@ class InvertedResidual(nn.Module):
         index = 0
         y = x
         if cfg.expanded_channels != cfg.input_channels:
-            y = conv(cfg.expanded_channels, 1, activation=activation, name=f"block_{index}")(y, train)
+            y = conv(cfg.expanded_channels, 1, activation=activation, name=f"block_{index}")(
+                y, train
+            )
             index += 1
         y = conv(
             cfg.expanded_channels,
@@ -245,7 +255,12 @@ class MobileNetV3(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         layers.check_nhwc_rgb(x, f"MobileNetV3-{self.variant}")
         blocks, last_channel = mobilenet_v3_config(self.variant, self.width_multiplier)
-        bn = dict(bn_torch_momentum=0.01, bn_epsilon=1e-3, bn_axis_name=self.bn_axis_name, dtype=self.dtype)
+        bn = dict(
+            bn_torch_momentum=0.01,
+            bn_epsilon=1e-3,
+            bn_axis_name=self.bn_axis_name,
+            dtype=self.dtype,
+        )
         x = x.astype(self.dtype)
         x = ConvNormAct(
             blocks[0].input_channels,

@@ -9,10 +9,12 @@ width), as in SimCLR's ResNet-50 (x2) / (x4) used by SEED as teachers; the regis
 names like ``resnet50x2``. It is not torchvision's ``wide_resnet50_2`` (which widens only the
 bottleneck's inner convs). Fractional multipliers (e.g. 0.25) give tiny models for tests.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -55,7 +57,13 @@ class BasicBlock(nn.Module):
         y = conv(self.planes, 3, padding=1, dtype=self.dtype, name="conv2")(y)
         y = bn(zero_init=self.zero_init_residual, name="bn2")(y)
         if self.stride != 1 or x.shape[-1] != self.planes * self.expansion:
-            identity = conv(self.planes * self.expansion, 1, stride=self.stride, dtype=self.dtype, name="downsample_0")(x)
+            identity = conv(
+                self.planes * self.expansion,
+                1,
+                stride=self.stride,
+                dtype=self.dtype,
+                name="downsample_0",
+            )(x)
             identity = bn(name="downsample_1")(identity)
         return nn.relu(y + identity)
 
@@ -82,7 +90,13 @@ class Bottleneck(nn.Module):
         y = conv(self.planes * self.expansion, 1, dtype=self.dtype, name="conv3")(y)
         y = bn(zero_init=self.zero_init_residual, name="bn3")(y)
         if self.stride != 1 or x.shape[-1] != self.planes * self.expansion:
-            identity = conv(self.planes * self.expansion, 1, stride=self.stride, dtype=self.dtype, name="downsample_0")(x)
+            identity = conv(
+                self.planes * self.expansion,
+                1,
+                stride=self.stride,
+                dtype=self.dtype,
+                name="downsample_0",
+            )(x)
             identity = bn(name="downsample_1")(identity)
         return nn.relu(y + identity)
 

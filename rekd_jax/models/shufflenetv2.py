@@ -3,10 +3,12 @@
 Module names are torchvision's with '.' written as '_' (``stage2_0`` / ``branch2_3`` ->
 ``stage2.0.branch2.3``), so ``torch_module_name`` is a plain substitution. Inputs are NHWC.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -29,7 +31,9 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
     return jnp.swapaxes(x, 3, 4).reshape(n, h, w, c)
 
 
-def _conv(features: int, in_features: int, kernel: int, stride: int, groups: int, dtype: Any, name: str) -> nn.Conv:
+def _conv(
+    features: int, in_features: int, kernel: int, stride: int, groups: int, dtype: Any, name: str
+) -> nn.Conv:
     """Bias-free ``nn.Conv2d`` with torch's default init and symmetric padding (kernel - 1) // 2."""
     return layers.conv(
         features,
@@ -70,7 +74,9 @@ class ShuffleUnit(nn.Module):
                 f"in_channels={self.in_channels}, out_channels={self.out_channels}."
             )
         conv = functools.partial(_conv, dtype=self.dtype)
-        bn = functools.partial(layers.batch_norm, train, axis_name=self.bn_axis_name, dtype=self.dtype)
+        bn = functools.partial(
+            layers.batch_norm, train, axis_name=self.bn_axis_name, dtype=self.dtype
+        )
         if self.stride > 1:
             c = self.in_channels
             left = conv(c, c, 3, self.stride, c, name="branch1_0")(x)
@@ -121,7 +127,9 @@ class ShuffleNetV2(nn.Module):
         x = x.astype(self.dtype)
         channels = self.stages_out_channels[0]
         stride = 1 if self.cifar_stem else 2
-        bn = functools.partial(layers.batch_norm, train, axis_name=self.bn_axis_name, dtype=self.dtype)
+        bn = functools.partial(
+            layers.batch_norm, train, axis_name=self.bn_axis_name, dtype=self.dtype
+        )
         x = _conv(channels, 3, 3, stride, 1, self.dtype, name="conv1_0")(x)
         x = nn.relu(bn(name="conv1_1")(x))
         self.sow("intermediates", "conv1", x)
@@ -131,7 +139,9 @@ class ShuffleNetV2(nn.Module):
             zip(self.stages_repeats, self.stages_out_channels[1:4]), start=2
         ):
             for i in range(repeats):
-                x = unit(channels, out_channels, 2 if i == 0 else 1, name=f"stage{stage}_{i}")(x, train)
+                x = unit(channels, out_channels, 2 if i == 0 else 1, name=f"stage{stage}_{i}")(
+                    x, train
+                )
                 channels = out_channels
             self.sow("intermediates", f"stage{stage}", x)
         x = _conv(self.stages_out_channels[-1], channels, 1, 1, 1, self.dtype, name="conv5_0")(x)

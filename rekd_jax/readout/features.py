@@ -6,6 +6,7 @@ it. Feature functions map (variables, float images (b, H, W, 3)) -> {name: (b, .
 `pooled_features` gives {'features': global-pooled backbone output}, `conv_features` gives the
 AlexNet conv maps adaptive-max-pooled per layer (rekd_jax.evaluation.conv_probe).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +14,8 @@ import io
 import json
 import os
 import zipfile
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -32,15 +34,18 @@ FeatureFn = Callable[[Any, jax.Array], dict]
 
 class Backbone(NamedTuple):
     """A frozen backbone: the Flax module (num_classes=0), its variables, the checkpoint spec."""
+
     module: Any
     variables: dict
     spec: dict
 
 
 INIT_PREFIX = "init:"
-INIT_SYNTAX = ("init:ARCH[:field=value,...] (model fields such as cifar_stem=true, "
-               "width_multiplier=0.25, plus seed=N for the initialisation; e.g. "
-               "init:resnet18:cifar_stem=true,width_multiplier=0.25,seed=1)")
+INIT_SYNTAX = (
+    "init:ARCH[:field=value,...] (model fields such as cifar_stem=true, "
+    "width_multiplier=0.25, plus seed=N for the initialisation; e.g. "
+    "init:resnet18:cifar_stem=true,width_multiplier=0.25,seed=1)"
+)
 
 
 def _literal(text: str) -> Any:
@@ -62,14 +67,15 @@ def parse_init_checkpoint(checkpoint: str) -> tuple[dict, int] | None:
     """
     if not checkpoint.startswith(INIT_PREFIX):
         return None
-    body = checkpoint[len(INIT_PREFIX):]
+    body = checkpoint[len(INIT_PREFIX) :]
     arch, _, fields = body.partition(":")
     overrides: dict[str, Any] = {}
     for item in filter(None, (f.strip() for f in fields.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"checkpoint {checkpoint!r}: {item!r} is not field=value; use "
-                             + INIT_SYNTAX)
+            raise ValueError(
+                f"checkpoint {checkpoint!r}: {item!r} is not field=value; use " + INIT_SYNTAX
+            )
         overrides[key.strip()] = _literal(value)
     seed = overrides.pop("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
@@ -77,10 +83,16 @@ def parse_init_checkpoint(checkpoint: str) -> tuple[dict, int] | None:
     try:
         get_model(arch, **{**overrides, "num_classes": 0})
     except (ValueError, TypeError) as error:
-        raise ValueError(f"checkpoint {checkpoint!r}: {arch!r} with {overrides} is not a model "
-                         f"({error}); models: {models.list_models()}; use " + INIT_SYNTAX) from None
-    spec = {"arch": arch, "overrides": overrides, "projector": None,
-            "source": f"random init (seed {seed})"}
+        raise ValueError(
+            f"checkpoint {checkpoint!r}: {arch!r} with {overrides} is not a model "
+            f"({error}); models: {models.list_models()}; use " + INIT_SYNTAX
+        ) from None
+    spec = {
+        "arch": arch,
+        "overrides": overrides,
+        "projector": None,
+        "source": f"random init (seed {seed})",
+    }
     return spec, int(seed)
 
 
@@ -90,7 +102,8 @@ def checkpoint_spec(checkpoint: str) -> dict:
     if parsed is not None:
         return parsed[0]
     return model_io.validate_spec(
-        json.loads(fileio.read_text(os.path.join(checkpoint, model_io.SPEC_FILE))))
+        json.loads(fileio.read_text(os.path.join(checkpoint, model_io.SPEC_FILE)))
+    )
 
 
 def checkpoint_identity(checkpoint: str) -> dict:
@@ -120,8 +133,9 @@ def load_backbone(checkpoint: str, **overrides: Any) -> Backbone:
     Raises FileNotFoundError saying how to produce a checkpoint when there is none.
     """
     if not checkpoint:
-        raise FileNotFoundError("config.checkpoint is empty: set it to an encoder directory. "
-                                + model_io.HOW_TO_PRODUCE)
+        raise FileNotFoundError(
+            "config.checkpoint is empty: set it to an encoder directory. " + model_io.HOW_TO_PRODUCE
+        )
     parsed = parse_init_checkpoint(checkpoint)
     if parsed is not None:
         return init_backbone(*parsed, **overrides)
@@ -136,8 +150,10 @@ def load_backbone(checkpoint: str, **overrides: Any) -> Backbone:
 
 def pooled_features(module) -> FeatureFn:
     """{'features': global-pooled backbone features (float32)} with BatchNorm in eval mode."""
+
     def fn(variables, images):
         return {"features": module.apply(variables, images, train=False).astype(jnp.float32)}
+
     return fn
 
 
@@ -150,8 +166,10 @@ def feature_shapes(feature_fn: FeatureFn, variables, image_size: int) -> dict[st
 
 def feature_dims(feature_fn: FeatureFn, variables, image_size: int) -> dict[str, int]:
     """Width (flattened size) of each named feature for `image_size` inputs."""
-    return {name: int(np.prod(shape))
-            for name, shape in feature_shapes(feature_fn, variables, image_size).items()}
+    return {
+        name: int(np.prod(shape))
+        for name, shape in feature_shapes(feature_fn, variables, image_size).items()
+    }
 
 
 def batch_images(batch: Mapping[str, Any]) -> Any:
@@ -176,16 +194,23 @@ def replicate_resident(pipeline) -> jax.Array | None:
         return None
     images = np.asarray(images)
     devices = jax.local_devices()
-    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("devices",)),
-                                          jax.sharding.PartitionSpec("devices"))
+    sharding = jax.sharding.NamedSharding(
+        jax.sharding.Mesh(np.array(devices), ("devices",)), jax.sharding.PartitionSpec("devices")
+    )
     shards = [jax.device_put(images[None], device) for device in devices]
-    return jax.make_array_from_single_device_arrays((len(devices),) + images.shape, sharding,
-                                                    shards)
+    return jax.make_array_from_single_device_arrays(
+        (len(devices),) + images.shape, sharding, shards
+    )
 
 
-def extract_features(feature_fn: FeatureFn, variables: Any, batches: Iterable[Mapping],
-                     *, preprocess: Callable[[jax.Array], jax.Array],
-                     resident: jax.Array | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def extract_features(
+    feature_fn: FeatureFn,
+    variables: Any,
+    batches: Iterable[Mapping],
+    *,
+    preprocess: Callable[[jax.Array], jax.Array],
+    resident: jax.Array | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Features of every real (masked-in) example of `batches`, on the host.
 
     Args:
@@ -203,13 +228,14 @@ def extract_features(feature_fn: FeatureFn, variables: Any, batches: Iterable[Ma
     def device_fn(variables, x, resident):
         return feature_fn(variables, preprocess(images_on_device(x, resident)))
 
-    mapped = progress_lib.heartbeat_first_call(jax.pmap(device_fn),
-                                               "compiling the feature extractor")
+    mapped = progress_lib.heartbeat_first_call(
+        jax.pmap(device_fn), "compiling the feature extractor"
+    )
     chunks: dict[str, list] = {}
     labels = []
-    progress = progress_lib.Progress("feature extraction",
-                                     int(getattr(batches, "steps_per_epoch", 0) or 0),
-                                     unit="batch")
+    progress = progress_lib.Progress(
+        "feature extraction", int(getattr(batches, "steps_per_epoch", 0) or 0), unit="batch"
+    )
     for batch in batches:
         out = mapped(replicated, batch_images(batch), resident)
         out = jax.device_get(out)
@@ -222,8 +248,10 @@ def extract_features(feature_fn: FeatureFn, variables: Any, batches: Iterable[Ma
     progress.close()
     if not labels:
         raise ValueError("extract_features: the split produced no batches")
-    return ({name: np.concatenate(parts) for name, parts in chunks.items()},
-            np.concatenate(labels).astype(np.int32))
+    return (
+        {name: np.concatenate(parts) for name, parts in chunks.items()},
+        np.concatenate(labels).astype(np.int32),
+    )
 
 
 def fingerprint(**fields: Any) -> str:
@@ -232,8 +260,9 @@ def fingerprint(**fields: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def cached_features(path: str, key: str, compute: Callable[[], tuple[dict, np.ndarray]]
-                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def cached_features(
+    path: str, key: str, compute: Callable[[], tuple[dict, np.ndarray]]
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Load features from the npz at `path` if it was written for `key`, else compute and save.
 
     The npz holds one array per feature name, 'label' and '__key__'. A stale file (another
@@ -245,12 +274,18 @@ def cached_features(path: str, key: str, compute: Callable[[], tuple[dict, np.nd
             with np.load(io.BytesIO(fileio.read_bytes(path))) as data:
                 if str(data["__key__"]) == key:
                     logging.info("features: loaded %s", path)
-                    return ({k: data[k] for k in data.files if k not in ("label", "__key__")},
-                            data["label"])
+                    return (
+                        {k: data[k] for k in data.files if k not in ("label", "__key__")},
+                        data["label"],
+                    )
             logging.info("features: %s was written for another setup; recomputing", path)
         except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError) as error:
-            logging.warning("features: %s cannot be read (%s: %s); recomputing it", path,
-                            type(error).__name__, (str(error).splitlines() or [""])[0][:200])
+            logging.warning(
+                "features: %s cannot be read (%s: %s); recomputing it",
+                path,
+                type(error).__name__,
+                (str(error).splitlines() or [""])[0][:200],
+            )
     feats, labels = compute()
     buffer = io.BytesIO()
     np.savez(buffer, __key__=np.array(key), label=labels, **feats)

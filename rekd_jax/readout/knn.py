@@ -10,6 +10,7 @@ running top-k is kept. Ties in similarity go to the lower training index (`lax.t
 lower index first and the running top-k keeps earlier chunks first), ties in class score go to
 the lower class index: the result is deterministic and matches a stable numpy sort.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 class KnnOutput(NamedTuple):
     """`predictions`: (n_test, min(5, num_classes)) int32 classes ranked by score;
     `scores`: (n_test, num_classes) float32 summed exp(sim / temperature) votes."""
+
     predictions: jax.Array
     scores: jax.Array
 
@@ -40,12 +42,28 @@ def _pad_rows(x: jax.Array, multiple: int, value=0) -> jax.Array:
     return jnp.pad(x, widths, constant_values=value)
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "num_classes", "k", "temperature", "chunk_size", "train_chunk_size", "normalize"))
-def knn_classify(train_features: jax.Array, train_labels: jax.Array, test_features: jax.Array,
-                 num_classes: int, k: int = 200, temperature: float = 0.1,
-                 chunk_size: int = 256, train_chunk_size: int = 65536,
-                 normalize: bool = True) -> KnnOutput:
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "num_classes",
+        "k",
+        "temperature",
+        "chunk_size",
+        "train_chunk_size",
+        "normalize",
+    ),
+)
+def knn_classify(
+    train_features: jax.Array,
+    train_labels: jax.Array,
+    test_features: jax.Array,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk_size: int = 256,
+    train_chunk_size: int = 65536,
+    normalize: bool = True,
+) -> KnnOutput:
     """Weighted kNN class scores and ranked predictions for every test row.
 
     Args:
@@ -63,11 +81,15 @@ def knn_classify(train_features: jax.Array, train_labels: jax.Array, test_featur
       KnnOutput(predictions (n_test, min(5, C)), scores (n_test, C)).
     """
     if train_features.ndim != 2 or test_features.ndim != 2:
-        raise ValueError("knn_classify: features must be 2-D (rows, dim); got "
-                         f"{train_features.shape} and {test_features.shape}")
+        raise ValueError(
+            "knn_classify: features must be 2-D (rows, dim); got "
+            f"{train_features.shape} and {test_features.shape}"
+        )
     if train_features.shape[0] != train_labels.shape[0]:
-        raise ValueError(f"knn_classify: {train_features.shape[0]} training features but "
-                         f"{train_labels.shape[0]} labels")
+        raise ValueError(
+            f"knn_classify: {train_features.shape[0]} training features but "
+            f"{train_labels.shape[0]} labels"
+        )
     n_train = train_features.shape[0]
     n_test = test_features.shape[0]
     k = int(min(k, n_train))
@@ -81,15 +103,18 @@ def knn_classify(train_features: jax.Array, train_labels: jax.Array, test_featur
     train_chunk = int(min(train_chunk_size, n_train))
     # Padding rows get similarity -inf so they are never chosen while a real row is left.
     train_valid = _pad_rows(jnp.ones((n_train,), bool), train_chunk, False)
-    train_blocks = _pad_rows(train_features, train_chunk).reshape(-1, train_chunk,
-                                                                  train_features.shape[1])
+    train_blocks = _pad_rows(train_features, train_chunk).reshape(
+        -1, train_chunk, train_features.shape[1]
+    )
     label_blocks = _pad_rows(train_labels, train_chunk).reshape(-1, train_chunk)
     valid_blocks = train_valid.reshape(-1, train_chunk)
 
     def neighbours(query):
         """Running top-k (similarity, label) of `query` rows over all training blocks."""
-        init = (jnp.full((query.shape[0], k), -jnp.inf, jnp.float32),
-                jnp.zeros((query.shape[0], k), jnp.int32))
+        init = (
+            jnp.full((query.shape[0], k), -jnp.inf, jnp.float32),
+            jnp.zeros((query.shape[0], k), jnp.int32),
+        )
 
         def scan_block(carry, block):
             best_sim, best_label = carry
@@ -98,19 +123,22 @@ def knn_classify(train_features: jax.Array, train_labels: jax.Array, test_featur
             # Earlier blocks first, so equal similarities keep the lower training index.
             all_sim = jnp.concatenate([best_sim, sim], axis=1)
             all_label = jnp.concatenate(
-                [best_label, jnp.broadcast_to(labels[None, :], sim.shape)], axis=1)
+                [best_label, jnp.broadcast_to(labels[None, :], sim.shape)], axis=1
+            )
             top_sim, top_idx = jax.lax.top_k(all_sim, k)
             return (top_sim, jnp.take_along_axis(all_label, top_idx, axis=1)), None
 
         (best_sim, best_label), _ = jax.lax.scan(
-            scan_block, init, (train_blocks, label_blocks, valid_blocks))
+            scan_block, init, (train_blocks, label_blocks, valid_blocks)
+        )
         return best_sim, best_label
 
     def score_chunk(query):
         sim, labels = neighbours(query)
         weights = jnp.exp(sim / temperature)
-        return jnp.sum(jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-                       * weights[..., None], axis=1)
+        return jnp.sum(
+            jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * weights[..., None], axis=1
+        )
 
     chunk = int(max(1, min(chunk_size, n_test)))
     queries = _pad_rows(test_features, chunk).reshape(-1, chunk, test_features.shape[1])

@@ -20,6 +20,7 @@ Formats ('auto' detects them):
 Wrappers ``{'state_dict': ...}`` or ``{'model': ...}`` are unwrapped. Torch is imported only by
 the file loader; ``convert`` takes a dict of numpy arrays or tensors.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,14 +29,15 @@ import logging
 import os
 import pickle
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from rekd_jax import models
 from rekd_jax.core import config_lookup, errors, fileio
-from rekd_jax.models import heads, io
 from rekd_jax.core import logging as logging_lib
+from rekd_jax.models import heads, io
 
 FORMATS = ("auto", "torchvision", "mocov2", "swav")
 MOCO_PREFIXES = ("module.encoder_q.", "encoder_q.")
@@ -64,22 +66,31 @@ def detect_format(state_dict: Mapping[str, Any]) -> str:
     keys = list(state_dict)
     if any(key.startswith(MOCO_PREFIXES) for key in keys):
         return "mocov2"
-    if any(key.split(".")[1 if key.startswith("module.") else 0] in ("projection_head", "prototypes") for key in keys):
+    if any(
+        key.split(".")[1 if key.startswith("module.") else 0] in ("projection_head", "prototypes")
+        for key in keys
+    ):
         return "swav"
     return "torchvision"
 
 
 def _strip(prefix: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
+    return {
+        key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)
+    }
 
 
-def _split(state_dict: Mapping[str, Any], fmt: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+def _split(
+    state_dict: Mapping[str, Any], fmt: str
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """(backbone tensors by torch key, projector tensors by (Projector submodule, torch leaf),
     ignored keys)."""
     if fmt == "mocov2":
         prefix = next((p for p in MOCO_PREFIXES if any(k.startswith(p) for k in state_dict)), None)
         if prefix is None:
-            raise ValueError(f"Format mocov2 needs keys starting with {MOCO_PREFIXES}; got e.g. {list(state_dict)[:3]}.")
+            raise ValueError(
+                f"Format mocov2 needs keys starting with {MOCO_PREFIXES}; got e.g. {list(state_dict)[:3]}."
+            )
         tensors = _strip(prefix, state_dict)
         ignored = sorted(k for k in state_dict if not k.startswith(prefix))
         head_keys = {"hidden": "fc.0", "out": "fc.2"}
@@ -87,12 +98,24 @@ def _split(state_dict: Mapping[str, Any], fmt: str) -> tuple[dict[str, Any], dic
             ignored += ["fc.weight", "fc.bias"]
             tensors = {k: v for k, v in tensors.items() if k not in ("fc.weight", "fc.bias")}
     elif fmt == "swav":
-        tensors = _strip("module.", state_dict) if all(k.startswith("module.") for k in state_dict) else dict(state_dict)
+        tensors = (
+            _strip("module.", state_dict)
+            if all(k.startswith("module.") for k in state_dict)
+            else dict(state_dict)
+        )
         ignored = sorted(k for k in tensors if k.startswith("prototypes"))
         tensors = {k: v for k, v in tensors.items() if not k.startswith("prototypes")}
-        head_keys = {"hidden": "projection_head.0", "bn": "projection_head.1", "out": "projection_head.3"}
+        head_keys = {
+            "hidden": "projection_head.0",
+            "bn": "projection_head.1",
+            "out": "projection_head.3",
+        }
     elif fmt == "torchvision":
-        tensors = _strip("module.", state_dict) if all(k.startswith("module.") for k in state_dict) else dict(state_dict)
+        tensors = (
+            _strip("module.", state_dict)
+            if all(k.startswith("module.") for k in state_dict)
+            else dict(state_dict)
+        )
         ignored, head_keys = [], {}
     else:
         raise ValueError(f"Unknown checkpoint format {fmt!r}; use one of {', '.join(FORMATS)}.")
@@ -109,8 +132,10 @@ def _split(state_dict: Mapping[str, Any], fmt: str) -> tuple[dict[str, Any], dic
             key = f"{torch_name}.{leaf}"
             if key in head:
                 projector[(flax_name, leaf)] = head[key]
-    if head and head_keys and not ("hidden", "weight") in projector:
-        raise ValueError(f"Unrecognised {fmt} projection head keys {sorted(head)[:6]}; expected {head_keys}.")
+    if head and head_keys and ("hidden", "weight") not in projector:
+        raise ValueError(
+            f"Unrecognised {fmt} projection head keys {sorted(head)[:6]}; expected {head_keys}."
+        )
     return backbone, projector, ignored
 
 
@@ -127,7 +152,9 @@ def _torch_layout(flax_leaf: str, shape: tuple[int, ...]) -> tuple[int, ...] | N
     return None
 
 
-def _fill(template: Mapping[str, Any], torch_name, tensors: Mapping[str, Any], path=()) -> tuple[dict, list, list]:
+def _fill(
+    template: Mapping[str, Any], torch_name, tensors: Mapping[str, Any], path=()
+) -> tuple[dict, list, list]:
     """Fill a Flax variable tree of ShapeDtypeStructs from torch tensors.
 
     Returns (tree, missing torch keys, mis-shaped descriptions); used torch keys are popped from
@@ -142,7 +169,9 @@ def _fill(template: Mapping[str, Any], torch_name, tensors: Mapping[str, Any], p
             continue
         torch_leaf = {**_PARAM_LEAVES, **_STAT_LEAVES}.get(key)
         if torch_leaf is None:
-            raise ValueError(f"Flax leaf {'/'.join(path + (key,))} has no torch equivalent in the converter.")
+            raise ValueError(
+                f"Flax leaf {'/'.join(path + (key,))} has no torch equivalent in the converter."
+            )
         torch_key = f"{torch_name(path)}.{torch_leaf}"
         if torch_key not in tensors:
             missing.append(torch_key)
@@ -187,9 +216,11 @@ def _check_overrides(arch: str, overrides: Mapping[str, Any]) -> None:
     try:
         heads.encoder_variable_shapes({"arch": arch, "overrides": fields, "projector": None})
     except TypeError as error:
-        raise ValueError(f"the model overrides {dict(overrides)} do not fit {arch!r} ({error}); "
-                         "give --override values of the field's type (JSON, e.g. "
-                         "width_multiplier=0.5, cifar_stem=true).") from None
+        raise ValueError(
+            f"the model overrides {dict(overrides)} do not fit {arch!r} ({error}); "
+            "give --override values of the field's type (JSON, e.g. "
+            "width_multiplier=0.5, cifar_stem=true)."
+        ) from None
 
 
 def convert_checkpoint(
@@ -202,12 +233,22 @@ def convert_checkpoint(
         fmt = detect_format(state_dict)
     backbone_tensors, projector_tensors, ignored = _split(state_dict, fmt)
     if "num_classes" not in overrides:
-        overrides["num_classes"] = _classifier_classes(arch, overrides, backbone_tensors) if fmt == "torchvision" else 0
+        overrides["num_classes"] = (
+            _classifier_classes(arch, overrides, backbone_tensors) if fmt == "torchvision" else 0
+        )
     projector = None
     if projector_tensors:
         hidden = _to_numpy(projector_tensors[("hidden", "weight")]).shape[0]
-        out = _to_numpy(projector_tensors[("out", "weight")]).shape[0] if ("out", "weight") in projector_tensors else 0
-        projector = {"hidden": int(hidden), "dim": int(out), "bn": ("bn", "weight") in projector_tensors}
+        out = (
+            _to_numpy(projector_tensors[("out", "weight")]).shape[0]
+            if ("out", "weight") in projector_tensors
+            else 0
+        )
+        projector = {
+            "hidden": int(hidden),
+            "dim": int(out),
+            "bn": ("bn", "weight") in projector_tensors,
+        }
     spec = {"arch": arch, "overrides": dict(overrides), "projector": projector}
     shapes = heads.encoder_variable_shapes(spec)
     family = models.model_family(arch)
@@ -224,10 +265,14 @@ def convert_checkpoint(
             misshaped += s
     unexpected = sorted(remaining)
     if projector is not None:
-        head_tensors = {f"{name}.{leaf}": value for (name, leaf), value in projector_tensors.items()}
+        head_tensors = {
+            f"{name}.{leaf}": value for (name, leaf), value in projector_tensors.items()
+        }
         for collection in ("params", "batch_stats"):
             if "projector" in shapes[collection]:
-                tree, m, s = _fill(shapes[collection]["projector"], lambda path: ".".join(path), head_tensors)
+                tree, m, s = _fill(
+                    shapes[collection]["projector"], lambda path: ".".join(path), head_tensors
+                )
                 variables[collection]["projector"] = tree
                 missing += [f"projector {key}" for key in m]
                 misshaped += [f"projector {key}" for key in s]
@@ -244,7 +289,9 @@ def convert_checkpoint(
     return spec, variables
 
 
-def convert(state_dict: Mapping[str, Any], arch: str, fmt: str = "auto", **overrides: Any) -> dict[str, Any]:
+def convert(
+    state_dict: Mapping[str, Any], arch: str, fmt: str = "auto", **overrides: Any
+) -> dict[str, Any]:
     """Flax variables (float32 numpy, the Encoder layout ``{'params': {'backbone', 'projector'?},
     'batch_stats': {...}}``) for a PyTorch checkpoint dict (numpy arrays or tensors, possibly
     wrapped). ``fmt``: 'auto', 'torchvision', 'mocov2' or 'swav'. ``overrides`` are model fields
@@ -270,8 +317,10 @@ def load_torch_file(path: str, trust_pickle: bool = False) -> Mapping[str, Any]:
     with open(path, "rb") as f:
         head = f.read(4)
     if not head.startswith(_TORCH_MAGIC):
-        raise ValueError(f"{path} is not a PyTorch checkpoint (neither torch.save's zip format "
-                         f"nor a pickle: it starts with {head!r}); check --src.")
+        raise ValueError(
+            f"{path} is not a PyTorch checkpoint (neither torch.save's zip format "
+            f"nor a pickle: it starts with {head!r}); check --src."
+        )
     logging.info("loading %s", path)
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
@@ -283,36 +332,46 @@ def load_torch_file(path: str, trust_pickle: bool = False) -> Mapping[str, Any]:
                 "tensors, which can run code when loaded; if you trust the file, rerun with "
                 "--trust_pickle."
             ) from None
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({first_line[:200]}); the "
-                         "file is truncated or corrupt: download or export it again.") from None
+        raise ValueError(
+            f"{path} is not a readable PyTorch checkpoint ({first_line[:200]}); the "
+            "file is truncated or corrupt: download or export it again."
+        ) from None
     except (RuntimeError, EOFError, KeyError, IndexError, UnicodeDecodeError) as error:
         # torch's zip reader (RuntimeError) and legacy unpickler (EOFError, KeyError,
         # IndexError) on truncated or foreign bytes
         first_line = (str(error).splitlines() or [type(error).__name__])[0][:200]
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: "
-                         f"{first_line}); the file is truncated or corrupt: download or export "
-                         "it again.") from None
+        raise ValueError(
+            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: "
+            f"{first_line}); the file is truncated or corrupt: download or export "
+            "it again."
+        ) from None
 
 
 def _state_dict(checkpoint: Any) -> dict[str, Any]:
     """The state_dict of a loaded checkpoint (unwrapped); ValueError when it holds something
     else (a tensor, a list, keys that are not parameter names)."""
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"the checkpoint holds a {type(checkpoint).__name__}, not a state_dict "
-                         "(a dict of parameter names to tensors, possibly under 'state_dict' or "
-                         "'model'); save model.state_dict() instead.")
+        raise ValueError(
+            f"the checkpoint holds a {type(checkpoint).__name__}, not a state_dict "
+            "(a dict of parameter names to tensors, possibly under 'state_dict' or "
+            "'model'); save model.state_dict() instead."
+        )
     state_dict = unwrap(checkpoint)
     odd = [k for k in state_dict if not isinstance(k, str)]
     if odd:
-        raise ValueError(f"the checkpoint's keys must be parameter names (strings); it has "
-                         f"{type(odd[0]).__name__} keys such as {odd[0]!r}; save "
-                         "model.state_dict() instead.")
+        raise ValueError(
+            f"the checkpoint's keys must be parameter names (strings); it has "
+            f"{type(odd[0]).__name__} keys such as {odd[0]!r}; save "
+            "model.state_dict() instead."
+        )
     return state_dict
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--override expects KEY=VALUE (VALUE as JSON); got {text!r}.")
+        raise argparse.ArgumentTypeError(
+            f"--override expects KEY=VALUE (VALUE as JSON); got {text!r}."
+        )
     key, value = text.split("=", 1)
     try:
         return key, json.loads(value)
@@ -324,24 +383,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rekd_jax.tools.import_torch", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--arch", required=True, help=f"model name: {', '.join(models.list_models())}")
+    parser.add_argument(
+        "--arch", required=True, help=f"model name: {', '.join(models.list_models())}"
+    )
     parser.add_argument("--src", required=True, help="PyTorch checkpoint file (.pth, .pth.tar)")
     parser.add_argument("--dst", required=True, help="output encoder checkpoint directory")
     parser.add_argument("--format", default="auto", choices=FORMATS)
     parser.add_argument(
-        "--override", action="append", default=[], type=_parse_override, metavar="KEY=VALUE",
+        "--override",
+        action="append",
+        default=[],
+        type=_parse_override,
+        metavar="KEY=VALUE",
         help="model field override, VALUE as JSON (e.g. cifar_stem=true, use_bn=false); repeatable",
     )
-    parser.add_argument("--trust_pickle", action="store_true", help="allow torch.load(weights_only=False)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --dst (atomically)")
+    parser.add_argument(
+        "--trust_pickle", action="store_true", help="allow torch.load(weights_only=False)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --dst (atomically)"
+    )
     parser.add_argument("--debug", action="store_true", help="tracebacks instead of one FATAL line")
     args = parser.parse_args(argv)
     logging_lib.setup_console()
 
     def run():
         if os.path.lexists(args.dst) and not args.overwrite:  # before the slow part
-            raise fileio.AlreadyExistsError(f"--dst {args.dst} already exists; pass --overwrite to replace it")
-        os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)  # unwritable: fail now
+            raise fileio.AlreadyExistsError(
+                f"--dst {args.dst} already exists; pass --overwrite to replace it"
+            )
+        os.makedirs(
+            os.path.dirname(os.path.abspath(args.dst)), exist_ok=True
+        )  # unwritable: fail now
         checkpoint = load_torch_file(args.src, args.trust_pickle)
         fmt = detect_format(_state_dict(checkpoint)) if args.format == "auto" else args.format
         spec, variables = convert_checkpoint(checkpoint, args.arch, fmt, **dict(args.override))

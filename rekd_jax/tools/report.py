@@ -350,9 +350,10 @@ def knn_features(run_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
         with np.load(found[0]) as data:
             return data["features"], data["label"]
     except (zipfile.BadZipFile, ValueError, KeyError, EOFError) as error:
-        raise ValueError(f"{found[0]} is not a readable feature cache ({type(error).__name__}: "
-                         f"{error}); delete it (rerunning its evaluation writes it again)"
-                         ) from None
+        raise ValueError(
+            f"{found[0]} is not a readable feature cache ({type(error).__name__}: "
+            f"{error}); delete it (rerunning its evaluation writes it again)"
+        ) from None
 
 
 def fitted_bins(*samples: np.ndarray, count: int = 60) -> np.ndarray:

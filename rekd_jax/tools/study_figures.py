@@ -12,10 +12,11 @@ committed results.json redraws them: `python -m rekd_jax.tools.report RESULTS.js
   students.png   the five students: random init, MoCo v2, SEED and ReKD
 One colour per method in every figure (COLOURS).
 """
+
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import matplotlib
 
@@ -23,15 +24,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
 import numpy as np  # noqa: E402
 
-COLOURS = {"random init": "#7f7f7f", "MoCo v2": "#1f77b4", "SEED": "#ff7f0e", "ReKD": "#2ca02c",
-           "ReKD, supervised teacher (oracle)": "#9467bd",
-           "ReKD, true-label relations (oracle)": "#d62728", "teacher": "#000000"}
-ARM_LABELS = {"mocov2": "MoCo v2", "seed": "SEED", "rekd": "ReKD",
-              "rekd_supervised": "ReKD, supervised teacher (oracle)",
-              "rekd_oracle": "ReKD, true-label relations (oracle)"}
-SHORT_LABELS = {"mocov2": "MoCo v2", "seed": "SEED", "rekd": "ReKD",
-                "rekd_supervised": "ReKD\nsupervised\nteacher (oracle)",
-                "rekd_oracle": "ReKD\ntrue-label\nrelations (oracle)"}
+COLOURS = {
+    "random init": "#7f7f7f",
+    "MoCo v2": "#1f77b4",
+    "SEED": "#ff7f0e",
+    "ReKD": "#2ca02c",
+    "ReKD, supervised teacher (oracle)": "#9467bd",
+    "ReKD, true-label relations (oracle)": "#d62728",
+    "teacher": "#000000",
+}
+ARM_LABELS = {
+    "mocov2": "MoCo v2",
+    "seed": "SEED",
+    "rekd": "ReKD",
+    "rekd_supervised": "ReKD, supervised teacher (oracle)",
+    "rekd_oracle": "ReKD, true-label relations (oracle)",
+}
+SHORT_LABELS = {
+    "mocov2": "MoCo v2",
+    "seed": "SEED",
+    "rekd": "ReKD",
+    "rekd_supervised": "ReKD\nsupervised\nteacher (oracle)",
+    "rekd_oracle": "ReKD\ntrue-label\nrelations (oracle)",
+}
 MODE_TITLES = {"knn": "weighted kNN top-1 (%)", "linear": "linear probe top-1 (%)"}
 
 
@@ -61,23 +76,32 @@ def mechanism(result: Mapping, path: str) -> str | None:
             stats, label = entry[mode], ARM_LABELS[arm]
             colour = COLOURS[label]
             ax.bar(i, stats["mean"], color=colour, alpha=0.75)
-            ax.errorbar(i, stats["mean"], yerr=[[stats["mean"] - stats["min"]],
-                                                [stats["max"] - stats["mean"]]],
-                        color="black", capsize=5)
-            ax.scatter([i] * len(stats["values"]), stats["values"], color="black", s=12,
-                       zorder=3)
+            ax.errorbar(
+                i,
+                stats["mean"],
+                yerr=[[stats["mean"] - stats["min"]], [stats["max"] - stats["mean"]]],
+                color="black",
+                capsize=5,
+            )
+            ax.scatter([i] * len(stats["values"]), stats["values"], color="black", s=12, zorder=3)
         base = _random_init(result, f"random_init/{arch}", mode)
         if base is not None:
-            ax.axhline(base, color=COLOURS["random init"], linestyle="--",
-                       label=f"random init ({base:.1f})")
+            ax.axhline(
+                base,
+                color=COLOURS["random init"],
+                linestyle="--",
+                label=f"random init ({base:.1f})",
+            )
             ax.legend(loc="lower right", fontsize=8)
         low = min(min(e[mode]["min"] for e in arms.values()), base or 100.0)
         ax.set_ylim(max(0.0, low - 5), None)
         ax.set_xticks(range(len(arms)))
         ax.set_xticklabels([SHORT_LABELS[a] for a in arms], fontsize=7)
         ax.set_ylabel(f"test {MODE_TITLES[mode]}")
-        ax.set_title(f"{arch} student, {len(next(iter(arms.values()))[mode]['values'])} seeds"
-                     f" ({'kNN' if mode == 'knn' else 'linear probe'})")
+        ax.set_title(
+            f"{arch} student, {len(next(iter(arms.values()))[mode]['values'])} seeds"
+            f" ({'kNN' if mode == 'knn' else 'linear probe'})"
+        )
     return _save(fig, path)
 
 
@@ -105,16 +129,31 @@ def quality(result: Mapping, path: str) -> str | None:
                 lo.append(stats["mean"] - stats["min"])
                 hi.append(stats["max"] - stats["mean"])
             if xs:  # points in teacher order (training progress), joined only by a faint line
-                ax.errorbar(xs, ys, yerr=[lo, hi], color=COLOURS[ARM_LABELS[arm]], marker="o",
-                            capsize=4, linestyle=":", linewidth=0.8, label=ARM_LABELS[arm])
+                ax.errorbar(
+                    xs,
+                    ys,
+                    yerr=[lo, hi],
+                    color=COLOURS[ARM_LABELS[arm]],
+                    marker="o",
+                    capsize=4,
+                    linestyle=":",
+                    linewidth=0.8,
+                    label=ARM_LABELS[arm],
+                )
         ax.axhline(0.0, color=COLOURS["MoCo v2"], linestyle="--", label="MoCo v2 student")
         if x_key == "precision":
             if chance:
                 ax.axvline(chance, color="grey", linestyle=":", label=f"chance ({chance:.2f})")
             for p in points:
                 if p["label_precision"] is not None:
-                    ax.annotate(p["teacher"], (p["label_precision"], 0), fontsize=7,
-                                xytext=(2, -12), textcoords="offset points", rotation=45)
+                    ax.annotate(
+                        p["teacher"],
+                        (p["label_precision"], 0),
+                        fontsize=7,
+                        xytext=(2, -12),
+                        textcoords="offset points",
+                        rotation=45,
+                    )
             ax.set_xlabel("teacher's mined-positive label precision (fraction)")
             ax.set_xlim(0, 1.05)
         else:
@@ -153,21 +192,34 @@ def selection(result: Mapping, path: str) -> str | None:
 
 
 def mocov2_curve(result: Mapping, path: str) -> str | None:
-    curves = [(r["name"], r["knn_curve"]) for r in result["rows"]
-              if r.get("method") == "mocov2" and r.get("knn_curve") and r["group"] != "teacher"
-              and r["group"] in ("grid", "search", "final") and not r.get("reused")]
+    curves = [
+        (r["name"], r["knn_curve"])
+        for r in result["rows"]
+        if r.get("method") == "mocov2"
+        and r.get("knn_curve")
+        and r["group"] != "teacher"
+        and r["group"] in ("grid", "search", "final")
+        and not r.get("reused")
+    ]
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     shades = np.linspace(0.35, 1.0, len(curves))
     for (name, curve), shade in zip(curves, shades):
         steps, values = zip(*curve)
-        ax.plot(steps, values, marker="o", color=COLOURS["MoCo v2"], alpha=float(shade),
-                label=name.replace("select/mocov2/default/", "").replace("final/mocov2/", ""))
+        ax.plot(
+            steps,
+            values,
+            marker="o",
+            color=COLOURS["MoCo v2"],
+            alpha=float(shade),
+            label=name.replace("select/mocov2/default/", "").replace("final/mocov2/", ""),
+        )
     base = _random_init(result, "select/random_init", "knn")
     if base is not None:
-        ax.axhline(base, color=COLOURS["random init"], linestyle="--",
-                   label=f"random init ({base:.1f})")
+        ax.axhline(
+            base, color=COLOURS["random init"], linestyle="--", label=f"random init ({base:.1f})"
+        )
     ax.set_xlabel("training step")
     ax.set_ylabel("validation kNN top-1 (%)")
     ax.set_title("MoCo v2 student during training")
@@ -179,8 +231,12 @@ def students(result: Mapping, path: str) -> str | None:
     data = result.get("students", {})
     if not data:
         return None
-    arms = (("random_init", "random init"), ("mocov2", "MoCo v2"), ("seed", "SEED"),
-            ("rekd", "ReKD"))
+    arms = (
+        ("random_init", "random init"),
+        ("mocov2", "MoCo v2"),
+        ("seed", "SEED"),
+        ("rekd", "ReKD"),
+    )
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     width = 0.8 / len(arms)
     for ax, mode in zip(axes, ("knn", "linear")):
@@ -199,9 +255,13 @@ def students(result: Mapping, path: str) -> str | None:
 def draw(result: Mapping, out_dir: str) -> dict:
     """Every figure the results allow, into OUT_DIR; returns {name: path}."""
     drawn = {}
-    for name, function in (("mechanism", mechanism), ("quality", quality),
-                           ("selection", selection), ("mocov2_curve", mocov2_curve),
-                           ("students", students)):
+    for name, function in (
+        ("mechanism", mechanism),
+        ("quality", quality),
+        ("selection", selection),
+        ("mocov2_curve", mocov2_curve),
+        ("students", students),
+    ):
         path = function(result, os.path.join(out_dir, f"{name}.png"))
         if path:
             drawn[name] = path

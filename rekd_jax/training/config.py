@@ -7,6 +7,7 @@ monitor and the distributed block. Device counts are only queried when jax.distr
 (querying devices first would make jax.distributed.initialize fail); with it on, the same checks
 run in `check_devices` right after initialisation.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,8 @@ TEACHER_HOWTO = (
     "get a teacher encoder with `python main.py --config=configs/teacher_resnet50.py "
     "--workdir=WD` (it writes WD/encoders/student; for CIFAR-10 use configs/cifar10_teacher.py) "
     "or import a PyTorch checkpoint with `python -m rekd_jax.tools.import_torch`, then set "
-    "--config.teacher.checkpoint to that encoder directory")
+    "--config.teacher.checkpoint to that encoder directory"
+)
 
 
 def _fail(field: str, problem: str, fix: str) -> None:
@@ -46,29 +48,47 @@ def _check_arch(field: str, part) -> None:
     try:
         models.get_model(part.arch, **dict(overrides, num_classes=0))
     except (ValueError, TypeError) as e:
-        _fail(f"{field}.arch", f"{part.arch!r} with overrides {overrides} is not a valid model "
-              f"({e})", f"choose one of {models.list_models()}")
+        _fail(
+            f"{field}.arch",
+            f"{part.arch!r} with overrides {overrides} is not a valid model ({e})",
+            f"choose one of {models.list_models()}",
+        )
     for name in ("dim",):
         if int(part.projector[name]) < 1:
-            _fail(f"{field}.projector.{name}", f"must be >= 1, got {part.projector[name]}",
-                  "use e.g. 128")
+            _fail(
+                f"{field}.projector.{name}",
+                f"must be >= 1, got {part.projector[name]}",
+                "use e.g. 128",
+            )
     if int(part.projector.get("layers", 2)) not in (1, 2):
-        _fail(f"{field}.projector.layers", f"must be 1 (linear) or 2 (MLP), got "
-              f"{part.projector.layers}", "use 2 (MoCo v2) or 1 (MoCo CIFAR-10 demo)")
+        _fail(
+            f"{field}.projector.layers",
+            f"must be 1 (linear) or 2 (MLP), got {part.projector.layers}",
+            "use 2 (MoCo v2) or 1 (MoCo CIFAR-10 demo)",
+        )
     if int(part.projector.hidden) < 0:
-        _fail(f"{field}.projector.hidden", f"must be >= 0, got {part.projector.hidden}",
-              "use 0 for the backbone's feature width")
+        _fail(
+            f"{field}.projector.hidden",
+            f"must be >= 0, got {part.projector.hidden}",
+            "use 0 for the backbone's feature width",
+        )
 
 
 def check_teacher_checkpoint(config) -> None:
     """The offline teacher's encoder directory must exist."""
     path = config.teacher.checkpoint
     if not path:
-        _fail("teacher.checkpoint", f"is empty but method {config.method!r} needs an offline "
-              "teacher", TEACHER_HOWTO)
+        _fail(
+            "teacher.checkpoint",
+            f"is empty but method {config.method!r} needs an offline teacher",
+            TEACHER_HOWTO,
+        )
     if not os.path.isfile(os.path.join(path, model_io.SPEC_FILE)):
-        _fail("teacher.checkpoint", f"{path!r} holds no encoder checkpoint (no "
-              f"{model_io.SPEC_FILE})", TEACHER_HOWTO)
+        _fail(
+            "teacher.checkpoint",
+            f"{path!r} holds no encoder checkpoint (no {model_io.SPEC_FILE})",
+            TEACHER_HOWTO,
+        )
 
 
 def check_devices(config, num_devices: int) -> None:
@@ -76,31 +96,61 @@ def check_devices(config, num_devices: int) -> None:
     batch = config.global_batch_size
     if batch % num_devices:
         lower = max(num_devices, batch // num_devices * num_devices)
-        _fail("global_batch_size", f"{batch} is not divisible by the {num_devices} devices",
-              f"use a multiple of {num_devices}, e.g. {lower}")
+        _fail(
+            "global_batch_size",
+            f"{batch} is not divisible by the {num_devices} devices",
+            f"use a multiple of {num_devices}, e.g. {lower}",
+        )
     splits = step_lib.key_bn_splits(config, num_devices)
     if splits % num_devices:
-        _fail("key_bn_splits", f"{splits} is not a multiple of the {num_devices} devices",
-              f"use 0 (auto) or a multiple of {num_devices}")
+        _fail(
+            "key_bn_splits",
+            f"{splits} is not a multiple of the {num_devices} devices",
+            f"use 0 (auto) or a multiple of {num_devices}",
+        )
     if batch % splits:
-        _fail("key_bn_splits", f"the global batch {batch} does not split into {splits} "
-              "shuffle-BN groups", f"use 0 (auto) or a divisor of {batch}")
+        _fail(
+            "key_bn_splits",
+            f"the global batch {batch} does not split into {splits} shuffle-BN groups",
+            f"use 0 (auto) or a divisor of {batch}",
+        )
     step_lib.student_bn_groups(config.student_bn, num_devices, batch)
     step_lib.key_shuffle_devices(config, num_devices, batch)
 
 
-def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: bool = True,
-                      devices: bool = True) -> None:
+def validate_pretrain(
+    config: ml_collections.ConfigDict, *, teacher_checkpoint: bool = True, devices: bool = True
+) -> None:
     """Checks one pre-training config. `teacher_checkpoint=False` skips the existence check of
     an offline teacher that an earlier stage (the quick start's teacher run) will produce."""
-    _require(config, ("method", "student", "teacher", "data", "global_batch_size", "num_epochs",
-                      "num_train_steps", "optimizer", "ema_momentum", "key_bn_splits",
-                      "student_bn", "dtype", "rng_seed", "log_every_steps", "checkpoint_every_steps",
-                      "keep_checkpoints", "knn_monitor", "distributed", "tensorboard",
-                      "key_shuffle", "key_shuffle_devices"))
+    _require(
+        config,
+        (
+            "method",
+            "student",
+            "teacher",
+            "data",
+            "global_batch_size",
+            "num_epochs",
+            "num_train_steps",
+            "optimizer",
+            "ema_momentum",
+            "key_bn_splits",
+            "student_bn",
+            "dtype",
+            "rng_seed",
+            "log_every_steps",
+            "checkpoint_every_steps",
+            "keep_checkpoints",
+            "knn_monitor",
+            "distributed",
+            "tensorboard",
+            "key_shuffle",
+            "key_shuffle_devices",
+        ),
+    )
     if config.method not in methods.METHODS:
-        _fail("method", f"{config.method!r} is unknown",
-              f"choose one of {tuple(methods.METHODS)}")
+        _fail("method", f"{config.method!r} is unknown", f"choose one of {tuple(methods.METHODS)}")
     _require(config, (config.method,))
     batch = config.global_batch_size
     if not isinstance(batch, int) or batch < 1:
@@ -127,9 +177,12 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
     if mode == "offline" and teacher_checkpoint:
         check_teacher_checkpoint(config)
     if config.num_train_steps < 0 or (config.num_train_steps == 0 and config.num_epochs <= 0):
-        _fail("num_epochs", f"num_epochs={config.num_epochs}, num_train_steps="
-              f"{config.num_train_steps} give no training", "set num_epochs > 0 (or "
-              "num_train_steps > 0, which takes precedence)")
+        _fail(
+            "num_epochs",
+            f"num_epochs={config.num_epochs}, num_train_steps="
+            f"{config.num_train_steps} give no training",
+            "set num_epochs > 0 (or num_train_steps > 0, which takes precedence)",
+        )
     opt = config.optimizer
     _require(opt, ("cosine_unit",))
     for field in ("base_learning_rate", "lr_scaling_batch"):
@@ -142,12 +195,18 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
     if opt.warmup_epochs < 0:
         _fail("optimizer.warmup_epochs", f"must be >= 0, got {opt.warmup_epochs}", "use 0")
     if opt.cosine_unit not in optim.COSINE_UNITS:
-        _fail("optimizer.cosine_unit", f"{opt.cosine_unit!r} is unknown",
-              f"use one of {optim.COSINE_UNITS} ('epoch' steps the cosine once per epoch, as "
-              "MoCo's main_moco.py does)")
+        _fail(
+            "optimizer.cosine_unit",
+            f"{opt.cosine_unit!r} is unknown",
+            f"use one of {optim.COSINE_UNITS} ('epoch' steps the cosine once per epoch, as "
+            "MoCo's main_moco.py does)",
+        )
     if not 0 <= config.ema_momentum < 1:
-        _fail("ema_momentum", f"must be in [0, 1), got {config.ema_momentum}",
-              "use 0.999 (ImageNet) or 0.99 (CIFAR)")
+        _fail(
+            "ema_momentum",
+            f"must be in [0, 1), got {config.ema_momentum}",
+            "use 0.999 (ImageNet) or 0.99 (CIFAR)",
+        )
     if config.dtype not in DTYPES:
         _fail("dtype", f"{config.dtype!r} is not supported", f"choose one of {DTYPES}")
     for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
@@ -157,20 +216,29 @@ def validate_pretrain(config: ml_collections.ConfigDict, *, teacher_checkpoint: 
     if knn.every_epochs < 0:
         _fail("knn_monitor.every_epochs", f"must be >= 0, got {knn.every_epochs}", "0 disables")
     if knn.every_epochs and (knn.k < 1 or not knn.temperature > 0 or knn.batch_size < 1):
-        _fail("knn_monitor", f"k={knn.k}, temperature={knn.temperature}, batch_size="
-              f"{knn.batch_size} are invalid", "use k=200, temperature=0.1, batch_size=256")
+        _fail(
+            "knn_monitor",
+            f"k={knn.k}, temperature={knn.temperature}, batch_size={knn.batch_size} are invalid",
+            "use k=200, temperature=0.1, batch_size=256",
+        )
     steps = config.get("export_encoder_steps", ())
     if any(not isinstance(s, int) or s < 1 for s in steps):
-        _fail("export_encoder_steps", f"must hold positive step numbers, got {tuple(steps)}",
-              "use e.g. (500, 1500) or () for none")
+        _fail(
+            "export_encoder_steps",
+            f"must hold positive step numbers, got {tuple(steps)}",
+            "use e.g. (500, 1500) or () for none",
+        )
     if config.tensorboard not in ("auto", "on", "off"):
         _fail("tensorboard", f"{config.tensorboard!r} is unknown", "use 'auto', 'on' or 'off'")
     dist = config.distributed
     if dist.enabled:
         if dist.num_processes < 1 or not 0 <= dist.process_id < dist.num_processes:
-            _fail("distributed", f"process_id={dist.process_id} of num_processes="
-                  f"{dist.num_processes} is invalid", "give 0 <= process_id < num_processes "
-                  "(or leave coordinator_address empty to let JAX detect a cluster)")
+            _fail(
+                "distributed",
+                f"process_id={dist.process_id} of num_processes={dist.num_processes} is invalid",
+                "give 0 <= process_id < num_processes "
+                "(or leave coordinator_address empty to let JAX detect a cluster)",
+            )
 
 
 def validate_quickstart(config: ml_collections.ConfigDict) -> None:
@@ -194,5 +262,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     elif mode in ("quickstart", "quickstart_grid"):
         validate_quickstart(config)
     else:
-        raise ValueError(f"config.mode={mode!r}: rekd_jax.training.config validates 'pretrain' "
-                         "and 'quickstart' configs")
+        raise ValueError(
+            f"config.mode={mode!r}: rekd_jax.training.config validates 'pretrain' "
+            "and 'quickstart' configs"
+        )

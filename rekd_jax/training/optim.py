@@ -11,6 +11,7 @@ cosine, no warmup). Weight decay is added to the gradient before momentum, as Py
            start of each epoch, so the whole of epoch e runs at that value (epoch 0 at the peak).
            Warm-up, if any, still ramps per step; the cosine after it counts whole epochs.
 """
+
 from __future__ import annotations
 
 import jax
@@ -25,9 +26,13 @@ def peak_learning_rate(opt_cfg: ml_collections.ConfigDict, global_batch_size: in
 COSINE_UNITS = ("step", "epoch")
 
 
-def learning_rate_schedule(opt_cfg: ml_collections.ConfigDict, global_batch_size: int,
-                           total_steps: int, warmup_steps: int,
-                           steps_per_epoch: int | None = None) -> optax.Schedule:
+def learning_rate_schedule(
+    opt_cfg: ml_collections.ConfigDict,
+    global_batch_size: int,
+    total_steps: int,
+    warmup_steps: int,
+    steps_per_epoch: int | None = None,
+) -> optax.Schedule:
     """Linear warmup from 0 over `warmup_steps`, then cosine decay to 0 at `total_steps`,
     updated every step or, with opt_cfg.cosine_unit='epoch', every `steps_per_epoch` steps."""
     peak = peak_learning_rate(opt_cfg, global_batch_size)
@@ -51,10 +56,12 @@ def weight_decay_mask(params):
     return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
-def create_optimizer(opt_cfg: ml_collections.ConfigDict,
-                     schedule: optax.Schedule) -> optax.GradientTransformation:
+def create_optimizer(
+    opt_cfg: ml_collections.ConfigDict, schedule: optax.Schedule
+) -> optax.GradientTransformation:
     """SGD(momentum, nesterov) with weight decay added to the gradient (PyTorch-style)."""
     mask = weight_decay_mask if opt_cfg.exclude_bn_and_bias_from_weight_decay else None
     return optax.chain(
         optax.add_decayed_weights(opt_cfg.weight_decay, mask=mask),
-        optax.sgd(schedule, momentum=opt_cfg.momentum or None, nesterov=opt_cfg.nesterov))
+        optax.sgd(schedule, momentum=opt_cfg.momentum or None, nesterov=opt_cfg.nesterov),
+    )

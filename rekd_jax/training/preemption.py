@@ -43,6 +43,7 @@ errors.Stopped, which rekd_jax.core.errors.run_cli turns into exit status 0 (SIG
 (Ctrl-C), and rerunning the same command resumes from that checkpoint
 (rekd_jax.training.resume).
 """
+
 from __future__ import annotations
 
 import signal
@@ -68,12 +69,12 @@ class Preempted(errors.Stopped):
 
     def __str__(self) -> str:
         what = "interrupted (Ctrl-C)" if self.interrupted else "preempted"
-        return (f"{what} at step {self.step}: checkpoint saved, rerun the same command to "
-                "resume")
+        return f"{what} at step {self.step}: checkpoint saved, rerun the same command to resume"
 
 
 def _jax_service_agreed(steps_done: int) -> bool:
     from jax.experimental import multihost_utils
+
     return bool(multihost_utils.reached_preemption_sync_point(int(steps_done)))
 
 
@@ -85,13 +86,13 @@ class StopOnSignal:
     def __init__(self, *, multiprocess: bool | None = None):
         self.multiprocess = multiprocess
         self.requested = False  # one process: a stop signal arrived
-        self.signal = None      # its name ('SIGTERM' or 'SIGINT')
-        self.training = False   # the first step has run (agreed() was called)
+        self.signal = None  # its name ('SIGTERM' or 'SIGINT')
+        self.training = False  # the first step has run (agreed() was called)
         self.installed = False  # one process: our handlers are installed
-        self._service = False   # several processes: JAX's preemption service answers
-        self._previous = {}     # signal number -> the handler before ours
-        self._received = 0      # stop signals received (one process)
-        self._logged = 0        # how many of them agreed() has logged
+        self._service = False  # several processes: JAX's preemption service answers
+        self._previous = {}  # signal number -> the handler before ours
+        self._received = 0  # stop signals received (one process)
+        self._logged = 0  # how many of them agreed() has logged
 
     def _pass_on(self, signum, frame) -> None:
         """Hands a Ctrl-C to the handler that was installed before ours."""
@@ -113,32 +114,44 @@ class StopOnSignal:
         """Logs the stop signals that arrived since the last call (see the module docstring)."""
         if self._logged == 0 and self._received:
             if self.signal == "SIGINT":
-                logging.warning("Ctrl-C: a checkpoint will be saved after the current step, "
-                                "then the run exits (Ctrl-C again stops at once, losing the "
-                                "steps since the last checkpoint)")
+                logging.warning(
+                    "Ctrl-C: a checkpoint will be saved after the current step, "
+                    "then the run exits (Ctrl-C again stops at once, losing the "
+                    "steps since the last checkpoint)"
+                )
             else:
-                logging.warning("%s received: a checkpoint will be saved after the current "
-                                "step, then the run exits", self.signal)
+                logging.warning(
+                    "%s received: a checkpoint will be saved after the current "
+                    "step, then the run exits",
+                    self.signal,
+                )
         if self._received > max(self._logged, 1):
-            logging.warning("%s received again: already stopping after the current step "
-                            "(ignored)", self.signal)
+            logging.warning(
+                "%s received again: already stopping after the current step (ignored)", self.signal
+            )
         self._logged = self._received
 
-    def __enter__(self) -> "StopOnSignal":
+    def __enter__(self) -> StopOnSignal:
         if self.multiprocess is None:
             import jax
+
             self.multiprocess = jax.process_count() > 1
         if self.multiprocess:
             try:
                 _jax_service_agreed(0)  # 0 steps run: the service's own starting count
                 self._service = True
             except RuntimeError as e:
-                logging.warning("JAX's preemption service is off (%s): SIGTERM will end the "
-                                "run without a checkpoint", e)
+                logging.warning(
+                    "JAX's preemption service is off (%s): SIGTERM will end the "
+                    "run without a checkpoint",
+                    e,
+                )
             return self
         if threading.current_thread() is not threading.main_thread():
-            logging.warning("not in the main thread: SIGTERM will end the run without a "
-                            "checkpoint (signal handlers need the main thread)")
+            logging.warning(
+                "not in the main thread: SIGTERM will end the run without a "
+                "checkpoint (signal handlers need the main thread)"
+            )
             return self
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._previous[signum] = signal.signal(signum, self._handle)

@@ -18,12 +18,14 @@ Non-finite guard: every loss and gradient norm is checked on the host before eac
 before each checkpoint; a non-finite value stops training with FloatingPointError and nothing is
 saved, so the last good checkpoint stays the newest one.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +52,7 @@ from rekd_jax.training import step as step_lib
 @dataclasses.dataclass
 class Run:
     """Everything a run builds before its first step."""
+
     modules: state_lib.Modules
     teacher_variables: Any
     train_data: Any
@@ -64,9 +67,14 @@ def build(config: ml_collections.ConfigDict) -> Run:
     teacher_spec, teacher_variables = state_lib.load_offline_teacher(config)
     modules = state_lib.build_modules(config, teacher_spec)
     batch = config.global_batch_size
-    train_data = pipeline.create(config.data, split=config.data.train_split, training=True,
-                                 global_batch_size=batch, seed=config.rng_seed,
-                                 host_crop=host_crop.for_pretraining(config.data))
+    train_data = pipeline.create(
+        config.data,
+        split=config.data.train_split,
+        training=True,
+        global_batch_size=batch,
+        seed=config.rng_seed,
+        host_crop=host_crop.for_pretraining(config.data),
+    )
     method = methods.get_method(config.method)
     if hasattr(method, "validate_dataset"):  # checks against the data, now that it is open
         try:
@@ -76,14 +84,17 @@ def build(config: ml_collections.ConfigDict) -> Run:
     steps_per_epoch = int(train_data.steps_per_epoch)
     total_steps = int(config.num_train_steps or config.num_epochs * steps_per_epoch)
     warmup = int(round(config.optimizer.warmup_epochs * steps_per_epoch))
-    schedule = optim.learning_rate_schedule(config.optimizer, batch, total_steps, warmup,
-                                            steps_per_epoch)
+    schedule = optim.learning_rate_schedule(
+        config.optimizer, batch, total_steps, warmup, steps_per_epoch
+    )
     tx = optim.create_optimizer(config.optimizer, schedule)
     state = state_lib.create_train_state(config, modules, tx)
-    step_config = step_lib.make_step_config(config, modules, tx, schedule, batch,
-                                            jax.device_count())
-    return Run(modules, teacher_variables, train_data, steps_per_epoch, total_steps, step_config,
-               state)
+    step_config = step_lib.make_step_config(
+        config, modules, tx, schedule, batch, jax.device_count()
+    )
+    return Run(
+        modules, teacher_variables, train_data, steps_per_epoch, total_steps, step_config, state
+    )
 
 
 def replicate(tree):
@@ -93,7 +104,8 @@ def replicate(tree):
 def unreplicate(tree):
     """The first local replica of every leaf, as host numpy (works in multi-process runs)."""
     return jax.tree_util.tree_map(
-        lambda x: np.asarray(x.addressable_data(0)).reshape(x.shape[1:]), tree)
+        lambda x: np.asarray(x.addressable_data(0)).reshape(x.shape[1:]), tree
+    )
 
 
 def _batches(data) -> Iterator[dict]:
@@ -104,8 +116,10 @@ def _batches(data) -> Iterator[dict]:
             empty = False
             yield batch
         if empty:
-            raise ValueError("the training pipeline produced no batch: is the split smaller "
-                             "than the global batch size?")
+            raise ValueError(
+                "the training pipeline produced no batch: is the split smaller "
+                "than the global batch size?"
+            )
 
 
 def snapshot_name(step: int) -> str:
@@ -113,8 +127,9 @@ def snapshot_name(step: int) -> str:
     return f"student_step{step}"
 
 
-def export_encoders(workdir: str, config, modules: state_lib.Modules, state_host,
-                    snapshot: bool = False) -> dict:
+def export_encoders(
+    workdir: str, config, modules: state_lib.Modules, state_host, snapshot: bool = False
+) -> dict:
     """Writes WORKDIR/encoders/student (and /teacher for an online teacher); returns paths.
     `snapshot` writes the student to encoders/student_step<N> instead (kept for good)."""
     step = int(state_host.step)
@@ -126,8 +141,11 @@ def export_encoders(workdir: str, config, modules: state_lib.Modules, state_host
         spec = dict(modules.teacher_spec if part == "teacher" else modules.student_spec)
         spec["source"] = f"{spec['source']} step {step}"
         path = os.path.join(workdir, "encoders", part)
-        model_io.save_encoder(path, spec, state_lib.encoder_variables(
-            state_host, "teacher" if part == "teacher" else "student"))
+        model_io.save_encoder(
+            path,
+            spec,
+            state_lib.encoder_variables(state_host, "teacher" if part == "teacher" else "student"),
+        )
         paths[part] = path
     return paths
 
@@ -140,27 +158,44 @@ def knn_monitor(config, modules: state_lib.Modules, encoder_vars) -> dict:
     dtype = state_lib.compute_dtype(config)
     module = heads.build_encoder(modules.student_spec, dtype=dtype, bn_axis_name=None)
     feature_fn = lambda v, x: {"features": module.apply(v, x, train=False)["features"]}
-    preprocess = lambda im: augment.eval_view(im, config.data.augment, config.data.image_size,
-                                              config.data.eval_resize, dtype)
-    batch = max(jax.local_device_count(),
-                knn.batch_size // jax.device_count() * jax.device_count())
+    preprocess = lambda im: augment.eval_view(
+        im, config.data.augment, config.data.image_size, config.data.eval_resize, dtype
+    )
+    batch = max(jax.local_device_count(), knn.batch_size // jax.device_count() * jax.device_count())
     out = {}
-    for name, split, limit in (("train", knn.bank_split or config.data.train_split,
-                                knn.train_examples),
-                               ("test", knn.query_split or config.data.eval_split,
-                                knn.test_examples)):
-        data = pipeline.create(config.data, split=split, training=False,
-                               global_batch_size=batch, seed=0)
+    for name, split, limit in (
+        ("train", knn.bank_split or config.data.train_split, knn.train_examples),
+        ("test", knn.query_split or config.data.eval_split, knn.test_examples),
+    ):
+        data = pipeline.create(
+            config.data, split=split, training=False, global_batch_size=batch, seed=0
+        )
         if limit and limit < data.num_examples:  # the first `limit` examples of the split
-            data = pipeline.create(config.data, split=split, training=False,
-                                   global_batch_size=batch, seed=0, indices=np.arange(limit))
+            data = pipeline.create(
+                config.data,
+                split=split,
+                training=False,
+                global_batch_size=batch,
+                seed=0,
+                indices=np.arange(limit),
+            )
         feats, labels = features_lib.extract_features(
-            feature_fn, encoder_vars, data, preprocess=preprocess,
-            resident=features_lib.replicate_resident(data))
+            feature_fn,
+            encoder_vars,
+            data,
+            preprocess=preprocess,
+            resident=features_lib.replicate_resident(data),
+        )
         out[name] = (feats["features"], labels)
         num_classes = int(data.num_classes)
-    result = knn_lib.knn_classify(out["train"][0], out["train"][1], out["test"][0],
-                                  num_classes=num_classes, k=knn.k, temperature=knn.temperature)
+    result = knn_lib.knn_classify(
+        out["train"][0],
+        out["train"][1],
+        out["test"][0],
+        num_classes=num_classes,
+        k=knn.k,
+        temperature=knn.temperature,
+    )
     acc = knn_lib.knn_accuracy(result, jnp.asarray(out["test"][1]))
     return {"knn/top1": float(acc["top1"]), "knn/top5": float(acc["top5"])}
 
@@ -171,20 +206,27 @@ class NonFiniteError(FloatingPointError):
 
 def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint_lib.Checkpointer):
     for step, metrics in history:
-        bad = {k: float(v) for k, v in metrics.items()
-               if k in ("loss", "grad_norm") and not np.isfinite(v)}
+        bad = {
+            k: float(v)
+            for k, v in metrics.items()
+            if k in ("loss", "grad_norm") and not np.isfinite(v)
+        }
         if bad:
             ckpt.wait()  # name only a checkpoint whose (async) save has finished
             last_good, ckpt_dir = ckpt.latest_step(), ckpt.directory
-            where = (f"the last good checkpoint is step {last_good} in {ckpt_dir}"
-                     if last_good is not None else "no checkpoint was written yet")
+            where = (
+                f"the last good checkpoint is step {last_good} in {ckpt_dir}"
+                if last_good is not None
+                else "no checkpoint was written yet"
+            )
             raise NonFiniteError(
                 f"non-finite training values at step {step}: {bad}. Training stopped without "
                 f"saving; {where}. Rerun the same command to resume from it, after lowering the "
                 "learning rate (--config.optimizer.base_learning_rate=...), adding warmup "
                 "(--config.optimizer.warmup_epochs=...) or using --config.dtype=float32, with "
                 "--config.allow_config_change=True (a changed value changes the run), or start "
-                "afresh with a new --workdir.")
+                "afresh with a new --workdir."
+            )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -193,30 +235,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Holds WORKDIR's lock (rekd_jax.core.fileio.WorkdirLock) while it runs. Raises
     preemption.Preempted after saving a checkpoint when SIGTERM arrives (see the docstring)."""
     distributed.initialize(config.distributed)  # first: it starts JAX's preemption service
-    with preemption.StopOnSignal() as stop, fileio.WorkdirLock(
-            workdir, "pre-training", primary=jax.process_index() == 0):
+    with (
+        preemption.StopOnSignal() as stop,
+        fileio.WorkdirLock(workdir, "pre-training", primary=jax.process_index() == 0),
+    ):
         return _train_and_evaluate(config, workdir, stop)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                        stop: preemption.StopOnSignal) -> dict:
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, stop: preemption.StopOnSignal
+) -> dict:
     config_lib.check_devices(config, jax.device_count())
     primary = jax.process_index() == 0
     fileio.makedirs(workdir)
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    ckpt = checkpoint_lib.Checkpointer(ckpt_dir, max_to_keep=config.keep_checkpoints,
-                                       async_save=config.async_checkpointing)
-    signature = resume.check_signature(config, workdir, resuming=ckpt.latest_step() is not None,
-                                       primary=primary)
+    ckpt = checkpoint_lib.Checkpointer(
+        ckpt_dir, max_to_keep=config.keep_checkpoints, async_save=config.async_checkpointing
+    )
+    signature = resume.check_signature(
+        config, workdir, resuming=ckpt.latest_step() is not None, primary=primary
+    )
     if primary:  # only once the checks passed: a refused run leaves the record as it was
         run_record.write_config(workdir, config)
-    writer = logging_lib.create_writer(workdir, is_primary=primary,
-                                       tensorboard=config.tensorboard)
+    writer = logging_lib.create_writer(workdir, is_primary=primary, tensorboard=config.tensorboard)
     with progress_lib.heartbeat("building the models, the data pipeline and the train state"):
         run = build(config)
     if primary and state_lib.teacher_mode(config) == "offline":
-        run_record.record_teacher(workdir, config.teacher.checkpoint, run.modules.teacher_spec,
-                                  config.teacher.arch)
+        run_record.record_teacher(
+            workdir, config.teacher.checkpoint, run.modules.teacher_spec, config.teacher.arch
+        )
     state = run.state
     found = ckpt.restore_newest(state_lib.to_host(state))
     if found is not None:
@@ -229,11 +276,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     else:
         if primary:  # records of an earlier attempt that never reached a checkpoint
             logging_lib.trim_metrics(os.path.join(workdir, "metrics.jsonl"), 0, keep_hparams=False)
-        writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                              for k, v in resume.flatten_config(config).items()})
+        writer.write_hparams(
+            {
+                k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                for k, v in resume.flatten_config(config).items()
+            }
+        )
     start = int(state.step)
-    p_step = progress_lib.heartbeat_first_call(step_lib.make_pmapped_step(run.step_config),
-                                               "compiling the training step")
+    p_step = progress_lib.heartbeat_first_call(
+        step_lib.make_pmapped_step(run.step_config), "compiling the training step"
+    )
     p_state = replicate(state)
     teacher_vars = replicate(run.teacher_variables)
     resident = features_lib.replicate_resident(run.train_data)
@@ -254,16 +306,20 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             return
         means = {f"train/{k}": float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
         now = time.time()
-        means["train/images_per_sec"] = ((step - tick_step) * config.global_batch_size
-                                         / max(now - tick, 1e-9))
+        means["train/images_per_sec"] = (
+            (step - tick_step) * config.global_batch_size / max(now - tick, 1e-9)
+        )
         means["train/epoch"] = step / run.steps_per_epoch
         tick, tick_step = now, step
         writer.write_scalars(step, means)
         summary["metrics"] = means
 
     def save(step: int, host_state) -> None:
-        ckpt.save(step, state_lib.to_host(host_state), {"data": run.train_data.get_state(),
-                                                         resume.SIGNATURE_KEY: signature})
+        ckpt.save(
+            step,
+            state_lib.to_host(host_state),
+            {"data": run.train_data.get_state(), resume.SIGNATURE_KEY: signature},
+        )
         export_encoders(workdir, config, run.modules, host_state)
         if primary:
             clock.save()
@@ -292,20 +348,23 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             raise preemption.Preempted(step)
         if (knn_every and step % knn_every == 0) or (is_last and config.knn_monitor.every_epochs):
             host = unreplicate(p_state)
-            result = knn_monitor(config, run.modules,
-                                 state_lib.encoder_variables(host, "student"))
+            result = knn_monitor(config, run.modules, state_lib.encoder_variables(host, "student"))
             writer.write_scalars(step, result)
             summary["knn"] = result
         writer.flush()
     progress.close()
     ckpt.close()
     writer.close()
-    summary["train_seconds"] = (clock.save() if primary and step > start
-                                else round(clock.before, 1))
+    summary["train_seconds"] = clock.save() if primary and step > start else round(clock.before, 1)
     final = unreplicate(p_state)
     if not fileio.exists(os.path.join(workdir, "encoders", "student", model_io.SPEC_FILE)):
         export_encoders(workdir, config, run.modules, final)
-    summary.update(step=int(final.step), encoders={
-        part: os.path.join(workdir, "encoders", part) for part in final.params
-        if part in ("student", "teacher")})
+    summary.update(
+        step=int(final.step),
+        encoders={
+            part: os.path.join(workdir, "encoders", part)
+            for part in final.params
+            if part in ("student", "teacher")
+        },
+    )
     return summary

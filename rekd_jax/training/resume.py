@@ -17,6 +17,7 @@ records another mode of run (an evaluation's) is refused first (rekd_jax.core.ru
 
 metrics.jsonl is trimmed to the restored step by rekd_jax.core.logging.trim_metrics.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,11 +37,23 @@ SIGNATURE_KEY = "signature"  # the signature in every pre-training checkpoint's 
 TEACHER_FINGERPRINT = "teacher.fingerprint"
 OVERRIDE = "--config.allow_config_change=True"
 # Fields that change how a run is executed or observed, not what it computes.
-OPERATIONAL = ("mode", "allow_config_change", "log_every_steps", "checkpoint_every_steps",
-               "keep_checkpoints", "async_checkpointing", "knn_monitor", "distributed",
-               "export_encoder_steps",
-               "tensorboard", "data.data_dir", "data.num_workers", "data.prefetch",
-               "data.resident", "data.resident_max_mb")
+OPERATIONAL = (
+    "mode",
+    "allow_config_change",
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "async_checkpointing",
+    "knn_monitor",
+    "distributed",
+    "export_encoder_steps",
+    "tensorboard",
+    "data.data_dir",
+    "data.num_workers",
+    "data.prefetch",
+    "data.resident",
+    "data.resident_max_mb",
+)
 
 
 class ConfigChangedError(ValueError):
@@ -71,8 +84,11 @@ def signature(config: ml_collections.ConfigDict) -> dict:
     if mode is None:
         unused.append("teacher")
     flat = flatten_config(config)
-    keep = {k: v for k, v in flat.items()
-            if not any(k == p or k.startswith(p + ".") for p in OPERATIONAL + tuple(unused))}
+    keep = {
+        k: v
+        for k, v in flat.items()
+        if not any(k == p or k.startswith(p + ".") for p in OPERATIONAL + tuple(unused))
+    }
     return json.loads(json.dumps(keep, default=str))
 
 
@@ -108,13 +124,13 @@ def _recorded_signature(workdir: str) -> dict | None:
     finally:
         ckpt.close()
     if stored is not None:
-        logging.warning("%s was missing: rebuilt from the newest checkpoint's stored config",
-                        path)
+        logging.warning("%s was missing: rebuilt from the newest checkpoint's stored config", path)
     return stored
 
 
-def check_signature(config: ml_collections.ConfigDict, workdir: str, *, resuming: bool,
-                    primary: bool = True) -> dict:
+def check_signature(
+    config: ml_collections.ConfigDict, workdir: str, *, resuming: bool, primary: bool = True
+) -> dict:
     """Raises ConfigChangedError when a resumed run's config differs (see module docstring);
     otherwise records the signature in WORKDIR/run_signature.json and returns it (each
     checkpoint stores it under SIGNATURE_KEY)."""
@@ -125,24 +141,35 @@ def check_signature(config: ml_collections.ConfigDict, workdir: str, *, resuming
     if old is not None:
         defaults = signature_defaults()
         fingerprinted = TEACHER_FINGERPRINT in old and TEACHER_FINGERPRINT in new
-        unset = lambda k: (k not in old and (k == TEACHER_FINGERPRINT or (
-            k in defaults and new[k] == defaults[k]))  # fields the old run did not record
-            or (k == "teacher.checkpoint" and fingerprinted))  # the teacher, not its path
-        diffs = [f"{k}: {_show(old.get(k, '<absent>'))} -> {_show(new.get(k, '<absent>'))}"
-                 for k in sorted(set(old) | set(new))
-                 if old.get(k, "<absent>") != new.get(k, "<absent>") and not unset(k)]
+        unset = lambda k: (
+            k not in old
+            and (
+                k == TEACHER_FINGERPRINT or (k in defaults and new[k] == defaults[k])
+            )  # fields the old run did not record
+            or (k == "teacher.checkpoint" and fingerprinted)
+        )  # the teacher, not its path
+        diffs = [
+            f"{k}: {_show(old.get(k, '<absent>'))} -> {_show(new.get(k, '<absent>'))}"
+            for k in sorted(set(old) | set(new))
+            if old.get(k, "<absent>") != new.get(k, "<absent>") and not unset(k)
+        ]
         teacher_changed = any(d.startswith(TEACHER_FINGERPRINT) for d in diffs)
         if diffs and not config.get("allow_config_change", False):
-            teacher = (f"; the encoder at teacher.checkpoint={config.teacher.checkpoint} is not "
-                       "the teacher this run was trained with: put that one back"
-                       if teacher_changed else "")
+            teacher = (
+                f"; the encoder at teacher.checkpoint={config.teacher.checkpoint} is not "
+                "the teacher this run was trained with: put that one back"
+                if teacher_changed
+                else ""
+            )
             raise ConfigChangedError(
                 f"the config changes the run whose checkpoints are in {workdir} "
                 f"({'; '.join(diffs)}){teacher}; rerun with the original values, pass "
-                f"{OVERRIDE} to resume with these changes, or give a new --workdir")
+                f"{OVERRIDE} to resume with these changes, or give a new --workdir"
+            )
         if diffs:
-            logging.warning("resuming with a changed config (%s accepted): %s", OVERRIDE,
-                            "; ".join(diffs))
+            logging.warning(
+                "resuming with a changed config (%s accepted): %s", OVERRIDE, "; ".join(diffs)
+            )
         elif old == new and fileio.exists(path):
             return new
     if primary:

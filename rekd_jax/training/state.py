@@ -15,6 +15,7 @@ TrainState fields (dicts keyed 'student' / 'teacher'; a part a method does not u
 An offline teacher is not part of the state: it is frozen, loaded from its own encoder
 checkpoint every run and never written into student checkpoints.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,18 +65,26 @@ def projector_spec(arch: str, overrides: dict, projector_cfg) -> dict:
     """{'hidden','dim','bn','layers'}; hidden 0 means the backbone's feature width (method.md);
     layers 1 is a linear head (hidden unused, stored as 0), 2 the MoCo v2 MLP."""
     layers = int(projector_cfg.get("layers", 2))
-    hidden = 0 if layers == 1 else (int(projector_cfg.hidden)
-                                    or models.feature_dim(arch, **overrides))
-    return {"hidden": hidden, "dim": int(projector_cfg.dim), "bn": bool(projector_cfg.bn),
-            "layers": layers}
+    hidden = (
+        0 if layers == 1 else (int(projector_cfg.hidden) or models.feature_dim(arch, **overrides))
+    )
+    return {
+        "hidden": hidden,
+        "dim": int(projector_cfg.dim),
+        "bn": bool(projector_cfg.bn),
+        "layers": layers,
+    }
 
 
 def encoder_spec(part_cfg, source: str) -> dict:
     """The models.io spec of a student/teacher block: what evaluation rebuilds."""
     overrides = backbone_overrides(part_cfg.overrides)
-    return {"arch": part_cfg.arch, "overrides": overrides,
-            "projector": projector_spec(part_cfg.arch, overrides, part_cfg.projector),
-            "source": source}
+    return {
+        "arch": part_cfg.arch,
+        "overrides": overrides,
+        "projector": projector_spec(part_cfg.arch, overrides, part_cfg.projector),
+        "source": source,
+    }
 
 
 def embedding_dim(spec: dict) -> int:
@@ -94,11 +103,12 @@ def build_encoder_module(spec: dict, *, dtype, bn_axis_name: str | None):
 @dataclasses.dataclass(frozen=True)
 class Modules:
     """Flax modules of a run. `*_key` modules run per device/split BN (shuffle-BN)."""
+
     student: Any
     student_key: Any
     student_spec: dict
-    teacher: Any = None          # online: query encoder (cross-replica BN); offline: frozen
-    teacher_key: Any = None      # online only
+    teacher: Any = None  # online: query encoder (cross-replica BN); offline: frozen
+    teacher_key: Any = None  # online only
     teacher_spec: dict | None = None
 
 
@@ -117,8 +127,11 @@ def build_modules(config: ml_collections.ConfigDict, teacher_spec: dict | None =
     return Modules(
         student=build_encoder_module(student_spec, dtype=dtype, bn_axis_name=AXIS_NAME),
         student_key=build_encoder_module(student_spec, dtype=dtype, bn_axis_name=None),
-        student_spec=student_spec, teacher=teacher, teacher_key=teacher_key,
-        teacher_spec=teacher_spec)
+        student_spec=student_spec,
+        teacher=teacher,
+        teacher_key=teacher_key,
+        teacher_spec=teacher_spec,
+    )
 
 
 def load_offline_teacher(config: ml_collections.ConfigDict) -> tuple[dict | None, Any]:
@@ -150,25 +163,36 @@ def create_train_state(config: ml_collections.ConfigDict, modules: Modules, tx) 
     teacher_dim = embedding_dim(modules.teacher_spec) if modules.teacher_spec else None
     teacher_method_state = {}
     if teacher_mode(config) == "online":
-        params["teacher"], batch_stats["teacher"] = _init_encoder(modules.teacher, teacher_rng, size)
+        params["teacher"], batch_stats["teacher"] = _init_encoder(
+            modules.teacher, teacher_rng, size
+        )
         ema_params["teacher"] = params["teacher"]
         ema_batch_stats["teacher"] = batch_stats["teacher"]
         teacher_method_state = mocov2.init_state(teacher_method_rng, config.mocov2, teacher_dim)
     method_state = method.init_state(method_rng, config[config.method], student_dim, teacher_dim)
     if hasattr(method, "init_params"):  # trainable parameters of the method's own
-        params["method"] = method.init_params(jax.random.fold_in(method_rng, 1),
-                                              config[config.method], student_dim)
+        params["method"] = method.init_params(
+            jax.random.fold_in(method_rng, 1), config[config.method], student_dim
+        )
     copy = lambda t: jax.tree_util.tree_map(jnp.array, t)  # distinct buffers (donation-safe)
     return TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-        ema_params=copy(ema_params), ema_batch_stats=copy(ema_batch_stats),
-        opt_state=tx.init(params), method_state=method_state,
-        teacher_method_state=teacher_method_state, rng=state_rng)
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=batch_stats,
+        ema_params=copy(ema_params),
+        ema_batch_stats=copy(ema_batch_stats),
+        opt_state=tx.init(params),
+        method_state=method_state,
+        teacher_method_state=teacher_method_state,
+        rng=state_rng,
+    )
 
 
 def to_host(state: TrainState) -> dict:
     """State as a plain dict of numpy arrays (what the checkpoint stores)."""
-    return jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(jax.device_get(state)))
+    return jax.tree_util.tree_map(
+        np.asarray, flax.serialization.to_state_dict(jax.device_get(state))
+    )
 
 
 def from_host(template: TrainState, restored: dict) -> TrainState:

@@ -23,10 +23,12 @@ config.mocov2, the teacher's own queue) on its query (v1) and momentum-encoder k
 key is also the teacher embedding the student's loss reads. Teacher embeddings enter the
 student loss through stop_gradient, so the teacher never gets gradients from the student loss.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +45,7 @@ from rekd_jax.training import state as state_lib
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
     """Everything static the step needs (hashable by identity; built once per run)."""
+
     method: str
     teacher_mode: str | None
     modules: state_lib.Modules
@@ -62,21 +65,36 @@ class StepConfig:
     key_shuffle_devices: int = 0  # P of key_shuffle='ppermute' (0: 'all_gather' / 1 device)
 
 
-def make_step_config(config: ml_collections.ConfigDict, modules: state_lib.Modules, tx, schedule,
-                     global_batch_size: int, num_devices: int) -> StepConfig:
+def make_step_config(
+    config: ml_collections.ConfigDict,
+    modules: state_lib.Modules,
+    tx,
+    schedule,
+    global_batch_size: int,
+    num_devices: int,
+) -> StepConfig:
     return StepConfig(
-        method=config.method, teacher_mode=state_lib.teacher_mode(config), modules=modules,
+        method=config.method,
+        teacher_mode=state_lib.teacher_mode(config),
+        modules=modules,
         method_cfg=config[config.method],
         teacher_mocov2_cfg=config.mocov2 if state_lib.teacher_mode(config) == "online" else None,
-        augment_cfg=config.data.augment, image_size=config.data.image_size,
-        dtype=state_lib.compute_dtype(config), tx=tx, schedule=schedule,
-        ema_momentum=config.ema_momentum, global_batch_size=global_batch_size,
+        augment_cfg=config.data.augment,
+        image_size=config.data.image_size,
+        dtype=state_lib.compute_dtype(config),
+        tx=tx,
+        schedule=schedule,
+        ema_momentum=config.ema_momentum,
+        global_batch_size=global_batch_size,
         num_devices=num_devices,
         splits_per_device=key_bn_splits(config, num_devices) // num_devices,
-        student_bn_groups_per_device=student_bn_groups(config.student_bn, num_devices,
-                                                       global_batch_size) // num_devices,
+        student_bn_groups_per_device=student_bn_groups(
+            config.student_bn, num_devices, global_batch_size
+        )
+        // num_devices,
         key_shuffle=config.key_shuffle,
-        key_shuffle_devices=key_shuffle_devices(config, num_devices, global_batch_size))
+        key_shuffle_devices=key_shuffle_devices(config, num_devices, global_batch_size),
+    )
 
 
 def student_bn_groups(student_bn: str, num_devices: int, global_batch_size: int) -> int:
@@ -86,9 +104,11 @@ def student_bn_groups(student_bn: str, num_devices: int, global_batch_size: int)
     Raises ValueError naming config.student_bn and the fix when the groups do not tile the
     devices and the global batch.
     """
-    fix = ("use 'global', 'per_device' or 'split:N' with N a multiple of the device count "
-           f"({num_devices}) dividing global_batch_size ({global_batch_size}), e.g. 'split:"
-           f"{max(1, global_batch_size // 32)}' for 32 images per group as MoCo/SEED have")
+    fix = (
+        "use 'global', 'per_device' or 'split:N' with N a multiple of the device count "
+        f"({num_devices}) dividing global_batch_size ({global_batch_size}), e.g. 'split:"
+        f"{max(1, global_batch_size // 32)}' for 32 images per group as MoCo/SEED have"
+    )
     if student_bn == "global":
         return 0
     if student_bn == "per_device":
@@ -98,8 +118,10 @@ def student_bn_groups(student_bn: str, num_devices: int, global_batch_size: int)
         raise ValueError(f"config.student_bn={student_bn!r} is unknown; {fix}")
     groups = int(count)
     if groups % num_devices or global_batch_size % groups:
-        raise ValueError(f"config.student_bn={student_bn!r}: {groups} groups do not tile "
-                         f"{num_devices} devices x a global batch of {global_batch_size}; {fix}")
+        raise ValueError(
+            f"config.student_bn={student_bn!r}: {groups} groups do not tile "
+            f"{num_devices} devices x a global batch of {global_batch_size}; {fix}"
+        )
     return groups
 
 
@@ -108,16 +130,19 @@ def student_forward(cfg: StepConfig, variables, x, dropout_rng):
     BatchNorm statistics config.student_bn asks for (see the module docstring)."""
     mods, groups = cfg.modules, cfg.student_bn_groups_per_device
     if groups == 0:
-        return mods.student.apply(variables, x, train=True, mutable=["batch_stats"],
-                                  rngs={"dropout": dropout_rng})
+        return mods.student.apply(
+            variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": dropout_rng}
+        )
     b = x.shape[0]
 
     def forward(xs, drop_key):  # student_key: the same encoder with per-call (local) BN
-        return mods.student_key.apply(variables, xs, train=True, mutable=["batch_stats"],
-                                      rngs={"dropout": drop_key})
+        return mods.student_key.apply(
+            variables, xs, train=True, mutable=["batch_stats"], rngs={"dropout": drop_key}
+        )
 
-    out, mutated = jax.vmap(forward)(x.reshape((groups, b // groups) + x.shape[1:]),
-                                     jax.random.split(dropout_rng, groups))
+    out, mutated = jax.vmap(forward)(
+        x.reshape((groups, b // groups) + x.shape[1:]), jax.random.split(dropout_rng, groups)
+    )
     out = jax.tree_util.tree_map(lambda v: v.reshape((b,) + v.shape[2:]), out)
     return out, jax.tree_util.tree_map(lambda v: v.mean(0), mutated)
 
@@ -154,20 +179,26 @@ def check_key_shuffle(config: ml_collections.ConfigDict) -> None:
     """The spelling of config.key_shuffle / key_shuffle_devices (the device count aside)."""
     mode, spread = config.key_shuffle, config.key_shuffle_devices
     if mode not in KEY_SHUFFLES:
-        raise ValueError(f"config.key_shuffle={mode!r} is unknown; use 'all_gather' (MoCo's "
-                         "shuffle, the default) or 'ppermute' (cheaper at pod scale, see "
-                         "docs/scaling.md)")
+        raise ValueError(
+            f"config.key_shuffle={mode!r} is unknown; use 'all_gather' (MoCo's "
+            "shuffle, the default) or 'ppermute' (cheaper at pod scale, see "
+            "docs/scaling.md)"
+        )
     if not isinstance(spread, int) or spread < 0:
-        raise ValueError(f"config.key_shuffle_devices={spread!r} must be an integer >= 0; use "
-                         "0 (auto)")
+        raise ValueError(
+            f"config.key_shuffle_devices={spread!r} must be an integer >= 0; use 0 (auto)"
+        )
     if spread and mode != "ppermute":
-        raise ValueError(f"config.key_shuffle_devices={spread} is only read by "
-                         f"key_shuffle='ppermute' (key_shuffle is {mode!r}); set it to 0, or "
-                         "set key_shuffle='ppermute'")
+        raise ValueError(
+            f"config.key_shuffle_devices={spread} is only read by "
+            f"key_shuffle='ppermute' (key_shuffle is {mode!r}); set it to 0, or "
+            "set key_shuffle='ppermute'"
+        )
 
 
-def key_shuffle_devices(config: ml_collections.ConfigDict, num_devices: int,
-                        global_batch_size: int) -> int:
+def key_shuffle_devices(
+    config: ml_collections.ConfigDict, num_devices: int, global_batch_size: int
+) -> int:
     """P of key_shuffle='ppermute': every key BN group draws its images from P devices (0 for
     'all_gather' and on one device). config.key_shuffle_devices=0 picks the largest P <=
     min(num_devices, 8) with P x (key BN splits per device) dividing the per-device batch.
@@ -180,8 +211,10 @@ def key_shuffle_devices(config: ml_collections.ConfigDict, num_devices: int,
         return 0
     if num_devices == 1:
         if spread:
-            raise ValueError(f"config.key_shuffle_devices={spread}: there is one device; use "
-                             "0 (one device shuffles within its key BN splits)")
+            raise ValueError(
+                f"config.key_shuffle_devices={spread}: there is one device; use "
+                "0 (one device shuffles within its key BN splits)"
+            )
         return 0
     local = global_batch_size // num_devices
     splits = key_bn_splits(config, num_devices) // num_devices
@@ -189,12 +222,16 @@ def key_shuffle_devices(config: ml_collections.ConfigDict, num_devices: int,
     if spread == 0 and fits:  # auto: the most mixing up to 8 devices (or the least above)
         return max([p for p in fits if p <= AUTO_SHUFFLE_DEVICES] or [min(fits)])
     if spread not in fits:
-        choices = (f"use 0 (auto) or one of {fits}" if fits else "change global_batch_size or "
-                   "key_bn_splits, or use key_shuffle='all_gather'")
+        choices = (
+            f"use 0 (auto) or one of {fits}"
+            if fits
+            else "change global_batch_size or key_bn_splits, or use key_shuffle='all_gather'"
+        )
         raise ValueError(
             f"config.key_shuffle_devices={spread} (0 = auto) does not fit {num_devices} devices "
             f"x {local} images x {splits} key BN splits per device: P must be in "
-            f"2..{num_devices} and P x {splits} must divide {local}; {choices}")
+            f"2..{num_devices} and P x {splits} must divide {local}; {choices}"
+        )
     return spread
 
 
@@ -232,8 +269,9 @@ def shuffled_key_forward(cfg: StepConfig, module, variables, x, rng, dropout_rng
 
     def forward(x_split):
         def one(xs, drop_key):
-            out, mutated = module.apply(variables, xs, train=True, mutable=["batch_stats"],
-                                        rngs={"dropout": drop_key})
+            out, mutated = module.apply(
+                variables, xs, train=True, mutable=["batch_stats"], rngs={"dropout": drop_key}
+            )
             return out["embedding"], mutated.get("batch_stats", {})
 
         emb, stats = jax.vmap(one)(x_split, jax.random.split(dropout_rng, s))
@@ -280,14 +318,20 @@ def ema(old, new, momentum):
     return jax.tree_util.tree_map(lambda o, n: momentum * o + (1.0 - momentum) * n, old, new)
 
 
-def train_step(cfg: StepConfig, state: state_lib.TrainState, batch: dict,
-               teacher_variables: Any, resident_images: Any):
+def train_step(
+    cfg: StepConfig,
+    state: state_lib.TrainState,
+    batch: dict,
+    teacher_variables: Any,
+    resident_images: Any,
+):
     """One optimisation step on this device's shard. Returns (new_state, metrics)."""
     method = methods.get_method(cfg.method)
     mods = cfg.modules
     rng = jax.random.fold_in(state.rng, state.step)
-    (aug_rng, shuffle_rng, teacher_shuffle_rng, loss_rng, teacher_loss_rng,
-     dropout_rng) = jax.random.split(rng, 6)
+    (aug_rng, shuffle_rng, teacher_shuffle_rng, loss_rng, teacher_loss_rng, dropout_rng) = (
+        jax.random.split(rng, 6)
+    )
     # Stochastic depth / dropout (EfficientNet): a key per device and per forward.
     dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(AXIS_NAME))
     student_drop, teacher_drop, key_drop, teacher_key_drop = jax.random.split(dropout_rng, 4)
@@ -295,47 +339,66 @@ def train_step(cfg: StepConfig, state: state_lib.TrainState, batch: dict,
     v1, v2 = two_views(cfg, aug_rng, images)
 
     # Momentum encoders first (MoCo order: EMA of the current weights, then keys).
-    ema_params = {part: ema(state.ema_params[part], state.params[part], cfg.ema_momentum)
-                  for part in state.ema_params}
+    ema_params = {
+        part: ema(state.ema_params[part], state.params[part], cfg.ema_momentum)
+        for part in state.ema_params
+    }
     ema_batch_stats = dict(state.ema_batch_stats)
     forward = {"labels": batch["label"]}  # what the method's loss_inputs reads
     if method.KEY_ENCODER:
         forward["key"], ema_batch_stats["student"] = shuffled_key_forward(
-            cfg, mods.student_key, {"params": ema_params["student"],
-                                    "batch_stats": state.ema_batch_stats["student"]},
-            v2, shuffle_rng, key_drop)
+            cfg,
+            mods.student_key,
+            {"params": ema_params["student"], "batch_stats": state.ema_batch_stats["student"]},
+            v2,
+            shuffle_rng,
+            key_drop,
+        )
     if cfg.teacher_mode == "offline":
         view = {"v1": v1, "v2": v2}[method.TEACHER_VIEW]
         t = mods.teacher.apply(teacher_variables, view, train=False)["embedding"]
         forward["teacher"] = jax.lax.stop_gradient(t.astype(jnp.float32))
     elif cfg.teacher_mode == "online":
         forward["teacher"], ema_batch_stats["teacher"] = shuffled_key_forward(
-            cfg, mods.teacher_key, {"params": ema_params["teacher"],
-                                    "batch_stats": state.ema_batch_stats["teacher"]},
-            v2, teacher_shuffle_rng, teacher_key_drop)
+            cfg,
+            mods.teacher_key,
+            {"params": ema_params["teacher"], "batch_stats": state.ema_batch_stats["teacher"]},
+            v2,
+            teacher_shuffle_rng,
+            teacher_key_drop,
+        )
 
     def loss_fn(params):
         out, mutated = student_forward(
-            cfg, {"params": params["student"], "batch_stats": state.batch_stats["student"]},
-            v1, student_drop)
+            cfg,
+            {"params": params["student"], "batch_stats": state.batch_stats["student"]},
+            v1,
+            student_drop,
+        )
         new_stats = {"student": mutated.get("batch_stats", {})}  # {}: a BN-free encoder
-        embeddings = method.loss_inputs(
-            {**forward, "query": out["embedding"].astype(jnp.float32)})
+        embeddings = method.loss_inputs({**forward, "query": out["embedding"].astype(jnp.float32)})
         own = {"params": params["method"]} if "method" in params else {}
         loss, (metrics, method_state) = method.loss_fn(
-            embeddings, state.method_state, cfg.method_cfg, rng=loss_rng, axis_name=AXIS_NAME,
-            **own)
+            embeddings, state.method_state, cfg.method_cfg, rng=loss_rng, axis_name=AXIS_NAME, **own
+        )
         metrics = dict(metrics)
         teacher_method_state = state.teacher_method_state
         if cfg.teacher_mode == "online":
             t_out, t_mutated = mods.teacher.apply(
                 {"params": params["teacher"], "batch_stats": state.batch_stats["teacher"]},
-                v1, train=True, mutable=["batch_stats"], rngs={"dropout": teacher_drop})
+                v1,
+                train=True,
+                mutable=["batch_stats"],
+                rngs={"dropout": teacher_drop},
+            )
             new_stats["teacher"] = t_mutated["batch_stats"]
             t_loss, (t_metrics, teacher_method_state) = mocov2.loss_fn(
                 {"q": t_out["embedding"].astype(jnp.float32), "k": forward["teacher"]},
-                state.teacher_method_state, cfg.teacher_mocov2_cfg, rng=teacher_loss_rng,
-                axis_name=AXIS_NAME)
+                state.teacher_method_state,
+                cfg.teacher_mocov2_cfg,
+                rng=teacher_loss_rng,
+                axis_name=AXIS_NAME,
+            )
             metrics.update({f"teacher/{k}": v for k, v in t_metrics.items()})
             metrics["student_loss"] = metrics["loss"]
             metrics["loss"] = metrics["loss"] + t_metrics["loss"]
@@ -352,14 +415,22 @@ def train_step(cfg: StepConfig, state: state_lib.TrainState, batch: dict,
     metrics["learning_rate"] = cfg.schedule(state.step)
     metrics["grad_norm"] = optax.global_norm(grads)
     new_state = state.replace(
-        step=state.step + 1, params=params, batch_stats=new_stats, ema_params=ema_params,
-        ema_batch_stats=ema_batch_stats, opt_state=opt_state, method_state=method_state,
-        teacher_method_state=teacher_method_state)
+        step=state.step + 1,
+        params=params,
+        batch_stats=new_stats,
+        ema_params=ema_params,
+        ema_batch_stats=ema_batch_stats,
+        opt_state=opt_state,
+        method_state=method_state,
+        teacher_method_state=teacher_method_state,
+    )
     return new_state, metrics
 
 
 def make_pmapped_step(cfg: StepConfig):
     """pmap over local devices; the state buffers are donated (updated in place)."""
+
     def step(state, batch, teacher_variables, resident_images):
         return train_step(cfg, state, batch, teacher_variables, resident_images)
+
     return jax.pmap(step, axis_name=AXIS_NAME, donate_argnums=(0,))

@@ -1,5 +1,6 @@
 """evaluate() end to end on a tiny saved encoder and rekd_shapes/tiny (200 train / 100 test):
 results JSON, values recomputed from the cached features, resume, validation messages."""
+
 import json
 import os
 import shutil
@@ -21,9 +22,12 @@ from rekd_jax.variants import apply_variants
 def assets(tmp_path_factory):
     """(encoder directory, data_dir) shared by the tests of this module."""
     root = tmp_path_factory.mktemp("eval_e2e")
-    spec = {"arch": "resnet18",
-            "overrides": {"cifar_stem": True, "width_multiplier": 0.125, "num_classes": 0},
-            "projector": {"hidden": 32, "dim": 16, "bn": False}, "source": "test"}
+    spec = {
+        "arch": "resnet18",
+        "overrides": {"cifar_stem": True, "width_multiplier": 0.125, "num_classes": 0},
+        "projector": {"hidden": 32, "dim": 16, "bn": False},
+        "source": "test",
+    }
     encoder = heads.build_encoder(spec)
     variables = encoder.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
     io.save_encoder(str(root / "encoder"), spec, variables)
@@ -32,8 +36,9 @@ def assets(tmp_path_factory):
 
 def tiny_config(assets, mode):
     checkpoint, data_dir = assets
-    config = apply_variants(eval_config.default_eval_config(), "tiny,runlocal",
-                            eval_config.VARIANTS, "test")
+    config = apply_variants(
+        eval_config.default_eval_config(), "tiny,runlocal", eval_config.VARIANTS, "test"
+    )
     config.mode = mode
     config.checkpoint = checkpoint
     config.data.data_dir = data_dir
@@ -64,13 +69,14 @@ def test_knn_end_to_end(assets, tmp_path):
     config.knn.k = 20
     result = run.evaluate(config, str(tmp_path))
     saved = read_results(str(tmp_path), "knn")
-    assert saved["count"] == 100 and result["count"] == 100   # the whole test split
+    assert saved["count"] == 100 and result["count"] == 100  # the whole test split
     assert saved["train_examples"] == 200
     train = np.load(tmp_path / "features" / "pooled_train.npz")
     test = np.load(tmp_path / "features" / "pooled_test.npz")
     assert train["features"].shape == (200, 64) and test["features"].shape == (100, 64)
-    expected = brute_force_knn_top1(train["features"], train["label"], test["features"],
-                                    test["label"], 10, 20, 0.1)
+    expected = brute_force_knn_top1(
+        train["features"], train["label"], test["features"], test["label"], 10, 20, 0.1
+    )
     assert saved["top1"] == pytest.approx(expected, abs=1e-6)
     # The cached features are what a fresh extraction gives: labels in split order.
     meta = pipeline.split_metadata(config.data, "test")
@@ -81,7 +87,8 @@ def probe_params(workdir, block, feature_dim=64, num_classes=10):
     """The probe params of the latest checkpoint in WORKDIR/ckpt_linear."""
     target = linear.init_state(
         linear.init_heads(jax.random.PRNGKey(0), {"features": feature_dim}, num_classes),
-        linear.sgd(block, 1))
+        linear.sgd(block, 1),
+    )
     ckpt = Checkpointer(os.path.join(workdir, "ckpt_linear"), async_save=False)
     state, extra = ckpt.restore(jax.device_get(target))
     ckpt.close()
@@ -103,7 +110,8 @@ def test_linear_fast_end_to_end_matches_cached_features_and_resumes(assets, tmp_
     top = np.argsort(-logits, axis=1, kind="stable")
     assert saved["top1"] == pytest.approx(100 * np.mean(top[:, 0] == val["label"]))
     assert saved["top5"] == pytest.approx(
-        100 * np.mean((top[:, :5] == val["label"][:, None]).any(axis=1)))
+        100 * np.mean((top[:, :5] == val["label"][:, None]).any(axis=1))
+    )
 
     # Simulate a job killed after epoch 1: drop checkpoint 2; the rerun resumes from epoch 1
     # and ends with exactly the same probe.
@@ -111,8 +119,9 @@ def test_linear_fast_end_to_end_matches_cached_features_and_resumes(assets, tmp_
     run.evaluate(config, workdir)
     resumed, extra = probe_params(workdir, config.linear)
     assert extra["epoch"] == 2
-    np.testing.assert_allclose(resumed["features"]["kernel"], params["features"]["kernel"],
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        resumed["features"]["kernel"], params["features"]["kernel"], rtol=1e-6, atol=1e-7
+    )
     assert read_results(workdir, "linear")["top1"] == saved["top1"]
 
     # A rerun with other settings does not silently continue that checkpoint.
@@ -126,7 +135,7 @@ def test_linear_with_augmentation_end_to_end(assets, tmp_path):
     config.linear.epochs = 1
     config.linear.milestones = ()
     config.linear.learning_rate = 0.05
-    config.data.resident = "off"   # host mode: uint8 images in every batch (knn/fast: resident)
+    config.data.resident = "off"  # host mode: uint8 images in every batch (knn/fast: resident)
     result = run.evaluate(config, str(tmp_path))
     saved = read_results(str(tmp_path), "linear")
     assert saved["count"] == 100 and saved["fast"] is False
@@ -156,8 +165,9 @@ def test_semi_supervised_subsets_are_class_balanced_and_seeded(assets, tmp_path)
     listing = tmp_path / "subset.txt"
     listing.write_text("\n".join(names[i] for i in chosen) + "\n")
     block.subset_file = str(listing)
-    np.testing.assert_array_equal(semi_supervised.select_subset(config.data, block, seed=0),
-                                  sorted(chosen))
+    np.testing.assert_array_equal(
+        semi_supervised.select_subset(config.data, block, seed=0), sorted(chosen)
+    )
 
 
 def test_validation_names_the_field_and_the_fix(assets, tmp_path):
@@ -188,17 +198,22 @@ def test_validation_names_the_field_and_the_fix(assets, tmp_path):
     with pytest.raises(ValueError, match="config.mode='lineaer'"):
         eval_config.validate(config)
     with pytest.raises(ValueError, match="unknown variant 'imagenet2'"):
-        apply_variants(eval_config.default_eval_config(), "imagenet2", eval_config.VARIANTS,
-                       "x.py")
+        apply_variants(eval_config.default_eval_config(), "imagenet2", eval_config.VARIANTS, "x.py")
 
 
 def test_eval_configs_load_and_validate(assets):
     import importlib.util
+
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for name, mode in (("linear_eval", "linear"), ("conv_probe", "conv_probe"),
-                       ("knn_eval", "knn"), ("semi_supervised", "semi_supervised")):
+    for name, mode in (
+        ("linear_eval", "linear"),
+        ("conv_probe", "conv_probe"),
+        ("knn_eval", "knn"),
+        ("semi_supervised", "semi_supervised"),
+    ):
         spec = importlib.util.spec_from_file_location(
-            f"eval_cfg_{name}", os.path.join(repo, "configs", f"{name}.py"))
+            f"eval_cfg_{name}", os.path.join(repo, "configs", f"{name}.py")
+        )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         for variant in (None, "cifar10", "runlocal"):
@@ -212,10 +227,15 @@ def test_eval_configs_load_and_validate(assets):
 
 def test_conv_probe_fast_end_to_end(tmp_path_factory, assets):
     root = tmp_path_factory.mktemp("alexnet")
-    spec = {"arch": "alexnet", "overrides": {"cifar_stem": True, "num_classes": 0},
-            "projector": None, "source": "test"}
-    variables = heads.build_encoder(spec).init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
-                                               train=False)
+    spec = {
+        "arch": "alexnet",
+        "overrides": {"cifar_stem": True, "num_classes": 0},
+        "projector": None,
+        "source": "test",
+    }
+    variables = heads.build_encoder(spec).init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False
+    )
     io.save_encoder(str(root / "encoder"), spec, variables)
     config = tiny_config(assets, "conv_probe")
     config.checkpoint = str(root / "encoder")
@@ -228,11 +248,21 @@ def test_conv_probe_fast_end_to_end(tmp_path_factory, assets):
     saved = read_results(workdir, "conv_probe")
     assert saved["headline_layer"] == "conv5" and saved["top1"] == saved["layers"]["conv5"]["top1"]
     assert {k: v["features"] for k, v in saved["layers"].items()} == {
-        "conv1": 64 * 16, "conv2": 192 * 9, "conv3": 384 * 4, "conv4": 256 * 4, "conv5": 256 * 4}
+        "conv1": 64 * 16,
+        "conv2": 192 * 9,
+        "conv3": 384 * 4,
+        "conv4": 256 * 4,
+        "conv5": 256 * 4,
+    }
     assert all(v["count"] == 100 for v in saved["layers"].values())
     cached = np.load(os.path.join(workdir, "features", "conv_probe_test.npz"))
     assert sorted(k for k in cached.files if k.startswith("conv")) == [
-        "conv1", "conv2", "conv3", "conv4", "conv5"]
+        "conv1",
+        "conv2",
+        "conv3",
+        "conv4",
+        "conv5",
+    ]
 
 
 def test_untrained_encoder_is_scored_from_an_init_checkpoint(assets, tmp_path):
@@ -242,6 +272,7 @@ def test_untrained_encoder_is_scored_from_an_init_checkpoint(assets, tmp_path):
     from rekd_jax import models
     from rekd_jax.models import get_model
     from rekd_jax.readout import features
+
     config = tiny_config(assets, "knn")
     config.checkpoint = "init:resnet18:cifar_stem=true,width_multiplier=0.125,seed=3"
     eval_config.validate(config)
@@ -254,19 +285,24 @@ def test_untrained_encoder_is_scored_from_an_init_checkpoint(assets, tmp_path):
     backbone = features.load_backbone(config.checkpoint)
     jax.tree.map(np.testing.assert_array_equal, backbone.variables, dict(variables))
     other = features.load_backbone("init:resnet18:cifar_stem=true,width_multiplier=0.125,seed=4")
-    assert not np.array_equal(other.variables["params"]["conv1"]["kernel"],
-                              backbone.variables["params"]["conv1"]["kernel"])
+    assert not np.array_equal(
+        other.variables["params"]["conv1"]["kernel"],
+        backbone.variables["params"]["conv1"]["kernel"],
+    )
     assert cached.shape == (100, 64)
     # Rerunning re-uses the cache keyed on the init text; another seed is another cache key.
     again = run.evaluate(config, str(tmp_path / "a"))
     assert again["top1"] == result["top1"]
 
 
-@pytest.mark.parametrize("text,match", [
-    ("init:resnet18:cifar_stem", "is not field=value"),
-    ("init:resnet18:seed=abc", "seed must be an integer"),
-    ("init:nosuchnet", "is not a model"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("init:resnet18:cifar_stem", "is not field=value"),
+        ("init:resnet18:seed=abc", "seed must be an integer"),
+        ("init:nosuchnet", "is not a model"),
+    ],
+)
 def test_bad_init_checkpoints_name_the_syntax(assets, text, match):
     config = tiny_config(assets, "knn")
     config.checkpoint = text

@@ -1,4 +1,5 @@
 """Weighted kNN against a brute-force numpy reference (top-1, top-5, ties, chunking)."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ def reference_knn(train, train_labels, test, num_classes, k, temperature):
         order = np.argsort(-row, kind="stable")[:k]
         for j in order:
             scores[i, train_labels[j]] += np.exp(row[j] / temperature)
-    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :min(5, num_classes)]
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, : min(5, num_classes)]
     return scores, ranked
 
 
@@ -30,10 +31,16 @@ def test_knn_matches_numpy_reference(chunk_size, train_chunk_size):
     test_labels = rng.integers(0, num_classes, 41)
     train = centres[train_labels] + 0.8 * rng.normal(size=(150, 16))
     test = centres[test_labels] + 0.8 * rng.normal(size=(41, 16))
-    out = knn.knn_classify(jnp.asarray(train, jnp.float32), jnp.asarray(train_labels),
-                           jnp.asarray(test, jnp.float32), num_classes, k=20,
-                           temperature=0.1, chunk_size=chunk_size,
-                           train_chunk_size=train_chunk_size)
+    out = knn.knn_classify(
+        jnp.asarray(train, jnp.float32),
+        jnp.asarray(train_labels),
+        jnp.asarray(test, jnp.float32),
+        num_classes,
+        k=20,
+        temperature=0.1,
+        chunk_size=chunk_size,
+        train_chunk_size=train_chunk_size,
+    )
     ref_scores, ref_ranked = reference_knn(train, train_labels, test, num_classes, 20, 0.1)
     np.testing.assert_allclose(np.asarray(out.scores), ref_scores, rtol=2e-4)
     np.testing.assert_array_equal(np.asarray(out.predictions), ref_ranked)
@@ -52,8 +59,15 @@ def test_knn_ties_go_to_lower_index_and_lower_class():
     train_labels = np.array([3, 1, 0, 2])
     test = np.ones((1, 3), np.float32)
     for train_chunk in (1, 2, 3, 4):
-        out = knn.knn_classify(jnp.asarray(train), jnp.asarray(train_labels), jnp.asarray(test),
-                               4, k=2, temperature=0.1, train_chunk_size=train_chunk)
+        out = knn.knn_classify(
+            jnp.asarray(train),
+            jnp.asarray(train_labels),
+            jnp.asarray(test),
+            4,
+            k=2,
+            temperature=0.1,
+            train_chunk_size=train_chunk,
+        )
         scores = np.asarray(out.scores)[0]
         assert scores[0] == 0 and scores[2] == 0
         assert scores[1] == pytest.approx(scores[3]) and scores[1] > 0
@@ -64,9 +78,10 @@ def test_knn_ties_go_to_lower_index_and_lower_class():
 
 def test_k_larger_than_train_set_and_few_classes():
     train = np.eye(3, dtype=np.float32)
-    out = knn.knn_classify(jnp.asarray(train), jnp.array([0, 1, 2]), jnp.asarray(train), 3,
-                           k=200, temperature=0.1)
-    assert np.asarray(out.predictions).shape == (3, 3)   # top-5 clipped to 3 classes
+    out = knn.knn_classify(
+        jnp.asarray(train), jnp.array([0, 1, 2]), jnp.asarray(train), 3, k=200, temperature=0.1
+    )
+    assert np.asarray(out.predictions).shape == (3, 3)  # top-5 clipped to 3 classes
     np.testing.assert_array_equal(np.asarray(out.predictions)[:, 0], [0, 1, 2])
     # Each class gets exp(1/0.1) from itself and exp(0) from each of the two others.
     np.testing.assert_allclose(np.asarray(out.scores)[0], [np.exp(10.0), 1.0, 1.0], rtol=1e-5)

@@ -1,4 +1,5 @@
 """Fast-mode probe: learns a linearly separable set, schedules are right, resume is exact."""
+
 import jax
 import ml_collections
 import numpy as np
@@ -17,9 +18,20 @@ def separable(n, num_classes=4, dim=8, seed=0):
 
 
 def block(**overrides):
-    cfg = ml_collections.ConfigDict(dict(
-        epochs=5, learning_rate=1.0, momentum=0.9, nesterov=False, weight_decay=0.0,
-        schedule="cosine", milestones=(), decay_factor=0.1, warmup_epochs=0, init_std=0.01))
+    cfg = ml_collections.ConfigDict(
+        dict(
+            epochs=5,
+            learning_rate=1.0,
+            momentum=0.9,
+            nesterov=False,
+            weight_decay=0.0,
+            schedule="cosine",
+            milestones=(),
+            decay_factor=0.1,
+            warmup_epochs=0,
+            init_std=0.01,
+        )
+    )
     cfg.update(overrides)
     return cfg
 
@@ -27,15 +39,20 @@ def block(**overrides):
 def evaluate(params, feats, labels):
     batches = scoring.padded_batches({"features": feats, "label": labels}, 8, 4)
     replicated = jax.tree_util.tree_map(lambda x: np.broadcast_to(x, (4,) + x.shape), params)
-    return scoring.score(lambda p, x: linear.head_logits(p, {"features": x}), (replicated,),
-                         batches, input_key="features")["features"]
+    return scoring.score(
+        lambda p, x: linear.head_logits(p, {"features": x}),
+        (replicated,),
+        batches,
+        input_key="features",
+    )["features"]
 
 
 def test_probe_reaches_full_accuracy_on_separable_features():
     train_x, train_y = separable(203)
     test_x, test_y = separable(101, seed=1)
-    params = linear.train_on_features({"features": train_x}, train_y, num_classes=4,
-                                      block=block(), batch_size=32, seed=0)
+    params = linear.train_on_features(
+        {"features": train_x}, train_y, num_classes=4, block=block(), batch_size=32, seed=0
+    )
     result = evaluate(params, test_x, test_y)
     assert result["count"] == 101
     assert result["top1"] == 100.0
@@ -45,8 +62,9 @@ def test_probe_reaches_full_accuracy_on_separable_features():
 
 
 def test_step_schedule_divides_at_milestones():
-    cfg = block(epochs=35, learning_rate=0.01, schedule="step", milestones=(5, 15, 25),
-                decay_factor=0.2)
+    cfg = block(
+        epochs=35, learning_rate=0.01, schedule="step", milestones=(5, 15, 25), decay_factor=0.2
+    )
     schedule = linear.learning_rate_schedule(cfg, steps_per_epoch=10)
     assert float(schedule(0)) == pytest.approx(0.01)
     assert float(schedule(49)) == pytest.approx(0.01)
@@ -76,16 +94,23 @@ def test_every_real_row_is_visited_once_per_epoch():
 def test_resume_matches_uninterrupted_run(tmp_path):
     train_x, train_y = separable(97)
     kwargs = dict(num_classes=4, batch_size=16, seed=3)
-    straight = linear.train_on_features({"features": train_x}, train_y, block=block(epochs=4),
-                                        **kwargs)
+    straight = linear.train_on_features(
+        {"features": train_x}, train_y, block=block(epochs=4), **kwargs
+    )
     # First run stops after 2 epochs (its config says 2); the rerun with 4 resumes from there.
     ckpt = Checkpointer(str(tmp_path / "ckpt"), max_to_keep=2, async_save=False)
     with pytest.raises(_Stopped):
-        linear.train_on_features({"features": train_x}, train_y, block=block(epochs=4),
-                                 checkpointer=_StopAfter(ckpt, 2), **kwargs)
+        linear.train_on_features(
+            {"features": train_x},
+            train_y,
+            block=block(epochs=4),
+            checkpointer=_StopAfter(ckpt, 2),
+            **kwargs,
+        )
     assert ckpt.latest_step() == 2
-    resumed = linear.train_on_features({"features": train_x}, train_y, block=block(epochs=4),
-                                       checkpointer=ckpt, **kwargs)
+    resumed = linear.train_on_features(
+        {"features": train_x}, train_y, block=block(epochs=4), checkpointer=ckpt, **kwargs
+    )
     assert ckpt.latest_step() == 4
     for a, b in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -1,4 +1,5 @@
 """Exact padded evaluation: every example counted exactly once, top-1/top-5 values exact."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,8 +27,11 @@ def test_10001_examples_on_4_devices_each_counted_once():
     labels = rng.integers(0, num_classes, n).astype(np.int32)
     logits_np = features @ weights
 
-    batches = list(scoring.padded_batches({"features": features, "label": labels},
-                                          per_device_batch=64, num_devices=4))
+    batches = list(
+        scoring.padded_batches(
+            {"features": features, "label": labels}, per_device_batch=64, num_devices=4
+        )
+    )
     assert sum(int(b["mask"].sum()) for b in batches) == n
     assert batches[-1]["mask"].sum() == n % 256 and batches[-1]["features"].shape == (4, 64, 5)
 

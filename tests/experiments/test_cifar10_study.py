@@ -1,6 +1,7 @@
 """The CIFAR-10 study: the plan of every scale (teachers first, validation before test, equal
 student steps, seeds, snapshots), the choices made on validation rows only, and a real run of
 the tiny scale that writes results, tables and figures, then skips everything when rerun."""
+
 import json
 import os
 
@@ -18,15 +19,19 @@ def test_plan_of_every_scale(scale):
     assert (val.data.train_split, val.data.eval_split) == (s.val_bank_split, s.val_split)
     assert (test.data.train_split, test.data.eval_split) == (s.train_split, s.test_split)
     teachers = cifar10.teacher_arms(s, "/data")
-    assert [a.name for a in teachers[:3]] == ["random_init/teacher", "teacher/mocov2",
-                                              "teacher/supervised"]
+    assert [a.name for a in teachers[:3]] == [
+        "random_init/teacher",
+        "teacher/mocov2",
+        "teacher/supervised",
+    ]
     mocov2, supervised = teachers[1].config, teachers[2].config
     assert mocov2.data.train_split == s.train_split and mocov2.method == "mocov2"
     assert tuple(mocov2.export_encoder_steps) == s.snapshot_steps()
     # The labelled teacher never sees the validation images.
     assert supervised.method == "supervised" and supervised.data.train_split == s.val_bank_split
     assert [a.source for a in teachers[3:]] == [
-        f"teacher/mocov2/encoders/student_step{n}" for n in s.snapshot_steps()]
+        f"teacher/mocov2/encoders/student_step{n}" for n in s.snapshot_steps()
+    ]
     choices = {"rekd": s.readings[-1], "seed": s.seed_temperatures[-1]}
     lrs = {arm: s.lr_grid[0] for arm in cifar10.ARMS}
     search = cifar10.search_arms(s, "/data", val)
@@ -46,8 +51,7 @@ def test_plan_of_every_scale(scale):
     assert rekd.optimizer.base_learning_rate == s.lr_grid[0] and rekd.rekd.teacher == "offline"
     oracle = [a for a in final if a.name == "final/rekd_oracle/s1"][0].config
     assert oracle.rekd.relation == "oracle" and oracle.rekd.teacher == "none"
-    assert {a.teacher_encoder for a in quality} == {
-        f"student_step{n}" for n in s.snapshot_steps()}
+    assert {a.teacher_encoder for a in quality} == {f"student_step{n}" for n in s.snapshot_steps()}
     assert len(quality) == 2 * s.quality_seeds * len(s.teacher_snapshots)
     trained = [a for a in students if a.trained]
     assert {a.config.num_train_steps for a in trained} == {s.five_student_steps}
@@ -58,9 +62,11 @@ def test_plan_of_every_scale(scale):
 
 
 def test_choices_read_validation_rows_only():
-    rows = [{"name": "a", "eval": {"knn": {"top1": 50.0}, "linear": {"top1": 60.0}}},
-            {"name": "b", "eval": {"knn": {"top1": 52.0}, "linear": {"top1": 40.0}}},
-            {"name": "c", "eval": {"knn": {"top1": 52.0}, "linear": {"top1": 41.0}}}]
+    rows = [
+        {"name": "a", "eval": {"knn": {"top1": 50.0}, "linear": {"top1": 60.0}}},
+        {"name": "b", "eval": {"knn": {"top1": 52.0}, "linear": {"top1": 40.0}}},
+        {"name": "c", "eval": {"knn": {"top1": 52.0}, "linear": {"top1": 41.0}}},
+    ]
     assert cifar10.choose(rows)["name"] == "c"
     ours = [{"seed": s, "eval": {"knn": {"top1": v}}} for s, v in enumerate((60.0, 61.0, 62.0))]
     theirs = [{"seed": s, "eval": {"knn": {"top1": v}}} for s, v in enumerate((55.0, 59.5, 56.0))]
@@ -89,8 +95,14 @@ def test_tiny_study_runs_end_to_end_and_reruns_skip(tmp_path):
     assert saved["mechanism"] == json.loads(json.dumps(mechanism))
     text = open(os.path.join(workdir, "results.md")).read()
     assert text == study_report.markdown(saved)
-    for section in ("## Teachers", "## Choices on validation", "## Mechanism arms",
-                    "## Teacher quality", "(chosen)", "random init"):
+    for section in (
+        "## Teachers",
+        "## Choices on validation",
+        "## Mechanism arms",
+        "## Teacher quality",
+        "(chosen)",
+        "random init",
+    ):
         assert section in text
     for name in ("mechanism", "quality", "selection"):
         assert os.path.getsize(os.path.join(workdir, "plots", f"{name}.png")) > 10000
@@ -98,7 +110,6 @@ def test_tiny_study_runs_end_to_end_and_reruns_skip(tmp_path):
     assert set(redrawn) >= {"mechanism", "quality", "selection"}
     assert any("ETA" in line for line in lines)
     rerun = []
-    cifar10.run("tiny", workdir, data_dir, families=("alexnet",), plots=False,
-                log=rerun.append)
+    cifar10.run("tiny", workdir, data_dir, families=("alexnet",), plots=False, log=rerun.append)
     done = [line for line in rerun if line.startswith("[")]
     assert done and all("skipped (done)" in line for line in done)

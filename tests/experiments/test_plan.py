@@ -1,5 +1,6 @@
 """Experiment plans: random-init rows are required in every table, gains are computed against
 them, init texts round-trip, metrics are summarised from metrics.jsonl."""
+
 import json
 
 import pytest
@@ -9,16 +10,31 @@ from rekd_jax.readout import features
 
 
 def row(name, arch, label, knn, lin, **extra):
-    return {"name": name, "arch": arch, "label": label, "steps": 0 if label == plan.RANDOM_INIT
-            else 10, "train_seconds": 1.0, "eval": {"knn": {"top1": knn}, "linear": {"top1": lin}},
-            **extra}
+    return {
+        "name": name,
+        "arch": arch,
+        "label": label,
+        "steps": 0 if label == plan.RANDOM_INIT else 10,
+        "train_seconds": 1.0,
+        "eval": {"knn": {"top1": knn}, "linear": {"top1": lin}},
+        **extra,
+    }
 
 
 def test_table_needs_a_random_init_row_per_arch_and_shows_gains():
-    rows = [row("random_init/alexnet", "alexnet", plan.RANDOM_INIT, 20.0, 18.0),
-            row("a/mocov2", "alexnet", "MoCo v2", 25.5, 17.0),
-            row("a/rekd", "alexnet", "ReKD (offline)", 30.0, 31.0, method="rekd",
-                diagnostics={"positive_label_precision": 0.25})]
+    rows = [
+        row("random_init/alexnet", "alexnet", plan.RANDOM_INIT, 20.0, 18.0),
+        row("a/mocov2", "alexnet", "MoCo v2", 25.5, 17.0),
+        row(
+            "a/rekd",
+            "alexnet",
+            "ReKD (offline)",
+            30.0,
+            31.0,
+            method="rekd",
+            diagnostics={"positive_label_precision": 0.25},
+        ),
+    ]
     table = plan.format_table(rows, chance=0.1)
     lines = table.splitlines()
     assert "+5.5" in lines[3] and "-1.0" in lines[3]
@@ -52,21 +68,32 @@ def test_the_plan_eta_waits_for_a_trained_arm_and_is_then_within_half(tmp_path, 
     arms of 1,700, 700 and 700 steps at 0.1 s a step plus 20 s of evaluation each: no ETA
     before the first trained arm, then one within 50% of the time really left."""
     import ml_collections
+
     now = [0.0]
     monkeypatch.setattr(plan.time, "time", lambda: now[0])
 
     def fake_run_arm(arm, root, evaluation, modes, clear_caches=True):
-        now[0] += (180.0 if arm.name.endswith("a") else 20.0) if not arm.trained else (
-            0.1 * arm.config.num_train_steps + 20.0)
+        now[0] += (
+            (180.0 if arm.name.endswith("a") else 20.0)
+            if not arm.trained
+            else (0.1 * arm.config.num_train_steps + 20.0)
+        )
         return {"eval": {}}
 
     monkeypatch.setattr(plan, "run_arm", fake_run_arm)
     trained = lambda name, steps: plan.Arm(
-        name=name, arch="x", label="MoCo v2",
-        config=ml_collections.ConfigDict({"num_train_steps": steps}))
-    arms = [plan.Arm(name="init_a", arch="x", label=plan.RANDOM_INIT, init="init:x"),
-            plan.Arm(name="init_b", arch="y", label=plan.RANDOM_INIT, init="init:y"),
-            trained("teacher", 1700), trained("student", 700), trained("baseline", 700)]
+        name=name,
+        arch="x",
+        label="MoCo v2",
+        config=ml_collections.ConfigDict({"num_train_steps": steps}),
+    )
+    arms = [
+        plan.Arm(name="init_a", arch="x", label=plan.RANDOM_INIT, init="init:x"),
+        plan.Arm(name="init_b", arch="y", label=plan.RANDOM_INIT, init="init:y"),
+        trained("teacher", 1700),
+        trained("student", 700),
+        trained("baseline", 700),
+    ]
     lines = []
     plan.run_plan(arms, str(tmp_path), None, (), log=lambda line: lines.append((now[0], line)))
     assert all(line.endswith("ETA ?") for _, line in lines[:2])

@@ -1,6 +1,7 @@
 """The quick start's learning-rate grid (configs/quickstart.py:tiny,lr_grid): every student
 method at every lr, scored on a validation split carved from the training split; the choice
 reads validation rows only."""
+
 import json
 import os
 

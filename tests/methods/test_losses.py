@@ -1,4 +1,5 @@
 """Losses against independent numpy computations (explicit loops, log-sum-exp by hand)."""
+
 import math
 
 import jax
@@ -33,15 +34,16 @@ def test_soft_cross_entropy_hand_values():
 
 
 def test_soft_cross_entropy_rejects_shape_mismatch():
-    with pytest.raises(ValueError, match='same shape'):
+    with pytest.raises(ValueError, match="same shape"):
         losses.soft_cross_entropy(jnp.zeros((2, 3)), jnp.zeros((2, 4)))
 
 
 def test_info_nce_matches_loop():
     q, k, queue = unit_rows(0, 3, 5), unit_rows(1, 3, 5), unit_rows(2, 7, 5)
     tau = 0.2
-    expected = np.mean([-log_softmax_loop(candidate_logits(q[i], k[i], queue, tau))[0]
-                        for i in range(3)])
+    expected = np.mean(
+        [-log_softmax_loop(candidate_logits(q[i], k[i], queue, tau))[0] for i in range(3)]
+    )
     np.testing.assert_allclose(losses.info_nce(q, k, queue, tau), expected, rtol=1e-5)
 
 
@@ -62,13 +64,16 @@ def test_relation_contrast_matches_supcon_loop():
 def test_relation_contrast_with_only_own_key_is_info_nce():
     q, k, queue = unit_rows(7, 4, 6), unit_rows(8, 4, 6), unit_rows(9, 10, 6)
     mask = np.zeros((4, 11), bool)
-    np.testing.assert_allclose(losses.relation_contrast(q, k, queue, mask, 0.2),
-                               losses.info_nce(q, k, queue, 0.2), rtol=1e-6)
+    np.testing.assert_allclose(
+        losses.relation_contrast(q, k, queue, mask, 0.2),
+        losses.info_nce(q, k, queue, 0.2),
+        rtol=1e-6,
+    )
 
 
 def test_relation_contrast_rejects_wrong_mask_shape():
     q = unit_rows(0, 2, 3)
-    with pytest.raises(ValueError, match='positive_mask'):
+    with pytest.raises(ValueError, match="positive_mask"):
         losses.relation_contrast(q, q, unit_rows(1, 4, 3), np.ones((2, 4), bool), 0.2)
 
 
@@ -80,8 +85,9 @@ def test_seed_loss_matches_loop():
         p_t = np.exp(log_softmax_loop(candidate_logits(z_t[i], z_t[i], queue, tau_t)))
         log_p_s = log_softmax_loop(candidate_logits(z_s[i], z_t[i], queue, tau_s))
         expected.append(-sum(p * lp for p, lp in zip(p_t, log_p_s)))
-    np.testing.assert_allclose(losses.seed_loss(z_s, z_t, queue, tau_s, tau_t),
-                               np.mean(expected), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.seed_loss(z_s, z_t, queue, tau_s, tau_t), np.mean(expected), rtol=1e-5
+    )
 
 
 def test_seed_loss_is_minimal_when_student_equals_teacher():
@@ -102,9 +108,11 @@ def test_seed_loss_is_minimal_when_student_equals_teacher():
 def test_gradients_reach_the_query_only():
     q, k, queue = unit_rows(15, 3, 4), unit_rows(16, 3, 4), unit_rows(17, 6, 4)
     mask = np.ones((3, 7), bool)
-    for fn in (lambda q, k, queue: losses.info_nce(q, k, queue, 0.2),
-               lambda q, k, queue: losses.relation_contrast(q, k, queue, mask, 0.2),
-               lambda q, k, queue: losses.seed_loss(q, k, queue, 0.2, 0.05)):
+    for fn in (
+        lambda q, k, queue: losses.info_nce(q, k, queue, 0.2),
+        lambda q, k, queue: losses.relation_contrast(q, k, queue, mask, 0.2),
+        lambda q, k, queue: losses.seed_loss(q, k, queue, 0.2, 0.05),
+    ):
         grad_q, grad_k, grad_queue = jax.grad(fn, argnums=(0, 1, 2))(q, k, queue)
         assert float(jnp.max(jnp.abs(grad_q))) > 1e-3
         np.testing.assert_array_equal(grad_k, 0.0)
@@ -116,7 +124,7 @@ def test_relation_contrast_without_the_own_key_averages_over_mined_positives_onl
     tau = 0.2
     mask = np.zeros((3, 6), bool)
     mask[0, [2, 4]] = True  # two mined positives: the own key leaves the target
-    mask[2, 1] = True       # one mined positive
+    mask[2, 1] = True  # one mined positive
     expected = []
     for i, positives in enumerate(([2, 4], [0], [1])):  # row 1 has none: it keeps its own key
         log_p = log_softmax_loop(candidate_logits(q[i], k[i], queue, tau))

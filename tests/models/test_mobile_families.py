@@ -4,6 +4,7 @@ Parity: real torchvision modules (weights=None, seeded, BatchNorm affine params 
 stats randomised), eval mode, float32; the converted Flax model must agree to
 max|a - b| / max|b| <= 1e-4 on pooled features, logits and sown intermediates.
 """
+
 from __future__ import annotations
 
 import collections
@@ -73,8 +74,12 @@ def load(name: str, torch_model, flax_model, size: int = 64):
     importer; a features-only model (num_classes=0) drops the converted classifier."""
     # Clone: convert's arrays may share memory with torch's (in-place updated) BN buffers.
     converted = convert({k: v.clone() for k, v in torch_model.state_dict().items()}, name)
-    flat = flax.traverse_util.flatten_dict({c: converted[c]["backbone"] for c in ("params", "batch_stats")})
-    wanted = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract_variables(flax_model, size)))
+    flat = flax.traverse_util.flatten_dict(
+        {c: converted[c]["backbone"] for c in ("params", "batch_stats")}
+    )
+    wanted = flax.traverse_util.flatten_dict(
+        flax.core.unfreeze(abstract_variables(flax_model, size))
+    )
     assert set(wanted) <= set(flat), sorted(set(wanted) - set(flat))
     if flax_model.num_classes != 0:
         assert set(flat) == set(wanted), sorted(set(flat) - set(wanted))
@@ -106,15 +111,23 @@ def nhwc(t: torch.Tensor) -> np.ndarray:
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_parameter_count_equals_torchvision(name):
     ours = sum(leaf.size for leaf in jax.tree.leaves(abstract_variables(build(name))["params"]))
-    theirs = sum(p.numel() for p in getattr(torchvision.models, TORCHVISION_NAMES[name])().parameters())
-    expected = {"mobilenetv3_large": 5_483_032, "shufflenetv2_x1_0": 2_278_604, "efficientnet_b0": 5_288_548}
+    theirs = sum(
+        p.numel() for p in getattr(torchvision.models, TORCHVISION_NAMES[name])().parameters()
+    )
+    expected = {
+        "mobilenetv3_large": 5_483_032,
+        "shufflenetv2_x1_0": 2_278_604,
+        "efficientnet_b0": 5_288_548,
+    }
     assert ours == theirs == expected.get(name, theirs)
 
 
 def test_width_multiplier_matches_torchvision():
     ours = abstract_variables(build("mobilenetv3_large", width_multiplier=0.75))["params"]
     theirs = torchvision.models.mobilenet_v3_large(width_mult=0.75)
-    assert sum(leaf.size for leaf in jax.tree.leaves(ours)) == sum(p.numel() for p in theirs.parameters())
+    assert sum(leaf.size for leaf in jax.tree.leaves(ours)) == sum(
+        p.numel() for p in theirs.parameters()
+    )
 
 
 @pytest.mark.parametrize(
@@ -130,7 +143,9 @@ def test_eval_parity_with_torchvision(name):
     x = jnp.asarray(nhwc(images))
 
     classifier = build(name)
-    logits = jax.jit(functools.partial(classifier.apply, train=False))(load(name, torch_model, classifier), x)
+    logits = jax.jit(functools.partial(classifier.apply, train=False))(
+        load(name, torch_model, classifier), x
+    )
     assert logits.shape == (2, 1000)
     assert relative_error(logits, want_logits) <= PARITY_TOLERANCE
 
@@ -168,19 +183,37 @@ def test_train_mode_matches_torch_and_updates_batch_stats(name):
     for path in new:
         assert not np.allclose(new[path], old[path]), path
         if path[-1] == "mean":  # torch's running_var uses the unbiased variance, Flax the biased
-            np.testing.assert_allclose(new[path], expected[path], rtol=1e-4, atol=1e-5, err_msg=str(path))
+            np.testing.assert_allclose(
+                new[path], expected[path], rtol=1e-4, atol=1e-5, err_msg=str(path)
+            )
 
 
 EXPECTED_CIFAR = {
     # name: (feature dim, {intermediate: spatial size} on 32x32 inputs)
-    "mobilenetv3_large": (960, {"stem": 32, "stage1": 32, "stage2": 16, "stage3": 8, "stage4": 4,
-                                "stage5": 2, "head": 2}),
-    "mobilenetv3_small": (576, {"stem": 32, "stage1": 16, "stage2": 8, "stage3": 4, "stage4": 2,
-                                "head": 2}),
+    "mobilenetv3_large": (
+        960,
+        {"stem": 32, "stage1": 32, "stage2": 16, "stage3": 8, "stage4": 4, "stage5": 2, "head": 2},
+    ),
+    "mobilenetv3_small": (
+        576,
+        {"stem": 32, "stage1": 16, "stage2": 8, "stage3": 4, "stage4": 2, "head": 2},
+    ),
     "shufflenetv2_x0_5": (1024, {"conv1": 32, "stage2": 16, "stage3": 8, "stage4": 4, "conv5": 4}),
     "shufflenetv2_x2_0": (2048, {"conv1": 32, "stage2": 16, "stage3": 8, "stage4": 4, "conv5": 4}),
-    "efficientnet_b0": (1280, {"stem": 32, "stage1": 32, "stage2": 16, "stage3": 8, "stage4": 4,
-                               "stage5": 4, "stage6": 2, "stage7": 2, "head": 2}),
+    "efficientnet_b0": (
+        1280,
+        {
+            "stem": 32,
+            "stage1": 32,
+            "stage2": 16,
+            "stage3": 8,
+            "stage4": 4,
+            "stage5": 4,
+            "stage6": 2,
+            "stage7": 2,
+            "head": 2,
+        },
+    ),
 }
 
 
@@ -190,7 +223,8 @@ def test_cifar_stem_shapes_and_intermediates(name):
     model = build(name, num_classes=0, cifar_stem=True)
     variables = abstract_variables(model, 32)
     features, state = jax.eval_shape(
-        lambda v: model.apply(v, jnp.zeros((2, 32, 32, 3)), train=False, mutable=["intermediates"]), variables
+        lambda v: model.apply(v, jnp.zeros((2, 32, 32, 3)), train=False, mutable=["intermediates"]),
+        variables,
     )
     assert features.shape == (2, dim)
     sown = state["intermediates"]
@@ -203,7 +237,9 @@ def test_cifar_stem_shapes_and_intermediates(name):
 def test_imagenet_stem_downsamples_by_32():
     model = build("shufflenetv2_x0_5", num_classes=0)
     _, state = jax.eval_shape(
-        lambda v: model.apply(v, jnp.zeros((1, 224, 224, 3)), train=False, mutable=["intermediates"]),
+        lambda v: model.apply(
+            v, jnp.zeros((1, 224, 224, 3)), train=False, mutable=["intermediates"]
+        ),
         abstract_variables(model, 224),
     )
     sown = state["intermediates"]
@@ -213,7 +249,9 @@ def test_imagenet_stem_downsamples_by_32():
 def test_bfloat16_compute_keeps_float32_params():
     name = "mobilenetv3_small"
     torch_model = make_torch_model(name)
-    images = jnp.asarray(nhwc(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))))
+    images = jnp.asarray(
+        nhwc(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)))
+    )
     reference_model = build(name, num_classes=0)
     variables = load(name, torch_model, reference_model)
     reference = jax.jit(functools.partial(reference_model.apply, train=False))(variables, images)
@@ -230,7 +268,9 @@ def test_efficientnet_stochastic_depth_drops_whole_examples():
     block = efficientnet.MBConv(8, 8, expand_ratio=6, kernel=3, stride=1, stochastic_depth_prob=0.5)
     x = jax.random.normal(jax.random.PRNGKey(0), (32, 4, 4, 8))
     variables = block.init(jax.random.PRNGKey(1), x, train=False)
-    kept, _ = block.clone(stochastic_depth_prob=0.0).apply(variables, x, train=True, mutable=["batch_stats"])
+    kept, _ = block.clone(stochastic_depth_prob=0.0).apply(
+        variables, x, train=True, mutable=["batch_stats"]
+    )
     out, _ = block.apply(
         variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(2)}
     )
@@ -281,7 +321,9 @@ def test_bn_axis_name_reaches_every_batch_norm(name):
 def test_rejects_nchw_input(name):
     model = build(name)
     with pytest.raises(ValueError, match="NHWC"):
-        jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 32, 32)), train=False))
+        jax.eval_shape(
+            lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 32, 32)), train=False)
+        )
 
 
 def test_unknown_variant_is_a_clear_error():
@@ -291,9 +333,14 @@ def test_unknown_variant_is_a_clear_error():
 
 def test_torch_module_names():
     assert mobilenetv3.torch_module_name(("features_1", "block_0")) == "features.1.block.0"
-    assert mobilenetv3.torch_module_name(("features_4", "block_2", "fc1")) == "features.4.block.2.fc1"
+    assert (
+        mobilenetv3.torch_module_name(("features_4", "block_2", "fc1")) == "features.4.block.2.fc1"
+    )
     assert mobilenetv3.torch_module_name(("features_16", "bn")) == "features.16.1"
-    assert efficientnet.torch_module_name(("features_2_1", "block_3", "conv")) == "features.2.1.block.3.0"
+    assert (
+        efficientnet.torch_module_name(("features_2_1", "block_3", "conv"))
+        == "features.2.1.block.3.0"
+    )
     assert shufflenetv2.torch_module_name(("stage2_0", "branch2_3")) == "stage2.0.branch2.3"
 
 
@@ -301,4 +348,6 @@ def test_channel_shuffle_matches_torchvision():
     from torchvision.models.shufflenetv2 import channel_shuffle as torch_shuffle
 
     x = torch.arange(2 * 6 * 2 * 3, dtype=torch.float32).reshape(2, 6, 2, 3)
-    np.testing.assert_array_equal(shufflenetv2.channel_shuffle(jnp.asarray(nhwc(x)), 2), nhwc(torch_shuffle(x, 2)))
+    np.testing.assert_array_equal(
+        shufflenetv2.channel_shuffle(jnp.asarray(nhwc(x)), 2), nhwc(torch_shuffle(x, 2))
+    )

@@ -1,4 +1,5 @@
 """Registry, adaptive pooling, projector/Encoder heads and the encoder checkpoint format."""
+
 import functools
 import json
 
@@ -8,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 from torch import nn as tnn
+from torch_parity import TOL, images, random_variables, rel_err
 
 from rekd_jax import models
 from rekd_jax.models import heads, io, layers
-from torch_parity import TOL, images, random_variables, rel_err
 
 TINY = {"width_multiplier": 0.25, "cifar_stem": True}
 
@@ -21,9 +22,21 @@ TINY = {"width_multiplier": 0.25, "cifar_stem": True}
 
 def test_list_models_has_every_family():
     assert models.list_models() == sorted(
-        ["alexnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenetv3_large",
-         "mobilenetv3_small", "shufflenetv2_x0_5", "shufflenetv2_x1_0", "shufflenetv2_x1_5",
-         "shufflenetv2_x2_0", "efficientnet_b0"]
+        [
+            "alexnet",
+            "resnet18",
+            "resnet34",
+            "resnet50",
+            "resnet101",
+            "resnet152",
+            "mobilenetv3_large",
+            "mobilenetv3_small",
+            "shufflenetv2_x0_5",
+            "shufflenetv2_x1_0",
+            "shufflenetv2_x1_5",
+            "shufflenetv2_x2_0",
+            "efficientnet_b0",
+        ]
     )
     assert models.model_family("resnet50x2") is models.resnet
     assert models.model_family("alexnet") is models.alexnet
@@ -31,25 +44,43 @@ def test_list_models_has_every_family():
 
 @pytest.mark.parametrize(
     "name, overrides, expected",
-    [("resnet18", {}, 512), ("resnet34", {}, 512), ("resnet50", {}, 2048), ("resnet101", {}, 2048),
-     ("resnet50x2", {}, 4096), ("resnet18", TINY, 128), ("alexnet", {"use_bn": False}, 256)],
+    [
+        ("resnet18", {}, 512),
+        ("resnet34", {}, 512),
+        ("resnet50", {}, 2048),
+        ("resnet101", {}, 2048),
+        ("resnet50x2", {}, 4096),
+        ("resnet18", TINY, 128),
+        ("alexnet", {"use_bn": False}, 256),
+    ],
 )
 def test_feature_dim(name, overrides, expected):
     assert models.feature_dim(name, **overrides) == expected
 
 
 def test_unknown_name_and_fields_are_rejected_with_the_valid_ones():
-    with pytest.raises(ValueError, match=r"Unknown model 'resnet19'.*alexnet.*efficientnet_b0.*resnet50x2"):
+    with pytest.raises(
+        ValueError, match=r"Unknown model 'resnet19'.*alexnet.*efficientnet_b0.*resnet50x2"
+    ):
         models.get_model("resnet19")
-    with pytest.raises(ValueError, match=r"Unknown override\(s\) \['use_bn'\].*num_classes.*width_multiplier"):
+    with pytest.raises(
+        ValueError, match=r"Unknown override\(s\) \['use_bn'\].*num_classes.*width_multiplier"
+    ):
         models.get_model("resnet18", use_bn=True)
     with pytest.raises(ValueError, match="already sets the width multiplier"):
         models.get_model("resnet50x2", width_multiplier=4)
 
 
 def test_overrides_reach_the_module():
-    model = models.get_model("alexnet", num_classes=7, use_bn=False, dtype="bfloat16", bn_axis_name="batch")
-    assert (model.num_classes, model.use_bn, model.dtype, model.bn_axis_name) == (7, False, jnp.bfloat16, "batch")
+    model = models.get_model(
+        "alexnet", num_classes=7, use_bn=False, dtype="bfloat16", bn_axis_name="batch"
+    )
+    assert (model.num_classes, model.use_bn, model.dtype, model.bn_axis_name) == (
+        7,
+        False,
+        jnp.bfloat16,
+        "batch",
+    )
 
 
 # ---------------------------------------------------------------- layers
@@ -57,7 +88,17 @@ def test_overrides_reach_the_module():
 
 @pytest.mark.parametrize(
     "in_hw, out_hw",
-    [((13, 13), 6), ((55, 55), 12), ((27, 27), 7), ((13, 13), 5), ((7, 9), (6, 4)), ((12, 12), 6), ((2, 3), 6), ((1, 1), 6), ((6, 6), 6)],
+    [
+        ((13, 13), 6),
+        ((55, 55), 12),
+        ((27, 27), 7),
+        ((13, 13), 5),
+        ((7, 9), (6, 4)),
+        ((12, 12), 6),
+        ((2, 3), 6),
+        ((1, 1), 6),
+        ((6, 6), 6),
+    ],
 )
 def test_adaptive_pooling_matches_torch(in_hw, out_hw):
     x = np.random.RandomState(0).randn(2, *in_hw, 3).astype(np.float32)
@@ -103,7 +144,9 @@ def test_projector_matches_torch_mlp(use_bn):
     if use_bn:
         bn = reference[1]
         params["bn"] = {"scale": bn.weight.detach().numpy(), "bias": bn.bias.detach().numpy()}
-        variables["batch_stats"] = {"bn": {"mean": bn.running_mean.numpy(), "var": bn.running_var.numpy()}}
+        variables["batch_stats"] = {
+            "bn": {"mean": bn.running_mean.numpy(), "var": bn.running_var.numpy()}
+        }
     x = np.random.RandomState(1).randn(4, 16).astype(np.float32)
     projector = heads.Projector(32, 8, use_bn=use_bn)
     shapes = jax.eval_shape(functools.partial(projector.init, train=False), jax.random.key(0), x)
@@ -127,7 +170,12 @@ def test_encoder_outputs_features_and_unit_embeddings_in_float32():
     assert out["features"].shape == (3, 128) and out["embedding"].shape == (3, 16)
     np.testing.assert_allclose(np.linalg.norm(out["embedding"], axis=-1), 1.0, rtol=1e-5)
     backbone_only = backbone.apply(
-        {"params": variables["params"]["backbone"], "batch_stats": variables["batch_stats"]["backbone"]}, x, train=False
+        {
+            "params": variables["params"]["backbone"],
+            "batch_stats": variables["batch_stats"]["backbone"],
+        },
+        x,
+        train=False,
     )
     assert rel_err(out["features"], np.asarray(backbone_only, np.float32)) < 2e-2  # bf16 rounding
 
@@ -137,20 +185,29 @@ def test_encoder_without_projector_embeds_normalised_features():
     x = images(2, 32)
     out = encoder.apply(random_variables(encoder, x), x, train=False)
     features = np.asarray(out["features"])
-    np.testing.assert_allclose(out["embedding"], features / np.linalg.norm(features, axis=-1, keepdims=True), rtol=1e-5)
+    np.testing.assert_allclose(
+        out["embedding"], features / np.linalg.norm(features, axis=-1, keepdims=True), rtol=1e-5
+    )
 
 
 def test_encoder_requires_a_feature_backbone():
     encoder = heads.Encoder(models.get_model("resnet18", num_classes=10, **TINY), 16, 8)
     with pytest.raises(ValueError, match="num_classes=0"):
-        jax.eval_shape(functools.partial(encoder.init, train=False), jax.random.key(0), images(1, 32))
+        jax.eval_shape(
+            functools.partial(encoder.init, train=False), jax.random.key(0), images(1, 32)
+        )
 
 
 # ---------------------------------------------------------------- encoder checkpoints
 
 
 def make_spec(**projector):
-    return {"arch": "resnet18", "overrides": dict(TINY), "projector": projector or None, "source": "test"}
+    return {
+        "arch": "resnet18",
+        "overrides": dict(TINY),
+        "projector": projector or None,
+        "source": "test",
+    }
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -172,14 +229,20 @@ def test_save_and_load_round_trip(tmp_path):
     # Saving again overwrites (pre-training re-exports to the same directory).
     changed = jax.tree.map(lambda a: a + 1, variables)
     io.save_encoder(tmp_path / "enc", spec, changed)
-    np.testing.assert_array_equal(io.load_encoder(tmp_path / "enc")[1]["params"]["projector"]["out"]["bias"],
-                                  changed["params"]["projector"]["out"]["bias"])
+    np.testing.assert_array_equal(
+        io.load_encoder(tmp_path / "enc")[1]["params"]["projector"]["out"]["bias"],
+        changed["params"]["projector"]["out"]["bias"],
+    )
 
 
 def test_backbone_only_checkpoint_with_classifier(tmp_path):
     # An imported supervised model keeps its classifier; build_encoder ignores it.
-    spec = {"arch": "alexnet", "overrides": {"num_classes": 10, "cifar_stem": True, "use_bn": False},
-            "projector": None, "source": "test"}
+    spec = {
+        "arch": "alexnet",
+        "overrides": {"num_classes": 10, "cifar_stem": True, "use_bn": False},
+        "projector": None,
+        "source": "test",
+    }
     classifier = models.get_model("alexnet", **spec["overrides"])
     x = images(2, 32)
     variables = {"params": {"backbone": random_variables(classifier, x)["params"]}}
@@ -209,13 +272,17 @@ def test_save_rejects_variables_that_do_not_fit_the_spec(tmp_path):
     with pytest.raises(ValueError, match=r"do not fit.*missing \['params/projector"):
         io.save_encoder(tmp_path / "enc", make_spec(hidden=64, dim=16, bn=False), variables)
     with pytest.raises(ValueError, match="JSON-able"):
-        io.save_encoder(tmp_path / "enc", {**make_spec(), "overrides": {"dtype": jnp.bfloat16}}, variables)
+        io.save_encoder(
+            tmp_path / "enc", {**make_spec(), "overrides": {"dtype": jnp.bfloat16}}, variables
+        )
 
 
-@pytest.mark.parametrize("name", ["alexnet", "resnet18", "mobilenetv3_small", "shufflenetv2_x0_5",
-                                  "efficientnet_b0"])
+@pytest.mark.parametrize(
+    "name", ["alexnet", "resnet18", "mobilenetv3_small", "shufflenetv2_x0_5", "efficientnet_b0"]
+)
 def test_nchw_input_is_refused_with_the_fix(name):
     model = models.get_model(name, num_classes=0)
     with pytest.raises(ValueError, match=r"expects NHWC RGB images.*transpose\(0, 2, 3, 1\)"):
-        jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
-                       jnp.zeros((1, 3, 32, 32)))
+        jax.eval_shape(
+            functools.partial(model.init, train=False), jax.random.key(0), jnp.zeros((1, 3, 32, 32))
+        )

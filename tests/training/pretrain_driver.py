@@ -9,6 +9,7 @@ shares one compiled step through the persistent compilation cache. Test hooks (h
 the compiled step is unchanged): --pause_after_save sleeps after each checkpoint save (so the
 test can SIGKILL the run mid-way), --nan_at_step makes the reported loss of that step NaN.
 """
+
 import argparse
 import os
 import sys
@@ -42,8 +43,12 @@ def main():
     config.async_checkpointing = False
     config.export_encoder_steps = (3,)  # a kept encoder snapshot between checkpoints
     if args.process_id >= 0:
-        config.distributed.update(enabled=True, coordinator_address=f"127.0.0.1:{args.port}",
-                                  num_processes=args.num_processes, process_id=args.process_id)
+        config.distributed.update(
+            enabled=True,
+            coordinator_address=f"127.0.0.1:{args.port}",
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
     config_lib.validate(config) if config.mode == "pretrain" else None
 
     if args.pause_after_save:
@@ -55,6 +60,7 @@ def main():
             print(f"saved step {step}", flush=True)
             time.sleep(args.pause_after_save)
             return out
+
         checkpoint_lib.Checkpointer.save = save_then_pause
 
     if args.nan_at_step:
@@ -70,7 +76,9 @@ def main():
                 if calls["n"] + int(os.environ.get("DRIVER_START_STEP", "0")) == args.nan_at_step:
                     metrics = dict(metrics, loss=metrics["loss"] * float("nan"))
                 return state, metrics
+
             return wrapped
+
         step_lib.make_pmapped_step = make_with_nan
 
     summary = pretrain.train_and_evaluate(config, args.workdir)

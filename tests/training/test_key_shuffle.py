@@ -3,6 +3,7 @@ config.key_shuffle: the un-shuffle gives every example its own embedding, the BN
 sizes and members the mode promises (under 'ppermute' b/(P S) images of each of P
 consecutive devices), BN statistics are averaged over groups and devices, and the full pmapped train step
 runs with each mode (identical losses for a BN-free encoder, where the modes must agree)."""
+
 import flax
 import flax.linen as nn
 import jax
@@ -41,8 +42,12 @@ def _needs_devices():
 
 def _step_config(shuffle, batch, splits, spread=0, num_devices=D):
     config = default.get_config()
-    config.update(key_shuffle=shuffle, key_shuffle_devices=spread, key_bn_splits=splits,
-                  global_batch_size=batch)
+    config.update(
+        key_shuffle=shuffle,
+        key_shuffle_devices=spread,
+        key_bn_splits=splits,
+        global_batch_size=batch,
+    )
     config_lib.check_devices(config, num_devices)
     return step_lib.make_step_config(config, None, None, None, batch, num_devices)
 
@@ -50,19 +55,27 @@ def _step_config(shuffle, batch, splits, spread=0, num_devices=D):
 def _run_shuffle(cfg, x, seed=0):
     module = GroupMean()
     variables = module.init(jax.random.PRNGKey(0), x[:2], train=False)
-    f = jax.pmap(lambda xs, rng: step_lib.shuffled_key_forward(
-        cfg, module, variables, xs, rng, jax.random.PRNGKey(1)), axis_name="batch",
-        in_axes=(0, None), devices=jax.devices()[:cfg.num_devices])
+    f = jax.pmap(
+        lambda xs, rng: step_lib.shuffled_key_forward(
+            cfg, module, variables, xs, rng, jax.random.PRNGKey(1)
+        ),
+        axis_name="batch",
+        in_axes=(0, None),
+        devices=jax.devices()[: cfg.num_devices],
+    )
     emb, stats = f(x.reshape((cfg.num_devices, -1) + x.shape[1:]), jax.random.PRNGKey(seed))
     return np.asarray(emb).reshape(x.shape[0], -1), np.asarray(stats["mean"])
 
 
-@pytest.mark.parametrize("shuffle,batch,splits,spread,expect", [
-    ("ppermute", 32, 8, 0, 4),   # b=8, 2 splits per device, auto P=4: 1 image of each device
-    ("ppermute", 48, 4, 3, 3),   # b=12, 1 split, P=3: 4 images of each of 3 devices
-    ("ppermute", 32, 4, 2, 2),   # b=8, 1 split, P=2: 4 images of its own, 4 of the previous
-    ("all_gather", 32, 8, 0, 0),
-])
+@pytest.mark.parametrize(
+    "shuffle,batch,splits,spread,expect",
+    [
+        ("ppermute", 32, 8, 0, 4),  # b=8, 2 splits per device, auto P=4: 1 image of each device
+        ("ppermute", 48, 4, 3, 3),  # b=12, 1 split, P=3: 4 images of each of 3 devices
+        ("ppermute", 32, 4, 2, 2),  # b=8, 1 split, P=2: 4 images of its own, 4 of the previous
+        ("all_gather", 32, 8, 0, 0),
+    ],
+)
 def test_unshuffle_is_exact_and_groups_are_as_promised(shuffle, batch, splits, spread, expect):
     _needs_devices()
     cfg = _step_config(shuffle, batch, splits, spread)
@@ -73,13 +86,15 @@ def test_unshuffle_is_exact_and_groups_are_as_promised(shuffle, batch, splits, s
     np.testing.assert_array_equal(emb[:, :3], x)
     # The rest is the mean of the BN group it was normalised with: groups of batch/splits.
     group_mean = emb[:, 3:]
-    _, group_of, sizes = np.unique(group_mean.round(5), axis=0, return_inverse=True,
-                                   return_counts=True)
+    _, group_of, sizes = np.unique(
+        group_mean.round(5), axis=0, return_inverse=True, return_counts=True
+    )
     group_of = group_of.reshape(-1)
     assert len(sizes) == splits and set(sizes) == {batch // splits}
     for g in range(splits):
-        np.testing.assert_allclose(x[group_of == g].mean(0), group_mean[group_of == g][0],
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            x[group_of == g].mean(0), group_mean[group_of == g][0], rtol=1e-5, atol=1e-6
+        )
     # BN statistics averaged over all groups and devices: identical replicas, the global mean.
     np.testing.assert_allclose(stats, np.broadcast_to(x.mean(0), stats.shape), atol=1e-6)
     home = np.arange(batch) // (batch // D)  # the device each example lives on
@@ -91,8 +106,9 @@ def test_unshuffle_is_exact_and_groups_are_as_promised(shuffle, batch, splits, s
             # b/(P S) images of each of the P devices i, i-1, .., i-P+1 (mod D), for the device
             # i that computed the group: a key's own device gives exactly 1/P of its group.
             assert len(devices) == expect and set(counts) == {b // (expect * s)}
-            computing += [i for i in range(D) if set(devices) == {(i - k) % D
-                                                                  for k in range(expect)}]
+            computing += [
+                i for i in range(D) if set(devices) == {(i - k) % D for k in range(expect)}
+            ]
         else:  # MoCo's shuffle: random groups, in general from more than one device
             computing.append(len(devices))
     if shuffle == "ppermute":
@@ -131,8 +147,9 @@ GLOBAL_BATCH = 8
 
 def _train_config(shuffle, arch, overrides):
     config = default.get_config("tiny,runlocal")
-    config.update(method="mocov2", global_batch_size=GLOBAL_BATCH, key_bn_splits=4,
-                  key_shuffle=shuffle)
+    config.update(
+        method="mocov2", global_batch_size=GLOBAL_BATCH, key_bn_splits=4, key_shuffle=shuffle
+    )
     recipes.set_queue_size(config, 4 * GLOBAL_BATCH)
     config.data.image_size = 32 if arch == "alexnet" else 16
     config.student.arch = arch
@@ -148,12 +165,15 @@ def _train_step(config):
     state = state_lib.create_train_state(config, modules, tx)
     cfg = step_lib.make_step_config(config, modules, tx, schedule, GLOBAL_BATCH, D)
     devices = jax.devices()[:D]
-    p_step = jax.pmap(lambda s, b: step_lib.train_step(cfg, s, b, {}, None),
-                      axis_name="batch", devices=devices)
+    p_step = jax.pmap(
+        lambda s, b: step_lib.train_step(cfg, s, b, {}, None), axis_name="batch", devices=devices
+    )
     rng = np.random.RandomState(0)
     size = config.data.image_size
-    batch = {"image": rng.randint(0, 256, (D, GLOBAL_BATCH // D, size, size, 3)).astype(np.uint8),
-             "label": rng.randint(0, 10, (D, GLOBAL_BATCH // D)).astype(np.int32)}
+    batch = {
+        "image": rng.randint(0, 256, (D, GLOBAL_BATCH // D, size, size, 3)).astype(np.uint8),
+        "label": rng.randint(0, 10, (D, GLOBAL_BATCH // D)).astype(np.int32),
+    }
     new_state, metrics = p_step(flax.jax_utils.replicate(state, devices), batch)
     return cfg, state, new_state, jax.tree_util.tree_map(lambda v: np.asarray(v[0]), metrics)
 
@@ -162,17 +182,21 @@ def test_train_step_with_ppermute_shuffle_keeps_replicas_identical():
     """A key encoder with BatchNorm (AlexNet, the SSL variant): the step runs, moves the
     weights, and the averaged key-encoder BN statistics are the same on every device."""
     _needs_devices()
-    cfg, init, after, metrics = _train_step(_train_config(
-        "ppermute", "alexnet", {"cifar_stem": True, "use_bn": True}))
+    cfg, init, after, metrics = _train_step(
+        _train_config("ppermute", "alexnet", {"cifar_stem": True, "use_bn": True})
+    )
     assert cfg.key_shuffle_devices == 2
     assert np.isfinite(metrics["loss"]) and metrics["loss"] > 0
     stats = jax.tree_util.tree_leaves(after.ema_batch_stats)
-    assert stats and any(np.abs(np.asarray(a)[0] - b).max() > 0 for a, b in
-                         zip(stats, jax.tree_util.tree_leaves(init.ema_batch_stats)))
+    assert stats and any(
+        np.abs(np.asarray(a)[0] - b).max() > 0
+        for a, b in zip(stats, jax.tree_util.tree_leaves(init.ema_batch_stats))
+    )
     for leaf in stats:
         np.testing.assert_array_equal(leaf, np.broadcast_to(leaf[0], leaf.shape))
-    moved = jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(a) - b[0]).max(),
-                                   init.params, after.params)
+    moved = jax.tree_util.tree_map(
+        lambda a, b: np.abs(np.asarray(a) - b[0]).max(), init.params, after.params
+    )
     assert max(jax.tree_util.tree_leaves(moved)) > 1e-6
 
 
@@ -180,14 +204,17 @@ def test_modes_agree_without_batchnorm():
     """AlexNet without BN (torchvision's): keys do not depend on their group, so both shuffles
     must give the same keys and therefore the same loss and update."""
     _needs_devices()
-    results = [_train_step(_train_config(shuffle, "alexnet",
-                                         {"cifar_stem": True, "use_bn": False}))
-               for shuffle in step_lib.KEY_SHUFFLES]
+    results = [
+        _train_step(_train_config(shuffle, "alexnet", {"cifar_stem": True, "use_bn": False}))
+        for shuffle in step_lib.KEY_SHUFFLES
+    ]
     (_, _, gathered, m_gather), (cfg, _, permuted, m_permute) = results
     assert cfg.key_shuffle_devices == 2
     for name in m_gather:
-        np.testing.assert_allclose(m_permute[name], m_gather[name], rtol=1e-5, atol=1e-6,
-                                   err_msg=name)
-    for a, b in zip(jax.tree_util.tree_leaves(gathered.params),
-                    jax.tree_util.tree_leaves(permuted.params)):
+        np.testing.assert_allclose(
+            m_permute[name], m_gather[name], rtol=1e-5, atol=1e-6, err_msg=name
+        )
+    for a, b in zip(
+        jax.tree_util.tree_leaves(gathered.params), jax.tree_util.tree_leaves(permuted.params)
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

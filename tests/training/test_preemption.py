@@ -10,6 +10,7 @@ takes about half a second here or more, so the run is well inside its 8 steps wh
 lands, and the test asserts that it stopped before the end. All runs share one TFDS data_dir and one
 persistent compilation cache.
 """
+
 import glob
 import os
 import signal
@@ -51,17 +52,20 @@ def test_the_command_prints_the_line_and_exits_0(capsys):
 
     def stopped():
         raise preemption.Preempted(5)
+
     assert errors.run_cli(stopped, debug=False) == 0
     assert capsys.readouterr().err == f"preempted at step 5: {LINE}\n"
 
 
 def test_outside_the_main_thread_nothing_is_installed(caplog):
     import threading
+
     previous, seen = signal.getsignal(signal.SIGTERM), {}
 
     def body():
         with preemption.StopOnSignal() as stop:
             seen.update(installed=stop.installed, agreed=stop.agreed(1))
+
     thread = threading.Thread(target=body)
     thread.start()
     thread.join()
@@ -80,10 +84,14 @@ def shared(tmp_path_factory):
 
 def _env(shared, devices, processes):
     env = dict(os.environ)
-    env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TFDS_DATA_DIR=shared["tfds"],
-               JAX_COMPILATION_CACHE_DIR=shared["cache"],
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env.update(
+        PYTHONPATH=ROOT,
+        JAX_PLATFORMS="cpu",
+        TFDS_DATA_DIR=shared["tfds"],
+        JAX_COMPILATION_CACHE_DIR=shared["cache"],
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
     if processes > 1:
         # JAX writes cache entries only from process 0 and process 1 does not hit them, so
         # with a warm cache process 0 would start training minutes before process 1 on a
@@ -94,13 +102,20 @@ def _env(shared, devices, processes):
 
 
 def _command(workdir, process_id=None, port=None):
-    cmd = [sys.executable, "main.py", "--config=configs/default.py:tiny,runlocal",
-           f"--workdir={workdir}", "--config.log_every_steps=1"]
+    cmd = [
+        sys.executable,
+        "main.py",
+        "--config=configs/default.py:tiny,runlocal",
+        f"--workdir={workdir}",
+        "--config.log_every_steps=1",
+    ]
     if process_id is not None:
-        cmd += ["--config.distributed.enabled=True",
-                f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-                "--config.distributed.num_processes=2",
-                f"--config.distributed.process_id={process_id}"]
+        cmd += [
+            "--config.distributed.enabled=True",
+            f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+            "--config.distributed.num_processes=2",
+            f"--config.distributed.process_id={process_id}",
+        ]
     return cmd
 
 
@@ -112,8 +127,14 @@ def _start(shared, workdir, *, processes=1, port=None):
         log = open(f"{workdir}.{attempt}.{i}.log", "w+")
         cmd = _command(workdir, *((i, port) if processes > 1 else ()))
         env = _env(shared, 4 // processes, processes)
-        procs.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
-                                       stderr=subprocess.STDOUT, text=True), log))
+        procs.append(
+            (
+                subprocess.Popen(
+                    cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+                ),
+                log,
+            )
+        )
     return procs
 
 
@@ -132,8 +153,9 @@ def _finish(procs, timeout=900):
 
 
 def _run(shared, workdir, processes=1):
-    results = _finish(_start(shared, workdir, processes=processes,
-                             port=_free_port() if processes > 1 else None))
+    results = _finish(
+        _start(shared, workdir, processes=processes, port=_free_port() if processes > 1 else None)
+    )
     for code, text in results:
         assert code == 0, text[-3000:]
     return results
@@ -168,8 +190,9 @@ def _preempt_and_resume(shared, tmp_path, processes, signalled):
     reference = tmp_path / "uninterrupted"
     _run(shared, reference, processes)
     workdir = tmp_path / "preempted"
-    procs = _start(shared, workdir, processes=processes,
-                   port=_free_port() if processes > 1 else None)
+    procs = _start(
+        shared, workdir, processes=processes, port=_free_port() if processes > 1 else None
+    )
     try:
         _wait_for_first_step(procs, workdir)
         for i in signalled:
@@ -194,8 +217,7 @@ def _preempt_and_resume(shared, tmp_path, processes, signalled):
 
 
 def test_sigterm_one_process_saves_exits_0_and_resumes_bit_exact(shared, tmp_path):
-    stopped, [(_, text)] = _preempt_and_resume(shared, tmp_path, processes=1,
-                                               signalled=[0])
+    stopped, [(_, text)] = _preempt_and_resume(shared, tmp_path, processes=1, signalled=[0])
     assert "SIGTERM received: a checkpoint will be saved" in text
 
 

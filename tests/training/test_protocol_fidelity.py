@@ -1,9 +1,9 @@
 """Pre-training protocol constants follow the released code of the peers: SEED's temperatures
 (jacobswan1/SEED tools/opts.py), MoCo's per-epoch cosine (facebookresearch/moco main_moco.py)
 and MoCo/SEED's BatchNorm over 32 images per GPU (student_bn), on real steps."""
+
 import math
 
-import flax
 import jax
 import numpy as np
 import pytest
@@ -39,29 +39,44 @@ def test_per_epoch_cosine_is_mocos_adjust_learning_rate():
     config = default.get_config()
     config.optimizer.cosine_unit = "epoch"
     epochs, per_epoch, batch = 5, 7, 512
-    schedule = optim.learning_rate_schedule(config.optimizer, batch, epochs * per_epoch, 0,
-                                            per_epoch)
+    schedule = optim.learning_rate_schedule(
+        config.optimizer, batch, epochs * per_epoch, 0, per_epoch
+    )
     lr0 = 0.03 * batch / 256
     for step in range(epochs * per_epoch):
         epoch = step // per_epoch
         expected = lr0 * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
         assert float(schedule(step)) == pytest.approx(expected, rel=1e-6), step
-    smooth = optim.learning_rate_schedule(default.get_config().optimizer, batch,
-                                          epochs * per_epoch, 0)
+    smooth = optim.learning_rate_schedule(
+        default.get_config().optimizer, batch, epochs * per_epoch, 0
+    )
     assert float(smooth(3)) < float(schedule(3)) == pytest.approx(lr0)  # per step moves at once
     with pytest.raises(ValueError, match="steps_per_epoch"):
         optim.learning_rate_schedule(config.optimizer, batch, 10, 0)
 
 
-@pytest.mark.parametrize("value,devices,batch,groups", [
-    ("global", 4, 256, 0), ("per_device", 4, 256, 4), ("split:8", 1, 256, 8),
-    ("split:8", 8, 256, 8)])
+@pytest.mark.parametrize(
+    "value,devices,batch,groups",
+    [
+        ("global", 4, 256, 0),
+        ("per_device", 4, 256, 4),
+        ("split:8", 1, 256, 8),
+        ("split:8", 8, 256, 8),
+    ],
+)
 def test_student_bn_groups(value, devices, batch, groups):
     assert step_lib.student_bn_groups(value, devices, batch) == groups
 
 
-@pytest.mark.parametrize("value,match", [("sync", "unknown"), ("split:0", "unknown"),
-                                         ("split:3", "do not tile"), ("split:6", "do not tile")])
+@pytest.mark.parametrize(
+    "value,match",
+    [
+        ("sync", "unknown"),
+        ("split:0", "unknown"),
+        ("split:3", "do not tile"),
+        ("split:6", "do not tile"),
+    ],
+)
 def test_bad_student_bn_is_named(value, match):
     config = default.get_config("runlocal")
     config.student_bn = value
@@ -88,9 +103,9 @@ def _forward(student_bn, num_devices, images):
         return out["embedding"], jax.lax.pmean(mutated["batch_stats"], "batch")
 
     emb, stats = jax.pmap(forward, axis_name="batch", devices=jax.devices()[:num_devices])(
-        images.reshape((num_devices, -1) + images.shape[1:]))
-    return np.asarray(emb).reshape(8, -1), jax.tree_util.tree_map(lambda v: np.asarray(v[0]),
-                                                                  stats)
+        images.reshape((num_devices, -1) + images.shape[1:])
+    )
+    return np.asarray(emb).reshape(8, -1), jax.tree_util.tree_map(lambda v: np.asarray(v[0]), stats)
 
 
 def test_per_device_student_bn_equals_split_bn_on_one_device():
@@ -114,15 +129,35 @@ def test_step_views_of_host_crops_are_the_crops_augmented():
     box = the whole crop), one per view, with per-example randomness."""
     config = default.get_config("runlocal")
     aug = config.data.augment
-    aug.update(jitter_prob=0.0, gray_prob=0.0, blur_prob=0.0, flip_prob=0.0,
-               mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    aug.update(
+        jitter_prob=0.0,
+        gray_prob=0.0,
+        blur_prob=0.0,
+        flip_prob=0.0,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+    )
     cfg = step_lib.StepConfig(
-        method="mocov2", teacher_mode=None, modules=None, method_cfg=None,
-        teacher_mocov2_cfg=None, augment_cfg=aug, image_size=16, dtype=np.float32, tx=None,
-        schedule=None, ema_momentum=0.99, global_batch_size=4, num_devices=1,
-        splits_per_device=1)
+        method="mocov2",
+        teacher_mode=None,
+        modules=None,
+        method_cfg=None,
+        teacher_mocov2_cfg=None,
+        augment_cfg=aug,
+        image_size=16,
+        dtype=np.float32,
+        tx=None,
+        schedule=None,
+        ema_momentum=0.99,
+        global_batch_size=4,
+        num_devices=1,
+        splits_per_device=1,
+    )
     crops = np.random.RandomState(0).randint(0, 256, (4, 2, 16, 16, 3)).astype(np.uint8)
-    v1, v2 = jax.pmap(lambda x: step_lib.two_views(cfg, jax.random.PRNGKey(0), x),
-                      axis_name="batch", devices=jax.devices()[:1])(crops[None])
+    v1, v2 = jax.pmap(
+        lambda x: step_lib.two_views(cfg, jax.random.PRNGKey(0), x),
+        axis_name="batch",
+        devices=jax.devices()[:1],
+    )(crops[None])
     np.testing.assert_allclose(np.asarray(v1[0]), crops[:, 0] / 255.0, atol=1e-6)
     np.testing.assert_allclose(np.asarray(v2[0]), crops[:, 1] / 255.0, atol=1e-6)

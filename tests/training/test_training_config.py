@@ -1,5 +1,6 @@
 """Config validation: every recipe config loads and validates; bad fields fail early and say
 which field and how to fix it."""
+
 import importlib
 import json
 
@@ -7,8 +8,16 @@ import pytest
 
 from rekd_jax.training import config as config_lib
 
-RECIPES = ("default", "alexnet", "mobilenetv3_large", "shufflenetv2", "efficientnet_b0",
-           "resnet18", "teacher_resnet50", "cifar10_teacher")
+RECIPES = (
+    "default",
+    "alexnet",
+    "mobilenetv3_large",
+    "shufflenetv2",
+    "efficientnet_b0",
+    "resnet18",
+    "teacher_resnet50",
+    "cifar10_teacher",
+)
 
 
 def _config(name="default", arg="tiny,runlocal"):
@@ -25,7 +34,11 @@ def test_recipe_configs_validate(name):
 
 def test_imagenet_recipe_values():
     config = _config("alexnet", None)
-    assert (config.method, config.rekd.teacher, config.teacher.arch) == ("rekd", "online", "resnet50")
+    assert (config.method, config.rekd.teacher, config.teacher.arch) == (
+        "rekd",
+        "online",
+        "resnet50",
+    )
     assert config.data.image_size == 224 and config.global_batch_size == 256
     assert config.rekd.queue_size == 65536 and config.ema_momentum == 0.999
     student = _config("cifar10_student", "mobilenetv3_large")
@@ -37,16 +50,23 @@ def test_quickstart_config_validates():
     config_lib.validate(importlib.import_module("configs.quickstart").get_config("tiny"))
 
 
-@pytest.mark.parametrize("change, field, hint", [
-    (lambda c: setattr(c, "method", "byol"), "config.method", "mocov2"),
-    (lambda c: setattr(c.student, "arch", "resnet7"), "config.student.arch", "alexnet"),
-    (lambda c: setattr(c, "global_batch_size", 18), "config.global_batch_size", "multiple of 4"),
-    (lambda c: setattr(c.mocov2, "queue_size", 100), "config.mocov2", "queue_size"),
-    (lambda c: setattr(c, "dtype", "float16"), "config.dtype", "bfloat16"),
-    (lambda c: setattr(c, "ema_momentum", 1.0), "config.ema_momentum", "0.999"),
-    (lambda c: setattr(c, "key_bn_splits", 6), "config.key_bn_splits", "multiple of 4"),
-    (lambda c: setattr(c.data, "image_size", 0), "config.data.image_size", "positive"),
-])
+@pytest.mark.parametrize(
+    "change, field, hint",
+    [
+        (lambda c: setattr(c, "method", "byol"), "config.method", "mocov2"),
+        (lambda c: setattr(c.student, "arch", "resnet7"), "config.student.arch", "alexnet"),
+        (
+            lambda c: setattr(c, "global_batch_size", 18),
+            "config.global_batch_size",
+            "multiple of 4",
+        ),
+        (lambda c: setattr(c.mocov2, "queue_size", 100), "config.mocov2", "queue_size"),
+        (lambda c: setattr(c, "dtype", "float16"), "config.dtype", "bfloat16"),
+        (lambda c: setattr(c, "ema_momentum", 1.0), "config.ema_momentum", "0.999"),
+        (lambda c: setattr(c, "key_bn_splits", 6), "config.key_bn_splits", "multiple of 4"),
+        (lambda c: setattr(c.data, "image_size", 0), "config.data.image_size", "positive"),
+    ],
+)
 def test_bad_fields_are_named(change, field, hint):
     config = _config()
     change(config)
@@ -76,6 +96,7 @@ def test_unknown_variant_is_rejected():
 def test_resume_accepts_a_field_added_since_the_run_started_at_its_default(tmp_path):
     from configs import default
     from rekd_jax.training import resume
+
     config = default.get_config("tiny,runlocal")
     resume.check_signature(config, str(tmp_path), resuming=False)
     path = tmp_path / resume.SIGNATURE_FILE

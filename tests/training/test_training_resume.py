@@ -6,6 +6,7 @@ the quick start runs end to end (tiny variant).
 All runs use tests/training/pretrain_driver.py (the quick start's tiny teacher stage) and share
 one persistent compilation cache, so the step compiles once per device layout.
 """
+
 import os
 import signal
 import socket
@@ -31,16 +32,28 @@ def cache_dir(tmp_path_factory):
 
 def _env(cache_dir, devices=4, **extra):
     env = dict(os.environ)
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache_dir,
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", PYTHONPATH=ROOT, **extra)
+    env.update(
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        JAX_COMPILATION_CACHE_DIR=cache_dir,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        PYTHONPATH=ROOT,
+        **extra,
+    )
     return env
 
 
 def _driver(workdir, *args, cache_dir, devices=4, timeout=300, **popen):
     cmd = [sys.executable, DRIVER, str(workdir), *map(str, args)]
-    return subprocess.run(cmd, env=_env(cache_dir, devices), cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, **popen)
+    return subprocess.run(
+        cmd,
+        env=_env(cache_dir, devices),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +71,12 @@ def test_uninterrupted_run_outputs(reference):
     assert extra["data"]["step"] > 0  # the data-iterator state is in the checkpoint
     assert os.path.isfile(os.path.join(reference, "encoders", "student", "spec.json"))
     from rekd_jax.core import logging as logging_lib
-    records = [r for r in logging_lib.read_jsonl(os.path.join(reference, "metrics.jsonl"))
-               if "train/loss" in r]
+
+    records = [
+        r
+        for r in logging_lib.read_jsonl(os.path.join(reference, "metrics.jsonl"))
+        if "train/loss" in r
+    ]
     assert [r["step"] for r in records] == list(range(1, TOTAL_STEPS + 1))
     assert all(np.isfinite(r["train/loss"]) and r["train/images_per_sec"] > 0 for r in records)
     assert {"train/learning_rate", "train/contrast_accuracy", "train/grad_norm"} <= set(records[0])
@@ -74,6 +91,7 @@ def test_uninterrupted_run_outputs(reference):
 
 def _encoder_params(path):
     from rekd_jax.models import io as model_io
+
     spec, variables = model_io.load_encoder(path)
     assert spec["source"].endswith("step 3")
     return leaves(variables["params"])
@@ -82,8 +100,14 @@ def _encoder_params(path):
 def test_sigkill_and_resume_is_bit_exact(reference, tmp_path, cache_dir):
     workdir = tmp_path / "killed"
     cmd = [sys.executable, DRIVER, str(workdir), "--pause_after_save", "120"]
-    proc = subprocess.Popen(cmd, env=_env(cache_dir), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=_env(cache_dir),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 240
         for line in proc.stdout:  # the driver prints after each committed save, then sleeps
@@ -109,9 +133,12 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path, cache_dir):
     proc = _driver(workdir, "--nan_at_step", 3, "--checkpoint_every", 2, cache_dir=cache_dir)
     assert proc.returncode != 0
     assert "non-finite training values at step 3" in proc.stderr
-    assert "last good checkpoint is step 2" in proc.stderr and "Rerun the same command" in proc.stderr
-    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    assert (
+        "last good checkpoint is step 2" in proc.stderr and "Rerun the same command" in proc.stderr
+    )
+    manager = ocp.CheckpointManager(
+        os.path.join(workdir, "checkpoints"), options=ocp.CheckpointManagerOptions(read_only=True)
+    )
     assert manager.all_steps() == [2]
 
 
@@ -131,10 +158,29 @@ def test_two_processes_match_one_process(reference, tmp_path, cache_dir):
     """
     workdir = tmp_path / "two_procs"
     port = _free_port()
-    procs = [subprocess.Popen(
-        [sys.executable, DRIVER, str(workdir), "--process_id", str(i), "--num_processes", "2",
-         "--port", str(port), "--checkpoint_every", "1"], env=_env(cache_dir, devices=2),
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                DRIVER,
+                str(workdir),
+                "--process_id",
+                str(i),
+                "--num_processes",
+                "2",
+                "--port",
+                str(port),
+                "--checkpoint_every",
+                "1",
+            ],
+            env=_env(cache_dir, devices=2),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=400) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
@@ -146,28 +192,49 @@ def test_two_processes_match_one_process(reference, tmp_path, cache_dir):
     assert ours.keys() == theirs.keys()
     for name in ours:  # rounding-level agreement, relative to each leaf's scale
         scale = float(np.abs(theirs[name]).max()) if theirs[name].size else 0.0
-        np.testing.assert_allclose(ours[name], theirs[name], rtol=0,
-                                   atol=1e-4 * max(scale, 1e-3), err_msg=name)
+        np.testing.assert_allclose(
+            ours[name], theirs[name], rtol=0, atol=1e-4 * max(scale, 1e-3), err_msg=name
+        )
     from rekd_jax.core import logging as logging_lib
-    losses = [[r["train/loss"] for r in logging_lib.read_jsonl(os.path.join(d, "metrics.jsonl"))
-               if "train/loss" in r] for d in (workdir, reference)]
+
+    losses = [
+        [
+            r["train/loss"]
+            for r in logging_lib.read_jsonl(os.path.join(d, "metrics.jsonl"))
+            if "train/loss" in r
+        ]
+        for d in (workdir, reference)
+    ]
     assert len(losses[0]) == TOTAL_STEPS
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-3)
 
 
 def test_quickstart_end_to_end(tmp_path, cache_dir):
     workdir = tmp_path / "qs"
-    code = ("import sys; from configs import quickstart; from rekd_jax import app; "
-            "c = quickstart.get_config('tiny'); del c.runs['baseline']; del c.runs['seed']; "
-            "c.eval_modes = ('knn', 'linear'); app.run(c, sys.argv[1])")
-    proc = subprocess.run([sys.executable, "-c", code, str(workdir)], env=_env(cache_dir),
-                          cwd=ROOT, capture_output=True, text=True, timeout=400)
+    code = (
+        "import sys; from configs import quickstart; from rekd_jax import app; "
+        "c = quickstart.get_config('tiny'); del c.runs['baseline']; del c.runs['seed']; "
+        "c.eval_modes = ('knn', 'linear'); app.run(c, sys.argv[1])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(workdir)],
+        env=_env(cache_dir),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
+
     with open(workdir / "results.json") as f:
         result = json.load(f)
     assert [r["name"] for r in result["rows"]] == [
-        "random_init/resnet18", "random_init/alexnet", "teacher", "student"]
+        "random_init/resnet18",
+        "random_init/alexnet",
+        "teacher",
+        "student",
+    ]
     for row in result["rows"]:
         assert row["steps"] == (0 if row["label"] == "random init" else TOTAL_STEPS)
         for mode in ("knn", "linear"):

@@ -1,6 +1,7 @@
 """The pmapped step on 4 fake devices equals the same step on 1 device over the same global
 batch (ReKD with an online teacher: student + teacher shuffle-BN key encoders, cross-replica BN,
 online-teacher MoCo v2 loss, relation loss, queues, prototypes, SGD, EMA)."""
+
 import flax
 import jax
 import numpy as np
@@ -40,10 +41,13 @@ def _run(config, num_devices, images, labels):
     state = state_lib.create_train_state(config, modules, tx)
     cfg = step_lib.make_step_config(config, modules, tx, schedule, GLOBAL_BATCH, num_devices)
     devices = jax.devices()[:num_devices]
-    p_step = jax.pmap(lambda s, b: step_lib.train_step(cfg, s, b, {}, None),
-                      axis_name="batch", devices=devices)
-    batch = {"image": images.reshape((num_devices, -1) + images.shape[1:]),
-             "label": labels.reshape(num_devices, -1)}
+    p_step = jax.pmap(
+        lambda s, b: step_lib.train_step(cfg, s, b, {}, None), axis_name="batch", devices=devices
+    )
+    batch = {
+        "image": images.reshape((num_devices, -1) + images.shape[1:]),
+        "label": labels.reshape(num_devices, -1),
+    }
     p_state, metrics = p_step(flax.jax_utils.replicate(state, devices), batch)
     take = lambda tree: jax.tree_util.tree_map(lambda x: np.asarray(x[0]), tree)
     return state, take(p_state), take(metrics)
@@ -70,23 +74,30 @@ def test_four_devices_equal_one_device():
     # The step did something: params moved, both queues took the global batch of keys.
     assert int(four.step) == 1
     moved = jax.tree_util.tree_map(lambda a, b: np.abs(a - b).max(), init.params, four.params)
-    assert min(jax.tree_util.tree_leaves(moved)) >= 0 and max(jax.tree_util.tree_leaves(moved)) > 1e-6
-    for queue in (four.teacher_method_state["queue"], ):
+    assert (
+        min(jax.tree_util.tree_leaves(moved)) >= 0 and max(jax.tree_util.tree_leaves(moved)) > 1e-6
+    )
+    for queue in (four.teacher_method_state["queue"],):
         assert int(queue["ptr"]) == GLOBAL_BATCH and queue["valid"].sum() == GLOBAL_BATCH
     # Teacher momentum encoder = EMA of the teacher weights before the update.
     m = config.ema_momentum
-    expected = jax.tree_util.tree_map(lambda k, p: m * k + (1 - m) * p,
-                                      init.ema_params["teacher"], init.params["teacher"])
-    for a, b in zip(jax.tree_util.tree_leaves(expected),
-                    jax.tree_util.tree_leaves(four.ema_params["teacher"])):
+    expected = jax.tree_util.tree_map(
+        lambda k, p: m * k + (1 - m) * p, init.ema_params["teacher"], init.params["teacher"]
+    )
+    for a, b in zip(
+        jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(four.ema_params["teacher"])
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("arch,overrides", [
-    ("efficientnet_b0", {"cifar_stem": True, "width_multiplier": 0.25}),  # stochastic depth
-    ("mobilenetv3_small", {"cifar_stem": True, "width_multiplier": 0.25}),
-    ("shufflenetv2_x0_5", {"cifar_stem": True}),
-])
+@pytest.mark.parametrize(
+    "arch,overrides",
+    [
+        ("efficientnet_b0", {"cifar_stem": True, "width_multiplier": 0.25}),  # stochastic depth
+        ("mobilenetv3_small", {"cifar_stem": True, "width_multiplier": 0.25}),
+        ("shufflenetv2_x0_5", {"cifar_stem": True}),
+    ],
+)
 def test_lightweight_students_train_with_mocov2(arch, overrides):
     """Every student family runs the train step (EfficientNet needs its dropout rng) and
     moves its parameters with a finite loss."""
@@ -99,8 +110,11 @@ def test_lightweight_students_train_with_mocov2(arch, overrides):
     labels = rng.randint(0, 10, GLOBAL_BATCH).astype(np.int32)
     init, after, metrics = _run(config, 1, images, labels)
     assert np.isfinite(metrics["loss"]) and metrics["loss"] > 0
-    moved = jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(a) - b).max(),
-                                   init.params["student"], after.params["student"])
+    moved = jax.tree_util.tree_map(
+        lambda a, b: np.abs(np.asarray(a) - b).max(),
+        init.params["student"],
+        after.params["student"],
+    )
     assert max(jax.tree_util.tree_leaves(moved)) > 1e-6
 
 
@@ -127,12 +141,18 @@ def test_offline_teacher_without_projector(tmp_path):
 
     from rekd_jax.models import heads
     from rekd_jax.models import io as model_io
+
     config = _config()
     config.rekd.teacher = "offline"
-    spec = {"arch": "resnet18", "overrides": {"cifar_stem": True, "width_multiplier": 0.25},
-            "projector": None, "source": "test: no projector"}
-    variables = heads.build_encoder(spec).init(jax.random.key(3), jnp.zeros((2, 16, 16, 3)),
-                                               train=False)
+    spec = {
+        "arch": "resnet18",
+        "overrides": {"cifar_stem": True, "width_multiplier": 0.25},
+        "projector": None,
+        "source": "test: no projector",
+    }
+    variables = heads.build_encoder(spec).init(
+        jax.random.key(3), jnp.zeros((2, 16, 16, 3)), train=False
+    )
     model_io.save_encoder(tmp_path / "teacher", spec, variables)
     config.teacher.checkpoint = str(tmp_path / "teacher")
     teacher_spec, teacher_variables = state_lib.load_offline_teacher(config)
@@ -142,13 +162,21 @@ def test_offline_teacher_without_projector(tmp_path):
     state = state_lib.create_train_state(config, modules, tx)
     assert state.method_state["queue"]["teacher"].shape[-1] == 128  # resnet18 x 0.25 features
     cfg = step_lib.make_step_config(config, modules, tx, schedule, GLOBAL_BATCH, 1)
-    p_step = jax.pmap(lambda s, b, t: step_lib.train_step(cfg, s, b, t, None),
-                      axis_name="batch", devices=jax.devices()[:1])
+    p_step = jax.pmap(
+        lambda s, b, t: step_lib.train_step(cfg, s, b, t, None),
+        axis_name="batch",
+        devices=jax.devices()[:1],
+    )
     rng = np.random.RandomState(4)
-    batch = {"image": rng.randint(0, 256, (1, GLOBAL_BATCH, 16, 16, 3)).astype(np.uint8),
-             "label": rng.randint(0, 10, (1, GLOBAL_BATCH)).astype(np.int32)}
-    _, metrics = p_step(flax.jax_utils.replicate(state, jax.devices()[:1]), batch,
-                        flax.jax_utils.replicate(teacher_variables, jax.devices()[:1]))
+    batch = {
+        "image": rng.randint(0, 256, (1, GLOBAL_BATCH, 16, 16, 3)).astype(np.uint8),
+        "label": rng.randint(0, 10, (1, GLOBAL_BATCH)).astype(np.int32),
+    }
+    _, metrics = p_step(
+        flax.jax_utils.replicate(state, jax.devices()[:1]),
+        batch,
+        flax.jax_utils.replicate(teacher_variables, jax.devices()[:1]),
+    )
     assert np.isfinite(float(metrics["loss"][0]))
 
 
@@ -164,6 +192,7 @@ def test_cross_entropy_teacher_step_trains_its_classifier_without_a_key_encoder(
     init, after, metrics = _run(config, 1, images, labels)
     assert after.ema_params == {} and after.method_state == {}
     assert after.params["method"]["classifier"].shape == (16, 4)
-    moved = np.abs(np.asarray(init.params["method"]["classifier"])
-                   - after.params["method"]["classifier"]).max()
+    moved = np.abs(
+        np.asarray(init.params["method"]["classifier"]) - after.params["method"]["classifier"]
+    ).max()
     assert moved > 1e-6 and np.isfinite(metrics["loss"]) and 0 <= metrics["train_top1"] <= 1
