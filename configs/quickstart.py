@@ -63,15 +63,17 @@ LR = {"rekd": 0.02, "seed": 0.02, "mocov2": 0.02}
 
 
 LR_GRID = (0.01, 0.02, 0.04, 0.08)
+SEEDS = (0, 1, 2)
+VARIANT_NAMES = ("tiny", "lr_grid", "seeds")  # parsed here: each builds a different plan
 
 
 def get_config(arg=None):
     variants = [v for v in (arg or "").split(",") if v]
-    unknown = [v for v in variants if v not in ("tiny", "lr_grid")]
+    unknown = [v for v in variants if v not in VARIANT_NAMES]
     if unknown:
         raise ValueError(
-            f"configs/quickstart.py: unknown variant {unknown[0]!r}; use 'tiny', "
-            "'lr_grid' or both ('tiny,lr_grid')"
+            f"configs/quickstart.py: unknown variant {unknown[0]!r}; use "
+            f"{', '.join(repr(v) for v in VARIANT_NAMES)} or several ('tiny,seeds')"
         )
     tiny = "tiny" in variants
     # The teacher gets more steps than the students: ReKD can only pass on what it has learnt.
@@ -116,6 +118,7 @@ def get_config(arg=None):
     config = ml_collections.ConfigDict()
     config.mode = "quickstart"
     config.seed = seed
+    config.seeds = SEEDS if "seeds" in variants else ()  # non-empty: one run per seed
     config.runs = ml_collections.ConfigDict({"teacher": teacher, **students})
     config.evaluation = evaluation
     config.eval_modes = ("knn", "linear")

@@ -16,6 +16,7 @@ import os
 import time
 
 import ml_collections
+import numpy as np
 
 from rekd_jax.core import fileio
 from rekd_jax.experiments import plan
@@ -61,43 +62,67 @@ def arms(config: ml_collections.ConfigDict) -> list[plan.Arm]:
     return out
 
 
-def targets(rows: list[dict], chance: float) -> list[str]:
-    """The quick start's targets (README): what each reached, and whether it met the aim."""
+# The quick start's checks: (name, threshold, what), each printed with its value and whether
+# it holds; with several seeds, whether it holds on every seed.
+CHECKS = (
+    ("teacher kNN gain over random init", 15.0, "teacher_gain"),
+    ("MoCo v2 student over random init, kNN", 0.0, "baseline_knn_gain"),
+    ("MoCo v2 student over random init, linear", 0.0, "baseline_linear_gain"),
+    ("ReKD student over MoCo v2 student, kNN", 3.0, "rekd_over_mocov2"),
+    ("mined positives' label precision / chance", 1.5, "precision_ratio"),
+)
+
+
+def measures(rows: list[dict], chance: float) -> dict[str, float]:
+    """The quantities the checks and the margins read, from one run's rows."""
     by_name = {r["name"]: r for r in rows}
     base = plan.random_init_rows(rows)
-    if not all(m in r["eval"] for r in rows for m in ("knn", "linear")):
-        return ["targets need both the kNN and the linear evaluation (eval_modes)"]
     knn = lambda r: r["eval"]["knn"]["top1"]
     lin = lambda r: r["eval"]["linear"]["top1"]
-    lines = []
+    out = {}
     if "teacher" in by_name:
         t = by_name["teacher"]
-        gain = knn(t) - knn(base[t["arch"]])
-        lines.append(
-            f"teacher kNN gain over random init: {gain:+.1f} (target >= +15): "
-            f"{'met' if gain >= 15 else 'NOT met'}"
-        )
+        out["teacher_gain"] = knn(t) - knn(base[t["arch"]])
     if "baseline" in by_name:
         b = by_name["baseline"]
-        d_knn, d_lin = knn(b) - knn(base[b["arch"]]), lin(b) - lin(base[b["arch"]])
-        lines.append(
-            f"MoCo v2 student over random init: kNN {d_knn:+.1f}, linear {d_lin:+.1f} "
-            f"(target > 0 on both): {'met' if d_knn > 0 and d_lin > 0 else 'NOT met'}"
-        )
-    if "student" in by_name and "baseline" in by_name:
-        s, b = by_name["student"], by_name["baseline"]
-        gain = knn(s) - knn(b)
+        out["baseline_knn_gain"] = knn(b) - knn(base[b["arch"]])
+        out["baseline_linear_gain"] = lin(b) - lin(base[b["arch"]])
+    if "student" in by_name:
+        s = by_name["student"]
         precision = s.get("diagnostics", {}).get("positive_label_precision", float("nan"))
-        lines.append(
-            f"ReKD student over MoCo v2 student: kNN {gain:+.1f} (aim >= +3): "
-            f"{'met' if gain >= 3 else 'NOT met'}; mined positives' label precision "
-            f"{precision:.3f} = {precision / chance:.1f}x chance (aim >= 2x): "
-            f"{'met' if precision >= 2 * chance else 'NOT met'}"
-        )
+        out["precision_ratio"] = precision / chance
+        for other, key in (("baseline", "rekd_over_mocov2"), ("seed", "rekd_over_seed")):
+            if other in by_name:
+                out[key] = knn(s) - knn(by_name[other])
+                out[key + "_linear"] = lin(s) - lin(by_name[other])
+    return out
+
+
+def targets(rows: list[dict], chance: float) -> list[str]:
+    """The checks of one run: each value, its threshold, and whether it holds."""
+    if not all(m in r["eval"] for r in rows for m in ("knn", "linear")):
+        return ["checks need both the kNN and the linear evaluation (eval_modes)"]
+    values = measures(rows, chance)
+    lines = []
+    for name, threshold, key in CHECKS:
+        if key in values:
+            value = values[key]
+            text = f"{value:.1f}x" if key == "precision_ratio" else f"{value:+.1f}"
+            bound = f"{threshold:g}x" if key == "precision_ratio" else f"{threshold:+g}"
+            holds = value >= threshold if threshold else value > 0
+            sign = ">=" if threshold else ">"
+            lines.append(f"{name}: {text} (expected {sign} {bound}): {'yes' if holds else 'NO'}")
     return lines
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """The quick start at config.seed, or at each of config.seeds (run_seeds)."""
+    if config.get("seeds"):
+        return run_seeds(config, workdir)
+    return run_once(config, workdir)
+
+
+def run_once(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs every row; returns {'rows', 'targets', 'chance', 'seconds'} (also results.json)."""
     start = time.time()
     # Five arms: keep what each compiles (run_arm), the students reuse the initialisers.
@@ -113,6 +138,96 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     }
     print(plan.format_table(rows, chance))
     print("\n".join(result["targets"]))
+    path = os.path.join(workdir, "results.json")
+    print(f"total {result['seconds']:.0f} s; results in {path}")
+    fileio.write_json(path, result)
+    return result
+
+
+def _spread(values: list[float]) -> dict:
+    return {
+        "mean": float(np.mean(values)),
+        "min": float(np.min(values)),
+        "max": float(np.max(values)),
+        "values": [float(v) for v in values],
+    }
+
+
+def spread_summary(per_seed: dict[int, dict]) -> dict:
+    """Mean, min and max over seeds of every row's kNN, linear and label precision, of each
+    check's value and of ReKD's margins over MoCo v2 and SEED (paired by seed)."""
+    results = list(per_seed.values())
+    rows = {}
+    for row in results[0]["rows"]:
+        same = [next(r for r in res["rows"] if r["name"] == row["name"]) for res in results]
+        entry = {"label": row["label"], "arch": row["arch"], "steps": row["steps"]}
+        for mode in ("knn", "linear"):
+            if all(mode in r["eval"] for r in same):
+                entry[mode] = _spread([r["eval"][mode]["top1"] for r in same])
+        precision = [r.get("diagnostics", {}).get("positive_label_precision") for r in same]
+        if row.get("method") == "rekd" and all(p is not None for p in precision):
+            entry["label_precision"] = _spread(precision)
+        rows[row["name"]] = entry
+    values = [measures(res["rows"], res["chance"]) for res in results]
+    keys = [k for k in values[0] if all(k in v for v in values)]
+    return {"rows": rows, "measures": {k: _spread([v[k] for v in values]) for k in keys}}
+
+
+def format_spread(summary: dict, seeds) -> str:
+    """The table of means and ranges over seeds, then the checks and ReKD's margins."""
+    rng = lambda s: f"{s['mean']:5.1f} [{s['min']:.1f}, {s['max']:.1f}]"
+    header = (
+        f"{'run':<22} {'method':<20} {'kNN mean [min, max]':>22} {'linear mean [min, max]':>24}"
+    )
+    lines = [header, "-" * len(header)]
+    for name, row in summary["rows"].items():
+        knn = rng(row["knn"]) if "knn" in row else "-"
+        lin = rng(row["linear"]) if "linear" in row else "-"
+        lines.append(f"{name:<22.22} {row['label']:<20.20} {knn:>22} {lin:>24}")
+    lines.append(f"(top-1 in %, over seeds {', '.join(str(s) for s in seeds)})")
+    m = summary["measures"]
+    for name, threshold, key in CHECKS:
+        if key in m:
+            holds = sum(v >= threshold if threshold else v > 0 for v in m[key]["values"])
+            unit = "x" if key == "precision_ratio" else ""
+            lines.append(
+                f"{name}: {m[key]['mean']:+.1f}{unit} [{m[key]['min']:+.1f}, "
+                f"{m[key]['max']:+.1f}] (expected {'>=' if threshold else '>'} {threshold:g}"
+                f"{unit}): holds on {holds} of {len(m[key]['values'])} seeds"
+            )
+    for key, other in (("rekd_over_mocov2", "MoCo v2"), ("rekd_over_seed", "SEED")):
+        if key in m:
+            lines.append(
+                f"ReKD student over {other} student (same seed): kNN {m[key]['mean']:+.1f} "
+                f"[{m[key]['min']:+.1f}, {m[key]['max']:+.1f}], linear "
+                f"{m[key + '_linear']['mean']:+.1f} [{m[key + '_linear']['min']:+.1f}, "
+                f"{m[key + '_linear']['max']:+.1f}]"
+            )
+    return "\n".join(lines)
+
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """The quick start once per seed of config.seeds, each in WORKDIR/seed_<N> (resumable like
+    a single run), then the mean and range over seeds of every row (WORKDIR/results.json)."""
+    start = time.time()
+    seeds = [int(s) for s in config.seeds]
+    original = config.seed
+    per_seed = {}
+    try:
+        for seed in seeds:
+            config.seed = seed  # a FieldReference: reseeds every stage
+            print(f"quick start, seed {seed}", flush=True)
+            per_seed[seed] = run_once(config, os.path.join(workdir, f"seed_{seed}"))
+    finally:
+        config.seed = original
+    summary = spread_summary(per_seed)
+    result = {
+        "seeds": seeds,
+        **summary,
+        "seconds_per_seed": {s: r["seconds"] for s, r in per_seed.items()},
+        "seconds": round(time.time() - start, 1),
+    }
+    print(format_spread(summary, seeds), flush=True)
     path = os.path.join(workdir, "results.json")
     print(f"total {result['seconds']:.0f} s; results in {path}")
     fileio.write_json(path, result)

@@ -2,6 +2,8 @@
 same-class / different-class similarity histograms, and result bar charts.
 
     python -m rekd_jax.tools.report WORKDIR [WORKDIR ...] [--out DIR]
+    python -m rekd_jax.tools.report STUDY/results.json [--out DIR]
+
 
 WORKDIR is a pre-training workdir (metrics.jsonl), a row of a quick start or study (its
 features/pooled_test.npz cache; random-init rows have only that), or a quick-start / study
@@ -50,6 +52,8 @@ METHOD_COLOURS = {
     "ReKD (oracle relations)": "#9467bd",
     "SupCon (oracle)": "#8c564b",
     "supervised": "#e377c2",
+    "ReKD (supervised teacher)": "#bcbd22",
+    "teacher": "#000000",
 }
 OTHER_COLOUR = "#17becf"  # a method without an entry
 SAME_CLASS_COLOUR, DIFFERENT_CLASS_COLOUR = "#1b9e77", "#969696"
@@ -544,6 +548,34 @@ def _rows_under(workdir: str) -> list[dict]:
     return rows
 
 
+def _redraw_study(paths: Sequence[str], out: str) -> int:
+    """Draws the study figures of each results.json (rekd_jax.tools.study_figures)."""
+    # Here, not at the top: study_figures imports matplotlib (slow) and this module.
+    from rekd_jax.tools import study_figures
+
+    for path in paths:
+        result = read_json(path)
+        if result is None:
+            raise SystemExit(
+                f"FATAL: no such file {path}; give the results.json that "
+                "python -m rekd_jax.experiments.cifar10 wrote in its workdir"
+            )
+        target = out if out and len(paths) == 1 else ""
+        target = target or (
+            os.path.join(out, os.path.basename(os.path.dirname(path)))
+            if out
+            else os.path.join(os.path.dirname(os.path.abspath(path)), "plots")
+        )
+        drawn = study_figures.draw(result, target)
+        if not drawn:
+            raise SystemExit(
+                f"FATAL: nothing to plot in {path}: it holds no finished stage of the study; "
+                "run the study further (its command resumes)"
+            )
+        print("wrote " + ", ".join(drawn.values()))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rekd_jax.tools.report", description=__doc__.split("\n\n")[0]
@@ -551,6 +583,9 @@ def main(argv=None) -> int:
     parser.add_argument("workdirs", nargs="+")
     parser.add_argument("--out", default="", help="output folder (default WORKDIR/plots)")
     args = parser.parse_args(argv)
+    results = [w for w in args.workdirs if w.endswith(".json")]
+    if results:
+        return _redraw_study(results, args.out)
     missing = [w for w in args.workdirs if not os.path.isdir(w)]
     if missing:
         raise SystemExit(

@@ -10,7 +10,7 @@ committed results.json redraws them: `python -m rekd_jax.tools.report RESULTS.js
   mocov2_curve.png  the MoCo v2 student's validation kNN during training beside the
                  random-init encoder's
   students.png   the five students: random init, MoCo v2, SEED and ReKD
-One colour per method in every figure (COLOURS).
+One colour per method in every figure (rekd_jax.tools.report.METHOD_COLOURS).
 """
 
 from __future__ import annotations
@@ -24,14 +24,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
 import numpy as np  # noqa: E402
 
+from rekd_jax.tools import report  # noqa: E402
+
+# Colours from the report's METHOD_COLOURS (one colour per method in every figure), by label.
 COLOURS = {
-    "random init": "#7f7f7f",
-    "MoCo v2": "#1f77b4",
-    "SEED": "#ff7f0e",
-    "ReKD": "#2ca02c",
-    "ReKD, supervised teacher (oracle)": "#9467bd",
-    "ReKD, true-label relations (oracle)": "#d62728",
-    "teacher": "#000000",
+    label: report.METHOD_COLOURS[key]
+    for label, key in (
+        ("random init", report.RANDOM_INIT),
+        ("MoCo v2", "MoCo v2"),
+        ("SEED", "SEED"),
+        ("ReKD", "ReKD (offline)"),
+        ("ReKD, supervised teacher (oracle)", "ReKD (supervised teacher)"),
+        ("ReKD, true-label relations (oracle)", "ReKD (oracle relations)"),
+        ("teacher", "teacher"),
+    )
 }
 ARM_LABELS = {
     "mocov2": "MoCo v2",
