@@ -91,7 +91,7 @@ def test_heartbeat_logs_while_a_block_runs():
         import time
 
         time.sleep(0.3)
-    assert any(l.startswith("still compiling (elapsed 0:00:00)") for l in lines)
+    assert any(line.startswith("still compiling (elapsed 0:00:00)") for line in lines)
     assert lines[-1].startswith("compiling: done in 0:00:00")
 
 
@@ -104,7 +104,7 @@ def test_console_writer_logs_one_line_per_interval_and_the_last_at_close(monkeyp
         clock.now += 1.0
         writer.write_scalars(epoch, {"loss": 1.0 / epoch})
     writer.close()
-    assert [l.split("]")[0] for l in lines] == ["[1", "[31", "[61", "[91", "[100"]
+    assert [line.split("]")[0] for line in lines] == ["[1", "[31", "[61", "[91", "[100"]
 
 
 def test_library_info_lines_are_dropped_unless_verbose():

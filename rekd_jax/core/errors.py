@@ -51,7 +51,10 @@ _OS_FIXES = {
     errno.EPERM: "check its permissions or choose a location you can write to",
     errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
     errno.EISDIR: "it is a folder where a file is expected: choose another path",
-    errno.EEXIST: "it exists and is not what is expected there (e.g. a file where a folder belongs): choose another path",
+    errno.EEXIST: (
+        "it exists and is not what is expected there (e.g. a file where a folder belongs): "
+        "choose another path"
+    ),
     errno.ENOENT: "check the path",
     errno.ELOOP: "it is a symlink loop: fix or remove the link",
     errno.EIO: "the storage reports an I/O error: check the disk",

@@ -172,7 +172,10 @@ def write_bytes(path, data: bytes) -> None:
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise with_path(error, path)
+        named = with_path(error, path)
+        if named is error:
+            raise
+        raise named from error
 
 
 def remove_tree(path) -> None:
@@ -372,7 +375,10 @@ def atomic_dir(
         with contextlib.suppress(OSError):
             if exists(tmp):
                 remove_tree(tmp)
-        raise with_path(error, target)
+        named = with_path(error, target)
+        if named is error:
+            raise
+        raise named from error
 
 
 def with_path(error: BaseException, path: str) -> BaseException:
@@ -474,8 +480,9 @@ class WorkdirLock:
         if previous.get("pid") and previous.get("host") == socket.gethostname():
             if previous["pid"] != os.getpid() and pid_alive(int(previous["pid"])):
                 raise WorkdirBusyError(
-                    f"workdir {self.workdir} is in use by {describe_holder(previous)}; wait for it to "
-                    f"finish or stop it (kill {previous['pid']}), or give another --workdir"
+                    f"workdir {self.workdir} is in use by {describe_holder(previous)}; "
+                    f"wait for it to finish or stop it (kill {previous['pid']}), "
+                    "or give another --workdir"
                 )
         elif previous.get("pid"):
             logging.warning(

@@ -245,19 +245,21 @@ class Loader:
                 )
             inflight = collections.deque()
             order_epoch, order = None, None
-            for epoch, step in self._schedule(epoch, step):
+            for batch_epoch, batch_step in self._schedule(epoch, step):
                 if stop.is_set():
                     return
-                if order_epoch != epoch:
-                    order_epoch, order = epoch, self.plan.epoch_order(epoch)
-                positions, valid = self.plan.positions(order, step)
+                if order_epoch != batch_epoch:
+                    order_epoch, order = batch_epoch, self.plan.epoch_order(batch_epoch)
+                positions, valid = self.plan.positions(order, batch_step)
                 chunks = np.array_split(
                     np.arange(positions.size), min(self._num_workers, positions.size)
                 )
                 jobs = [
-                    self._pool.submit(self._fetch, positions[c], epoch) for c in chunks if c.size
+                    self._pool.submit(self._fetch, positions[c], batch_epoch)
+                    for c in chunks
+                    if c.size
                 ]
-                inflight.append((jobs, valid, self.plan.next_state(epoch, step)))
+                inflight.append((jobs, valid, self.plan.next_state(batch_epoch, batch_step)))
                 if len(inflight) > self._prefetch:
                     if not put(self._assemble(*inflight.popleft())):
                         return

@@ -66,7 +66,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     """
     return ml_collections.ConfigDict(
         dict(
-            dataset="rekd_shapes",  # TFDS name[/config][:version]; rekd_shapes is built on first use.
+            # TFDS name[/config][:version]; rekd_shapes is built on first use.
+            dataset="rekd_shapes",
             data_dir="",  # '' = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets).
             train_split="train",
             eval_split="test",

@@ -448,7 +448,8 @@ def prepare(
         )
     data_dir_flag = f" --config.data.data_dir={data_dir}" if data_dir else ""
     log(
-        f"Next: {config_lookup.entry_command()} --config={config_lookup.config_argument('knn_eval')}"
+        f"Next: {config_lookup.entry_command()} "
+        f"--config={config_lookup.config_argument('knn_eval')}"
         f" --config.data.dataset={name}{data_dir_flag} --config.checkpoint=ENCODER_DIR "
         f"--workdir=WORKDIR (or give --config.data.dataset={name}{data_dir_flag} to a "
         "pre-training config)"

@@ -132,8 +132,9 @@ def _ensure_prepared(name: str, data_dir: str) -> str:
         if fileio.is_remote(resolve_data_dir(data_dir)):
             raise DatasetNotFoundError(
                 f"{name!r} is generated on first use, but ArrayRecord files cannot be written to "
-                f"{resolve_data_dir(data_dir)}: generate it in a local data_dir (any command that uses "
-                f"it, e.g. with --config.data.data_dir=/tmp/tfds) and copy it there: gcloud storage "
+                f"{resolve_data_dir(data_dir)}: generate it in a local data_dir "
+                "(any command that uses it, e.g. with --config.data.data_dir=/tmp/tfds) "
+                "and copy it there: gcloud storage "
                 f"cp --recursive /tmp/tfds/{EMBEDDED_NAME} {resolve_data_dir(data_dir)}/"
             )
         logging.info(

@@ -370,7 +370,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 f"holds a {arch!r} encoder; the conv probe reads the "
                 "sown AlexNet maps conv1..conv5: use an alexnet checkpoint or mode='linear'",
             )
-        unknown = [l for l in block.layers if l not in ALEXNET_LAYERS]
+        unknown = [layer for layer in block.layers if layer not in ALEXNET_LAYERS]
         if unknown:
             _fail("conv_probe.layers", tuple(block.layers), f"choose from {ALEXNET_LAYERS}")
     elif mode == "knn":

@@ -104,9 +104,8 @@ def score(
     def device_counts(*inputs):
         *leading, x, labels, mask = inputs
         logits = logits_fn(*leading, x)
-        return {name: topk_correct(l, labels, mask, ks) for name, l in logits.items()}, jnp.sum(
-            mask.astype(jnp.float32)
-        )
+        counts = {name: topk_correct(head, labels, mask, ks) for name, head in logits.items()}
+        return counts, jnp.sum(mask.astype(jnp.float32))
 
     counts_fn = progress_lib.heartbeat_first_call(jax.pmap(device_counts), "compiling the scorer")
     totals: dict[str, np.ndarray] = {}

@@ -40,7 +40,8 @@ def default_config() -> ml_collections.ConfigDict:
             "sinkhorn_iterations": 3,
             "prototype_momentum": 0.99,  # mu of c_m <- normalize(mu c_m + (1 - mu) mean).
             # Steps unused before a prototype is re-seeded (0 = never). With balanced use a given
-            # prototype is idle ~100 steps in a row with negligible probability, so only dead ones go.
+            # prototype is idle ~100 steps in a row with negligible probability, so only dead ones
+            # go.
             "reseed_after": 100,
             # 'prototype' | 'threshold' | 'topk' | 'oracle' (true labels: the SupCon upper bound,
             # an ablation; with teacher 'none' it is a supervised contrastive teacher).

@@ -69,7 +69,8 @@ def _resolve(name: str, overrides: dict[str, Any]) -> tuple[ModuleType, str, dic
         if "width_multiplier" in overrides:
             raise ValueError(
                 f"{name!r} already sets the width multiplier to {match.group(2)}; "
-                f"drop width_multiplier={overrides['width_multiplier']!r} or use {match.group(1)!r}."
+                f"drop width_multiplier={overrides['width_multiplier']!r} "
+                f"or use {match.group(1)!r}."
             )
         name, overrides["width_multiplier"] = match.group(1), float(match.group(2))
     for family in FAMILIES:
@@ -89,7 +90,8 @@ def model_family(name: str) -> ModuleType:
 def get_model(name: str, **overrides: Any) -> nn.Module:
     """Build a registered model; ``overrides`` set fields such as num_classes, dtype,
     bn_axis_name, cifar_stem or family-specific ones (AlexNet ``use_bn``, ResNet and
-    AlexNet ``width_multiplier``). Unknown names or fields raise ValueError listing the valid ones."""
+    AlexNet ``width_multiplier``). Unknown names or fields raise ValueError listing the valid
+    ones."""
     family, name, overrides = _resolve(name, overrides)
     factory = family.MODELS[name]
     valid = sorted(

@@ -113,8 +113,9 @@ class AlexNet(nn.Module):
             if pool:
                 if min(x.shape[1:3]) < 3:
                     raise ValueError(
-                        f"AlexNet: the conv{number} map is {x.shape[1]}x{x.shape[2]}, too small for the "
-                        "3x3 max-pool; use inputs of at least 63x63 (or cifar_stem=True for 32x32)."
+                        f"AlexNet: the conv{number} map is {x.shape[1]}x{x.shape[2]}, "
+                        "too small for the 3x3 max-pool; use inputs of at least 63x63 "
+                        "(or cifar_stem=True for 32x32)."
                     )
                 x = max_pool(x, 3, 2)
                 index += 1

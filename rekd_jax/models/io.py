@@ -5,11 +5,11 @@ A checkpoint is a directory holding
 - ``variables/``: an Orbax (StandardCheckpointer) checkpoint of
   ``{'params': {'backbone': ..., 'projector': ...}, 'batch_stats': {'backbone': ..., ...}}``
   with float32 numpy leaves (``projector`` absent for backbone-only checkpoints);
-- ``spec.json``: ``{'arch': str, 'overrides': dict, 'projector': {'hidden', 'dim', 'bn'[, 'layers']} | None,
-  'source': str}``; ``overrides`` are model fields (num_classes defaults to 0 here; > 0 means
-  the backbone variables include that classifier). ``heads.build_encoder(spec)`` makes the
-  module. ``spec.json`` is written
-  last, so its presence marks a complete checkpoint.
+- ``spec.json``: ``{'arch': str, 'overrides': dict,
+  'projector': {'hidden', 'dim', 'bn'[, 'layers']} | None, 'source': str}``; ``overrides`` are
+  model fields (num_classes defaults to 0 here; > 0 means the backbone variables include that
+  classifier). ``heads.build_encoder(spec)`` makes the module. ``spec.json`` is written last,
+  so its presence marks a complete checkpoint.
 
 Saving is atomic: the checkpoint is built in a folder beside the target and renamed into place
 (``rekd_jax.core.fileio.atomic_dir``), so an existing encoder stays valid until the new one is
@@ -72,7 +72,8 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         return json.loads(json.dumps(dict(spec)))
     except TypeError as error:
         raise ValueError(
-            f"Encoder spec is not JSON-able ({error}); write dtypes as strings, e.g. dtype='bfloat16'."
+            f"Encoder spec is not JSON-able ({error}); "
+            "write dtypes as strings, e.g. dtype='bfloat16'."
         ) from None
 
 
@@ -109,9 +110,11 @@ def check_variables(spec: Mapping[str, Any], variables: Mapping[str, Any]) -> No
     )
     if missing or unexpected or misshaped:
         raise ValueError(
-            f"Encoder variables do not fit arch {spec['arch']!r} with overrides {dict(spec['overrides'])} "
+            f"Encoder variables do not fit arch {spec['arch']!r} "
+            f"with overrides {dict(spec['overrides'])} "
             f"and projector {spec['projector']}: missing {missing[:5]} ({len(missing)} in all), "
-            f"unexpected {unexpected[:5]} ({len(unexpected)}), mis-shaped {misshaped[:5]} ({len(misshaped)})."
+            f"unexpected {unexpected[:5]} ({len(unexpected)}), "
+            f"mis-shaped {misshaped[:5]} ({len(misshaped)})."
         )
 
 
@@ -201,9 +204,10 @@ def load_encoder(
             if holder is None:
                 raise
             if attempt == retries:
+                first_line = (str(error).splitlines() or [""])[0][:200]
                 raise EncoderBusyError(
                     f"cannot read encoder {directory} while {fileio.describe_holder(holder)} "
-                    f"rewrites it ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}); "
+                    f"rewrites it ({type(error).__name__}: {first_line}); "
                     "evaluate it after that run finishes, or evaluate a copy of it"
                 ) from None
             time.sleep(1.0)

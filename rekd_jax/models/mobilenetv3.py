@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from rekd_jax.models import layers
 
-Activation = Optional[Callable[[jax.Array], jax.Array]]
+Activation = Callable[[jax.Array], jax.Array] | None
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:

@@ -89,7 +89,8 @@ def _split(
         prefix = next((p for p in MOCO_PREFIXES if any(k.startswith(p) for k in state_dict)), None)
         if prefix is None:
             raise ValueError(
-                f"Format mocov2 needs keys starting with {MOCO_PREFIXES}; got e.g. {list(state_dict)[:3]}."
+                f"Format mocov2 needs keys starting with {MOCO_PREFIXES}; "
+                f"got e.g. {list(state_dict)[:3]}."
             )
         tensors = _strip(prefix, state_dict)
         ignored = sorted(k for k in state_dict if not k.startswith(prefix))
@@ -280,7 +281,8 @@ def convert_checkpoint(
     if missing or unexpected or misshaped:
         raise ValueError(
             f"The {fmt} checkpoint does not fit {arch!r} with overrides {overrides}: "
-            f"missing {missing[:5]} ({len(missing)} in all), unexpected {unexpected[:5]} ({len(unexpected)}), "
+            f"missing {missing[:5]} ({len(missing)} in all), "
+            f"unexpected {unexpected[:5]} ({len(unexpected)}), "
             f"mis-shaped {misshaped[:5]} ({len(misshaped)}). Check --arch and the model overrides "
             "(e.g. cifar_stem, width_multiplier, use_bn)."
         )

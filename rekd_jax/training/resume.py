@@ -13,7 +13,8 @@ not by its path: another teacher put at the same path is a change, the same teac
 not. Every checkpoint
 stores the signature (its side item's SIGNATURE_KEY): a deleted run_signature.json is rebuilt
 from the newest checkpoint, so the check cannot be switched off by accident. A workdir that
-records another mode of run (an evaluation's) is refused first (rekd_jax.core.run_record.check_mode).
+records another mode of run (an evaluation's) is refused first
+(rekd_jax.core.run_record.check_mode).
 
 metrics.jsonl is trimmed to the restored step by rekd_jax.core.logging.trim_metrics.
 """

@@ -277,7 +277,8 @@ def test_no_tensorflow_is_imported(tfds_dir):
 import sys
 from rekd_jax.data import pipeline, augment, prepare, sources, embedded, loader
 cfg = pipeline.default_data_config()
-cfg.dataset, cfg.data_dir, cfg.num_workers, cfg.resident = 'rekd_shapes/tiny', {tfds_dir!r}, 1, 'off'
+cfg.dataset, cfg.data_dir = 'rekd_shapes/tiny', {tfds_dir!r}
+cfg.num_workers, cfg.resident = 1, 'off'
 pipe = pipeline.create(cfg, split='train', training=True, global_batch_size=8, seed=0,
                        num_local_devices=1, process_index=0, process_count=1)
 batch = next(iter(pipe))

@@ -110,8 +110,8 @@ def test_pmap_equals_one_device_on_the_global_batch(method, overrides):
             np.asarray(p_grad).reshape(grad.shape) / DEVICES, grad, rtol=2e-4, atol=1e-7
         )
         for device in range(DEVICES):
-            assert_trees_close(jax.tree.map(lambda x: x[device], p_metrics), metrics)
-            assert_trees_close(jax.tree.map(lambda x: x[device], pmap_state), single_state)
+            assert_trees_close(jax.tree.map(lambda x, d=device: x[d], p_metrics), metrics)
+            assert_trees_close(jax.tree.map(lambda x, d=device: x[d], pmap_state), single_state)
         np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-6)
         assert float(jnp.max(jnp.abs(grad))) > 1e-4
     queued = {"mocov2": ("key", "k"), "seed": ("teacher", "z_t"), "rekd": ("teacher", "t")}

@@ -131,7 +131,8 @@ def test_resnet_train_mode_matches_torch_and_updates_running_mean():
     logits, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
     expected = torch_apply(reference.train(), x)
     assert rel_err(logits, expected) <= TOL
-    # torch's momentum 0.1 == Flax momentum 0.9 (running variance differs: torch uses the unbiased one).
+    # torch's momentum 0.1 == Flax momentum 0.9 (running variance differs: torch uses the
+    # unbiased one).
     torch_mean = reference.layer3[0].bn2.running_mean.numpy()
     assert rel_err(updated["batch_stats"]["layer3_0"]["bn2"]["mean"], torch_mean) <= TOL
     assert not np.allclose(

@@ -112,7 +112,10 @@ def test_checkpoint_that_does_not_fit_lists_the_keys(resnet18):
     state = resnet18.state_dict()
     with pytest.raises(
         ValueError,
-        match=r"missing \['layer1\.2\.bn1\.bias', .*'layer1\.2\.conv1\.weight'\] \(80 in all\).*Check --arch",
+        match=(
+            r"missing \['layer1\.2\.bn1\.bias', .*'layer1\.2\.conv1\.weight'\] "
+            r"\(80 in all\).*Check --arch"
+        ),
     ):
         import_torch.convert(state, "resnet34")
     with pytest.raises(ValueError, match=r"mis-shaped \['bn1\.bias: torch \(64,\), Flax \(32,\)'"):

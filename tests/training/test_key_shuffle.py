@@ -1,8 +1,9 @@
 """Shuffle-BN of the key encoders (step.shuffled_key_forward) on 4 fake devices, both modes of
 config.key_shuffle: the un-shuffle gives every example its own embedding, the BN groups have the
 sizes and members the mode promises (under 'ppermute' b/(P S) images of each of P
-consecutive devices), BN statistics are averaged over groups and devices, and the full pmapped train step
-runs with each mode (identical losses for a BN-free encoder, where the modes must agree)."""
+consecutive devices), BN statistics are averaged over groups and devices, and the full pmapped
+train step runs with each mode (identical losses for a BN-free encoder, where the modes must
+agree)."""
 
 import flax
 import flax.linen as nn
