@@ -569,8 +569,9 @@ def _redraw_study(paths: Sequence[str], out: str) -> int:
         drawn = study_figures.draw(result, target)
         if not drawn:
             raise SystemExit(
-                f"FATAL: nothing to plot in {path}: it holds no finished stage of the study; "
-                "run the study further (its command resumes)"
+                f"FATAL: nothing to plot in {path}: its finished stages have no figure (the "
+                "figures start with the validation search); run the study further (its "
+                "command resumes)"
             )
         print("wrote " + ", ".join(drawn.values()))
     return 0
