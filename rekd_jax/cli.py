@@ -244,7 +244,7 @@ def hide_slow_compile_banner() -> None:
             stdin=read_end,
             stdout=original,
             stderr=original,
-            start_new_session=True,
+            process_group=0,  # its own process group: a Ctrl-C in the terminal skips it
             close_fds=True,
         )
     except OSError as error:  # no pipe or process to spare: the banner stays
