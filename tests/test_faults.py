@@ -346,6 +346,20 @@ def test_study_and_report_failures_are_one_line(shared, tmp_path):
     (run_dir / "features" / "pooled_test.npz").write_bytes(b"not a zip")
     line = fatal_line(run(shared, "-m", "rekd_jax.tools.report", str(run_dir)))
     assert "is not a readable feature cache" in line and "delete it" in line
+    # a study's results.json: unreadable, of another kind, or with no stage that has a figure
+    bad, other, early = tmp_path / "bad.json", tmp_path / "other.json", tmp_path / "early.json"
+    bad.write_text("{not json")
+    other.write_text('{"seeds": [0, 1], "rows": {}}')  # a quick start over seeds
+    early.write_text('{"scale": "cpu", "rows": [], "mechanism": {}, "quality": []}')
+    for path, expected in (
+        (bad, "is not readable JSON"),
+        (other, "is not a CIFAR-10 study's results.json; for a quick start or a run, give its"),
+        (early, "nothing to plot"),
+        (tmp_path / "missing.json", "no such file"),
+    ):
+        result = run(shared, "-m", "rekd_jax.tools.report", str(path))
+        assert result.returncode == 2 and "Traceback" not in result.stderr, path
+        assert expected in fatal_line(result), path
 
 
 # ----------------------------------------------------------------------------- 8: silent changes

@@ -77,6 +77,11 @@ CHECKS = (
 MARGINS = (("rekd_over_mocov2", "MoCo v2"), ("rekd_over_seed", "SEED"))
 
 
+def holds(value: float, threshold: float) -> bool:
+    """A check's rule: at least a non-zero threshold, above a zero one."""
+    return value >= threshold if threshold else value > 0
+
+
 def measures(rows: list[dict], chance: float) -> dict[str, float]:
     """The quantities the checks and the margins read, from one run's rows."""
     by_name = {r["name"]: r for r in rows}
@@ -115,9 +120,9 @@ def targets(rows: list[dict], chance: float) -> list[str]:
             text = f"{value:.1f}x" if key == "precision_ratio" else f"{value:+.1f}"
             bound = f"{threshold:g}x" if key == "precision_ratio" else f"{threshold:+g}"
             bound = bound if threshold else "0"
-            holds = value >= threshold if threshold else value > 0
             sign = ">=" if threshold else ">"
-            lines.append(f"{name}: {text} (expected {sign} {bound}): {'yes' if holds else 'NO'}")
+            verdict = "yes" if holds(value, threshold) else "NO"
+            lines.append(f"{name}: {text} (expected {sign} {bound}): {verdict}")
     for key, other in MARGINS:
         if key in values:
             lines.append(
@@ -200,12 +205,12 @@ def format_spread(summary: dict, seeds) -> str:
     m = summary["measures"]
     for name, threshold, key in CHECKS:
         if key in m:
-            holds = sum(v >= threshold if threshold else v > 0 for v in m[key]["values"])
+            count = sum(holds(v, threshold) for v in m[key]["values"])
             unit, spec = ("x", ".1f") if key == "precision_ratio" else ("", "+.1f")
             lines.append(
                 f"{name}: {m[key]['mean']:{spec}}{unit} [{m[key]['min']:{spec}}, "
                 f"{m[key]['max']:{spec}}] (expected {'>=' if threshold else '>'} {threshold:g}"
-                f"{unit}): holds on {holds} of {len(m[key]['values'])} seeds"
+                f"{unit}): holds on {count} of {len(m[key]['values'])} seeds"
             )
     for key, other in MARGINS:
         if key in m:

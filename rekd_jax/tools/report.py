@@ -548,24 +548,42 @@ def _rows_under(workdir: str) -> list[dict]:
     return rows
 
 
+def _study_result(path: str) -> dict:
+    """The results dict of a CIFAR-10 study's results.json; SystemExit with one FATAL line for
+    a missing, unreadable or other file."""
+    try:
+        result = read_json(path)
+    except (OSError, ValueError) as error:
+        raise SystemExit(
+            f"FATAL: {path} is not readable JSON ({error}); give the results.json that "
+            "python -m rekd_jax.experiments.cifar10 wrote in its workdir"
+        ) from None
+    if result is None:
+        raise SystemExit(
+            f"FATAL: no such file {path}; give the results.json that "
+            "python -m rekd_jax.experiments.cifar10 wrote in its workdir"
+        )
+    if not isinstance(result, dict) or "scale" not in result or "rows" not in result:
+        raise SystemExit(
+            f"FATAL: {path} is not a CIFAR-10 study's results.json; for a quick start or a "
+            "run, give its workdir instead of the file"
+        )
+    return result
+
+
 def _redraw_study(paths: Sequence[str], out: str) -> int:
-    """Draws the study figures of each results.json (rekd_jax.tools.study_figures)."""
+    """Draws the study figures of each results.json (rekd_jax.tools.study_figures) into --out
+    (one file), --out/<its folder's name> (several), or plots/ beside the file."""
     # Here, not at the top: study_figures imports matplotlib (slow) and this module.
     from rekd_jax.tools import study_figures
 
     for path in paths:
-        result = read_json(path)
-        if result is None:
-            raise SystemExit(
-                f"FATAL: no such file {path}; give the results.json that "
-                "python -m rekd_jax.experiments.cifar10 wrote in its workdir"
-            )
-        target = out if out and len(paths) == 1 else ""
-        target = target or (
-            os.path.join(out, os.path.basename(os.path.dirname(path)))
-            if out
-            else os.path.join(os.path.dirname(os.path.abspath(path)), "plots")
-        )
+        result = _study_result(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not out:
+            target = os.path.join(folder, "plots")
+        else:
+            target = out if len(paths) == 1 else os.path.join(out, os.path.basename(folder))
         drawn = study_figures.draw(result, target)
         if not drawn:
             raise SystemExit(
