@@ -12,13 +12,15 @@ from its checkpoints); progress lines carry an ETA. Stages, each a set of rows (
   search     on a validation split carved from the training set (val_split, scored against
              val_bank_split): the free choices of our ReKD reading (READINGS) and SEED's
              temperatures (SEED_TEMPERATURES, a search of the same size), one run each at the
-             middle learning rate of the grid; the best validation kNN wins.
-  grid       every mechanism arm (ARMS: MoCo v2, SEED and ReKD from the MoCo v2 teacher, ReKD
-             from the supervised teacher, ReKD with true-label relations) at every peak lr of
-             scale.lr_grid, on validation; the best validation kNN wins per arm.
-  final      each arm at its chosen settings over scale.seeds seeds (seed 0 is the grid's run,
-             re-scored), scored on the test split: mean and spread, ReKD's margins over MoCo v2
-             and SEED.
+             middle learning rate of the grid for scale.search_steps steps (a shorter proxy of
+             the student budget); the best validation kNN wins.
+  grid       each method (TUNED: MoCo v2, SEED and ReKD, from the MoCo v2 teacher) at every peak
+             lr of scale.lr_grid, on validation; the best validation kNN wins per method. The
+             ReKD ablations (from the supervised teacher, with true-label relations) take
+             ReKD's lr (LR_FOLLOWS).
+  final      each arm of ARMS at its chosen settings over scale.seeds seeds (a tuned method's
+             seed 0 is its grid run, re-scored), scored on the test split: mean and spread,
+             ReKD's margins over MoCo v2 and SEED.
   quality    SEED and ReKD distilled from each teacher snapshot (scale.quality_seeds seeds):
              the gain over MoCo v2 against the teacher's mined-positive label precision.
   students   the five students (AlexNet, MobileNetV3-L, ShuffleNetV2, EfficientNet-B0,
@@ -32,7 +34,8 @@ the MoCo CIFAR-10 demo):
   tiny  seconds; rekd_shapes/tiny, a reduced search; what the tests run.
   cpu   two CPU cores: CIFAR-10 at 16 px, all 50,000 training images (45,000 / 5,000 for
         validation), batch 256; ResNet-18 x0.25 teachers (MoCo v2 12,000 steps, cross-entropy
-        6,000 steps); AlexNet x0.25 students, 1,500 steps. docs/results.md has the times.
+        6,000 steps); AlexNet x0.25 students, 1,500 steps (the search: 500). docs/results.md
+        has the times.
   gpu   full CIFAR-10 at 32 px, full widths, 200 teacher epochs (not measured).
 """
 
@@ -100,6 +103,7 @@ class Scale:
     supervised_steps: int  # the cross-entropy teacher (oracle ablation)
     supervised_lr: float
     student_steps: int
+    search_steps: int  # each searched alternative's steps: a cheaper proxy of student_steps
     student_overrides: dict  # arch -> overrides (cifar_stem is always set)
     lr_grid: tuple  # students' peak lr at `batch`, the same grid for every arm
     seeds: int  # seeds of each mechanism arm at the chosen settings
@@ -148,6 +152,7 @@ SCALES = {
         supervised_steps=4,
         supervised_lr=0.1,
         student_steps=3,
+        search_steps=2,
         student_overrides=_SMALL_STUDENTS,
         lr_grid=(0.01, 0.02),
         seeds=2,
@@ -182,6 +187,7 @@ SCALES = {
         supervised_steps=6000,
         supervised_lr=0.1,
         student_steps=1500,
+        search_steps=500,
         student_overrides=_SMALL_STUDENTS,
         lr_grid=(0.015, 0.03, 0.06),
         seeds=3,
@@ -213,6 +219,7 @@ SCALES = {
         supervised_steps=100 * 88,
         supervised_lr=0.2,
         student_steps=50 * 97,
+        search_steps=16 * 97,
         student_overrides={},
         lr_grid=(0.03, 0.06, 0.12),
         seeds=3,
@@ -304,6 +311,9 @@ ARMS = {
 # The arms each search tunes, and the arms that follow its choice.
 SEARCHED = {"rekd": ("rekd", dict(READINGS)), "seed": ("seed", dict(SEED_TEMPERATURES))}
 FOLLOWS = {"rekd": "rekd", "rekd_supervised": "rekd", "rekd_oracle": "rekd", "seed": "seed"}
+# The methods whose peak lr the grid chooses, and the ablations that take their method's lr.
+TUNED = ("mocov2", "seed", "rekd")
+LR_FOLLOWS = {"rekd_supervised": "rekd", "rekd_oracle": "rekd"}
 MODES = ("knn", "linear")
 
 
@@ -443,7 +453,13 @@ def teacher_arms(scale: Scale, data_dir: str) -> list[plan.Arm]:
 
 
 def select_name(arm: str, variant: str, lr: float) -> str:
+    """A grid run: ARM with setting VARIANT at peak lr LR, the full student budget."""
     return f"select/{arm}/{variant}/{_lr_name(lr)}"
+
+
+def search_name(arm: str, variant: str) -> str:
+    """A search run: ARM with setting VARIANT, scale.search_steps at the middle lr."""
+    return f"search/{arm}/{variant}"
 
 
 def middle_lr(scale: Scale) -> float:
@@ -452,7 +468,7 @@ def middle_lr(scale: Scale) -> float:
 
 def search_arms(scale: Scale, data_dir: str, val) -> list[plan.Arm]:
     """The random-init student and ReKD's readings and SEED's temperatures, one run each at the
-    grid's middle lr, on validation."""
+    grid's middle lr for scale.search_steps steps, on validation."""
     lr = middle_lr(scale)
     first = student_config(
         scale, scale.mechanism_student, "mocov2", data_dir, 0, lr, scale.student_steps
@@ -469,13 +485,14 @@ def search_arms(scale: Scale, data_dir: str, val) -> list[plan.Arm]:
                 _arm(
                     scale,
                     data_dir,
-                    select_name(arm, variant, lr),
+                    search_name(arm, variant),
                     arm,
                     seed=0,
                     lr=lr,
                     variant=variant,
                     overrides=settings[variant],
                     group="search",
+                    steps=scale.search_steps,
                     evaluation=val,
                 )
             )
@@ -483,9 +500,9 @@ def search_arms(scale: Scale, data_dir: str, val) -> list[plan.Arm]:
 
 
 def grid_arms(scale: Scale, data_dir: str, val, choices: dict) -> list[plan.Arm]:
-    """Every mechanism arm at every lr of the grid, at the searched settings."""
+    """Each tuned method at every lr of the grid, at the searched settings."""
     arms = []
-    for arm in ARMS:
+    for arm in TUNED:
         variant, overrides = _variant(arm, choices)
         for lr in scale.lr_grid:
             arms.append(
@@ -507,7 +524,7 @@ def grid_arms(scale: Scale, data_dir: str, val, choices: dict) -> list[plan.Arm]
 
 def final_arms(scale: Scale, data_dir: str, test, choices: dict, lrs: dict) -> list[plan.Arm]:
     """Random init and each arm at its chosen settings over the seeds, on the test split;
-    seed 0 re-scores the grid's run."""
+    a tuned method's seed 0 re-scores its grid run."""
     arch = scale.mechanism_student
     first = student_config(
         scale, arch, "mocov2", data_dir, 0, middle_lr(scale), scale.student_steps
@@ -521,7 +538,7 @@ def final_arms(scale: Scale, data_dir: str, test, choices: dict, lrs: dict) -> l
         variant, overrides = _variant(arm, choices)
         for seed in range(scale.seeds):
             name = f"final/{arm}/s{seed}"
-            if seed == 0:
+            if seed == 0 and arm in TUNED:
                 arms.append(
                     plan.Arm(
                         name=name,
@@ -867,19 +884,16 @@ def run(
     stage(search_arms(scale, data_dir, val), "search")
     choices = {}
     for arm, (_, settings) in SEARCHED.items():
-        searched = [
-            rows[select_name(arm, v, middle_lr(scale))]
-            for v in settings
-            if select_name(arm, v, middle_lr(scale)) in rows
-        ]
+        searched = [rows[search_name(arm, v)] for v in settings if search_name(arm, v) in rows]
         choices[arm] = choose(searched)["name"].split("/")[2]
     result["choices"]["settings"] = choices
     stage(grid_arms(scale, data_dir, val, choices), "grid")
     lrs = {}
-    for arm in ARMS:
+    for arm in TUNED:
         variant, _ = _variant(arm, choices)
         by_name = {select_name(arm, variant, lr): lr for lr in scale.lr_grid}
         lrs[arm] = by_name[choose([rows[name] for name in by_name])["name"]]
+    lrs.update({arm: lrs[method] for arm, method in LR_FOLLOWS.items()})
     result["choices"]["lr"] = lrs
     log(f"chosen on validation: settings {choices}, peak lr {lrs}")
     stage(final_arms(scale, data_dir, test, choices, lrs), "final")
@@ -896,7 +910,7 @@ def summarize(scale: Scale, result: dict) -> None:
     settings = result["choices"].get("settings")
     if settings:
         result["grid"] = {}
-        for arm in ARMS:
+        for arm in TUNED:
             variant, _ = _variant(arm, settings)
             points = [
                 [lr] + [by_name[name]["eval"][m]["top1"] for m in MODES]

@@ -78,6 +78,15 @@ def teachers_table(result: Mapping) -> list[str]:
     )
 
 
+def _search_budget(result: Mapping) -> str:
+    """' at lr L for N steps' of the search runs, from the scale's settings."""
+    settings = result["scale_settings"]
+    grid, steps = settings.get("lr_grid"), settings.get("search_steps")
+    if not grid or not steps:
+        return ""
+    return f" at peak lr {grid[len(grid) // 2]:g} for {steps} steps"
+
+
 def search_tables(result: Mapping) -> list[str]:
     choices = result.get("choices", {})
     settings = choices.get("settings", {})
@@ -86,7 +95,7 @@ def search_tables(result: Mapping) -> list[str]:
         rows = [
             r
             for r in result["rows"]
-            if r["group"] == "search" and r["name"].startswith(f"select/{arm}/")
+            if r["group"] == "search" and r["name"].startswith(f"search/{arm}/")
         ]
         if not rows:
             continue
@@ -107,7 +116,7 @@ def search_tables(result: Mapping) -> list[str]:
                     ),
                 ]
             )
-        lines += [f"{title}, validation, one run each:", ""]
+        lines += [f"{title}, validation, one run each{_search_budget(result)}:", ""]
         lines += _table(["setting", "kNN", "linear", "mined-positive precision"], table) + [""]
     return lines
 

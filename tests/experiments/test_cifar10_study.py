@@ -42,11 +42,20 @@ def test_plan_of_every_scale(scale):
     assert all(a.evaluation is val for a in search + grid)
     assert all(a.evaluation is test for a in final + quality + students)
     assert len(search) == 1 + len(s.readings) + len(s.seed_temperatures)
-    assert len(grid) == len(cifar10.ARMS) * len(s.lr_grid)
-    # Seed 0 of each final arm re-scores the grid's run at the chosen lr and setting.
+    # The search is a shorter proxy at the middle lr; the grid tunes the methods only.
+    assert {a.config.num_train_steps for a in search if a.trained} == {s.search_steps}
+    assert {a.config.optimizer.base_learning_rate for a in search if a.trained} == {
+        cifar10.middle_lr(s)
+    }
+    assert s.search_steps < s.student_steps
+    assert len(grid) == len(cifar10.TUNED) * len(s.lr_grid)
+    assert {a.config.num_train_steps for a in grid} == {s.student_steps}
+    # Seed 0 of each tuned method re-scores its grid run at the chosen lr and setting; the
+    # ablations that take ReKD's lr train every seed.
     reused = {a.name: a.reuse for a in final if a.reuse}
     assert reused["final/rekd/s0"] == cifar10.select_name("rekd", s.readings[-1], s.lr_grid[0])
-    assert len([a for a in final if a.trained]) == len(cifar10.ARMS) * (s.seeds - 1)
+    assert set(reused) == {f"final/{arm}/s0" for arm in cifar10.TUNED}
+    assert len([a for a in final if a.trained]) == len(cifar10.ARMS) * s.seeds - len(cifar10.TUNED)
     rekd = [a for a in final if a.name == "final/rekd/s1"][0].config
     assert rekd.optimizer.base_learning_rate == s.lr_grid[0] and rekd.rekd.teacher == "offline"
     oracle = [a for a in final if a.name == "final/rekd_oracle/s1"][0].config
@@ -82,8 +91,11 @@ def test_tiny_study_runs_end_to_end_and_reruns_skip(tmp_path):
     result = cifar10.run("tiny", workdir, data_dir, families=("alexnet",), log=lines.append)
     scale = cifar10.SCALES["tiny"]
     assert set(result["choices"]["settings"]) == {"rekd", "seed"}
-    assert set(result["choices"]["lr"]) == set(cifar10.ARMS)
-    assert all(lr in scale.lr_grid for lr in result["choices"]["lr"].values())
+    lrs = result["choices"]["lr"]
+    assert set(lrs) == set(cifar10.ARMS)
+    assert all(lr in scale.lr_grid for lr in lrs.values())
+    assert lrs["rekd_supervised"] == lrs["rekd_oracle"] == lrs["rekd"]
+    assert set(result["grid"]) == set(cifar10.TUNED)
     mechanism = result["mechanism"]
     assert set(mechanism["arms"]) == set(cifar10.ARMS)
     assert mechanism["arms"]["rekd_oracle"]["label_precision"] == pytest.approx(1.0)
@@ -101,6 +113,7 @@ def test_tiny_study_runs_end_to_end_and_reruns_skip(tmp_path):
         "## Mechanism arms",
         "## Teacher quality",
         "(chosen)",
+        "one run each at peak lr 0.02 for 2 steps",
         "random init",
     ):
         assert section in text
