@@ -63,17 +63,20 @@ from rekd_jax.training import pretrain
 STUDENT_FAMILIES = ("alexnet", "mobilenetv3_large", "shufflenetv2", "efficientnet_b0", "resnet18")
 
 # The free choices of our ReKD reading (docs/method.md), one alternative at a time from the
-# reading's defaults: rekd.<field> overrides.
+# prototype reading (the plain reading of the paper's prototype bank: argmax assignment, the
+# recipe's prototypes and temperature, no instance term): rekd.<field> overrides, each naming
+# its relation so that a reading does not move with the library's default.
+_PROTOTYPE = {"relation": "prototype"}
 READINGS = (
-    ("default", {}),
-    ("sinkhorn", {"assignment": "sinkhorn"}),
+    ("prototype", _PROTOTYPE),
+    ("sinkhorn", {**_PROTOTYPE, "assignment": "sinkhorn"}),
     ("topk", {"relation": "topk"}),
     ("threshold", {"relation": "threshold"}),
-    ("prototypes_10", {"num_prototypes": 10}),
-    ("prototypes_1000", {"num_prototypes": 1000}),
-    ("lambda_inst_1", {"lambda_inst": 1.0}),
-    ("tau_0.2", {"temperature": 0.2}),
-    ("no_instance_positive", {"instance_positive": False}),
+    ("prototypes_10", {**_PROTOTYPE, "num_prototypes": 10}),
+    ("prototypes_1000", {**_PROTOTYPE, "num_prototypes": 1000}),
+    ("lambda_inst_1", {**_PROTOTYPE, "lambda_inst": 1.0}),
+    ("tau_0.2", {**_PROTOTYPE, "temperature": 0.2}),
+    ("no_instance_positive", {**_PROTOTYPE, "instance_positive": False}),
 )
 # SEED's temperatures, a search of the same size (seed.<field> overrides); the default
 # (tau_s 0.2, tau_t 1e-4: jacobswan1/SEED tools/opts.py) is one of them.
@@ -164,7 +167,7 @@ SCALES = {
         mechanism_student="alexnet",
         eval_batch=16,
         knn_monitor_every_epochs=0,
-        readings=("default", "sinkhorn"),
+        readings=("prototype", "sinkhorn"),
         seed_temperatures=("tau_s_0.2_tau_t_0.0001", "tau_s_0.2_tau_t_0.01"),
         shufflenet="shufflenetv2_x0_5",
         student_bn="global",
@@ -360,7 +363,7 @@ def _variant(arm: str, choices: dict) -> tuple[str, dict]:
     search = FOLLOWS.get(arm)
     if search is None:
         return "default", {}
-    name = choices.get(search, "default" if search == "rekd" else scale_default_seed())
+    name = choices.get(search, READINGS[0][0] if search == "rekd" else scale_default_seed())
     overrides = dict(SEARCHED[search][1][name])
     if arm == "rekd_oracle":  # true-label relations: the miner's fields do not apply
         overrides = {
@@ -848,7 +851,7 @@ def run(
     val = evaluation_config(scale, data_dir, "val")
     test = evaluation_config(scale, data_dir, "test")
     cost = _cost(scale)
-    defaults = {"rekd": "default", "seed": scale_default_seed()}
+    defaults = {"rekd": READINGS[0][0], "seed": scale_default_seed()}
     lrs0 = {arm: middle_lr(scale) for arm in ARMS}
     planned = (
         teacher_arms(scale, data_dir)

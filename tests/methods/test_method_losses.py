@@ -66,6 +66,7 @@ def small_config(method, **overrides):
     cfg = get_method(method).default_config()
     cfg.queue_size = 16
     if method == "rekd":
+        cfg.relation = "prototype"
         cfg.num_prototypes = 4
         cfg.reseed_after = 2
         cfg.relation_threshold = 0.2
