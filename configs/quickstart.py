@@ -23,7 +23,8 @@ Recipe (every value a field; departures from configs/default.py): 16 px views of
 images, batch 128, queue 8 batches (1,024 keys, at most 8 steps old), warmup-free cosine, wd
 5e-4, m 0.99, tau 0.2, no blur, SimCLR's colour distortion of strength 1 (jitter
 0.8/0.8/0.8/0.2, p 0.8; grayscale p 0.2; Chen et al. 2020, Appendix A), because object colour
-is the embedded data's main nuisance; 100 prototypes. Peak lr at batch 128, not scaled: teacher
+is the embedded data's main nuisance; ReKD's prototype reading (relation 'prototype', 100
+prototypes; the library default is 'topk'). Peak lr at batch 128, not scaled: teacher
 0.06; students from the validation grid: ReKD 0.02, SEED 0.04, MoCo v2 0.08 (MoCo v2 collapses
 at 0.16). The teacher trains on 12 px views (0.56x the compute of 16 px) and is evaluated, and
 mines the students' relations, at 16 px. The students train 700 steps: a MoCo v2 AlexNet first
@@ -49,8 +50,7 @@ def _base(steps: int, batch: int, dataset: str, peak_lr: float) -> ml_collection
     config.num_train_steps = steps
     recipes.set_queue_size(config, 8 * batch)
     config.rekd.num_prototypes = 100
-    # The reading LR and the seeded results in docs/results.md were measured with.
-    config.rekd.relation = "prototype"
+    config.rekd.relation = "prototype"  # the reading of LR and of docs/results.md's seeds
     config.optimizer.base_learning_rate = peak_lr
     config.optimizer.lr_scaling_batch = batch
     config.optimizer.weight_decay = 5e-4

@@ -190,6 +190,9 @@ def selection(result: Mapping, path: str) -> str | None:
     if base is not None:
         ax.axhline(base, color=COLOURS["random init"], linestyle="--", label="random init")
     ax.set_xscale("log", base=2)
+    lrs = sorted({p[0] for entry in grid.values() for p in entry["points"]})
+    ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs])
+    ax.minorticks_off()
     ax.set_xlabel(f"peak learning rate (batch {result['scale_settings']['batch']})")
     ax.set_ylabel("validation kNN top-1 (%)")
     ax.set_title("Learning-rate grid on validation (ringed: chosen)")
