@@ -108,7 +108,7 @@ class Scale:
     student_steps: int
     search_steps: int  # each searched alternative's steps: a cheaper proxy of student_steps
     student_overrides: dict  # arch -> overrides (cifar_stem is always set)
-    lr_grid: tuple  # students' peak lr at `batch`, the same grid for every arm
+    lr_grid: tuple  # students' peak lr at `batch`, the same grid for every tuned method
     seeds: int  # seeds of each mechanism arm at the chosen settings
     quality_seeds: int  # seeds of each teacher-quality arm
     five_student_steps: int  # the five-student comparison (one seed)
