@@ -768,7 +768,8 @@ def quality_summary(scale: Scale, rows: list[dict]) -> list[dict]:
             "label_precision": precision(students["rekd"]),
         }
         for arm, chosen in students.items():
-            point[arm] = {m: _stats([v - base[m] for v in _values(chosen, m)]) for m in MODES}
+            if chosen:  # an interrupted stage may have run one arm of a teacher only
+                point[arm] = {m: _stats([v - base[m] for v in _values(chosen, m)]) for m in MODES}
         points.append(point)
     oracle = [r for r in rows if r["name"].startswith("final/rekd_oracle/")]
     if oracle:

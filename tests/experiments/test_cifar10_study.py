@@ -85,6 +85,23 @@ def test_choices_read_validation_rows_only():
     assert not cifar10.margin(ours, ours, "knn")["outside_seed_spread"]
 
 
+def test_quality_summary_of_a_stage_cut_after_one_arm():
+    """Rows of an interrupted teacher-quality stage: SEED ran from the 5% snapshot, ReKD not."""
+    scale = cifar10.SCALES["cpu"]
+
+    def row(name, knn, linear, **extra):
+        return {"name": name, "eval": {"knn": {"top1": knn}, "linear": {"top1": linear}}, **extra}
+
+    rows = [row(f"final/mocov2/s{s}", 48.0 + s, 46.0) for s in range(2)]
+    rows += [row(cifar10.snapshot_arm_name(0.05), 39.0, 41.0)]
+    rows += [row(f"quality/5pct/seed/s{s}", 40.0 + s, 42.0, method="seed") for s in range(2)]
+    (point,) = cifar10.quality_summary(scale, rows)
+    assert point["teacher"] == "5%" and point["label_precision"] is None and "rekd" not in point
+    assert point["seed"]["knn"]["values"] == [-8.5, -7.5]
+    table = "\n".join(study_report.quality_table({"quality": [point], "chance": 0.1}))
+    assert "| 5% | 39.0 | - | -8.0 [-8.5, -7.5] | -4.0 [-4.0, -4.0] | - | - |" in table
+
+
 def test_tiny_study_runs_end_to_end_and_reruns_skip(tmp_path):
     workdir, data_dir = str(tmp_path / "study"), str(tmp_path / "data")
     lines = []
