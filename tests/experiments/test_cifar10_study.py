@@ -102,6 +102,31 @@ def test_quality_summary_of_a_stage_cut_after_one_arm():
     assert "| 5% | 39.0 | - | -8.0 [-8.5, -7.5] | -4.0 [-4.0, -4.0] | - | - |" in table
 
 
+def _rounded(value):
+    """VALUE with every float rounded to 6 decimals (JSON's float text round trip)."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def test_committed_cpu_results_hold_their_rows_summaries_and_redraw(tmp_path):
+    """docs/study_cifar10_cpu/results.json: every table docs/results.md quotes is the summary
+    of its rows, and the report redraws its figures from the file alone."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "study_cifar10_cpu")
+    path = os.path.join(path, "results.json")
+    with open(path) as f:
+        committed = json.load(f)
+    recomputed = {"rows": committed["rows"], "choices": committed["choices"]}
+    cifar10.summarize(cifar10.SCALES[committed["scale"]], recomputed)
+    for key in ("grid", "mechanism", "quality", "students", "seconds"):
+        assert _rounded(recomputed[key]) == _rounded(committed[key]), key
+    assert report.main([path, "--out", str(tmp_path)]) == 0
+    for name in ("mechanism", "quality", "selection", "mocov2_curve", "students"):
+        assert os.path.getsize(tmp_path / f"{name}.png") > 10000
+
+
 def test_tiny_study_runs_end_to_end_and_reruns_skip(tmp_path):
     workdir, data_dir = str(tmp_path / "study"), str(tmp_path / "data")
     lines = []
