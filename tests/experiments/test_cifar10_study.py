@@ -112,8 +112,8 @@ def _rounded(value):
 
 
 def test_committed_cpu_results_hold_their_rows_summaries_and_redraw(tmp_path):
-    """docs/study_cifar10_cpu/results.json: every table docs/results.md quotes is the summary
-    of its rows, and the report redraws its figures from the file alone."""
+    """docs/study_cifar10_cpu/results.json: its grid, mechanism, quality, students and time
+    summaries are those of its own rows, and the report redraws its figures from the file alone."""
     path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "study_cifar10_cpu")
     path = os.path.join(path, "results.json")
     with open(path) as f:
