@@ -891,6 +891,14 @@ def run(
         searched = [rows[search_name(arm, v)] for v in settings if search_name(arm, v) in rows]
         choices[arm] = choose(searched)["name"].split("/")[2]
     result["choices"]["settings"] = choices
+    budget.replan(
+        grid_arms(scale, data_dir, val, choices)
+        + final_arms(scale, data_dir, test, choices, lrs0)
+        + quality_arms(scale, data_dir, test, choices, lrs0)
+        + student_arms(scale, data_dir, test, choices, lrs0, families),
+        cost,
+        workdir,
+    )
     stage(grid_arms(scale, data_dir, val, choices), "grid")
     lrs = {}
     for arm in TUNED:

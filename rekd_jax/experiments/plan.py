@@ -244,6 +244,14 @@ class Budget:
             evaluation_total=sum(cost(a) for a in left if not a.trained),
         )
 
+    def replan(self, arms: Iterable[Arm], cost: Callable[[Arm], float], root: str) -> None:
+        """Replaces the estimate of what is left by ARMS' unfinished arms: for a plan whose
+        later arms are known only once earlier results are in (a setting chosen on
+        validation renames the arms that follow)."""
+        left = [a for a in {a.name: a for a in arms}.values() if not is_finished(root, a)]
+        self.total = self.done[True] + self.done[False] + sum(cost(a) for a in left)
+        self.evaluation_total = self.done[False] + sum(cost(a) for a in left if not a.trained)
+
     def add(self, arm: Arm, cost: float, seconds: float) -> None:
         """Records an arm that has just run."""
         self.done[arm.trained] += cost

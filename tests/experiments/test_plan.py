@@ -2,6 +2,7 @@
 them, init texts round-trip, metrics are summarised from metrics.jsonl."""
 
 import json
+import pathlib
 
 import pytest
 
@@ -101,3 +102,52 @@ def test_the_plan_eta_waits_for_a_trained_arm_and_is_then_within_half(tmp_path, 
     h, m, sec = (int(x) for x in line.split("ETA ")[1].split(":"))
     left = now[0] - when
     assert 0.5 * left <= 3600 * h + 60 * m + sec <= 1.5 * left, (line, left)
+
+
+def test_a_replanned_budget_ends_at_eta_zero(tmp_path, monkeypatch):
+    """A study resumed after its choice on validation: the budget is made with the arms
+    guessed under the default setting, which never run, while the arms of the chosen setting
+    are already done. Without replanning the guessed arms keep the ETA above zero after the
+    last arm; after `Budget.replan` with the arms really left it is 0:00:00."""
+    import ml_collections
+
+    now = [0.0]
+    monkeypatch.setattr(plan.time, "time", lambda: now[0])
+
+    def finish(root, arm):
+        (root / arm.name).mkdir(parents=True)
+        (root / arm.name / "row.json").write_text("{}")
+
+    def fake_run_arm(arm, root, evaluation, modes, clear_caches=True):
+        if not plan.is_finished(root, arm):
+            now[0] += 0.1 * arm.config.num_train_steps
+            finish(pathlib.Path(root), arm)
+        return {"eval": {}}
+
+    monkeypatch.setattr(plan, "run_arm", fake_run_arm)
+    trained = lambda name: plan.Arm(
+        name=name,
+        arch="x",
+        label="MoCo v2",
+        config=ml_collections.ConfigDict({"num_train_steps": 1000}),
+    )
+    first = [trained("search")]
+    guessed = [trained("grid/default/lr1"), trained("grid/default/lr2")]
+    chosen = [trained("grid/chosen/lr1"), trained("grid/chosen/lr2")]
+    final = [trained("final")]
+    cost = plan.default_cost(first)
+
+    def last_eta(replan):
+        root = tmp_path / f"replan_{replan}"
+        for arm in first + chosen:
+            finish(root, arm)
+        budget = plan.Budget.of(first + guessed + final, cost, str(root))
+        lines = []
+        plan.run_plan(first, str(root), None, (), log=lines.append, budget=budget)
+        if replan:
+            budget.replan(chosen + final, cost, str(root))
+        plan.run_plan(chosen + final, str(root), None, (), log=lines.append, budget=budget)
+        return lines[-1].split("ETA ")[1]
+
+    assert last_eta(replan=False) == "0:03:20"
+    assert last_eta(replan=True) == "0:00:00"
