@@ -1,6 +1,7 @@
 """The CIFAR-10 study: the plan of every scale (teachers first, validation before test, equal
 student steps, seeds, snapshots), the choices made on validation rows only, and a real run of
-the tiny scale that writes results, tables and figures, then skips everything when rerun."""
+the tiny scale that writes results, tables and figures, then skips everything when rerun; the
+committed CPU results and docs/results.md's tables of them."""
 
 import json
 import os
@@ -125,6 +126,89 @@ def test_committed_cpu_results_hold_their_rows_summaries_and_redraw(tmp_path):
     assert report.main([path, "--out", str(tmp_path)]) == 0
     for name in ("mechanism", "quality", "selection", "mocov2_curve", "students"):
         assert os.path.getsize(tmp_path / f"{name}.png") > 10000
+
+
+def _markdown_rows(text: str, header: str) -> dict[str, list[str]]:
+    """First cell -> the other cells (bold marks dropped) of the Markdown table whose header
+    row starts with HEADER."""
+    lines = text[text.index(header) :].splitlines()
+    rows = {}
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip().replace("**", "") for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _spread(stats: dict, signed: bool = False) -> str:
+    f = "+.1f" if signed else ".1f"
+    return f"{stats['mean']:{f}} [{stats['min']:{f}}, {stats['max']:{f}}]"
+
+
+def test_results_md_study_tables_are_the_committed_numbers():
+    """docs/results.md's teachers, mechanism, teacher-quality and five-student tables print the
+    numbers of docs/study_cifar10_cpu/results.json (each cell rounded as the table shows it)."""
+    docs = os.path.join(os.path.dirname(__file__), "..", "..", "docs")
+    with open(os.path.join(docs, "study_cifar10_cpu", "results.json")) as f:
+        committed = json.load(f)
+    with open(os.path.join(docs, "results.md")) as f:
+        text = f.read()
+
+    teachers = _markdown_rows(text, "| teacher | steps | kNN (test) |")
+    rows = {r["name"]: r for r in committed["rows"]}
+    for name, label in (
+        ("random_init/teacher", "random init"),
+        ("teacher/mocov2", "MoCo v2 (self-supervised"),
+        ("teacher/mocov2_5pct", "MoCo v2 at 5%"),
+        ("teacher/mocov2_15pct", "MoCo v2 at 15%"),
+        ("teacher/mocov2_40pct", "MoCo v2 at 40%"),
+        ("teacher/supervised", "supervised cross-entropy"),
+    ):
+        (cells,) = [c for first, c in teachers.items() if first.startswith(label)]
+        scores = [f"{rows[name]['eval'][mode]['top1']:.1f}" for mode in cifar10.MODES]
+        assert cells[1:3] == scores, name
+
+    mechanism = _markdown_rows(text, "| arm | setting | peak lr |")
+    labels = {
+        "mocov2": "MoCo v2",
+        "seed": "SEED",
+        "rekd": "ReKD (offline)",
+        "rekd_supervised": "ReKD from the supervised teacher (oracle ablation)",
+        "rekd_oracle": "ReKD with true-label relations (oracle ablation: SupCon, no teacher)",
+    }
+    for arm, label in labels.items():
+        stats = committed["mechanism"]["arms"][arm]
+        lr = committed["choices"]["lr"][arm]
+        assert mechanism[label][1].split(" ")[0] == f"{lr:g}", arm
+        for column, mode in ((2, "knn"), (3, "linear")):
+            m = stats[mode]
+            expected = f"{m['mean']:.1f} ± {m['std']:.1f} [{m['min']:.1f}, {m['max']:.1f}]"
+            assert mechanism[label][column] == expected, (arm, mode)
+
+    quality = _markdown_rows(text, "| teacher | teacher kNN | mined-positive precision |")
+    assert len(quality) == len(committed["quality"])
+    for point, cells in zip(committed["quality"], quality.values()):
+        if point["teacher_eval"] is not None:
+            assert cells[0] == f"{point['teacher_eval']['knn']['top1']:.1f}", point["teacher"]
+            assert cells[1].startswith(f"{point['label_precision']:.2f}"), point["teacher"]
+        for column, (arm, mode) in enumerate(
+            (("seed", "knn"), ("seed", "linear"), ("rekd", "knn"), ("rekd", "linear")), 2
+        ):
+            expected = _spread(point[arm][mode], signed=True) if arm in point else "-"
+            assert cells[column] == expected, (point["teacher"], arm, mode)
+
+    students = _markdown_rows(text, "| student | steps | random init |")
+    assert len(students) == len(committed["students"])
+    for arch, arms in committed["students"].items():
+        (cells,) = [c for name, c in students.items() if name.lower().startswith(arch[:6])]
+        assert cells[0] == f"{max(a['steps'] for a in arms.values()):,}", arch
+        for column, arm in enumerate(("random_init", "mocov2", "seed", "rekd"), 1):
+            expected = f"{arms[arm]['knn']:.1f} / {arms[arm]['linear']:.1f}"
+            assert cells[column] == expected, (arch, arm)
+        for column, other in ((5, "mocov2"), (6, "seed")):
+            gain = {m: arms["rekd"][m] - arms[other][m] for m in cifar10.MODES}
+            assert cells[column] == f"{gain['knn']:+.1f} / {gain['linear']:+.1f}", (arch, other)
 
 
 def test_tiny_study_runs_end_to_end_and_reruns_skip(tmp_path):
