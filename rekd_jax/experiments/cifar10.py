@@ -854,16 +854,22 @@ def run(
     cost = _cost(scale)
     defaults = {"rekd": READINGS[0][0], "seed": scale_default_seed()}
     lrs0 = {arm: middle_lr(scale) for arm in ARMS}
-    planned = (
-        teacher_arms(scale, data_dir)
-        + search_arms(scale, data_dir, val)
-        + grid_arms(scale, data_dir, val, defaults)
-        + final_arms(scale, data_dir, test, defaults, lrs0)
-        + quality_arms(scale, data_dir, test, defaults, lrs0)
-        + student_arms(scale, data_dir, test, defaults, lrs0, families)
+
+    def after_search(choices):
+        """The arms from the grid on, under CHOICES (their names and costs do not depend on
+        the learning rates chosen later)."""
+        return (
+            grid_arms(scale, data_dir, val, choices)
+            + final_arms(scale, data_dir, test, choices, lrs0)
+            + quality_arms(scale, data_dir, test, choices, lrs0)
+            + student_arms(scale, data_dir, test, choices, lrs0, families)
+        )
+
+    budget = plan.Budget.of(
+        teacher_arms(scale, data_dir) + search_arms(scale, data_dir, val) + after_search(defaults),
+        cost,
+        workdir,
     )
-    unique = {a.name: a for a in planned}
-    budget = plan.Budget.of(unique.values(), cost, workdir)
     result = {
         "scale": scale_name,
         "scale_settings": dataclasses.asdict(scale),
@@ -891,14 +897,7 @@ def run(
         searched = [rows[search_name(arm, v)] for v in settings if search_name(arm, v) in rows]
         choices[arm] = choose(searched)["name"].split("/")[2]
     result["choices"]["settings"] = choices
-    budget.replan(
-        grid_arms(scale, data_dir, val, choices)
-        + final_arms(scale, data_dir, test, choices, lrs0)
-        + quality_arms(scale, data_dir, test, choices, lrs0)
-        + student_arms(scale, data_dir, test, choices, lrs0, families),
-        cost,
-        workdir,
-    )
+    budget.replan(after_search(choices), cost, workdir)
     stage(grid_arms(scale, data_dir, val, choices), "grid")
     lrs = {}
     for arm in TUNED:

@@ -237,12 +237,10 @@ class Budget:
 
     @classmethod
     def of(cls, arms: Iterable[Arm], cost: Callable[[Arm], float], root: str) -> Budget:
-        """The budget of the arms not finished under ROOT."""
-        left = [a for a in arms if not is_finished(root, a)]
-        return cls(
-            total=sum(cost(a) for a in left),
-            evaluation_total=sum(cost(a) for a in left if not a.trained),
-        )
+        """The budget of the arms not finished under ROOT (each name counted once)."""
+        budget = cls()
+        budget.replan(arms, cost, root)
+        return budget
 
     def replan(self, arms: Iterable[Arm], cost: Callable[[Arm], float], root: str) -> None:
         """Replaces the estimate of what is left by ARMS' unfinished arms: for a plan whose
