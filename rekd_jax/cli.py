@@ -139,6 +139,14 @@ def parse(argv: Sequence[str], values: flags.FlagValues) -> None:
     try:
         _define_flags(values, config, argv)
     except (AttributeError, KeyError) as error:  # an override of a field the config lacks
+        for arg in argv:
+            if arg.startswith("--config."):
+                path = arg[len("--config.") :].split("=", 1)[0]
+                problem = config_lookup.unknown_field(config, path)
+                if problem:
+                    raise FlagError(
+                        f"{arg}: {problem} (fields cannot be added from the command line)"
+                    ) from None
         overrides = " ".join(a for a in argv if a.startswith("--config."))
         hint = " ".join(str(error).encode().decode("unicode_escape").replace("'", "").split())
         raise FlagError(

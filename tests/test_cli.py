@@ -63,7 +63,23 @@ def test_help_exits_0_and_shows_both_ways_of_naming_a_config(shared):
         (
             ("--config=alexnet:tiny", "--workdir=w", "--config.nosuch=1"),
             "FlagError",
-            ["unknown config field in --config.nosuch=1"],
+            [
+                "--config.nosuch=1: unknown config field 'nosuch'",
+                "the fields of config are allow_config_change,",
+            ],
+        ),
+        (
+            ("--config=alexnet:tiny", "--workdir=w", "--config.num_train_step=3"),
+            "FlagError",
+            ["unknown config field 'num_train_step'; did you mean 'num_train_steps'?"],
+        ),
+        (
+            ("--config=alexnet:tiny", "--workdir=w", "--config.optimizer.base_lr=1"),
+            "FlagError",
+            [
+                "unknown config field 'base_lr'",
+                "the fields of config.optimizer are base_learning_rate,",
+            ],
         ),
         (
             ("--config=alexnet:tiny", "--workdir=w", "leftover"),

@@ -13,7 +13,8 @@ here imports a top-level `configs` package.
 
 `load_config(spec)` returns the config with its variants applied; a file that does not exist,
 an unknown variant or a config that fails to build raises ConfigNotFoundError / ConfigError
-with one line that lists what exists.
+with one line that lists what exists. `unknown_field(config, path)` finds the misspelt part of
+a `--config.PATH=VALUE` override. Each suggests the closest name (`did_you_mean`).
 
 `entry_command()` is how a command line starts where the user is: `python main.py` in a clone
 (with the path to main.py when the working directory is elsewhere), else the console command
@@ -88,6 +89,13 @@ def _recipe_name(path: str) -> str | None:
     return name or None
 
 
+def did_you_mean(name: str, known) -> str:
+    """The hint "did you mean 'X'? " naming the entry of `known` closest to a misspelt `name`
+    ('' when none is close)."""
+    close = difflib.get_close_matches(name or "", list(known), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
 def find_config(spec: str) -> tuple[str, str | None]:
     """(absolute file, variant or None) of a --config value; ConfigNotFoundError listing the
     configs when there is no such file or recipe."""
@@ -98,8 +106,7 @@ def find_config(spec: str) -> tuple[str, str | None]:
     known = config_files()
     if name in known:
         return known[name], variant
-    close = difflib.get_close_matches(name or "", list(known), n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    hint = did_you_mean(name, known)
     where = " and ".join(config_folders()) or "no config folder (neither a clone nor packaged)"
     missing = (
         f"no config file {path!r} here and no recipe of that name in {where}"
@@ -159,8 +166,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     names = [n.strip() for n in (variant or "").split(",") if n.strip()]
     unknown = [n for n in names if known is not None and n not in known]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], list(known), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = did_you_mean(unknown[0], known)
         raise ConfigError(
             f"--config={spec}: unknown variant {unknown[0]!r}; {hint}the "
             f"variants of {os.path.basename(path)} are {', '.join(known)} "
@@ -176,6 +182,25 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
             "ml_collections.ConfigDict"
         )
     return config
+
+
+def unknown_field(config: ml_collections.ConfigDict, path: str) -> str | None:
+    """What is wrong with the override `--config.PATH=VALUE` when `config` lacks a field on
+    PATH ('optimizer.base_lr'): the first missing field, the closest existing one and every
+    field beside it; None when each ConfigDict along PATH has the field it names."""
+    node, parents = config, ["config"]
+    for name in path.split("."):
+        if not isinstance(node, ml_collections.ConfigDict):
+            return None  # a plain value or dict: ml_collections reports it
+        fields = list(node.keys())
+        if name not in fields:
+            where = ".".join(parents)
+            return (
+                f"unknown config field {name!r}; {did_you_mean(name, fields)}the fields of "
+                f"{where} are {', '.join(fields)}"
+            )
+        node, parents = node[name], parents + [name]
+    return None
 
 
 # ------------------------------------------------------------------ commands for the user
