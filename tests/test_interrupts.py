@@ -1,16 +1,21 @@
 """Ctrl-C (a real SIGINT) to real commands at each phase: setting up, inside XLA compilation,
 training (one and two Ctrl-C), evaluation, prepare and the importer; SIGTERM to an
-evaluation. Every stop is one line, no traceback, never a crash, with exit status 130 (143 for
-SIGTERM); in training the first Ctrl-C saves a checkpoint at the next step boundary and the
-rerun resumes from it.
+evaluation; the `python -m` tools (prepare, the importer, the report) in their first seconds,
+while they import their libraries. Every stop is one line, no traceback, never a crash, with
+exit status 130 (143 for SIGTERM); in training the first Ctrl-C saves a checkpoint at the next
+step boundary and the rerun resumes from it.
 
 Each child is signalled once its stderr shows the phase's own line ("building ...",
-"compiling the training step ...", a metrics line, "writing NAME ...", "loading FILE").
+"compiling the training step ...", a metrics line, "writing NAME ...", "loading FILE"), or,
+before it prints anything, once /proc shows the phase: the child catches SIGTERM (its first
+line ran) or has loaded a library's native code (numpy, jaxlib, ... are being imported).
 """
 
+import json
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -194,6 +199,106 @@ def test_ctrl_c_during_import(shared, tmp_path):
     child.signal(signal.SIGINT)
     assert_clean_stop(*child.finish())
     assert not (tmp_path / "enc").exists()
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (Python installs none by itself)."""
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(line for line in f if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def _has_loaded(pid: int, library: str) -> bool:
+    """Whether the process has mapped native code from site-packages/<library>/."""
+    with open(f"/proc/{pid}/maps") as f:
+        return f"site-packages/{library}/" in f.read()
+
+
+def _wait_for_moment(child, moment: str, timeout: float = 300) -> None:
+    """Polls the child until `moment` ('first line': it catches SIGTERM; a library name: it has
+    loaded that library's native code), with nothing printed on stderr yet."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert child.proc.poll() is None, f"the child ended before {moment}"
+        reached = (
+            _catches_sigterm(child.proc.pid)
+            if moment == "first line"
+            else _has_loaded(child.proc.pid, moment)
+        )
+        if reached:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"the child never reached {moment}")
+
+
+@pytest.fixture(scope="module")
+def tool_inputs(tmp_path_factory):
+    """A folder of images (prepare), a PyTorch checkpoint (the importer) and a pre-training
+    workdir's metrics.jsonl (the report)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("tool_inputs")
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        folder = root / "src" / "train" / cls
+        folder.mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(folder / f"{i}.png")
+    run_dir = root / "run"
+    run_dir.mkdir()
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for step in range(1, 6):
+            f.write(json.dumps({"step": step, "time": step, "train/loss": 6.0 - step}) + "\n")
+    return root
+
+
+def _tool_command(tool: str, inputs, out) -> tuple[list, object]:
+    """(the arguments of `python -m <tool>`, the output it must not leave behind)."""
+    if tool == "prepare":
+        args = ["--src", inputs / "src", "--name", "pictures", "--data_dir", out]
+        return ["-m", "rekd_jax.data.prepare", *args], out / "pictures"
+    if tool == "import_torch":
+        src = inputs / "r18.pth"
+        if not src.exists():
+            torch = pytest.importorskip("torch")
+            torchvision = pytest.importorskip("torchvision")
+            torch.save(torchvision.models.resnet18().state_dict(), src)
+        args = ["--arch", "resnet18", "--src", src, "--dst", out / "enc"]
+        return ["-m", "rekd_jax.tools.import_torch", *args], out / "enc"
+    return ["-m", "rekd_jax.tools.report", inputs / "run", "--out", out], out / "curves.png"
+
+
+# The moments of each tool's first seconds, in order: its first line; importing numpy (every
+# tool); the library imported last before its work (TFDS's dependency PIL for prepare, JAX
+# for the importer and the report: JAX's garbage-collection callback would swallow a
+# KeyboardInterrupt); for the report, drawing (matplotlib is imported when it draws).
+EARLY_MOMENTS = [
+    ("prepare", "first line"),
+    ("prepare", "numpy"),
+    ("prepare", "PIL"),
+    ("import_torch", "first line"),
+    ("import_torch", "numpy"),
+    ("import_torch", "jaxlib"),
+    ("report", "first line"),
+    ("report", "numpy"),
+    ("report", "jaxlib"),
+    ("report", "matplotlib"),
+]
+
+
+@pytest.mark.parametrize("tool,moment", EARLY_MOMENTS)
+def test_ctrl_c_in_the_first_seconds_of_a_tool(shared, tool_inputs, tmp_path, tool, moment):
+    """One line, status 130, and no output, from the tool's first line on: a Ctrl-C while it
+    imports its libraries is neither a traceback nor swallowed (the tool going on to write
+    its output and exit 0)."""
+    args, output = _tool_command(tool, tool_inputs, tmp_path / "out")
+    child = Child(shared, *args)
+    _wait_for_moment(child, moment)
+    child.signal(signal.SIGINT)
+    status, text = child.finish()
+    assert status == 130, text[-3000:]
+    assert text.strip() == INTERRUPTED, text[-3000:]  # that line alone
+    assert not output.exists()
 
 
 def test_outside_the_command_line_ctrl_c_stays_keyboard_interrupt():

@@ -1,7 +1,8 @@
 """workdir and data_dir on gs://: fileio's lock, folders, JSON files, the metrics writer, the
 dataset lookup, and a tiny pre-training killed and resumed with a gs:// workdir, all against
 tests/fake_gcs.py (gs://BUCKET/PATH served from a local folder through the same fsspec and
-TensorStore entry points the real GCS uses)."""
+TensorStore entry points the real GCS uses); and every entry point given a gs:// path where
+gcsfs cannot be imported."""
 
 import json
 import logging
@@ -13,6 +14,8 @@ import time
 
 import fake_gcs
 import pytest
+from commands import fatal_line, run
+from PIL import Image
 
 from rekd_jax.core import fileio
 from rekd_jax.core import logging as logging_lib
@@ -178,3 +181,66 @@ def test_pretraining_with_a_gs_workdir_is_killed_and_resumed(tmp_path):
     # resumed, not restarted: steps 1-2 are the killed run's records, steps 3-6 the new run's
     assert records[1]["time"] < killed_at < records[2]["time"]
     assert json.loads((run / "train_time.json").read_text())["train_seconds"] > 0
+
+
+@pytest.fixture(scope="module")
+def without_gcsfs(tmp_path_factory):
+    """The commands' environment (tests/commands.py) where gcsfs cannot be imported, as in an
+    install without the tpu extra: a `gcsfs` first on the path that raises ImportError (gcsfs
+    may be installed here), and etils.epath told not to use TensorFlow's tf.io.gfile."""
+    root = tmp_path_factory.mktemp("without_gcsfs")
+    (root / "gcsfs").mkdir()
+    (root / "gcsfs" / "__init__.py").write_text('raise ImportError("No module named gcsfs")\n')
+    return {
+        "tfds": str(root / "tfds"),
+        "cache": str(root / "cache"),
+        "env": {"PYTHONPATH": f"{root}{os.pathsep}{ROOT}", "EPATH_USE_TF": "false"},
+    }
+
+
+MAIN = os.path.join(ROOT, "main.py")
+# Every entry point given a gs:// path: (python arguments, with SRC for a folder of images).
+GS_ENTRY_POINTS = {
+    "pre-training workdir": [MAIN, "--config=default:tiny,runlocal", "--workdir=gs://b/run"],
+    "pre-training data_dir": [
+        MAIN,
+        "--config=default:tiny,runlocal",
+        "--workdir=run",
+        "--config.data.data_dir=gs://b/data",
+    ],
+    "prepare": ["-m", "rekd_jax.data.prepare", "--src=SRC", "--name=pics", "--data_dir=gs://b/d"],
+    "import_torch": [
+        "-m",
+        "rekd_jax.tools.import_torch",
+        "--arch=resnet18",
+        "--src=missing.pth",
+        "--dst=gs://b/enc",
+    ],
+    "evaluation": [
+        MAIN,
+        "--config=knn_eval:tiny,runlocal",
+        "--workdir=eval",
+        "--config.checkpoint=gs://b/enc",
+    ],
+}
+
+
+@pytest.mark.parametrize("entry_point", GS_ENTRY_POINTS)
+def test_a_gs_path_without_gcsfs_is_one_line_naming_the_extra(without_gcsfs, tmp_path, entry_point):
+    """One FATAL line naming the tpu extra (status 2), before the work: prepare before it
+    scans --src, the importer before it reads --src (a file that does not exist here); nothing
+    is written (no local folder named gs:)."""
+    for cls in ("a", "b"):
+        (tmp_path / "SRC" / "train" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8)).save(tmp_path / "SRC" / "train" / cls / f"{i}.png")
+    args = GS_ENTRY_POINTS[entry_point]
+    result = run(without_gcsfs, *args, cwd=tmp_path, extra_env=without_gcsfs["env"])
+    line = fatal_line(result)
+    assert line.startswith("FATAL: StorageLibraryMissingError: gs://b/"), line
+    assert line.endswith(
+        "reaching gs:// needs gcsfs, which this Python cannot import; install it with "
+        'pip install "rekd-jax[tpu]" (or pip install gcsfs)'
+    ), line
+    assert "Found" not in result.stdout and "loading" not in result.stderr
+    assert not (tmp_path / "gs:").exists()

@@ -9,39 +9,30 @@ after saving its work (`Stopped`, e.g. rekd_jax.training.preemption.Preempted) i
 failure: its one line ("preempted at step N: ...") goes to stderr and its `exit_code` is the
 status (0 after a preemption notice, 130 after Ctrl-C).
 
-Ctrl-C (SIGINT). While `run_cli` runs, Ctrl-C never raises KeyboardInterrupt: raised inside
-XLA's compilation (which polls for signals) it abandons a compile whose native threads keep
-running, and the interpreter can then crash with a segmentation fault while shutting down;
-raised inside a garbage-collection callback it is swallowed ("Exception ignored in ...") and
-the run goes on. Instead the handler prints one line and ends the process at once, without the
-interpreter's shutdown; what was written stays valid, since every output is written beside its
-target and renamed into place (the same guarantee as for SIGKILL). Status 130, the shell's
-convention for Ctrl-C. SIGTERM outside pre-training (an evaluation, a dataset build, the
-importer) is handled the same way, with status 143. Pre-training replaces these handlers while
-it trains: there, SIGTERM and Ctrl-C save a checkpoint at the next step boundary first
-(rekd_jax.training.preemption).
+Ctrl-C (SIGINT) and SIGTERM. While `run_cli` runs, they print one line and end the process at
+once with status 130 (143 for SIGTERM), never a KeyboardInterrupt (rekd_jax.core.interrupts,
+whose `stop_at_once` and `signals_stop_at_once` are used from here).
+
+A URL whose storage library is missing (gs:// without gcsfs) is one line too
+(fileio.StorageLibraryMissingError), naming what to install.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
 import re
-import signal
 import sys
 import threading
 from collections.abc import Callable
 
 from rekd_jax.core import fileio
+from rekd_jax.core.interrupts import (  # noqa: F401  (stop_at_once: part of this module's API)
+    INTERRUPTED,
+    signals_stop_at_once,
+    stop_at_once,
+)
 
 EXIT_CODE = 2
-# What a signal outside pre-training's steps prints, and the exit status (128 + the signal).
-_STOPPED = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
-INTERRUPTED = (
-    ": stopped at once; everything already written stays valid (outputs are "
-    "written atomically), rerun the same command to continue"
-)
 
 _OS_FIXES = {
     errno.ENOSPC: "the disk is full: free space or write elsewhere",
@@ -119,7 +110,14 @@ def disk_full_path(error: BaseException) -> str:
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Failures whose message (plus, for OSError, the path and a fix) is the whole story (a busy
     encoder, models.io.EncoderBusyError, is a WorkdirBusyError)."""
-    return (ValueError, OSError, fileio.WorkdirBusyError, FloatingPointError, MemoryError)
+    return (
+        ValueError,
+        OSError,
+        fileio.WorkdirBusyError,
+        fileio.StorageLibraryMissingError,
+        FloatingPointError,
+        MemoryError,
+    )
 
 
 def one_line(error: BaseException) -> str:
@@ -148,34 +146,6 @@ def one_line(error: BaseException) -> str:
     else:
         text = str(error) or "(no message)"
     return "FATAL: " + " ".join(f"{name}: {text}".split())
-
-
-def stop_at_once(signum: int = signal.SIGINT, frame=None) -> None:
-    """The SIGINT / SIGTERM handler of the command-line entry points: one line on stderr, then
-    the process ends with status 128 + signum without the interpreter's shutdown (see the
-    module docstring)."""
-    del frame
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # never let a flush keep the process alive
-            stream.flush()
-    line = _STOPPED.get(signum, signal.Signals(signum).name) + INTERRUPTED + "\n"
-    with contextlib.suppress(OSError):
-        os.write(sys.stderr.fileno(), line.encode())
-    os._exit(128 + signum)
-
-
-@contextlib.contextmanager
-def signals_stop_at_once():
-    """While the block runs (in the main thread), Ctrl-C and SIGTERM call `stop_at_once`."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, stop_at_once) for signum in _STOPPED}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def _closed_loop_callback(unraisable) -> bool:

@@ -34,6 +34,11 @@ tf.io.gfile when TensorFlow is installed) for URLs and ``os`` for local paths::
     exists / isdir / listdir / makedirs / mtime / read_text / read_bytes / write_bytes
     open_file(path, mode)                    # 'r', 'w', 'rb', 'wb' (also on URLs)
     remove_tree(path); rename(src, dst)
+    check_reachable(path)                    # before slow work: the storage library is there
+
+A URL whose storage library this Python cannot import (gs:// without gcsfs: install the
+``tpu`` extra) raises StorageLibraryMissingError, whose message names what to install, from
+every helper; nothing is written.
 
 What an object store cannot do, and what these helpers do instead (each says so once per
 process in a one-line warning):
@@ -62,8 +67,8 @@ import posixpath
 import shutil
 import socket
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from etils import epath
 
@@ -77,6 +82,11 @@ class AlreadyExistsError(FileExistsError):
 
 class WorkdirBusyError(RuntimeError):
     """Another live process holds the workdir lock (message names it)."""
+
+
+class StorageLibraryMissingError(RuntimeError):
+    """A URL's storage needs a library this Python cannot import (gs:// without gcsfs); the
+    message names what to install."""
 
 
 def _host() -> str:
@@ -97,6 +107,40 @@ def absolute(path) -> str:
     return path if is_remote(path) else os.path.abspath(path)
 
 
+def missing_library_message(path: str, error: ImportError) -> str:
+    """What to install to reach `path`, after the ImportError its storage library raised."""
+    scheme = path.split("://", 1)[0]
+    if scheme in ("gs", "gcs"):
+        detail = "" if "gcsfs" in str(error) else f" ({error})"
+        return (
+            f"{path}: reaching gs:// needs gcsfs, which this Python cannot import{detail}; "
+            'install it with pip install "rekd-jax[tpu]" (or pip install gcsfs)'
+        )
+    return (
+        f"{path}: reaching {scheme}:// needs a library this Python cannot import ({error}); "
+        "install the package that message names"
+    )
+
+
+_T = TypeVar("_T")
+
+
+def _remote(path, operation: Callable[[], _T]) -> _T:
+    """`operation()` on the URL `path` (through etils.epath); a storage library that cannot be
+    imported is StorageLibraryMissingError."""
+    try:
+        return operation()
+    except ImportError as error:
+        raise StorageLibraryMissingError(missing_library_message(os.fspath(path), error)) from error
+
+
+def check_reachable(path) -> None:
+    """StorageLibraryMissingError now, before any slow work, when `path` is a URL whose storage
+    library cannot be imported (one lookup of the path); nothing for a local path."""
+    if is_remote(path):
+        exists(path)
+
+
 _warned: set[str] = set()
 
 
@@ -108,11 +152,15 @@ def warn_once(key: str, message: str) -> None:
 
 
 def exists(path) -> bool:
-    return epath.Path(path).exists() if is_remote(path) else os.path.lexists(path)
+    if is_remote(path):
+        return _remote(path, lambda: epath.Path(path).exists())
+    return os.path.lexists(path)
 
 
 def isdir(path) -> bool:
-    return epath.Path(path).is_dir() if is_remote(path) else os.path.isdir(path)
+    if is_remote(path):
+        return _remote(path, lambda: epath.Path(path).is_dir())
+    return os.path.isdir(path)
 
 
 def listdir(path) -> list[str]:
@@ -121,25 +169,27 @@ def listdir(path) -> list[str]:
         return os.listdir(path)
     if not isdir(path):
         raise FileNotFoundError(f"no folder {path}")
-    return [p.name for p in epath.Path(path).iterdir()]
+    return _remote(path, lambda: [p.name for p in epath.Path(path).iterdir()])
 
 
 def makedirs(path) -> None:
     """mkdir -p (a no-op for object-store prefixes that need no folder object)."""
     if is_remote(path):
-        epath.Path(path).mkdir(parents=True, exist_ok=True)
+        _remote(path, lambda: epath.Path(path).mkdir(parents=True, exist_ok=True))
     else:
         os.makedirs(path, exist_ok=True)
 
 
 def mtime(path) -> float:
-    return float(epath.Path(path).stat().mtime) if is_remote(path) else os.path.getmtime(path)
+    if is_remote(path):
+        return _remote(path, lambda: float(epath.Path(path).stat().mtime))
+    return os.path.getmtime(path)
 
 
 def open_file(path, mode: str = "r"):
     """open() for local paths and URLs; text modes use UTF-8."""
     if is_remote(path):
-        return epath.Path(path).open(mode)
+        return _remote(path, lambda: epath.Path(path).open(mode))
     return open(path, mode, encoding=None if "b" in mode else "utf-8")
 
 
@@ -182,10 +232,7 @@ def remove_tree(path) -> None:
     """Removes a file or a folder tree (local or remote)."""
     if is_remote(path):
         p = epath.Path(path)
-        if p.is_dir():
-            p.rmtree()
-        else:
-            p.unlink()
+        _remote(path, lambda: p.rmtree() if p.is_dir() else p.unlink())
     else:
         _remove(path)
 
@@ -194,7 +241,7 @@ def rename(src, dst) -> None:
     """Moves `src` to a `dst` that does not exist. Atomic locally; on an object store it copies
     every object and deletes the source (not atomic)."""
     if is_remote(src) or is_remote(dst):
-        epath.Path(src).rename(dst)
+        _remote(src if is_remote(src) else dst, lambda: epath.Path(src).rename(dst))
     else:
         os.rename(src, dst)
 
@@ -470,6 +517,7 @@ class WorkdirLock:
 
     def _acquire_record(self) -> WorkdirLock:
         """The lock on an object store: a holder record only (see the module docstring)."""
+        check_reachable(self.workdir)
         warn_once(
             "lock",
             f"workdir lock: {self.workdir} is on an object store, which has no "

@@ -38,6 +38,10 @@ next run.
 
 from __future__ import annotations
 
+# First: run as a command, Ctrl-C ends it with one line from here on, the imports included.
+from rekd_jax.core import interrupts  # noqa: F401
+
+# isort: split
 import argparse
 import collections
 import errno
@@ -483,16 +487,18 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     logging_lib.setup_console()
-    return errors.run_cli(
-        lambda: prepare(
+
+    def run():
+        fileio.check_reachable(resolve_data_dir(args.data_dir))  # before --src is scanned
+        prepare(
             args.src,
             args.name,
             args.data_dir,
             num_workers=args.num_workers,
             overwrite=args.overwrite,
-        ),
-        debug=args.debug,
-    )
+        )
+
+    return errors.run_cli(run, debug=args.debug)
 
 
 if __name__ == "__main__":

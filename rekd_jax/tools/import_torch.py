@@ -23,6 +23,10 @@ the file loader; ``convert`` takes a dict of numpy arrays or tensors.
 
 from __future__ import annotations
 
+# First: run as a command, Ctrl-C ends it with one line from here on, the imports included.
+from rekd_jax.core import interrupts  # noqa: F401
+
+# isort: split
 import argparse
 import json
 import logging
@@ -410,13 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     logging_lib.setup_console()
 
     def run():
-        if os.path.lexists(args.dst) and not args.overwrite:  # before the slow part
+        if fileio.exists(args.dst) and not args.overwrite:  # before the slow part
             raise fileio.AlreadyExistsError(
                 f"--dst {args.dst} already exists; pass --overwrite to replace it"
             )
-        os.makedirs(
-            os.path.dirname(os.path.abspath(args.dst)), exist_ok=True
-        )  # unwritable: fail now
+        if not fileio.is_remote(args.dst):  # unwritable: fail now (a bucket has no folders)
+            os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
         checkpoint = load_torch_file(args.src, args.trust_pickle)
         fmt = detect_format(_state_dict(checkpoint)) if args.format == "auto" else args.format
         spec, variables = convert_checkpoint(checkpoint, args.arch, fmt, **dict(args.override))

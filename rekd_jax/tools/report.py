@@ -23,6 +23,10 @@ data. New figures use the same helpers.
 
 from __future__ import annotations
 
+# First: run as a command, Ctrl-C ends it with one line from here on, the imports included.
+from rekd_jax.core import interrupts  # noqa: F401
+
+# isort: split
 import argparse
 import glob
 import json
