@@ -6,6 +6,7 @@ path, a deleted run_signature.json, a flipped bit in a checkpoint, a side item e
 and evaluation metrics after a resume. Real files, processes and file systems throughout.
 """
 
+import hashlib
 import logging
 import os
 import shutil
@@ -21,7 +22,7 @@ from commands import ROOT, fatal_line, run
 from PIL import Image
 
 from rekd_jax.core import checkpoint as checkpoint_lib
-from rekd_jax.core import config_lookup, errors, fileio
+from rekd_jax.core import config_lookup, errors, fileio, run_record
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.data import prepare
 from rekd_jax.evaluation import run as eval_run
@@ -101,6 +102,61 @@ def test_a_refused_resume_and_a_misdirected_evaluation_leave_config_json(shared,
     assert line.startswith("FATAL: WorkdirModeError: ") and "holds a pretrain run" in line
     assert f"--workdir={pretrained / 'eval_knn'}" in line
     assert (pretrained / "config.json").read_text() == before
+
+
+def _contents(folder):
+    """Every path under `folder` with the md5 of its bytes (None for a folder)."""
+    return {
+        str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest() if p.is_file() else None
+        for p in folder.rglob("*")
+    }
+
+
+def test_a_workdir_without_config_json_stays_its_runs(shared, pretrained, tmp_path):
+    workdir = tmp_path / "w"
+    shutil.copytree(pretrained, workdir)
+    (workdir / "config.json").unlink()
+    before = _contents(workdir)
+    line = fatal_line(
+        run(
+            shared,
+            "main.py",
+            "--config=knn_eval:tiny,runlocal",
+            f"--workdir={workdir}",
+            f"--config.checkpoint={workdir / 'encoders' / 'student'}",
+        )
+    )
+    assert line.startswith(f"FATAL: WorkdirModeError: workdir {workdir} holds a pretrain run")
+    assert f"--workdir={workdir / 'eval_knn'}" in line
+    assert _contents(workdir) == before
+    result = run(shared, *PRETRAIN, f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_what_a_run_left_decides_the_mode_of_its_workdir(tmp_path):
+    evaluation = tmp_path / "e"  # a kNN evaluation's workdir without its config.json
+    evaluation.mkdir()
+    (evaluation / "metrics.jsonl").write_text(
+        '{"step": 0, "knn/top1": 40.0}\n{"step": 0, "knn/top5": 90.0}\n'
+    )
+    (evaluation / "results_knn.json").write_text('{"top1": 40.0, "top5": 90.0}\n')
+    (evaluation / ".lock").write_text("")  # every run leaves its lock file, emptied
+    before = _contents(evaluation)
+    with pytest.raises(run_record.WorkdirModeError, match=r"holds a knn run \(its results_knn"):
+        pretrain.train_and_evaluate(
+            config_lookup.load_config("default:tiny,runlocal"), str(evaluation)
+        )
+    assert _contents(evaluation) == before  # not even an empty checkpoints/
+    left = tmp_path / "p"  # a pre-training's metrics, its config.json rewritten by another mode
+    left.mkdir()
+    (left / "metrics.jsonl").write_text(
+        '{"hparams": {"mode": "pretrain"}}\n{"step": 8, "train/loss": 6.1}\n'
+    )
+    (left / "config.json").write_text('{"mode": "knn"}\n')
+    knn = config_lookup.load_config("knn_eval:tiny,runlocal")
+    with pytest.raises(run_record.WorkdirModeError, match=r"holds a pretrain run \(its metrics"):
+        run_record.check_mode(str(left), knn)
+    run_record.check_mode(str(evaluation), knn)  # its own mode goes on
 
 
 # ----------------------------------------------------------------------------- 3. full disk

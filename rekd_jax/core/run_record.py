@@ -9,9 +9,10 @@
 written, the key numbers, and the next command to run, as the user runs commands where they are
 (`python main.py` in a clone, `rekd-jax` after pip install: rekd_jax.core.config_lookup).
 
-A workdir holds one kind of run: a run whose mode differs from the one its config.json records
-(an evaluation pointed at a pre-training workdir, say) stops with WorkdirModeError before it
-writes anything there.
+A workdir holds one kind of run: a run whose mode differs from the mode of the run the workdir
+holds (an evaluation pointed at a pre-training workdir, say) stops with WorkdirModeError before
+it writes anything there. What a run leaves decides that mode, whatever config.json says or
+whether it is there at all (workdir_mode).
 """
 
 from __future__ import annotations
@@ -48,21 +49,84 @@ class WorkdirModeError(ValueError):
     """The workdir holds a run of another mode (the message names a workdir to use instead)."""
 
 
-def check_mode(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """WorkdirModeError when WORKDIR/config.json records a run of another mode than config's."""
-    path = os.path.join(workdir, CONFIG_FILE)
+EVALUATION_MODES = ("linear", "conv_probe", "knn", "semi_supervised")
+METRICS_FILE = "metrics.jsonl"
+# What a pre-training run leaves besides config.json (rekd_jax.training.resume.SIGNATURE_FILE).
+_PRETRAIN_RECORDS = ("run_signature.json", TRAIN_TIME_FILE)
+
+
+def _has_entries(path: str) -> bool:
+    return fileio.isdir(path) and bool(fileio.listdir(path))
+
+
+def _metrics_mode(path: str) -> str | None:
+    """The mode whose records fill metrics.jsonl: the 'hparams' record's mode, 'pretrain' for
+    train/* records, else the first evaluation mode a record's key starts with."""
+    if not fileio.exists(path):
+        return None
+    found = None
+    with fileio.open_file(path, "r") as f:
+        try:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:  # a torn line
+                    continue
+                if not isinstance(record, dict):
+                    continue
+                hparams = record.get("hparams")
+                if isinstance(hparams, dict) and hparams.get("mode"):
+                    return str(hparams["mode"])
+                prefixes = sorted({key.split("/")[0] for key in record if "/" in key})
+                if "train" in prefixes:
+                    return "pretrain"
+                found = found or next((p for p in prefixes if p in EVALUATION_MODES), None)
+        except UnicodeDecodeError:  # not a metrics file this project wrote
+            pass
+    return found
+
+
+def workdir_mode(workdir: str) -> tuple[str, str] | None:
+    """(mode, the file that shows it) of the run WORKDIR holds; None for a new or empty one.
+
+    What a run leaves decides, in this order: a non-empty checkpoints/, run_signature.json or
+    train_time.json (pre-training); results_<mode>.json or a non-empty ckpt_<mode>/ (an
+    evaluation); the records of metrics.jsonl. config.json's mode counts only when none of these
+    is there, so a deleted or rewritten config.json never hands a workdir to another mode.
+    """
+    if _has_entries(os.path.join(workdir, "checkpoints")):
+        return "pretrain", "checkpoints/"
+    for name in _PRETRAIN_RECORDS:
+        if fileio.exists(os.path.join(workdir, name)):
+            return "pretrain", name
+    for mode in EVALUATION_MODES:
+        if fileio.exists(os.path.join(workdir, f"results_{mode}.json")):
+            return mode, f"results_{mode}.json"
+        if _has_entries(os.path.join(workdir, f"ckpt_{mode}")):
+            return mode, f"ckpt_{mode}/"
+    mode = _metrics_mode(os.path.join(workdir, METRICS_FILE))
+    if mode:
+        return mode, METRICS_FILE
     try:
-        recorded = read_json(path, {}).get("mode")
+        recorded = read_json(os.path.join(workdir, CONFIG_FILE), {})
     except ValueError:  # a torn or foreign config.json records no mode
-        return
+        return None
+    mode = recorded.get("mode") if isinstance(recorded, dict) else None
+    return (str(mode), CONFIG_FILE) if mode else None
+
+
+def check_mode(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """WorkdirModeError when WORKDIR holds a run of another mode than config's (workdir_mode)."""
+    found = workdir_mode(workdir)
     mode = config.get("mode")
-    if recorded and recorded != mode:
+    if found and found[0] != mode:
+        recorded, evidence = found
         suggestion = os.path.join(
             fileio.absolute(workdir),
             f"eval_{mode}" if mode not in ("pretrain", "quickstart") else mode,
         )
         raise WorkdirModeError(
-            f"workdir {workdir} holds a {recorded} run (its {CONFIG_FILE}), not a {mode} run; "
+            f"workdir {workdir} holds a {recorded} run (its {evidence}), not a {mode} run; "
             f"give this run its own --workdir, e.g. --workdir={suggestion}"
         )
 

@@ -248,6 +248,7 @@ def _train_and_evaluate(
     config_lib.check_devices(config, jax.device_count())
     primary = jax.process_index() == 0
     fileio.makedirs(workdir)
+    run_record.check_mode(workdir, config)  # before anything is created in another mode's workdir
     ckpt_dir = os.path.join(workdir, "checkpoints")
     ckpt = checkpoint_lib.Checkpointer(
         ckpt_dir, max_to_keep=config.keep_checkpoints, async_save=config.async_checkpointing
