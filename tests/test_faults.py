@@ -208,8 +208,8 @@ def test_a_full_disk_is_one_line_for_every_command(shared, tmp_path):
     out.mkdir()
     py = f"env PYTHONPATH={ROOT} JAX_PLATFORMS=cpu {sys.executable}"
     disk = tmp_path / "disk"
-    main = (
-        f"{py} main.py --config=default:tiny,runlocal --workdir={disk}/w "
+    main = lambda workdir: (
+        f"{py} main.py --config=default:tiny,runlocal --workdir={disk}/{workdir} "
         f"--config.data.data_dir={shared['tfds']} --xla_cache={shared['cache']}"
     )
     fill = lambda left: (
@@ -221,14 +221,20 @@ def test_a_full_disk_is_one_line_for_every_command(shared, tmp_path):
             f"{py} -m rekd_jax.tools.import_torch --arch mobilenetv3_small --src {weights} "
             f"--dst {disk}/enc 2> {out}/import1.err",
             fill(1_500_000),  # less than a checkpoint and an encoder of the run
-            f"{main} 2> {out}/pretrain.err; echo $? > {out}/pretrain.rc",
-            f"{main} 2> {out}/rerun.err; echo $? > {out}/rerun.rc",
+            f"{main('w')} 2> {out}/pretrain.err; echo $? > {out}/pretrain.rc",
+            f"{main('w')} 2> {out}/rerun.err; echo $? > {out}/rerun.rc",
             f"{py} -m rekd_jax.tools.import_torch --arch mobilenetv3_small --src {weights} "
             f"--dst {disk}/enc --overwrite 2> {out}/import.err; echo $? > {out}/import.rc",
             fill(20_000),
             f"{py} -m rekd_jax.data.prepare --src {tmp_path / 'src'} --name pictures "
             f"--data_dir {disk}/tfds 2> {out}/prepare.err; echo $? > {out}/prepare.rc",
             f"ls {disk}/enc > {out}/enc.ls",
+            f"cat /dev/zero >> {disk}/fill 2> /dev/null",  # 100% full: not even the lock fits
+            f"{main('fresh')} 2> {out}/full_pretrain.err; echo $? > {out}/full_pretrain.rc",
+            f"{main('w')} 2> {out}/full_rerun.err; echo $? > {out}/full_rerun.rc",
+            f"{py} main.py --config=knn_eval:tiny,runlocal --config.checkpoint={disk}/enc "
+            f"--workdir={disk}/eval --config.data.data_dir={shared['tfds']} "
+            f"--xla_cache={shared['cache']} 2> {out}/full_eval.err; echo $? > {out}/full_eval.rc",
         ]
     )
     _on_a_small_disk(tmp_path, "12m", script)
@@ -237,6 +243,10 @@ def test_a_full_disk_is_one_line_for_every_command(shared, tmp_path):
         line = _one_disk_full_line(out / f"{name}.err")
         assert str(disk) in line
     assert "spec.json" in (out / "enc.ls").read_text()  # the encoder written before is intact
+    for name, workdir in (("pretrain", "fresh"), ("rerun", "w"), ("eval", "eval")):
+        err = out / f"full_{name}.err"
+        assert (out / f"full_{name}.rc").read_text().strip() == "2", err.read_text()
+        assert f"the device holding {disk}/{workdir}," in _one_disk_full_line(err)
 
 
 # ----------------------------------------------------------------------------- 4, 8: names

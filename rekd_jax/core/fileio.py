@@ -500,10 +500,19 @@ class WorkdirLock:
                 "workdir lock: taking over from %s, which is no longer running",
                 describe_holder(previous),
             )
-        f.seek(0)
-        f.truncate()
-        f.write(json.dumps(self._record()))
-        f.flush()
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps(self._record()))
+            f.flush()
+        except OSError as error:  # a full disk: the write names no file, so name the workdir
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):  # closing flushes the unwritten record again
+                f.close()
+            named = with_path(error, self.workdir)
+            if named is error:
+                raise
+            raise named from error
         self._file = f
         return self
 
