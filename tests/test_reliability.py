@@ -302,6 +302,39 @@ def test_prepare_reports_every_unreadable_entry_by_reason(tmp_path):
     assert np.all(sources.decode_image(record["image"]) == 156)
 
 
+def test_prepare_follows_no_folder_link_out_of_its_class(tmp_path):
+    from rekd_jax.data import prepare, sources
+
+    src = tmp_path / "src"
+    _source(src, n=3)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "x.png").write_bytes(_png(np.zeros((8, 8, 3), np.uint8)))
+    (src / "a" / "sub").mkdir()
+    (src / "a" / "sub" / "s.png").write_bytes(_png(np.zeros((8, 8, 3), np.uint8)))
+    os.symlink("..", src / "a" / "up")  # up to the source: every class below it
+    os.symlink("../b", src / "a" / "to_b")  # into another class
+    os.symlink(outside, src / "a" / "out")  # out of the source
+    os.symlink("sub", src / "a" / "in")  # inside its class: followed, each folder read once
+    os.symlink(outside / "x.png", src / "b" / "x.png")  # a file link is followed
+    report = prepare.prepare(str(src), "links", str(tmp_path / "tfds"), num_workers=1)
+    assert {s["path"]: s["reason"] for s in report["skipped"]} == {
+        "a/up": "symlink_loop",
+        "a/to_b": "link_outside_class",
+        "a/out": "link_outside_class",
+        "a/sub": "symlink_loop",  # already read through a/in
+    }
+    split = sources.open_split("links", "train", str(tmp_path / "tfds"))
+    names = split.metadata()["file_names"]
+    labels = [int(r["label"]) for r in split.read(range(len(names)))]
+    assert sorted(zip(names, labels)) == [
+        *[(f"a/{i}.png", 0) for i in range(3)],
+        ("a/in/s.png", 0),
+        *[(f"b/{i}.png", 1) for i in range(3)],
+        ("b/x.png", 1),
+    ]
+
+
 _UNREADABLE = """
 import json, sys
 from rekd_jax.data import prepare

@@ -25,10 +25,13 @@ report printed at the end and written to ``<dataset dir>/prepare_report.json``: 
 'too_large' (PIL's decompression-bomb limit), 'permission' (a file or folder that cannot be
 read), 'symlink_loop', 'broken_link', 'unreadable' (another OS error), 'outside_layout',
 'bad_name' (a file or class folder name that is not valid UTF-8 or holds a control character
-such as a newline, which TFDS cannot store; listed with its bytes escaped).
-Symlinked folders are followed (each folder once). Classes with no image in a split are
-reported as warnings. 16-bit images (PIL modes I;16 and I) are scaled to 8 bits (x 255/65535),
-not clipped.
+such as a newline, which TFDS cannot store; listed with its bytes escaped), 'link_outside_class'.
+Symlinked folders are followed (each folder once) while they stay inside their class folder; a
+folder link that leaves it (into another class, or up to a folder holding its class:
+'symlink_loop') is skipped, since its images would be stored under the wrong label. Links to
+files, and class folders that are links, are followed wherever they point. Classes with no
+image in a split are reported as warnings. 16-bit images (PIL modes I;16 and I) are scaled to 8
+bits (x 255/65535), not clipped.
 
 The dataset is built beside its target and renamed into place when complete
 (``rekd_jax.core.fileio``): a bad source, a full disk or a kill leaves an existing version intact
@@ -94,10 +97,17 @@ def bad_name(name: str) -> bool:
     return printable(name) != name
 
 
+def _inside(path: str, folder: str) -> bool:
+    return os.path.commonpath([path, folder]) == folder
+
+
 def _walk(top: str, src: str, skipped: list) -> list[str]:
-    """Every file under `top` (sorted, following symlinked folders once each); folders and
-    entries that cannot be read are added to `skipped` with their reason."""
+    """Every file under the class folder `top` (sorted, following symlinked folders once each
+    while they stay inside `top`: a link that leaves it would store other folders' images under
+    this class); folders and entries that cannot be read or are not followed are added to
+    `skipped` with their reason."""
     files, seen = [], set()
+    real_top = os.path.realpath(top)
 
     def skip(path, reason, detail=""):
         skipped.append(
@@ -119,11 +129,21 @@ def _walk(top: str, src: str, skipped: list) -> list[str]:
             except OSError as e:
                 skip(entry.path, _os_reason(e), e.strerror or str(e))
                 continue
+            target = os.path.realpath(entry.path) if is_dir and entry.is_symlink() else None
             if bad_name(entry.name):
                 skip(
                     entry.path,
                     "bad_name",
                     "the name is not valid UTF-8 or holds a control character",
+                )
+            elif target is not None and _inside(real_top, target):
+                skip(entry.path, "symlink_loop", "a folder link up to a folder holding its class")
+            elif target is not None and not _inside(target, real_top):
+                skip(
+                    entry.path,
+                    "link_outside_class",
+                    f"a folder link to {printable(target)}, outside its class folder: its "
+                    "images would be labelled with this class",
                 )
             elif is_dir:
                 visit(entry.path)
