@@ -198,6 +198,25 @@ def init_probe(
     return init_state(params, tx, stats)
 
 
+# From this peak lr on, heads on unnormalised features (head_bn off: MoCo's lr 30) start with
+# losses in the hundreds or thousands; large_loss_note says so once, before epoch 1.
+LARGE_PROBE_LR = 10.0
+
+
+def large_loss_note(name: str, block) -> str | None:
+    """The one-time log note of a probe that trains on unnormalised features at a large lr
+    (the MoCo protocol), so that its first losses are not read as a divergence; None for
+    other probes."""
+    lr = float(block.learning_rate)
+    if bool(block.get("head_bn", False)) or lr < LARGE_PROBE_LR:
+        return None
+    return (
+        f"{name}: the heads train on unnormalised features at lr {lr:g} (the MoCo protocol), "
+        "so first-epoch training losses in the hundreds or thousands are expected; they fall "
+        "over the following epochs (a non-finite loss stops the probe)"
+    )
+
+
 def learning_rate_schedule(
     block, steps_per_epoch: int, learning_rate: float | None = None
 ) -> optax.Schedule:
@@ -522,6 +541,8 @@ def train_on_features(
         name=name,
         signature=signature,
     )
+    if note := large_loss_note(name, block):
+        logging.info("%s", note)
     return trained_heads(loop.run(state, run_epoch))
 
 
@@ -606,6 +627,8 @@ def train_on_images(
         name=name,
         signature=signature,
     )
+    if note := large_loss_note(name, block):
+        logging.info("%s", note)
     return trained_heads(
         loop.run(state, run_epoch, data_state=pipeline.get_state, set_data_state=pipeline.set_state)
     )

@@ -5,6 +5,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from rekd_jax.core import logging as logging_lib
 from rekd_jax.core.checkpoint import Checkpointer
 from rekd_jax.evaluation import linear, scoring
 
@@ -137,3 +138,44 @@ class _StopAfter:
 
 class _Stopped(Exception):
     pass
+
+
+def test_a_large_lr_on_unnormalised_features_is_announced_before_its_large_first_losses(
+    tmp_path, caplog
+):
+    """The MoCo protocol's lr 30 on unnormalised features starts with losses in the thousands:
+    one log line says so before epoch 1, so they are not read as a divergence."""
+    rng = np.random.default_rng(0)
+    # pooled ReLU features of a backbone: non-negative, unnormalised (norm about 30 here)
+    train_x = (3.0 * np.abs(rng.normal(size=(203, 64)))).astype(np.float32)
+    train_y = rng.integers(0, 4, 203).astype(np.int32)
+    metrics = tmp_path / "metrics.jsonl"
+    writer = logging_lib.JsonlWriter(str(metrics))
+    with caplog.at_level("INFO"):
+        linear.train_on_features(
+            {"features": train_x},
+            train_y,
+            num_classes=4,
+            block=block(epochs=4, learning_rate=30.0),
+            batch_size=32,
+            seed=0,
+            writer=writer,
+            name="linear",
+        )
+    writer.close()
+    notes = [r.getMessage() for r in caplog.records if "unnormalised features" in r.getMessage()]
+    assert notes == [
+        "linear: the heads train on unnormalised features at lr 30 (the MoCo protocol), so "
+        "first-epoch training losses in the hundreds or thousands are expected; they fall over "
+        "the following epochs (a non-finite loss stops the probe)"
+    ]
+    losses = [r["linear/train_loss"] for r in logging_lib.read_jsonl(str(metrics))]
+    assert losses[0] > 100 and losses[-1] < losses[0]  # what the note announces
+
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        for quiet in (block(epochs=1, learning_rate=30.0, head_bn=True), block(epochs=1)):
+            linear.train_on_features(
+                {"features": train_x}, train_y, num_classes=4, block=quiet, batch_size=32, seed=0
+            )
+    assert "unnormalised" not in caplog.text  # normalised heads, or a small lr: no note
