@@ -17,8 +17,10 @@ the same functions.
 Every figure follows the same rules, so figures read alike and compare: a title in words,
 labelled axes with units, a dashed chance line wherever an accuracy or a precision is drawn,
 one colour per method in every figure (METHOD_COLOURS, via `method_colour`), the spread of
-several seeds (error bars on bars, a band around curves), and histogram ranges fitted to the
-data. New figures use the same helpers.
+several seeds (error bars on bars, a band around curves), histogram ranges fitted to the data
+and shared by a figure's panels, and no axis shared by quantities of different meaning (each
+objective's loss has its own). What each panel shows: docs/usage.md#plots. New figures use the
+same helpers.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ METHOD_COLOURS = {
     "SupCon (oracle)": "#8c564b",
     "supervised": "#e377c2",
     "ReKD (supervised teacher)": "#bcbd22",
+    "SEED (supervised teacher)": "#98df8a",
+    "ReKD (k oracle relations)": "#c5b0d5",
+    "ReKD (teacher's space)": "#ff9896",
     "teacher": "#000000",
 }
 OTHER_COLOUR = "#17becf"  # a method without an entry
@@ -69,11 +74,18 @@ ARCH_LINESTYLES = ("-", "--", ":", "-.")
 METRICS = {
     "loss": ("Training loss", "loss (nats)", None),
     "contrast_accuracy": (
-        "Contrastive accuracy: own key ranked first",
-        "accuracy (fraction)",
+        # the fraction of queries whose own key outscores all K queue keys: harder negatives
+        # in the queue lower it while the representation improves (docs/usage.md#plots)
+        "Instance top-1: own key above all K queue keys\n(how hard the negatives are,"
+        " not a quality measure)",
+        "fraction of queries",
         "queue",
     ),
-    "positive_similarity": ("Similarity of the positive pair", "cosine similarity", None),
+    "positive_similarity": (
+        "Cosine similarity of the positive pair\n(query and own key; SEED: student and teacher)",
+        "cosine similarity",
+        None,
+    ),
     "learning_rate": ("Learning rate", "learning rate", None),
     "knn/top1": (
         "kNN monitor (weighted kNN of the student's backbone)",
@@ -93,6 +105,17 @@ METRICS = {
     ),
     "positives_per_anchor": ("Mined positives per anchor", "positives (count)", None),
     "prototype_entropy": ("Prototype usage entropy", "entropy / log M (0 to 1)", None),
+}
+# The objective behind each method's 'loss' (a `method_name` key): objectives differ in scale
+# and meaning, so each gets its own loss panel.
+LOSS_OBJECTIVES = {
+    "MoCo v2": "InfoNCE over own key + queue",
+    "SEED": "soft cross-entropy to the teacher's similarities",
+    "ReKD (offline)": "relation loss + λ·InfoNCE",
+    "ReKD (online)": "relation loss + λ·InfoNCE + the teacher's InfoNCE",
+    "ReKD (oracle relations)": "true-label relation loss + λ·InfoNCE",
+    "SupCon (oracle)": "true-label relation loss + λ·InfoNCE",
+    "supervised": "cross-entropy on the labels",
 }
 MODES = {"knn": "kNN top-1 accuracy", "linear": "Linear-probe top-1 accuracy"}
 
@@ -215,7 +238,7 @@ def style_axes(ax, title: str, xlabel: str, ylabel: str) -> None:
 def save(fig, out: str) -> str:
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")  # a legend outside the panels included
     _pyplot().close(fig)
     return out
 
@@ -246,24 +269,45 @@ def _seed_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]):
     return steps, values.mean(0), values.min(0), values.max(0)
 
 
-def plot_curves(
+def loss_title(method: str) -> str:
+    """The title of a method's loss panel: the method and its objective."""
+    objective = LOSS_OBJECTIVES.get(method)
+    return f"Training loss, {method}" + (f":\n{objective}" if objective else "")
+
+
+def _curve_panels(
+    groups: Mapping[str, list[str]], curves: Mapping[str, list[dict]], wanted: Sequence[str]
+) -> list[tuple[str, str, str | None, list[str]]]:
+    """(metric, title, method or None, labels of the runs drawn) of each panel: a metric once,
+    'loss' once per method (its objective's own axis)."""
+    panels = []
+    for name in wanted:
+        logged = [label for label in groups if any(name in c for c in curves[label])]
+        if not logged:
+            continue
+        if name != "loss":
+            panels.append((name, METRICS.get(name, (name,))[0], None, logged))
+            continue
+        by_method: dict[str, list[str]] = {}
+        for label in logged:
+            by_method.setdefault(run_method(groups[label][0]), []).append(label)
+        panels += [(name, loss_title(m), m, labels) for m, labels in by_method.items()]
+    return panels
+
+
+def curves_figure(
     runs: Mapping[str, str | Sequence[str]],
-    out: str,
     names: Sequence[str] = CURVES,
     title: str = "Training curves",
     knn: bool = True,
-) -> str | None:
-    """One panel per metric (plus the kNN monitor's 'knn/top1' with `knn`), one line per run,
-    coloured by method (line style by student architecture). A value of `runs` may list
-    several run directories (seeds): their mean is drawn with a band from min to max. None when
-    no run logged any of the metrics."""
+):
+    """The matplotlib Figure of `plot_curves` (None when no run logged any of the metrics)."""
     groups = {
         label: [dirs] if isinstance(dirs, str) else list(dirs) for label, dirs in runs.items()
     }
     curves = {label: [read_curves(d) for d in dirs] for label, dirs in groups.items()}
-    wanted = (*names, "knn/top1") if knn else tuple(names)
-    present = [n for n in wanted if any(n in c for cs in curves.values() for c in cs)]
-    if not present:
+    panels = _curve_panels(groups, curves, ("knn/top1", *names) if knn else tuple(names))
+    if not panels:
         return None
     archs = list(
         dict.fromkeys(
@@ -271,15 +315,15 @@ def plot_curves(
         )
     )
     plt = _pyplot()
-    cols = min(3, len(present))
-    rows = (len(present) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
-    for ax, name in zip(axes.flat, present):
-        title_text, ylabel, chance_kind = METRICS.get(name, (name, name, None))
-        for label, dirs in groups.items():
+    cols = min(3, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    handles = {}
+    for ax, (name, title_text, method, labels) in zip(axes.flat, panels):
+        _, ylabel, chance_kind = METRICS.get(name, (name, name, None))
+        for label in labels:
+            dirs = groups[label]
             found = [c[name] for c in curves[label] if name in c]
-            if not found:
-                continue
             arch = (run_config(dirs[0]) or {}).get("student", {}).get("arch", "")
             style = {
                 "color": method_colour(run_method(dirs[0])),
@@ -287,22 +331,47 @@ def plot_curves(
                 "linestyle": ARCH_LINESTYLES[archs.index(arch) % len(ARCH_LINESTYLES)],
             }
             steps, mean, low, high = _seed_band(found)
-            ax.plot(
+            (line,) = ax.plot(
                 steps,
                 mean,
                 label=label + (f" ({len(found)} seeds)" if len(found) > 1 else ""),
                 **style,
             )
+            handles.setdefault(line.get_label(), line)
             if len(found) > 1:
                 ax.fill_between(steps, low, high, color=style["color"], alpha=0.2, lw=0)
-        for value in sorted({_chance(chance_kind, d[0]) for d in groups.values()} - {None}):
+        for value in sorted({_chance(chance_kind, groups[label][0]) for label in labels} - {None}):
             draw_chance(ax, value)
         style_axes(ax, title_text, "training step", ylabel)
-    for ax in list(axes.flat)[len(present) :]:
+        if method is not None:
+            ax.title.set_color(method_colour(method))
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    # one legend of every run: in the first empty cell, else to the right of the panels
+    if len(panels) < axes.size:
+        axes.flat[len(panels)].legend(list(handles.values()), list(handles), loc="center")
+    else:
+        fig.legend(
+            list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5)
+        )
     fig.suptitle(title)
-    return save(fig, out)
+    return fig
+
+
+def plot_curves(
+    runs: Mapping[str, str | Sequence[str]],
+    out: str,
+    names: Sequence[str] = CURVES,
+    title: str = "Training curves",
+    knn: bool = True,
+) -> str | None:
+    """One panel per metric (the kNN monitor's 'knn/top1' first with `knn`; 'loss' once per
+    method, since objectives differ in scale), one line per run, coloured by method (line style
+    by student architecture), and a legend of every run. A value of `runs` may list several
+    run directories (seeds): their mean is drawn with a band from min to max. None when no run
+    logged any of the metrics."""
+    fig = curves_figure(runs, names, title, knn)
+    return None if fig is None else save(fig, out)
 
 
 def _chance(kind: str | None, run_dir: str) -> float | None:
@@ -372,28 +441,28 @@ def fitted_bins(*samples: np.ndarray, count: int = 60) -> np.ndarray:
     return np.linspace(low - margin, high + margin, count + 1)
 
 
-def plot_similarity(
+def similarity_figure(
     feature_sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    out: str,
     max_examples: int = 2000,
     methods: Mapping[str, str] | None = None,
     title: str = "Cosine similarity of same-class and different-class pairs",
-) -> dict:
-    """Histograms of same-class vs different-class cosine similarity, one panel per encoder
-    (the paper's Figure 4), each over the range of its own similarities; a panel's title has
-    its method's colour (`methods`: label -> method_name). Returns {label: separation stats}."""
+):
+    """(Figure, {label: separation stats}) of `plot_similarity`; (None, {}) without features."""
     if not feature_sets:
-        return {}
+        return None, {}
     methods = methods or {}
+    pairs = {
+        label: pair_similarities(feats, labels, max_examples)
+        for label, (feats, labels) in feature_sets.items()
+    }
+    bins = fitted_bins(*(s for pair in pairs.values() for s in pair), count=80)
     plt = _pyplot()
-    fig, axes = plt.subplots(
-        1, len(feature_sets), figsize=(4.4 * len(feature_sets), 3.6), squeeze=False
-    )
+    cols = min(4, len(pairs))
+    rows = (len(pairs) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows), squeeze=False)
     stats = {}
-    for ax, (label, (feats, labels)) in zip(axes.flat, feature_sets.items()):
-        same, diff = pair_similarities(feats, labels, max_examples)
+    for ax, (label, (same, diff)) in zip(axes.flat, pairs.items()):
         stats[label] = separation(same, diff)
-        bins = fitted_bins(same, diff)
         ax.hist(
             diff,
             bins=bins,
@@ -405,6 +474,7 @@ def plot_similarity(
         ax.hist(
             same, bins=bins, density=True, alpha=0.6, color=SAME_CLASS_COLOUR, label="same class"
         )
+        ax.set_xlim(bins[0], bins[-1])
         style_axes(
             ax,
             f"{label}: AUC {stats[label]['auc']:.3f} (chance 0.5)",
@@ -412,23 +482,39 @@ def plot_similarity(
             "density (per unit similarity)",
         )
         ax.title.set_color(method_colour(methods.get(label, label)))
+    for ax in list(axes.flat)[len(pairs) :]:
+        ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(title)
-    save(fig, out)
+    return fig, stats
+
+
+def plot_similarity(
+    feature_sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    out: str,
+    max_examples: int = 2000,
+    methods: Mapping[str, str] | None = None,
+    title: str = "Cosine similarity of same-class and different-class pairs",
+) -> dict:
+    """Histograms of same-class vs different-class cosine similarity, one panel per encoder
+    (the paper's Figure 4), every panel over the same range (the span of all their
+    similarities), so the panels compare; a panel's title has its method's colour (`methods`:
+    label -> method_name). Returns {label: separation stats}."""
+    fig, stats = similarity_figure(feature_sets, max_examples, methods, title)
+    if fig is not None:
+        save(fig, out)
     return stats
 
 
-def plot_results(
-    rows: Sequence[Mapping],
-    out: str,
-    mode: str = "knn",
-    root: str = "",
-    chance: float | None = None,
-) -> str | None:
-    """Bars per student architecture: top-1 of every arm, random init included, coloured by
-    method (`root`: the plan folder that holds each row's config.json). Arms with several
-    seeds show the mean, an error bar from min to max and each seed's point. `chance`: the
-    label chance (a fraction), drawn as a line."""
+def is_teacher(row: Mapping) -> bool:
+    """A row of a teacher (or of its random-init architecture): a study's 'teacher' group."""
+    return row.get("group") == "teacher"
+
+
+def results_figure(
+    rows: Sequence[Mapping], mode: str = "knn", root: str = "", chance: float | None = None
+):
+    """The matplotlib Figure of `plot_results` (None when no row has `mode`)."""
     rows = [r for r in rows if mode in r.get("eval", {})]
     if not rows:
         return None
@@ -448,7 +534,15 @@ def plot_results(
                 if root
                 else (RANDOM_INIT if label == RANDOM_INIT else label)
             )
-            ax.bar(i, values.mean(), color=colour, alpha=0.85)
+            teacher = all(is_teacher(r) for r in chosen) and label != RANDOM_INIT
+            ax.bar(
+                i,
+                values.mean(),
+                color=colour,
+                alpha=0.85,
+                hatch="//" if teacher else None,
+                edgecolor="black" if teacher else None,
+            )
             if len(values) > 1:
                 ax.errorbar(
                     i,
@@ -468,9 +562,34 @@ def plot_results(
             fontsize=7,
         )
         draw_chance(ax, None if chance is None else 100.0 * chance)
-        style_axes(ax, arch, "", "top-1 accuracy (%)")
-    fig.suptitle(f"{MODES.get(mode, mode)} per student architecture")
-    return save(fig, out)
+        panel = [r for r in rows if r["arch"] == arch]
+        teachers = sum(is_teacher(r) for r in panel)
+        role = (
+            "teacher"
+            if teachers == len(panel)
+            else "students"
+            if not teachers
+            else "teacher (hatched) and students"
+        )
+        style_axes(ax, f"{arch}: {role}", "", "top-1 accuracy (%)")
+    fig.suptitle(f"{MODES.get(mode, mode)} of every encoder, one panel per architecture")
+    return fig
+
+
+def plot_results(
+    rows: Sequence[Mapping],
+    out: str,
+    mode: str = "knn",
+    root: str = "",
+    chance: float | None = None,
+) -> str | None:
+    """Bars per architecture, teachers and students (each panel's title says which; a teacher's
+    bar is hatched): top-1 of every arm, random init included, coloured by method (`root`: the
+    plan folder that holds each row's config.json). Arms with several seeds show the mean, an
+    error bar from min to max and each seed's point. `chance`: the label chance (a fraction),
+    drawn as a line."""
+    fig = results_figure(rows, mode, root, chance)
+    return None if fig is None else save(fig, out)
 
 
 def study_plots(root: str, rows: Sequence[Mapping], out_dir: str = "") -> dict:
@@ -508,30 +627,24 @@ def study_plots(root: str, rows: Sequence[Mapping], out_dir: str = "") -> dict:
             rows, os.path.join(out_dir, "results_linear.png"), "linear", root, chance
         ),
     }
-    # Figure 4: MoCo v2 student against ReKD students (and random init) of each architecture.
-    wanted = (
-        RANDOM_INIT,
-        "MoCo v2",
-        "ReKD (offline)",
-        "ReKD (online)",
-        "ReKD (oracle rel.)",
-        "ReKD (sup. teacher)",
-    )
+    # Figure 4: every encoder of each architecture whose evaluation features are cached (one
+    # panel per arm: its first seed's row with features), teachers and random inits included.
     similarity = {}
     for arch in dict.fromkeys(r["arch"] for r in rows):
         sets, methods = {}, {}
         for r in rows:
-            if r["arch"] == arch and r["label"] in wanted and not r.get("seed"):
-                feats = knn_features(os.path.join(root, r["name"]))
-                if feats is not None:
-                    sets[r["label"]] = feats
-                    methods[r["label"]] = row_method(root, r)
-        if len(sets) > 1:
+            if r["arch"] != arch or r.get("seed") or r["label"] in sets:
+                continue
+            feats = knn_features(os.path.join(root, r["name"]))
+            if feats is not None:
+                sets[r["label"]] = feats
+                methods[r["label"]] = row_method(root, r)
+        if sets:
             path = os.path.join(out_dir, f"similarity_{arch}.png")
             similarity[arch] = {
                 "path": path,
                 "stats": plot_similarity(
-                    sets,
+                    dict(sorted(sets.items(), key=lambda item: item[0] != RANDOM_INIT)),
                     path,
                     methods=methods,
                     title=f"Cosine similarity of same-class and different-class pairs: {arch}",
