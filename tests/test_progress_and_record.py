@@ -11,6 +11,7 @@ import sys
 import pytest
 from absl import logging as absl_logging
 
+from rekd_jax import recipes
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.core import progress, run_record
 
@@ -213,3 +214,11 @@ def test_evaluation_metrics_are_on_disk_after_every_epoch(tmp_path):
     linear.EpochLoop(None, writer, num_epochs=3, name="probe").run(0, run_epoch)
     assert on_disk == [0, 1, 2]
     writer.close()
+
+
+def test_the_pretraining_summary_gives_the_knn_monitor_in_percent(tmp_path):
+    config = recipes.base_config()
+    config.mode = "pretrain"
+    result = {"step": 10, "knn": {"knn/top1": 0.14, "knn/top5": 0.5}, "train_seconds": 3.0}
+    text = run_record.closing_summary(config, str(tmp_path), result)
+    assert "kNN top-1 14.0%" in text.splitlines()[0]

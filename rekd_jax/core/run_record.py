@@ -237,7 +237,7 @@ def _pretrain_summary(config, workdir: str, result: Mapping) -> list[str]:
     if "train/loss" in metrics:
         numbers.append(f"loss {metrics['train/loss']:.4g}")
     if result.get("knn"):
-        numbers.append(f"kNN top-1 {result['knn']['knn/top1']:.2f}%")
+        numbers.append(f"kNN top-1 {100 * result['knn']['knn/top1']:.1f}%")  # a fraction
     if result.get("train_seconds") is not None:
         numbers.append(f"training {result['train_seconds']:.0f} s")
     encoders = result.get("encoders") or {}
