@@ -89,7 +89,7 @@ def test_wheel_installs_the_console_command(wheel):
 
 def test_extras_and_pins(wheel):
     meta = _metadata(wheel)
-    assert set(meta.get_all("Provides-Extra")) == {"gpu", "tpu", "tf", "dev"}
+    assert set(meta.get_all("Provides-Extra")) == {"gpu", "tpu", "tf", "torch", "test", "dev"}
     requires = meta.get_all("Requires-Dist")
     assert any(r.startswith("jax[cuda12]") and 'extra == "gpu"' in r for r in requires)
     assert any(r.startswith("jax[tpu]") and 'extra == "tpu"' in r for r in requires)
@@ -100,9 +100,39 @@ def test_extras_and_pins(wheel):
         for r in requires
         if "extra ==" not in r
     }
-    with open(os.path.join(REPO, "requirements.txt"), encoding="utf-8") as f:
-        pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s#]+)", f.read(), re.M)
-    assert pins
-    for name, version in pins:  # the tested pins lie inside the package's ranges
-        requirement = base[name.lower().replace("_", "-")]
+    pins = _pins("requirements.txt")
+    assert pins and "filelock" in pins  # the compilation cache's size bound needs filelock
+    for name, version in pins.items():  # the tested pins lie inside the package's ranges
+        requirement = base[name]
         assert requirement.specifier.contains(version), (name, version, requirement)
+
+
+def _pins(file: str) -> dict[str, str]:
+    """Normalised name -> version of the `name==version` lines of a requirements file."""
+    with open(os.path.join(REPO, file), encoding="utf-8") as f:
+        pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s#]+)", f.read(), re.M)
+    return {name.lower().replace("_", "-"): version for name, version in pins}
+
+
+def test_the_test_and_dev_extras_are_the_requirements_files(wheel):
+    """`.[test]` is requirements-test.txt (no PyTorch), `.[dev]` adds requirements-dev.txt's
+    PyTorch and torchvision, `.[torch]` is PyTorch alone; each pin inside its extra's range."""
+    from packaging.requirements import Requirement
+
+    extras = {}
+    for text in _metadata(wheel).get_all("Requires-Dist"):
+        requirement = Requirement(text)
+        for extra in ("torch", "test", "dev"):
+            if requirement.marker and requirement.marker.evaluate({"extra": extra}):
+                extras.setdefault(extra, {})[requirement.name.lower()] = requirement
+    test, dev = _pins("requirements-test.txt"), _pins("requirements-dev.txt")
+    assert set(extras["test"]) == set(test) and not {"torch", "torchvision"} & set(test)
+    assert set(extras["dev"]) == set(test) | set(dev) and set(dev) == {"torch", "torchvision"}
+    assert set(extras["torch"]) == {"torch"}
+    for extra, pins in (
+        ("test", test),
+        ("dev", {**test, **dev}),
+        ("torch", {"torch": dev["torch"]}),
+    ):
+        for name, version in pins.items():
+            assert extras[extra][name].specifier.contains(version), (extra, name, version)

@@ -5,8 +5,10 @@ import functools
 
 import jax
 import numpy as np
-import torch
-from torch import nn as tnn
+import pytest
+
+torch = pytest.importorskip("torch")  # requirements-dev.txt; skipped without PyTorch
+tnn = torch.nn
 
 TOL = 1e-4
 

@@ -28,6 +28,7 @@ from rekd_jax.core import interrupts  # noqa: F401
 
 # isort: split
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -44,6 +45,11 @@ from rekd_jax.core import logging as logging_lib
 from rekd_jax.models import heads, io
 
 FORMATS = ("auto", "torchvision", "mocov2", "swav")
+TORCH_MISSING = (
+    "FATAL: ModuleNotFoundError: importing a PyTorch checkpoint needs PyTorch, which this Python "
+    "cannot import (No module named 'torch'); install it with pip install torch (or pip install "
+    '".[torch]" from the clone)'
+)
 MOCO_PREFIXES = ("module.encoder_q.", "encoder_q.")
 
 
@@ -414,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     logging_lib.setup_console()
 
     def run():
+        if importlib.util.find_spec("torch") is None:  # before anything is read or written
+            raise SystemExit(TORCH_MISSING)
         if fileio.exists(args.dst) and not args.overwrite:  # before the slow part
             raise fileio.AlreadyExistsError(
                 f"--dst {args.dst} already exists; pass --overwrite to replace it"

@@ -4,11 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torchvision.transforms as T
-import torchvision.transforms.v2.functional as F
 
 from rekd_jax.data import augment, pipeline
+
+torch = pytest.importorskip("torch")  # requirements-dev.txt; skipped without PyTorch
+T = pytest.importorskip("torchvision.transforms")
+F = pytest.importorskip("torchvision.transforms.v2.functional")
 
 
 def _cfg(**overrides):

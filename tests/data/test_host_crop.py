@@ -7,13 +7,14 @@ import os
 
 import numpy as np
 import pytest
-import torch
-import torchvision.transforms as T
-import torchvision.transforms.functional as TF
 from PIL import Image
 from scipy import stats
 
 from rekd_jax.data import augment, host_crop, pipeline, prepare
+
+torch = pytest.importorskip("torch")  # requirements-dev.txt; skipped without PyTorch
+T = pytest.importorskip("torchvision.transforms")
+TF = pytest.importorskip("torchvision.transforms.functional")
 
 N = 4000
 

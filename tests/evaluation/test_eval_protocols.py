@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-import torch
 
 from configs import conv_probe as conv_probe_config
 from configs import linear_eval as linear_config
@@ -76,6 +75,7 @@ def test_fan_out_init_is_rotnets_std():
 
 def _torch_classifier(channels, pool, num_classes, kernel_nhwc, bias):
     """RotNet's LinearClassifier.Classifier with our weights (NHWC flattening -> NCHW)."""
+    torch = pytest.importorskip("torch")
     clf = torch.nn.Sequential(
         torch.nn.AdaptiveMaxPool2d((pool, pool)),
         torch.nn.BatchNorm2d(channels, affine=False),
@@ -89,6 +89,7 @@ def _torch_classifier(channels, pool, num_classes, kernel_nhwc, bias):
 
 
 def test_head_batchnorm_matches_torch_batchnorm2d_in_train_and_eval():
+    torch = pytest.importorskip("torch")  # requirements-dev.txt; skipped without PyTorch
     from rekd_jax.models.layers import adaptive_max_pool
 
     rng = np.random.default_rng(0)

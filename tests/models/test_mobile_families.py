@@ -15,11 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torchvision
 
 from rekd_jax.models import efficientnet, mobilenetv3, shufflenetv2
 from rekd_jax.tools.import_torch import convert
+
+torch = pytest.importorskip("torch")  # requirements-dev.txt; skipped without PyTorch
+torchvision = pytest.importorskip("torchvision")
 
 FAMILIES = {
     **{name: mobilenetv3 for name in mobilenetv3.MODELS},

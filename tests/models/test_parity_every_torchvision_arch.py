@@ -7,11 +7,12 @@ running statistics, eval mode), imported with `convert`, compared at 96x96 in fl
 import jax
 import numpy as np
 import pytest
-import torch
-import torchvision
 
 from rekd_jax.models import get_model
 from rekd_jax.tools.import_torch import convert
+
+torch = pytest.importorskip("torch")  # requirements-dev.txt; skipped without PyTorch
+torchvision = pytest.importorskip("torchvision")
 
 TORCHVISION_NAMES = {
     "alexnet": "alexnet",

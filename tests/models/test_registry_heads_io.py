@@ -7,9 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from torch import nn as tnn
-from torch_parity import TOL, images, random_variables, rel_err
+from torch_parity import TOL, images, random_variables, rel_err, tnn, torch
 
 from rekd_jax import models
 from rekd_jax.models import heads, io, layers

@@ -6,13 +6,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torchvision
-from torch import nn as tnn
-from torch_parity import TOL, images, random_variables, randomize_bn, rel_err, torch_apply
+from torch_parity import (
+    TOL,
+    images,
+    random_variables,
+    randomize_bn,
+    rel_err,
+    tnn,
+    torch,
+    torch_apply,
+)
 
 from rekd_jax import models
 from rekd_jax.tools.import_torch import convert
+
+torchvision = pytest.importorskip("torchvision")
 
 
 def nchw_to_nhwc(t: torch.Tensor) -> np.ndarray:

@@ -6,14 +6,13 @@ import functools
 import jax
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
-import torchvision
-from torch import nn as tnn
-from torch_parity import TOL, images, randomize_bn, rel_err, torch_apply
+from torch_parity import TOL, images, randomize_bn, rel_err, tnn, torch, torch_apply
 
 from rekd_jax.models import heads, io
 from rekd_jax.tools import import_torch
+
+F = torch.nn.functional
+torchvision = pytest.importorskip("torchvision")
 
 
 def check_encoder_parity(spec, variables, torch_backbone, torch_head, x):
