@@ -14,6 +14,7 @@ import os
 
 import jax
 import ml_collections
+import numpy as np
 
 from rekd_jax import methods, models
 from rekd_jax.data import pipeline
@@ -24,6 +25,8 @@ from rekd_jax.training import state as state_lib
 from rekd_jax.training import step as step_lib
 
 DTYPES = ("float32", "bfloat16")
+# The most steps a run can take: TrainState.step (and so every step number) is an int32.
+MAX_STEPS = int(np.iinfo(np.int32).max)
 
 TEACHER_HOWTO = (
     "get a teacher encoder with `python main.py --config=configs/teacher_resnet50.py "
@@ -118,6 +121,28 @@ def check_devices(config, num_devices: int) -> None:
     step_lib.key_shuffle_devices(config, num_devices, batch)
 
 
+def check_step_count(field: str, value) -> None:
+    """A step count the step counter (int32) cannot hold is refused before anything runs."""
+    if value > MAX_STEPS:
+        _fail(
+            field,
+            f"{value} exceeds {MAX_STEPS}, the most steps a run can count (its step counter "
+            "is an int32)",
+            f"set {field} to at most {MAX_STEPS}",
+        )
+
+
+def check_total_steps(config, steps_per_epoch: int) -> None:
+    """num_epochs x the data's steps per epoch must fit the step counter too."""
+    if not config.num_train_steps and config.num_epochs * steps_per_epoch > MAX_STEPS:
+        _fail(
+            "num_epochs",
+            f"{config.num_epochs} epochs of {steps_per_epoch} steps exceed {MAX_STEPS}, the "
+            "most steps a run can count (its step counter is an int32)",
+            f"set at most {MAX_STEPS // steps_per_epoch} epochs",
+        )
+
+
 def validate_pretrain(
     config: ml_collections.ConfigDict, *, teacher_checkpoint: bool = True, devices: bool = True
 ) -> None:
@@ -176,7 +201,17 @@ def validate_pretrain(
             raise ValueError(f"config.mocov2 (the online teacher's MoCo v2 loss): {e}") from None
     if mode == "offline" and teacher_checkpoint:
         check_teacher_checkpoint(config)
-    if config.num_train_steps < 0 or (config.num_train_steps == 0 and config.num_epochs <= 0):
+    steps = config.num_train_steps
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 0:
+        _fail(
+            "num_train_steps",
+            f"must be a whole number >= 0, got {steps!r}",
+            "set the number of steps, or 0 to train for num_epochs",
+        )
+    check_step_count("num_train_steps", steps)
+    if not steps:  # each epoch takes at least one step
+        check_step_count("num_epochs", config.num_epochs)
+    if steps == 0 and not config.num_epochs > 0:
         _fail(
             "num_epochs",
             f"num_epochs={config.num_epochs}, num_train_steps="

@@ -82,6 +82,7 @@ def build(config: ml_collections.ConfigDict) -> Run:
         except ValueError as e:
             raise ValueError(f"config.{config.method} ({config.data.dataset!r}): {e}") from None
     steps_per_epoch = int(train_data.steps_per_epoch)
+    config_lib.check_total_steps(config, steps_per_epoch)
     total_steps = int(config.num_train_steps or config.num_epochs * steps_per_epoch)
     warmup = int(round(config.optimizer.warmup_epochs * steps_per_epoch))
     schedule = optim.learning_rate_schedule(

@@ -108,3 +108,54 @@ def test_resume_accepts_a_field_added_since_the_run_started_at_its_default(tmp_p
     config.key_shuffle = "ppermute"
     with pytest.raises(resume.ConfigChangedError, match="key_shuffle: '<absent>' -> 'ppermute'"):
         resume.check_signature(config, str(tmp_path), resuming=True)
+
+
+@pytest.mark.parametrize(
+    "field, value, problem",
+    [
+        ("num_train_steps", 99999999999999999999, "exceeds 2147483647"),
+        ("num_train_steps", 2**31, "exceeds 2147483647"),
+        ("num_train_steps", -5, "must be a whole number >= 0, got -5"),
+        ("num_epochs", 3_000_000_000, "exceeds 2147483647"),
+    ],
+)
+def test_step_counts_the_step_counter_cannot_hold_are_refused(field, value, problem):
+    config = _config()
+    if field == "num_epochs":
+        config.num_train_steps = 0
+    config[field] = value
+    with pytest.raises(ValueError) as err:
+        config_lib.validate(config)
+    assert str(err.value).startswith(f"config.{field}: ") and problem in str(err.value)
+    config[field] = 2**31 - 1 if field == "num_train_steps" else 1  # the limit itself is fine
+    config_lib.validate(config)
+
+
+def test_epochs_that_add_up_past_the_step_counter_are_refused():
+    config = _config()
+    config.num_train_steps, config.num_epochs = 0, 400_000_000
+    config_lib.validate(config)  # the steps per epoch are known once the data is open
+    with pytest.raises(ValueError, match=r"config\.num_epochs: 400000000 epochs of 6 steps exceed"):
+        config_lib.check_total_steps(config, 6)
+    config_lib.check_total_steps(config, 5)
+
+
+def test_an_unrepresentable_step_count_is_one_line_on_the_command_line(tmp_path):
+    from commands import fatal_line, run
+
+    shared = {"tfds": str(tmp_path / "tfds"), "cache": str(tmp_path / "cache")}
+    line = fatal_line(
+        run(
+            shared,
+            "main.py",
+            "--config=default:tiny,runlocal",
+            f"--workdir={tmp_path / 'w'}",
+            "--config.num_train_steps=99999999999999999999",
+        )
+    )
+    assert line == (
+        "FATAL: ConfigError: config.num_train_steps: 99999999999999999999 exceeds 2147483647, the "
+        "most steps a run can count (its step counter is an int32); set num_train_steps to at "
+        "most 2147483647."
+    )
+    assert not (tmp_path / "w").exists()
