@@ -616,6 +616,86 @@ def test_no_checkpoint_restores_moves_nothing(tmp_path, shared, runlocal_workdir
     assert not os.path.exists(workdir / "checkpoints_unrestorable")
 
 
+def test_checkpoints_without_checksums_restore_unverified_or_fall_back(
+    tmp_path, shared, runlocal_workdir
+):
+    """Checkpoints as written without checksums: the newest, its side item edited to {}, is
+    passed over like damage; the one before restores unverified, with one warning."""
+    workdir = tmp_path / "w"
+    shutil.copytree(runlocal_workdir, workdir)
+    for step in ("4", "8"):
+        shutil.rmtree(workdir / "checkpoints" / step / "checksums")
+    (workdir / "checkpoints" / "8" / "extra" / "metadata").write_text("{}")
+    result = _main(shared, RUNLOCAL, f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    fallback = [line for line in lines if "cannot be restored" in line]
+    assert (
+        len(fallback) == 1
+        and "checkpoints/8 cannot be restored: its side item holds no " in (fallback[0])
+    )
+    unverified = [line for line in lines if "unverified" in line]
+    assert len(unverified) == 1 and "checkpoints/4 has no checksums" in unverified[0]
+    assert "resumed from" in result.stderr and "step 4" in result.stderr
+    assert os.listdir(workdir / "checkpoints_unrestorable")[0].startswith("8.")
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["4", "8"]  # step 8 trained again
+
+
+def _two_unverified_checkpoints(directory):
+    """Checkpoints 1 and 2 of a tree, as written without checksums."""
+    data = {"epoch": 0, "step": 1, "seed": 0, "num_examples": 10, "global_batch_size": 2}
+    tree = {"w": np.arange(40, dtype=np.float32), "s": np.int32(1)}
+    ckpt = checkpoint_lib.Checkpointer(directory, async_save=False)
+    for step in (1, 2):
+        ckpt.save(step, tree, {"data": data})
+        shutil.rmtree(os.path.join(directory, str(step), checkpoint_lib.CHECKSUMS))
+    ckpt.close()
+    return tree, data
+
+
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        (lambda extra: extra.write_text("{}"), "holds no data-iterator state ('data')"),
+        (
+            lambda extra: extra.write_text('{"data": {"epoch": 1}}'),
+            "data-iterator state is incomplete (data iterator state lacks ['step', ",
+        ),
+        (lambda extra: extra.unlink(), "extra/metadata not found"),
+    ],
+)
+def test_missing_or_incomplete_checkpoint_metadata_falls_back(tmp_path, caplog, edit, reason):
+    from rekd_jax.training import pretrain
+
+    directory = str(tmp_path / "ckpt")
+    tree, data = _two_unverified_checkpoints(directory)
+    edit(tmp_path / "ckpt" / "2" / "extra" / "metadata")
+    ckpt = checkpoint_lib.Checkpointer(directory, async_save=False)
+    restored, extra, step = ckpt.restore_newest(tree, check_extra=pretrain.check_side_item)
+    assert step == 1 and extra == {"data": data} and np.array_equal(restored["w"], tree["w"])
+    (failed,) = [r.getMessage() for r in caplog.records if "cannot be restored" in r.getMessage()]
+    assert failed.startswith(f"checkpoint {directory}/2 cannot be restored: ") and reason in failed
+    (unverified,) = [r.getMessage() for r in caplog.records if "unverified" in r.getMessage()]
+    assert unverified.startswith(f"checkpoint {directory}/1 has no checksums")
+    assert os.listdir(tmp_path / "ckpt_unrestorable")[0].startswith("2.")
+    ckpt.close()
+
+
+def test_an_unverified_checkpoint_is_warned_about_once(tmp_path, caplog):
+    directory = str(tmp_path / "ckpt")
+    tree, _ = _two_unverified_checkpoints(directory)
+    ckpt = checkpoint_lib.Checkpointer(directory, async_save=False)
+    ckpt.restore(tree, 2)
+    ckpt.restore(tree, 2)
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [
+        f"checkpoint {directory}/2 has no checksums (it was written without them): restoring it "
+        "unverified"
+    ]
+    ckpt.close()
+
+
 def test_two_runs_on_one_workdir(tmp_path, shared):
     """A second pre-training (or an evaluation) on a busy workdir exits with one line naming
     the first; after the first is SIGKILLed, the next run takes its lock over and resumes."""

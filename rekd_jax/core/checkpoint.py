@@ -14,7 +14,9 @@ API::
     tree, extra = ckpt.restore(target, step=None)   # step None = latest; target gives the
                                               #   structure (and dtypes); raises
                                               #   FileNotFoundError when nothing is saved
-    tree, extra, step = ckpt.restore_newest(target)  # falls back past unrestorable steps
+    tree, extra, step = ckpt.restore_newest(target, check_extra=None)
+                                              # falls back past unrestorable steps (and past
+                                              #   side items check_extra raises ValueError for)
     ckpt.wait()                               # block until an async save is on disk
     ckpt.close()
 
@@ -22,7 +24,8 @@ Saves are skipped (returning False) when the step already exists, so a final sav
 after a periodic one at the same step is harmless.
 
 `restore_newest` is what resuming uses: a newest checkpoint that fails to restore (truncated,
-partly deleted, or altered: see below) is named in the log and moved to
+partly deleted, or altered: see below; or a side item that the caller's `check_extra` finds
+missing or incomplete) is named in the log and moved to
 `<directory>_unrestorable/` (never deleted), and the previous one is used. When no checkpoint
 restores, nothing is moved and CheckpointRestoreError names them all (typically the config no
 longer matches them).
@@ -30,7 +33,8 @@ longer matches them).
 Checksums: every save also stores a CRC-32 of each array (with its dtype and shape) and of the
 JSON side item (item 'checksums'); a restore recomputes them and raises CheckpointCorruptError
 naming what differs, so a flipped bit or an edited side item is never restored silently.
-Checkpoints written before checksums existed restore unverified.
+Checkpoints written before checksums existed restore unverified, with one warning naming the
+step.
 `newest_extra(directory)` reads only the side item of the newest checkpoint that has one.
 """
 
@@ -42,6 +46,7 @@ import os
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -116,6 +121,7 @@ class Checkpointer:
             max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save
         )
         self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+        self._warned_unverified: set[int] = set()
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -146,6 +152,23 @@ class Checkpointer:
             step = self.latest_step()
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        tree, extra, verified = self._restore(target, step)
+        if not verified:
+            self._warn_unverified(step)
+        return tree, extra
+
+    def _warn_unverified(self, step: int) -> None:
+        if step not in self._warned_unverified:
+            self._warned_unverified.add(step)
+            logging.warning(
+                "checkpoint %s/%d has no checksums (it was written without them): restoring "
+                "it unverified",
+                self.directory,
+                step,
+            )
+
+    def _restore(self, target: Any, step: int) -> tuple[Any, dict, bool]:
+        """(tree, extra, whether checksums verified them) of checkpoint `step`."""
         verified = self._has_checksums(step)
         args = ocp.args.Composite(
             state=ocp.args.StandardRestore(_to_host(target)),
@@ -156,17 +179,22 @@ class Checkpointer:
         extra = dict(restored["extra"] or {})
         if verified:
             _verify(self.directory, step, restored["state"], extra, restored[CHECKSUMS] or {})
-        return restored["state"], extra
+        return restored["state"], extra, verified
 
-    def restore_newest(self, target: Any) -> tuple[Any, dict, int] | None:
-        """(tree, extra, step) of the newest checkpoint that restores, or None when there is
-        none; unrestorable newer ones are moved aside (see the module docstring)."""
+    def restore_newest(
+        self, target: Any, check_extra: Callable[[dict], None] | None = None
+    ) -> tuple[Any, dict, int] | None:
+        """(tree, extra, step) of the newest checkpoint that restores and whose side item
+        `check_extra` accepts (it raises ValueError for a missing or incomplete one), or None
+        when there is none; the newer ones are moved aside (see the module docstring)."""
         _drop_closed_loop_callbacks()
         self.wait()
         failed = []
         for step in sorted(self.all_steps(), reverse=True):
             try:
-                tree, extra = self.restore(target, step)
+                tree, extra, verified = self._restore(target, step)
+                if check_extra is not None:
+                    check_extra(extra)
             except _RESTORE_ERRORS as e:
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
                 logging.warning(
@@ -174,6 +202,8 @@ class Checkpointer:
                 )
                 failed.append((step, reason))
                 continue
+            if not verified:
+                self._warn_unverified(step)
             if failed:
                 self._move_aside([s for s, _ in failed])
                 logging.warning("resuming from the previous complete checkpoint, step %d", step)

@@ -34,6 +34,21 @@ import numpy as np
 _STATE_KEYS = ("epoch", "step", "seed", "num_examples", "global_batch_size")
 
 
+def check_state(state) -> dict:
+    """The iterator state `state` (a dict from ``Loader.get_state()``) as plain ints;
+    ValueError when it is not one (missing keys, values that are not integers)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"data iterator state {state!r} is not a dict from get_state()")
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"data iterator state lacks {missing}; pass a dict from get_state()")
+    values = {k: np.asarray(state[k]) for k in _STATE_KEYS}
+    bad = [k for k, v in values.items() if v.shape or not np.issubdtype(v.dtype, np.integer)]
+    if bad:
+        raise ValueError(f"data iterator state has values that are not integers: {bad}")
+    return {k: int(v) for k, v in values.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchPlan:
     """Which example positions make up each batch: a pure function of (epoch, step)."""
@@ -151,10 +166,7 @@ class Loader:
 
     def set_state(self, state) -> None:
         """Resume so that the next batch is exactly the one ``state`` was saved before."""
-        missing = [k for k in _STATE_KEYS if k not in state]
-        if missing:
-            raise ValueError(f"data iterator state lacks {missing}; pass a dict from get_state()")
-        state = {k: int(np.asarray(state[k])) for k in _STATE_KEYS}
+        state = check_state(state)
         for key in ("seed", "num_examples", "global_batch_size"):
             mine = getattr(self.plan, key)
             if state[key] != mine:

@@ -38,7 +38,7 @@ from rekd_jax.core import checkpoint as checkpoint_lib
 from rekd_jax.core import distributed, fileio, parallel, run_record
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.core import progress as progress_lib
-from rekd_jax.data import augment, host_crop, pipeline
+from rekd_jax.data import augment, host_crop, loader, pipeline
 from rekd_jax.models import heads
 from rekd_jax.models import io as model_io
 from rekd_jax.readout import features as features_lib
@@ -230,6 +230,21 @@ def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint_lib.Checkpoi
             )
 
 
+def check_side_item(extra: dict) -> None:
+    """A checkpoint whose side item lacks a whole data-iterator state cannot resume exactly:
+    CheckpointCorruptError, so that resuming falls back to the previous checkpoint."""
+    if "data" not in extra:
+        raise checkpoint_lib.CheckpointCorruptError(
+            "its side item holds no data-iterator state ('data'): its metadata is missing"
+        )
+    try:
+        loader.check_state(extra["data"])
+    except ValueError as e:
+        raise checkpoint_lib.CheckpointCorruptError(
+            f"its side item's data-iterator state is incomplete ({e})"
+        ) from None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Pre-trains (resuming if WORKDIR/checkpoints has a checkpoint); returns a summary dict
     {'step', 'metrics' (last logged), 'knn' (last monitor, if any), 'encoders' (paths)}.
@@ -267,7 +282,7 @@ def _train_and_evaluate(
             workdir, config.teacher.checkpoint, run.modules.teacher_spec, config.teacher.arch
         )
     state = run.state
-    found = ckpt.restore_newest(state_lib.to_host(state))
+    found = ckpt.restore_newest(state_lib.to_host(state), check_extra=check_side_item)
     if found is not None:
         restored, extra, restored_step = found
         state = state_lib.from_host(state, restored)
