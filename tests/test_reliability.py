@@ -16,6 +16,7 @@ so after the first run each takes seconds.
 """
 
 import glob
+import io
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from rekd_jax.core import checkpoint as checkpoint_lib
 from rekd_jax.core import fileio
@@ -640,6 +642,104 @@ def test_checkpoints_without_checksums_restore_unverified_or_fall_back(
     assert "resumed from" in result.stderr and "step 4" in result.stderr
     assert os.listdir(workdir / "checkpoints_unrestorable")[0].startswith("8.")
     assert sorted(os.listdir(workdir / "checkpoints")) == ["4", "8"]  # step 8 trained again
+
+
+def _build_flawed_shapes(data_dir):
+    """A TFDS ArrayRecord dataset 'flawed_shapes' (200 train / 100 test random 32x32 images,
+    10 classes) whose train records 5 and 6 hold broken images; its train file."""
+
+    class FlawedShapes(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Image(shape=(32, 32, 3)),
+                        "label": tfds.features.ClassLabel(num_classes=10),
+                    }
+                ),
+            )
+
+        def _split_generators(self, dl_manager):
+            return {
+                "train": self._generate_examples(200, broken=(5, 6)),
+                "test": self._generate_examples(100),
+            }
+
+        def _generate_examples(self, count, broken=()):
+            rng = np.random.default_rng(count)
+            for i in range(count):
+                png = io.BytesIO()
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), np.uint8)).save(png, "PNG")
+                image = b"not an image" if i in broken else png.getvalue()
+                yield i, {"image": image, "label": i % 10}
+
+    FlawedShapes.name = "flawed_shapes"
+    FlawedShapes(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+    (train_file,) = glob.glob(str(data_dir / "flawed_shapes" / "1.0.0" / "*-train.array_record*"))
+    return train_file
+
+
+def test_a_dataset_file_truncated_during_training_stops_and_resumes(tmp_path, shared):
+    """A train file truncated while a run reads it (data.resident=off): one line naming the
+    file; the checkpoints stay, and once the file is restored the same command resumes. The
+    two broken images are skipped, replaced, counted in the metrics and warned about once."""
+    train_file = _build_flawed_shapes(tmp_path / "tfds")
+    shutil.copy(train_file, tmp_path / "intact")
+    workdir = tmp_path / "w"
+    command = [
+        sys.executable,
+        "main.py",
+        RUNLOCAL,
+        f"--workdir={workdir}",
+        "--config.data.dataset=flawed_shapes",
+        f"--config.data.data_dir={tmp_path / 'tfds'}",
+        "--config.data.resident=off",
+        "--config.data.prefetch=1",
+        "--config.num_train_steps=16",
+        "--config.checkpoint_every_steps=2",
+        "--config.log_every_steps=1",
+    ]
+    run = subprocess.Popen(
+        command, cwd=ROOT, env=_env(shared), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + 600
+        while not (workdir / "checkpoints" / "2").is_dir() and run.poll() is None:
+            assert time.time() < deadline, "no checkpoint at step 2"
+            time.sleep(0.02)
+        run.send_signal(signal.SIGSTOP)  # the reader holds the file open, a few batches ahead
+        os.truncate(train_file, os.path.getsize(train_file) // 2)
+        run.send_signal(signal.SIGCONT)
+        _, stderr = run.communicate(timeout=600)
+    finally:
+        run.kill()
+        run.wait()
+    result = subprocess.CompletedProcess(command, run.returncode, "", stderr.decode())
+    line = _fatal_line(result)
+    assert result.returncode == 2
+    assert line.startswith("FATAL: DatasetCorruptError: dataset 'flawed_shapes' split 'train': ")
+    assert f" in {train_file} is empty (its file is truncated or damaged)" in line
+    assert "restore it from a copy or prepare it again" in line
+    assert "config.data.max_skipped_fraction=0.01" in line
+    saved = sorted(int(s) for s in os.listdir(workdir / "checkpoints"))
+    assert saved and saved[-1] < 16
+
+    shutil.copy(tmp_path / "intact", train_file)
+    resumed = subprocess.run(
+        command, cwd=ROOT, env=_env(shared), capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {workdir / 'checkpoints'} step {saved[-1]}" in resumed.stderr
+    assert not (workdir / "checkpoints_unrestorable").exists()
+    warned = [x for x in resumed.stderr.splitlines() if "skipped, replaced by another" in x]
+    assert len(warned) == 1 and "is not a decodable image" in warned[0]
+    rows = [r for r in logging_lib.read_jsonl(str(workdir / "metrics.jsonl")) if "step" in r]
+    assert [r["step"] for r in rows] == list(range(1, 17))
+    after = [r["train/skipped_records"] for r in rows if r["step"] > saved[-1]]
+    assert sum(after) >= 1 and set(after) <= {0, 1, 2}
 
 
 def _two_unverified_checkpoints(directory):

@@ -21,6 +21,7 @@ epoch (seeded), drop the remainder and repeat forever. Augmentation happens on d
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Sequence
@@ -49,6 +50,8 @@ _AUGMENT_FIELDS = (
 
 
 TRAIN_CROPS = ("device", "host")
+# config.data.max_skipped_fraction is judged over the last this many records read.
+SKIP_WINDOW = 10_000
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -79,6 +82,11 @@ def default_data_config() -> ml_collections.ConfigDict:
             resident_max_mb=1024,  # 'auto' threshold on the uint8 split size.
             num_workers=8,  # Decoding threads per process.
             prefetch=2,  # Batches prepared ahead.
+            # Records that cannot be used (empty: a truncated or damaged file; or not a
+            # decodable image) are skipped and replaced by another example; more than this
+            # fraction of the last SKIP_WINDOW (10,000) records read stops the run with one
+            # line naming the file. 0 stops at the first, 1 never stops.
+            max_skipped_fraction=0.01,
             augment=ml_collections.ConfigDict(
                 dict(
                     crop_scale=(0.2, 1.0),
@@ -140,6 +148,13 @@ def validate_data_config(cfg) -> None:
             "host_size",
             f"= {cfg.host_size} is smaller than image_size {cfg.image_size}",
             "set host_size >= image_size (crops are resized up otherwise)",
+        )
+    skip = cfg.get("max_skipped_fraction", 0.01)
+    if isinstance(skip, bool) or not isinstance(skip, (int, float)) or not 0 <= skip <= 1:
+        bad(
+            "max_skipped_fraction",
+            f"= {skip!r} is not a fraction in [0, 1]",
+            "use e.g. 0.01 (0 stops at the first unusable record, 1 never stops)",
         )
     if cfg.resident not in _RESIDENT_CHOICES:
         bad("resident", f"= {cfg.resident!r} is not one of {_RESIDENT_CHOICES}", "pick one of them")
@@ -213,7 +228,7 @@ class Pipeline(loader_lib.Loader):
         image_shape,
         resident_images,
         class_names,
-        counter,
+        skip_guard,
     ):
         super().__init__(
             plan, fetch, num_workers=num_workers, prefetch=prefetch, include_mask=include_mask
@@ -223,7 +238,7 @@ class Pipeline(loader_lib.Loader):
         self.image_shape = image_shape
         self.resident_images = resident_images
         self.class_names = class_names
-        self._counter = counter
+        self._skip_guard = skip_guard
 
     @property
     def steps_per_epoch(self) -> int:
@@ -231,40 +246,90 @@ class Pipeline(loader_lib.Loader):
 
     @property
     def num_skipped(self) -> int:
-        """Corrupt images met so far (each replaced by the next valid example)."""
-        return self._counter.value
+        """Records skipped so far (each replaced by the next usable example)."""
+        return self._skip_guard.value
 
 
-class _Counter:
-    """Thread-safe count of skipped corrupt images."""
+class SkipGuard:
+    """Counts the records a pipeline reads and those it skips, thread-safe. The first skip is
+    logged; once more than ``max_fraction`` of the last ``window`` records read were skipped
+    (a damaged file rather than a few bad images), every further skip raises
+    DatasetCorruptError naming the record's file and the fix."""
 
-    def __init__(self):
+    def __init__(self, source, max_fraction: float, window: int = SKIP_WINDOW):
+        self._source, self._max_fraction, self._window = source, max_fraction, window
         self._lock = threading.Lock()
-        self.value = 0
+        self._skipped_in_window = np.zeros(window, bool)  # a ring over the last reads
+        self._reads = 0
+        self._skips = 0  # in the window
+        self.value = 0  # in all
 
-    def add(self, n: int):
-        if n:
-            with self._lock:
-                self.value += n
+    def record(self, example_id: int, problem: str | None) -> None:
+        """One record read; `problem` says why it cannot be used (None: it can)."""
+        skipped = problem is not None
+        with self._lock:
+            slot = self._reads % self._window
+            self._skips += int(skipped) - int(self._skipped_in_window[slot])
+            self._skipped_in_window[slot] = skipped
+            self._reads += 1
+            if not skipped:
+                return
+            self.value += 1
+            first = self.value == 1
+            over = self._skips > self._max_fraction * self._window
+            skips, reads = self._skips, min(self._reads, self._window)
+        where = (
+            f"dataset {self._source.name!r} split {self._source.split!r}: record {example_id} "
+            f"in {self._source.file_of(int(example_id))} {problem}"
+        )
+        if over:
+            raise sources.DatasetCorruptError(
+                f"{where}, and {skips} of the last {reads} records read could not be used "
+                f"(more than config.data.max_skipped_fraction={self._max_fraction:g} of "
+                f"{self._window}); {self._source.repair_advice}, then rerun the same command "
+                "(training resumes from its last checkpoint); or, to go on with such records "
+                "replaced, raise config.data.max_skipped_fraction"
+            )
+        if first:
+            logging.warning(
+                "%s: skipped, replaced by another example (skipped records are counted in the "
+                "progress and metrics; more than config.data.max_skipped_fraction=%g of the "
+                "last %d records read stops the run)",
+                where,
+                self._max_fraction,
+                self._window,
+            )
 
 
-def _decoder(source, example_ids, decode, image_shape, counter):
+def _problem(record: dict, decode, example_id, epoch):
+    """(image, None), or (None, why the record cannot be used)."""
+    data = record.get("image")
+    if data is None or not len(data):
+        return None, "is empty (its file is truncated or damaged)"
+    try:
+        return decode(data, example_id, epoch), None
+    except MemoryError:  # the host, not the file
+        raise
+    except Exception as error:  # pylint: disable=broad-except  (PIL raises many types)
+        detail = (str(error).strip().splitlines() or [""])[0][:200]
+        return None, f"is not a decodable image ({type(error).__name__}: {detail})"
+
+
+def _decoder(source, example_ids, decode, image_shape, guard: SkipGuard):
     """fetch(positions, epoch) for host mode, and the decoder used to fill resident images.
 
     ``decode(image bytes, example id, epoch)`` -> uint8 array of ``image_shape``.
     """
 
     def decode_or_replace(position, epoch):
-        """Decode the example at ``position``; on a corrupt image, the next valid one."""
+        """The example at ``position``, or past a record that cannot be used, the next one."""
         for attempt in range(len(example_ids)):
             example_id = example_ids[(position + attempt) % len(example_ids)]
             record = source.read([example_id])[0]
-            try:
-                image = decode(record["image"], example_id, epoch)
-            except Exception:  # pylint: disable=broad-except  (PIL raises many types)
-                counter.add(1)
-                continue
-            return image, record["label"], attempt > 0
+            image, problem = _problem(record, decode, example_id, epoch)
+            guard.record(example_id, problem)
+            if problem is None:
+                return image, record["label"], attempt > 0
         raise ValueError(f"no decodable image in {source.name}:{source.split}")
 
     def check(image, example_id):
@@ -282,10 +347,10 @@ def _decoder(source, example_ids, decode, image_shape, counter):
         labels = np.empty(len(ids), np.int32)
         replaced = np.zeros(len(ids), bool)
         for k, (record, position) in enumerate(zip(records, positions)):
-            try:
-                image, label = decode(record["image"], ids[k], epoch), record["label"]
-            except Exception:  # pylint: disable=broad-except
-                counter.add(1)
+            image, problem = _problem(record, decode, ids[k], epoch)
+            guard.record(ids[k], problem)
+            label = record["label"]
+            if problem is not None:
                 image, label, _ = decode_or_replace(int(position) + 1, epoch)
                 replaced[k] = True
             check(image, ids[k])
@@ -362,7 +427,7 @@ def create(
         repeat=training,
         drop_remainder=bool(drop_remainder),
     )
-    counter = _Counter()
+    skip_guard = SkipGuard(source, float(data_cfg.get("max_skipped_fraction", 0.01)))
     if training and data_cfg.train_crop == "host":
         if host_crop is None:
             raise ValueError(
@@ -384,7 +449,7 @@ def create(
             return sources.decode_image(data, host_size)
 
         resident = _use_resident(data_cfg, source, example_ids.size, image_shape)
-    fetch_images = _decoder(source, example_ids, decode, image_shape, counter)
+    fetch_images = _decoder(source, example_ids, decode, image_shape, skip_guard)
     resident_images = None
     fetch = fetch_images
     if resident:
@@ -409,7 +474,7 @@ def create(
         image_shape=image_shape,
         resident_images=resident_images,
         class_names=source.class_names,
-        counter=counter,
+        skip_guard=skip_guard,
     )
 
 

@@ -159,9 +159,30 @@ class SplitSource:
     class_names: list
     stored_shape: tuple | None  # (H, W, 3) when every image has that shape, else None.
     has_file_name: bool
+    # (file, number of the split's records in it), in record order.
+    files: tuple[tuple[str, int], ...] = ()
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def file_of(self, example_id: int) -> str:
+        """The file that holds record `example_id` (the dataset folder if unknown)."""
+        start = 0
+        for path, count in self.files:
+            if example_id < start + count:
+                return path
+            start += count
+        return self.dataset_dir
+
+    @property
+    def repair_advice(self) -> str:
+        """How to get an intact copy of this dataset back."""
+        if self.name.startswith(EMBEDDED_NAME):
+            return f"delete {self.dataset_dir}: it is rebuilt on first use"
+        return (
+            "restore it from a copy or prepare it again "
+            "(python -m rekd_jax.data.prepare ... --overwrite)"
+        )
 
     @property
     def num_classes(self) -> int:
@@ -173,15 +194,10 @@ class SplitSource:
             return list(self.records.__getitems__([int(i) for i in ids]))
         except (RuntimeError, ValueError, OSError) as error:  # array_record on damaged files
             detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            how = (
-                f"delete {self.dataset_dir}: it is rebuilt on first use"
-                if self.name.startswith(EMBEDDED_NAME)
-                else "prepare it again (python -m rekd_jax.data.prepare ... --overwrite)"
-            )
             raise DatasetCorruptError(
                 f"dataset {self.name!r} split {self.split!r} in {self.dataset_dir} cannot be read "
                 f"({type(error).__name__}: {detail}): one of its files is truncated or damaged; "
-                f"{how}"
+                f"{self.repair_advice}"
             ) from None
 
     def metadata(self) -> dict:
@@ -263,6 +279,10 @@ def open_split(name: str, split: str, data_dir: str = "") -> SplitSource:
         class_names=list(features["label"].names),
         stored_shape=stored_shape,
         has_file_name="file_name" in features,
+        files=tuple(
+            (f.filename, f.take if f.take >= 0 else f.examples_in_shard - f.skip)
+            for f in info.splits[split].file_instructions
+        ),
     )
 
 

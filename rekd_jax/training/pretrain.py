@@ -38,7 +38,7 @@ from rekd_jax.core import checkpoint as checkpoint_lib
 from rekd_jax.core import distributed, fileio, parallel, run_record
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.core import progress as progress_lib
-from rekd_jax.data import augment, host_crop, loader, pipeline
+from rekd_jax.data import augment, host_crop, loader, pipeline, sources
 from rekd_jax.models import heads
 from rekd_jax.models import io as model_io
 from rekd_jax.readout import features as features_lib
@@ -313,9 +313,10 @@ def _train_and_evaluate(
     summary: dict = {"metrics": {}, "knn": None}
     batches = _batches(run.train_data)
     tick, tick_step = time.time(), start
+    skipped_logged = 0  # records the data pipeline skipped, as far as logged
 
     def flush_history(step: int) -> None:
-        nonlocal tick, tick_step
+        nonlocal tick, tick_step, skipped_logged
         host = [(s, {k: float(v) for k, v in unreplicate(m).items()}) for s, m in history]
         history.clear()
         _check_finite(host, ckpt)
@@ -327,6 +328,9 @@ def _train_and_evaluate(
             (step - tick_step) * config.global_batch_size / max(now - tick, 1e-9)
         )
         means["train/epoch"] = step / run.steps_per_epoch
+        skipped = run.train_data.num_skipped
+        means["train/skipped_records"] = float(skipped - skipped_logged)  # since the last row
+        skipped_logged = skipped
         tick, tick_step = now, step
         writer.write_scalars(step, means)
         summary["metrics"] = means
@@ -345,10 +349,15 @@ def _train_and_evaluate(
 
     step = start
     for step in range(start + 1, run.total_steps + 1):
-        batch = next(batches)
+        try:
+            batch = next(batches)
+        except sources.DatasetCorruptError:
+            ckpt.close()  # the checkpoints saved so far stay complete: the run resumes from them
+            raise
         p_state, metrics = p_step(p_state, batch, teacher_vars, resident)
         history.append((step, metrics))
-        progress.set(step)
+        skipped = run.train_data.num_skipped
+        progress.set(step, **({"skipped_records": skipped} if skipped else {}))
         is_last = step == run.total_steps
         preempted = stop.agreed(step - start) and not is_last
         if step % config.log_every_steps == 0 or is_last:

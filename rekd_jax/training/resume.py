@@ -54,6 +54,7 @@ OPERATIONAL = (
     "data.prefetch",
     "data.resident",
     "data.resident_max_mb",
+    "data.max_skipped_fraction",
 )
 
 

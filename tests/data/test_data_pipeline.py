@@ -1,7 +1,9 @@
 """Pipeline: batching layout, per-epoch shuffling, exact resume, shards, eval masks, subsets,
-resident mode, corrupt images, config and missing-dataset errors, no TensorFlow."""
+resident mode, corrupt images, a file truncated while it is read, config and missing-dataset
+errors, no TensorFlow."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -239,9 +241,55 @@ def test_missing_dataset_and_split_errors(tmp_path):
         _create(cfg, split="validation")
 
 
+def _copy_of_tiny(shapes_cfg, tmp_path):
+    """A data config reading a private copy of rekd_shapes/tiny (its train file, to damage)."""
+    _create(shapes_cfg)  # builds the shared copy on first use
+    folder = sources.find_dataset_dir(shapes_cfg.dataset, shapes_cfg.data_dir)
+    copy = tmp_path / "tfds" / "rekd_shapes" / "tiny" / os.path.basename(folder)
+    shutil.copytree(folder, copy)
+    cfg = shapes_cfg.copy_and_resolve_references()
+    cfg.data_dir, cfg.resident = str(tmp_path / "tfds"), "off"
+    (train_file,) = copy.glob("*-train.array_record-*")
+    return cfg, str(train_file)
+
+
+def test_a_file_truncated_while_reading_stops_naming_it(shapes_cfg, tmp_path, caplog):
+    cfg, train_file = _copy_of_tiny(shapes_cfg, tmp_path)
+    pipe = _create(cfg, global_batch_size=16)
+    batches = iter(pipe)
+    next(batches), next(batches)  # the reader has the file open
+    os.truncate(train_file, os.path.getsize(train_file) // 2)
+    with pytest.raises(sources.DatasetCorruptError) as error:
+        for _ in range(3 * pipe.steps_per_epoch):
+            next(batches)
+    text = str(error.value)
+    assert f"in {train_file} is empty (its file is truncated or damaged)" in text
+    assert "more than config.data.max_skipped_fraction=0.01 of 10000" in text
+    assert "delete " in text and "rerun the same command" in text
+    limit = 0.01 * pipeline.SKIP_WINDOW
+    assert limit < pipe.num_skipped < 2 * limit  # stopped at the limit, not after a full scan
+    warned = [r for r in caplog.records if "skipped, replaced by another example" in r.message]
+    assert len(warned) == 1 and train_file in warned[0].message
+
+
+def test_skipped_records_are_replaced_up_to_the_configured_fraction(shapes_cfg, tmp_path):
+    cfg, train_file = _copy_of_tiny(shapes_cfg, tmp_path)
+    cfg.max_skipped_fraction = 1.0  # never stop: every empty record is replaced
+    pipe = _create(cfg, global_batch_size=16)
+    batches = iter(pipe)
+    next(batches)
+    os.truncate(train_file, os.path.getsize(train_file) // 2)
+    for _ in range(2 * pipe.steps_per_epoch):
+        batch = next(batches)
+        assert batch["image"].reshape(16, -1).max(axis=1).min() > 0  # real images only
+    assert pipe.num_skipped > 0.01 * pipeline.SKIP_WINDOW
+
+
 @pytest.mark.parametrize(
     "field,value,match",
     [
+        ("max_skipped_fraction", 1.5, "config.data.max_skipped_fraction"),
+        ("max_skipped_fraction", -0.1, "config.data.max_skipped_fraction"),
         ("resident", "maybe", "config.data.resident"),
         ("eval_resize", 16, "config.data.eval_resize"),
         ("host_size", -1, "config.data.host_size"),
