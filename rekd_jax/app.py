@@ -65,11 +65,12 @@ def describe(config: ml_collections.ConfigDict, workdir: str) -> str:
         )
     if mode == "quickstart":
         return (
-            f"quick start: pre-training {', '.join(config.runs)} and evaluating each with "
+            f"quick start: pre-training {', '.join(quickstart.stage_names(config))} and "
+            "evaluating each with "
             f"{' and '.join(config.eval_modes)}, in {workdir}"
         )
     if mode == "quickstart_grid":
-        students = [name for name in config.runs if name != "teacher"]
+        students = [name for name in quickstart.stage_names(config) if name != "teacher"]
         return (
             f"quick-start lr grid: pre-training the teacher, then {', '.join(students)} at lr "
             f"{', '.join(f'{lr:g}' for lr in config.lr_grid)}, each scored on a validation "

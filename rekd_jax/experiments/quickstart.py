@@ -32,6 +32,12 @@ STAGES = (
 )
 
 
+def stage_names(config: ml_collections.ConfigDict) -> list[str]:
+    """The names of config.runs in the order they run (a ConfigDict lists its keys
+    alphabetically)."""
+    return [name for name, _, _ in STAGES if name in config.runs]
+
+
 def teacher_of(run: ml_collections.ConfigDict) -> str:
     """'teacher' (the teacher stage's row) for a run that distils offline, else ''."""
     return "teacher" if state_lib.teacher_mode(run) == "offline" else ""

@@ -1,8 +1,12 @@
 """Cloud TPU launcher: create a TPU VM or pod slice, install, stage the data, run, watch,
 resume after preemption, tear down. It drives the gcloud CLI; docs/cloud_tpu.md is the guide.
 
-    python -m rekd_jax.tools.cloud_tpu SUBCOMMAND --name=NAME --project=P --zone=Z \\
-        --accelerator=TYPE [options] [--dry_run]
+    python -m rekd_jax.tools.cloud_tpu SUBCOMMAND --name=NAME --project=PROJECT_ID \\
+        --zone=ZONE --accelerator=TYPE [options] [--dry_run]
+
+e.g. (prints the commands, runs none; put your project ID in place of my-project):
+    python -m rekd_jax.tools.cloud_tpu create --name=rekd1 --project=my-project \\
+        --zone=us-central2-b --accelerator=v4-8 --dry_run
 
 Subcommands (each prints every command before running it; --dry_run prints them only):
   create   a queued resource holding one TPU VM node (v4-8, v5litepod-8 a.k.a. v5e-8, v5p-8,
