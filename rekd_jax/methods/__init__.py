@@ -9,11 +9,14 @@ Each method module owns everything its training step needs, as pure functions an
   KEY_ENCODER           whether the step runs the momentum (key) encoder on the second view
   teacher_mode(cfg)     'online' (trained alongside with its own MoCo v2 loss, config.mocov2),
                         'offline' (frozen, from config.teacher.checkpoint) or None
-  TEACHER_VIEW          (methods with an offline teacher) the view the teacher embeds: 'v1',
-                        the student's, or 'v2', the key's
+  teacher_view(cfg)     (methods with an offline teacher) the view the teacher embeds: 'v1',
+                        the student's, 'v2', the key's, or 'weak', a third view with crop and
+                        flip only (drawn from its own key: v1 and v2 stay as they are)
   loss_inputs(forward)  loss_fn's embeddings from the step's forward outputs {'query': student
-                        on v1, 'key': key encoder on v2, 'teacher': teacher embedding, 'labels'}
-                        (each present when the method runs it; all float32 except labels)
+                        on v1, 'key': key encoder on v2, 'teacher': teacher embedding,
+                        'teacher_features': an offline teacher's pooled backbone features (of
+                        the same view), 'labels'} (each present when the step runs it; all
+                        float32 except labels); the method picks what it needs
   init_state(rng, cfg, student_dim, teacher_dim)   the method's state (queues, prototypes)
   loss_fn(embeddings, state, cfg, *, rng, axis_name) -> (loss, (metrics, new_state))
 
@@ -21,6 +24,8 @@ and optionally
   init_params(rng, cfg, student_dim)   trainable parameters of its own (supervised: its
                         classifier), held in params['method'] and passed as loss_fn(..., params=)
   validate_dataset(cfg, num_classes)   checks against the training data, once it is open
+  reads_teacher_features(cfg)   True when the loss reads 'teacher_features': init_state is
+                        then also given teacher_feature_dim=, their width
 
 Every loss_fn works under `jax.pmap(..., axis_name=rekd_jax.core.parallel.AXIS_NAME)` or on one
 device with axis_name=None.

@@ -7,6 +7,8 @@ and in the target:
   info_nce           target = one-hot on the own key                  (MoCo v2, instance-wise)
   relation_contrast  target = relation row R_i / |P_i|                 (ReKD, relation-wise)
   seed_loss          target = softmax(teacher similarities / tau_t)   (SEED, response-wise)
+  relation_response  target = beta R_i / |P_i| + (1 - beta) SEED's    (ReKD over the teacher's
+                     candidates: this project's extension, docs/method.md)
 
 Conventions: embeddings are rows ([B, d]); a queue is [K, d]; losses are means over the rows of
 the batch given (the caller averages across devices). Keys, queues and teacher embeddings are
@@ -83,16 +85,23 @@ def relation_contrast(
     positive (it stays a candidate; an anchor without mined positives keeps it as its target).
     """
     logits = contrast_logits(q, k, queue_k, temperature)
-    if positive_mask.shape != logits.shape:
+    return soft_cross_entropy(logits, relation_targets(positive_mask, logits.shape, keep_own_key))
+
+
+def relation_targets(
+    positive_mask: jax.Array, shape: tuple[int, ...], keep_own_key: bool = True
+) -> jax.Array:
+    """Target rows R_i / |P_i| [B, 1+K] of a relation mask (column 0 = the own candidate, always
+    positive; with keep_own_key=False only for anchors without another positive)."""
+    if positive_mask.shape != tuple(shape):
         raise ValueError(
-            f"positive_mask must be [B, 1+K] = {logits.shape} (column 0 = own key); got "
+            f"positive_mask must be [B, 1+K] = {tuple(shape)} (column 0 = own key); got "
             f"{positive_mask.shape}."
         )
     mask = jnp.asarray(positive_mask, bool)
     own = jnp.ones(mask.shape[0], bool) if keep_own_key else ~jnp.any(mask[:, 1:], axis=1)
     mask = mask.at[:, 0].set(own).astype(jnp.float32)
-    targets = mask / jnp.sum(mask, axis=1, keepdims=True)
-    return soft_cross_entropy(logits, targets)
+    return mask / jnp.sum(mask, axis=1, keepdims=True)
 
 
 def seed_loss(
@@ -109,6 +118,36 @@ def seed_loss(
     teacher_logits = contrast_logits(z_t, z_t, queue_t, tau_t)
     student_logits = contrast_logits(z_s, z_t, queue_t, tau_s)
     return soft_cross_entropy(student_logits, jax.nn.softmax(teacher_logits, axis=-1))
+
+
+def relation_response(
+    q: jax.Array,
+    t: jax.Array,
+    queue_t: jax.Array,
+    positive_mask: jax.Array,
+    temperature: float,
+    beta: float,
+    tau_t: float,
+    keep_own_key: bool = True,
+) -> jax.Array:
+    """Relation knowledge over the teacher's candidates, mixed with SEED's response target.
+
+    Candidates are the teacher's embedding of the anchor's own image t_i (column 0) and the
+    teacher queue D; the student scores them as SEED's student does, s_i = q_i.[t_i, D] / tau:
+      y_i = beta R_i / |P_i| + (1 - beta) softmax([t_i.t_i, t_i.D] / tau_t),
+      L = -(1/B) sum_i sum_j y_ij log softmax(s_i)_j.
+    beta = 1 is `relation_contrast` with (t, D) in place of (k, queue_k); beta = 0 is
+    `seed_loss(q, t, D, tau, tau_t)`. `positive_mask` [B, 1+K] and keep_own_key as in
+    relation_contrast. Targets are constants; gradients flow to q only.
+    """
+    _check_rows("q", q, "t", t)
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"relation_response: beta must be in [0, 1]; got {beta}.")
+    t = jax.lax.stop_gradient(t)
+    logits = contrast_logits(q, t, queue_t, temperature)
+    relation = relation_targets(positive_mask, logits.shape, keep_own_key)
+    response = jax.nn.softmax(contrast_logits(t, t, queue_t, tau_t), axis=-1)
+    return soft_cross_entropy(logits, beta * relation + (1.0 - beta) * response)
 
 
 def _check_rows(name_a: str, a: jax.Array, name_b: str, b: jax.Array) -> None:

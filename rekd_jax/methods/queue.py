@@ -75,6 +75,13 @@ def init_queue(
     return queue
 
 
+def row_age(queue: Mapping[str, jax.Array]) -> jax.Array:
+    """Rows enqueued after each row was written, int32 [K]: 0 for the newest row (at ptr - 1),
+    K - 1 for the oldest (at ptr). Meaningful for valid rows only."""
+    size = queue["valid"].shape[0]
+    return ((queue["ptr"] - 1 - jnp.arange(size, dtype=jnp.int32)) % size).astype(jnp.int32)
+
+
 def enqueue(queue: Mapping[str, jax.Array], items: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     """Writes N new rows at `ptr` (FIFO: the oldest rows are overwritten), wrapping around.
 

@@ -1,13 +1,21 @@
 """ReKD (Zheng, Wang, Yuan, AAAI 2022, arXiv 2112.04174), as read by this project (docs/method.md).
 
 q = f_s(v1) student query, k = f_s'(v2) EMA key, t = f_t(v2) teacher embedding. A FIFO queue
-holds (k, t, label) of past samples; a prototype bank C in the teacher's space is the relation
-miner. Each step, against the CURRENT prototypes:
-  a(t) = argmax_m t.c_m  (or Sinkhorn-balanced),  P_i = {own key} U {j in queue : a(t_j) = a(t_i)}
+holds (k, t, label) of past samples. Each step the relation miner relates every anchor to queue
+entries in the teacher's space; by default (relation 'topk') P_i = {own key} U {the k valid
+queue entries nearest to t_i}; 'prototype' relates the entries that share t_i's prototype in a
+dynamic bank C (a(t) = argmax_m t.c_m, or Sinkhorn-balanced), 'threshold' those with
+t_i.t_j >= a threshold, and 'oracle' / 'oracle_topk' use the true labels (ablations). Then
   L_rel = -(1/B) sum_i (1/|P_i|) sum_{j in P_i} log softmax_j(q_i.[k_i, queue_k] / tau)
   L = L_rel + lambda_inst L_inst      (+ the online teacher's own MoCo v2 loss, added by training)
-then the bank moves towards the teacher embeddings assigned to each prototype, and the global
-batch's (k, t, label) are enqueued.
+the bank moves towards the teacher embeddings assigned to each prototype, and the global batch's
+(k, t, label) are enqueued.
+
+This project's extensions beyond the paper (fields of the block, docs/method.md): the
+candidates may be the teacher's own embedding and queue, scored as SEED scores them, with the
+relation target mixed with SEED's (`candidates`, `beta`, `target_tau_t`); the miner may read the
+teacher's pooled backbone features (`miner_input`) of a weakly augmented third view
+(`miner_view`).
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ from rekd_jax.methods import queue as queue_lib
 NAME = "rekd"
 ASSIGNMENTS = ("argmax", "sinkhorn")
 TEACHERS = ("online", "offline", "none")
+CANDIDATES = ("student", "teacher")
+MINER_INPUTS = ("embedding", "backbone")
+MINER_VIEWS = ("key", "weak")
 KEY_ENCODER = True  # the step runs the momentum (key) encoder on v2
-TEACHER_VIEW = "v2"  # an offline teacher embeds the key's view (an online one always does)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -44,17 +54,42 @@ def default_config() -> ml_collections.ConfigDict:
             # go.
             "reseed_after": 100,
             # 'prototype' | 'threshold' | 'topk' | 'oracle' (true labels: the SupCon upper bound,
-            # an ablation; with teacher 'none' it is a supervised contrastive teacher). 'topk'
-            # won the CIFAR-10 study's validation search (docs/method.md).
+            # an ablation; with teacher 'none' it is a supervised contrastive teacher) |
+            # 'oracle_topk' (exactly relation_topk true-label positives per anchor, the newest in
+            # the queue: precision 1 at topk's count, an ablation). 'topk' won the CIFAR-10
+            # study's validation search (docs/method.md).
             "relation": "topk",
             "relation_threshold": 0.7,  # teacher cosine similarity, for relation='threshold'.
-            "relation_topk": 10,  # nearest valid queue entries, for relation='topk'.
+            # Positives per anchor from the queue, for relation='topk' (nearest valid entries) and
+            # 'oracle_topk' (newest valid entries with the anchor's label).
+            "relation_topk": 10,
             "lambda_inst": 0.0,  # weight of the extra MoCo instance loss L_inst.
             # Whether the own key stays in the target P_i beside the mined positives (False: only
             # anchors without a mined positive keep it).
             "instance_positive": True,
-            # 'online' (trained alongside) | 'offline' (frozen) | 'none' (relation 'oracle' only).
+            # 'online' (trained alongside) | 'offline' (frozen) | 'none' (relations 'oracle' /
+            # 'oracle_topk' only).
             "teacher": "online",
+            # The fields below are this project's extensions beyond the paper; their defaults
+            # are the reading above.
+            # Candidates scored against q: 'student' (the own key k and the queue of student
+            # keys) | 'teacher' (the teacher's embedding t of the same image and the teacher
+            # queue, SEED's candidates: logits q.[t_i, queue_t] / temperature; needs the
+            # student's embedding width equal to the teacher's).
+            "candidates": "student",
+            # Weight of the relation target over the teacher's candidates; 1 - beta goes to
+            # SEED's soft target softmax([t_i.t_i, t_i.queue_t] / target_tau_t). beta < 1 only
+            # with candidates='teacher'; beta 0 is SEED's loss (tau_s = temperature).
+            "beta": 1.0,
+            "target_tau_t": 1e-4,  # SEED's teacher temperature (the released code's value).
+            # What the miner relates: 'embedding' (the teacher's projection-head embedding) |
+            # 'backbone' (its pooled backbone features, L2-normalised, as its kNN score reads
+            # them; offline teacher only). The prototype bank takes the miner's width.
+            "miner_input": "embedding",
+            # Which view the teacher embeds for mining (and, with candidates='teacher', as the
+            # own image's candidate): 'key' (v2) | 'weak' (a third view: random resized crop and
+            # flip only, no colour jitter, greyscale or blur; offline teacher only).
+            "miner_view": "key",
         }
     )
 
@@ -88,11 +123,34 @@ def validate_config(cfg: ml_collections.ConfigDict, global_batch_size: int) -> N
             f"{cfg.instance_positive!r}."
         )
     common.check_choice(cfg, "teacher", TEACHERS, NAME)
-    if cfg.teacher == "none" and cfg.relation != "oracle":
+    if cfg.teacher == "none" and cfg.relation not in relation.LABEL_VARIANTS:
         raise ValueError(
             f"{NAME} config: teacher='none' mines no relations; use it only with "
-            f"relation='oracle' (true labels), or set teacher to 'online'/'offline'."
+            f"relation='oracle' or 'oracle_topk' (true labels), or set teacher to "
+            f"'online'/'offline'."
         )
+    common.check_choice(cfg, "candidates", CANDIDATES, NAME)
+    if cfg.teacher == "none" and cfg.candidates == "teacher":
+        raise ValueError(
+            f"{NAME} config: candidates='teacher' scores the teacher's embeddings but "
+            f"teacher='none'; set teacher to 'online'/'offline', or candidates='student'."
+        )
+    if isinstance(cfg.beta, bool) or not 0.0 <= cfg.beta <= 1.0:
+        raise ValueError(f"{NAME} config: beta must be in [0, 1]; got {cfg.beta!r}.")
+    if cfg.beta < 1.0 and cfg.candidates != "teacher":
+        raise ValueError(
+            f"{NAME} config: beta={cfg.beta} mixes SEED's target over the teacher's "
+            f"candidates; set candidates='teacher', or beta=1.0."
+        )
+    common.check_positive(cfg, "target_tau_t", NAME)
+    common.check_choice(cfg, "miner_input", MINER_INPUTS, NAME)
+    common.check_choice(cfg, "miner_view", MINER_VIEWS, NAME)
+    for field, default in (("miner_input", "embedding"), ("miner_view", "key")):
+        if cfg[field] != default and cfg.teacher != "offline":
+            raise ValueError(
+                f"{NAME} config: {field}={cfg[field]!r} needs an offline teacher but "
+                f"teacher={cfg.teacher!r}; set teacher='offline', or {field}={default!r}."
+            )
 
 
 def teacher_mode(cfg: ml_collections.ConfigDict) -> str | None:
@@ -101,37 +159,73 @@ def teacher_mode(cfg: ml_collections.ConfigDict) -> str | None:
     return None if cfg.teacher == "none" else cfg.teacher
 
 
+def teacher_view(cfg: ml_collections.ConfigDict) -> str:
+    """The view an offline teacher embeds: 'v2' (the key's view; an online teacher always does)
+    or 'weak' (miner_view='weak': a third, weakly augmented view)."""
+    return "weak" if cfg.miner_view == "weak" else "v2"
+
+
+def reads_teacher_features(cfg: ml_collections.ConfigDict) -> bool:
+    """Whether the loss reads the teacher's pooled backbone features (miner_input='backbone')."""
+    return cfg.miner_input == "backbone"
+
+
 def loss_inputs(forward: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """loss_fn's embeddings from the step's forward outputs: query, key, labels, and the
-    teacher's embedding of v2 when there is a teacher."""
+    """loss_fn's embeddings from the step's forward outputs: query, key, labels, and, when there
+    is a teacher, its embedding 't' (and an offline teacher's pooled features 't_features') of
+    the view `teacher_view` names."""
     embeddings = {"q": forward["query"], "k": forward["key"], "labels": forward["labels"]}
     if "teacher" in forward:
         embeddings["t"] = forward["teacher"]
+    if "teacher_features" in forward:
+        embeddings["t_features"] = forward["teacher_features"]
     return embeddings
 
 
 def init_state(
-    rng: jax.Array, cfg: ml_collections.ConfigDict, student_dim: int, teacher_dim: int | None
+    rng: jax.Array,
+    cfg: ml_collections.ConfigDict,
+    student_dim: int,
+    teacher_dim: int | None,
+    teacher_feature_dim: int | None = None,
 ) -> dict:
     """{'queue': {'key': [K, student_dim], 'teacher': [K, teacher_dim], 'label': [K] (-1),
     'ptr', 'valid'}, 'prototypes': uninitialised bank [num_prototypes, teacher_dim]}.
 
-    Without a teacher (teacher_dim None: teacher 'none', relation 'oracle') the queue holds no
-    teacher embeddings and there is no prototype bank ({})."""
+    miner_input='backbone' adds 'miner': [K, teacher_feature_dim] (the teacher's pooled
+    features) and the bank takes that width. Without a teacher (teacher_dim None: teacher
+    'none', a label relation) the queue holds no teacher embeddings and there is no prototype
+    bank ({}). candidates='teacher' needs student_dim == teacher_dim.
+    """
+    if cfg.candidates == "teacher" and student_dim != teacher_dim:
+        raise ValueError(
+            f"rekd candidates='teacher': the student embedding width ({student_dim}) must "
+            f"equal the teacher's ({teacher_dim}); set the student projector's output dim to "
+            f"{teacher_dim}."
+        )
     queue_key, bank_key = jax.random.split(rng)
     fields = {"key": ((student_dim,), jnp.float32, queue_lib.UNIT), "label": ((), jnp.int32, -1)}
+    miner_dim = teacher_dim
     if teacher_dim is not None:
         fields["teacher"] = ((teacher_dim,), jnp.float32, queue_lib.UNIT)
+        if cfg.miner_input == "backbone":
+            if teacher_feature_dim is None:
+                raise ValueError(
+                    "rekd miner_input='backbone' needs teacher_feature_dim, the width of the "
+                    "teacher's pooled backbone features."
+                )
+            fields["miner"] = ((teacher_feature_dim,), jnp.float32, queue_lib.UNIT)
+            miner_dim = teacher_feature_dim
     queue = queue_lib.init_queue(queue_key, cfg.queue_size, fields)
     bank = (
         {}
         if teacher_dim is None
-        else relation.init_prototypes(bank_key, cfg.num_prototypes, teacher_dim)
+        else relation.init_prototypes(bank_key, cfg.num_prototypes, miner_dim)
     )
     return {"queue": queue, "prototypes": bank}
 
 
-def _assignments(cfg, t_global, queue, centers):
+def _assignments(cfg, m_global, queue_m, queue_valid, centers):
     """Prototype of each global-batch row and of each queue row, against the current centres.
 
     Sinkhorn balances over the valid queue rows together with the global batch (replicated on
@@ -139,10 +233,10 @@ def _assignments(cfg, t_global, queue, centers):
     and would be forced onto near-distinct prototypes.
     """
     if cfg.assignment == "argmax":
-        return relation.assign(t_global, centers), relation.assign(queue["teacher"], centers)
-    size = queue["teacher"].shape[0]
-    pooled = jnp.concatenate([queue["teacher"], t_global.astype(queue["teacher"].dtype)])
-    row_mask = jnp.concatenate([queue["valid"], jnp.ones(t_global.shape[0], bool)])
+        return relation.assign(m_global, centers), relation.assign(queue_m, centers)
+    size = queue_m.shape[0]
+    pooled = jnp.concatenate([queue_m, m_global.astype(queue_m.dtype)])
+    row_mask = jnp.concatenate([queue_valid, jnp.ones(m_global.shape[0], bool)])
     pooled_assign = relation.assign_balanced(
         pooled, centers, cfg.sinkhorn_epsilon, cfg.sinkhorn_iterations, row_mask=row_mask
     )
@@ -157,10 +251,12 @@ def loss_fn(
     rng: jax.Array,
     axis_name: str | None = None,
 ):
-    """ReKD loss on embeddings {'q': [b, ds], 'k': [b, ds], 't': [b, dt], 'labels': [b]}.
+    """ReKD loss on embeddings {'q': [b, ds], 'k': [b, ds], 't': [b, dt], 'labels': [b]}
+    (+ 't_features': [b, df], the teacher's pooled features, for miner_input='backbone').
 
     'labels' (true labels, -1 when unknown; optional) only feed diagnostics, except for the
-    'oracle' relation, whose positives they are ('t' may then be absent: no teacher). `rng` drives
+    label relations 'oracle' / 'oracle_topk', whose positives they are ('t' may then be absent:
+    no teacher, a SupCon teacher with a MoCo queue, never a self-supervised result). `rng` drives
     prototype initialisation / re-seeding; the first device's key is used on all devices so the
     bank stays replicated. Returns (loss, (metrics, new_state)): `loss` = L_rel + lambda_inst
     L_inst, the mean over this device's rows (the caller averages gradients over devices);
@@ -169,53 +265,97 @@ def loss_fn(
     """
     if rng is None:
         raise ValueError("rekd.loss_fn needs rng (prototype initialisation and re-seeding).")
-    if "t" not in embeddings:
-        return _oracle_without_teacher(embeddings, state, cfg, axis_name)
+    with_teacher = "t" in embeddings
+    labels = embeddings.get("labels")
+    if not with_teacher and cfg.relation not in relation.LABEL_VARIANTS:
+        raise ValueError(
+            "rekd.loss_fn without teacher embeddings 't' needs relation 'oracle' or 'oracle_topk'."
+        )
+    if labels is None and cfg.relation in relation.LABEL_VARIANTS:
+        raise ValueError(
+            f"rekd relation {cfg.relation!r} needs embeddings['labels'] (the true labels)."
+        )
     q = embeddings["q"]
     k = jax.lax.stop_gradient(embeddings["k"])
-    t = jax.lax.stop_gradient(embeddings["t"]).astype(jnp.float32)
-    labels = embeddings.get("labels")
     if labels is None:
         labels = jnp.full((q.shape[0],), -1, jnp.int32)
     labels = labels.astype(jnp.int32)
     queue, bank = state["queue"], state["prototypes"]
+    cand_age = queue_lib.row_age(queue) if cfg.relation == "oracle_topk" else None
 
-    k_global = queue_lib.global_batch(k, axis_name)
-    t_global = queue_lib.global_batch(t, axis_name)
-    labels_global = queue_lib.global_batch(labels, axis_name)
+    items = {"key": queue_lib.global_batch(k, axis_name)}
+    if with_teacher:
+        t = jax.lax.stop_gradient(embeddings["t"]).astype(jnp.float32)
+        items["teacher"] = queue_lib.global_batch(t, axis_name)
+        miner, miner_field = t, "teacher"
+        if cfg.miner_input == "backbone":
+            miner, miner_field = _miner_features(embeddings), "miner"
+            items["miner"] = queue_lib.global_batch(miner, axis_name)
+    items["label"] = queue_lib.global_batch(labels, axis_name)
 
-    assign_global, assign_queue = _assignments(cfg, t_global, queue, bank["centers"])
-    assign_local = common.local_rows(assign_global, q.shape[0], axis_name)
-    positive_mask = relation.relation_positives(
-        t,
-        queue["teacher"],
-        assign_local,
-        assign_queue,
-        queue["valid"],
-        cfg.relation,
-        cfg.relation_threshold,
-        cfg.relation_topk,
-        anchor_labels=labels,
-        cand_labels=queue["label"],
-    )
+    if with_teacher:
+        assign_global, assign_queue = _assignments(
+            cfg, items[miner_field], queue[miner_field], queue["valid"], bank["centers"]
+        )
+        assign_local = common.local_rows(assign_global, q.shape[0], axis_name)
+        positive_mask = relation.relation_positives(
+            miner,
+            queue[miner_field],
+            assign_local,
+            assign_queue,
+            queue["valid"],
+            cfg.relation,
+            cfg.relation_threshold,
+            cfg.relation_topk,
+            anchor_labels=labels,
+            cand_labels=queue["label"],
+            cand_age=cand_age,
+        )
+        num_prototypes = cfg.num_prototypes
+    else:
+        positive_mask = relation.relation_positives(
+            None,
+            None,
+            None,
+            None,
+            queue["valid"],
+            cfg.relation,
+            0.0,
+            cfg.relation_topk,
+            anchor_labels=labels,
+            cand_labels=queue["label"],
+            cand_age=cand_age,
+        )
+        assign_global, num_prototypes = jnp.zeros_like(items["label"]), 1
 
-    loss_rel = losses.relation_contrast(
-        q, k, queue["key"], positive_mask, cfg.temperature, cfg.instance_positive
-    )
+    if cfg.candidates == "teacher":
+        loss_rel = losses.relation_response(
+            q,
+            t,
+            queue["teacher"],
+            positive_mask,
+            cfg.temperature,
+            cfg.beta,
+            cfg.target_tau_t,
+            cfg.instance_positive,
+        )
+    else:
+        loss_rel = losses.relation_contrast(
+            q, k, queue["key"], positive_mask, cfg.temperature, cfg.instance_positive
+        )
     loss_inst = losses.info_nce(q, k, queue["key"], cfg.temperature)
     loss = loss_rel + cfg.lambda_inst * loss_inst
 
-    new_bank = relation.update_prototypes(
-        bank,
-        t_global,
-        assign_global,
-        cfg.prototype_momentum,
-        cfg.reseed_after,
-        common.replicated_rng(rng, axis_name),
-    )
-    new_queue = queue_lib.enqueue(
-        queue, {"key": k_global, "teacher": t_global, "label": labels_global}
-    )
+    if with_teacher:
+        bank = relation.update_prototypes(
+            bank,
+            items[miner_field],
+            assign_global,
+            cfg.prototype_momentum,
+            cfg.reseed_after,
+            common.replicated_rng(rng, axis_name),
+        )
+    new_queue = queue_lib.enqueue(queue, items)
 
     metrics = {
         "loss": common.global_mean(loss, axis_name),
@@ -227,63 +367,21 @@ def loss_fn(
             labels,
             queue["label"],
             assign_global,
-            cfg.num_prototypes,
-            axis_name=axis_name,
-        ),
-        "prototype_mean_age": jnp.mean(new_bank["age"].astype(jnp.float32)),
-    }
-    return loss, (metrics, {"queue": new_queue, "prototypes": new_bank})
-
-
-def _oracle_without_teacher(embeddings, state, cfg, axis_name):
-    """The relation-wise loss with true-label relations and no teacher (teacher 'none'):
-    supervised contrast over {own key} U queue, i.e. SupCon with a MoCo queue. Used to train
-    the supervised (oracle) teacher of the mechanism study; never a self-supervised result."""
-    if cfg.relation != "oracle":
-        raise ValueError("rekd.loss_fn without teacher embeddings 't' needs relation='oracle'.")
-    if embeddings.get("labels") is None:
-        raise ValueError("rekd relation 'oracle' needs embeddings['labels'] (the true labels).")
-    q = embeddings["q"]
-    k = jax.lax.stop_gradient(embeddings["k"])
-    labels = embeddings["labels"].astype(jnp.int32)
-    queue = state["queue"]
-    positive_mask = relation.relation_positives(
-        None,
-        None,
-        None,
-        None,
-        queue["valid"],
-        "oracle",
-        0.0,
-        1,
-        anchor_labels=labels,
-        cand_labels=queue["label"],
-    )
-    loss_rel = losses.relation_contrast(
-        q, k, queue["key"], positive_mask, cfg.temperature, cfg.instance_positive
-    )
-    loss_inst = losses.info_nce(q, k, queue["key"], cfg.temperature)
-    loss = loss_rel + cfg.lambda_inst * loss_inst
-    new_queue = queue_lib.enqueue(
-        queue,
-        {
-            "key": queue_lib.global_batch(k, axis_name),
-            "label": queue_lib.global_batch(labels, axis_name),
-        },
-    )
-    labels_global = queue_lib.global_batch(labels, axis_name)
-    metrics = {
-        "loss": common.global_mean(loss, axis_name),
-        "loss_rel": common.global_mean(loss_rel, axis_name),
-        "loss_inst": common.global_mean(loss_inst, axis_name),
-        **mocov2.contrast_metrics(jax.lax.stop_gradient(q), k, queue["key"], axis_name),
-        **relation.relation_diagnostics(
-            positive_mask,
-            labels,
-            queue["label"],
-            jnp.zeros_like(labels_global),
-            1,
+            num_prototypes,
             axis_name=axis_name,
         ),
     }
-    return loss, (metrics, {"queue": new_queue, "prototypes": state["prototypes"]})
+    if with_teacher:
+        metrics["prototype_mean_age"] = jnp.mean(bank["age"].astype(jnp.float32))
+    return loss, (metrics, {"queue": new_queue, "prototypes": bank})
+
+
+def _miner_features(embeddings: dict[str, jax.Array]) -> jax.Array:
+    """The teacher's pooled backbone features, L2-normalised (miner_input='backbone')."""
+    if "t_features" not in embeddings:
+        raise ValueError(
+            "rekd miner_input='backbone' needs embeddings['t_features'] (the offline teacher's "
+            "pooled backbone features)."
+        )
+    x = jax.lax.stop_gradient(embeddings["t_features"]).astype(jnp.float32)
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)

@@ -2,8 +2,9 @@
 
 The teacher's embeddings are assigned to prototypes (plain argmax, or balanced with
 Sinkhorn-Knopp); two samples are related when they share a prototype (or, as variants, when their
-teacher embeddings are similar enough / among the k nearest). The relation mask is the target of
-`losses.relation_contrast`. Everything here is a target: inputs pass through stop_gradient.
+teacher embeddings are similar enough / among the k nearest, or, as label ablations, when their
+true labels agree). The relation mask is the target of `losses.relation_contrast`. Everything
+here is a target: inputs pass through stop_gradient.
 
 Prototype bank state (a pytree, identical on every device):
   {'centers': [M, d] unit rows, 'age': int32 [M] steps since last used,
@@ -17,7 +18,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-RELATION_VARIANTS = ("prototype", "threshold", "topk", "oracle")
+RELATION_VARIANTS = ("prototype", "threshold", "topk", "oracle", "oracle_topk")
+LABEL_VARIANTS = ("oracle", "oracle_topk")  # relations from the true labels (need no teacher)
 # Scale of the seeded noise added to teacher embeddings copied into the bank, so that two
 # prototypes seeded from the same embedding still differ (and split its neighbourhood).
 SEED_PERTURBATION = 1e-3
@@ -185,13 +187,18 @@ def relation_positives(
     *,
     anchor_labels: jax.Array | None = None,
     cand_labels: jax.Array | None = None,
+    cand_age: jax.Array | None = None,
 ) -> jax.Array:
     """Relation mask R, bool [B, 1+N]: column 0 = own key (always True), columns 1.. = candidates.
 
     variant 'prototype': R_ij = a(t_i) == a(t_j);  'threshold': t_i.t_j >= threshold;
     'topk': j among the `topk` valid candidates most similar to t_i (teacher cosine similarity);
     'oracle': R_ij = y_i == y_j from the true labels (the SupCon upper bound: an ablation that
-    needs no teacher; unknown labels, < 0, relate to nothing).
+    needs no teacher; unknown labels, < 0, relate to nothing);
+    'oracle_topk': j among the `topk` most recently enqueued valid candidates with y_j == y_i
+    (`cand_age` [N]: rows enqueued since j, 0 = newest; `queue.row_age`): exactly `topk` true
+    positives per anchor (fewer only when the candidates hold fewer), an ablation that separates
+    the precision of the relations from their count.
     Candidates with cand_valid False are never positive.
     """
     if variant not in RELATION_VARIANTS:
@@ -199,11 +206,13 @@ def relation_positives(
             f"unknown relation variant {variant!r}; choose one of {RELATION_VARIANTS}."
         )
     valid = jnp.asarray(cand_valid, bool)[None, :]
-    if variant == "oracle":
+    if variant in LABEL_VARIANTS:
         if anchor_labels is None or cand_labels is None:
-            raise ValueError("relation 'oracle' needs anchor_labels and cand_labels.")
+            raise ValueError(f"relation {variant!r} needs anchor_labels and cand_labels.")
         anchor_labels = jnp.asarray(anchor_labels)[:, None]
         related = (anchor_labels == jnp.asarray(cand_labels)[None, :]) & (anchor_labels >= 0)
+        if variant == "oracle_topk":
+            related = _newest(related & valid, cand_age, topk)
         own = jnp.ones((related.shape[0], 1), bool)
         return jnp.concatenate([own, related & valid], axis=1)
     num_anchors, num_cand = t_anchor.shape[0], t_cand.shape[0]
@@ -228,6 +237,23 @@ def relation_positives(
             )
     own = jnp.ones((num_anchors, 1), bool)
     return jnp.concatenate([own, related & valid], axis=1)
+
+
+def _newest(related: jax.Array, cand_age: jax.Array | None, topk: int) -> jax.Array:
+    """The (at most) `topk` youngest True entries of each row of `related` [B, N]."""
+    if cand_age is None:
+        raise ValueError("relation 'oracle_topk' needs cand_age (queue.row_age of the queue).")
+    if topk < 1:
+        raise ValueError(f"relation topk must be >= 1; got {topk}.")
+    num_anchors, num_cand = related.shape
+    youth = -jnp.asarray(cand_age, jnp.float32)[None, :]
+    _, newest = jax.lax.top_k(jnp.where(related, youth, -jnp.inf), min(topk, num_cand))
+    chosen = (
+        jnp.zeros((num_anchors, num_cand), bool)
+        .at[jnp.arange(num_anchors)[:, None], newest]
+        .set(True)
+    )
+    return chosen & related
 
 
 def relation_diagnostics(

@@ -19,7 +19,6 @@ NAME = "seed"
 TAU_T_CODE = 1e-4  # jacobswan1/SEED tools/opts.py --distill-t (the default here).
 TAU_T_PAPER = 0.01  # the SEED paper's stated teacher temperature (a documented variant).
 KEY_ENCODER = False  # no momentum encoder: the frozen teacher gives the targets
-TEACHER_VIEW = "v1"  # the teacher embeds the student's own view x
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -51,6 +50,12 @@ def teacher_mode(cfg: ml_collections.ConfigDict) -> str:
     """SEED distils a frozen (offline) teacher."""
     del cfg
     return "offline"
+
+
+def teacher_view(cfg: ml_collections.ConfigDict) -> str:
+    """'v1': the teacher embeds the student's own view x."""
+    del cfg
+    return "v1"
 
 
 def loss_inputs(forward: dict[str, jax.Array]) -> dict[str, jax.Array]:

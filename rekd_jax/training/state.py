@@ -92,6 +92,11 @@ def embedding_dim(spec: dict) -> int:
     features when it has none (an import_torch output of a plain torchvision state_dict)."""
     if spec["projector"] is not None:
         return int(spec["projector"]["dim"])
+    return feature_dim(spec)
+
+
+def feature_dim(spec: dict) -> int:
+    """Width of an encoder's pooled backbone 'features'."""
     return models.feature_dim(spec["arch"], **backbone_overrides(spec["overrides"]))
 
 
@@ -169,7 +174,14 @@ def create_train_state(config: ml_collections.ConfigDict, modules: Modules, tx) 
         ema_params["teacher"] = params["teacher"]
         ema_batch_stats["teacher"] = batch_stats["teacher"]
         teacher_method_state = mocov2.init_state(teacher_method_rng, config.mocov2, teacher_dim)
-    method_state = method.init_state(method_rng, config[config.method], student_dim, teacher_dim)
+    widths = {}
+    if modules.teacher_spec and getattr(method, "reads_teacher_features", lambda cfg: False)(
+        config[config.method]
+    ):
+        widths["teacher_feature_dim"] = feature_dim(modules.teacher_spec)
+    method_state = method.init_state(
+        method_rng, config[config.method], student_dim, teacher_dim, **widths
+    )
     if hasattr(method, "init_params"):  # trainable parameters of the method's own
         params["method"] = method.init_params(
             jax.random.fold_in(method_rng, 1), config[config.method], student_dim

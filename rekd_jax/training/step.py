@@ -15,8 +15,8 @@ N = D*b (device-major). One step:
    encoder (cross-replica BN) is trained by its own MoCo v2 loss.
 4. Loss of the method (rekd_jax.methods), gradients averaged across devices (pmean), SGD
    update. The method module says what runs: the key encoder or not (KEY_ENCODER), which
-   teacher (teacher_mode) and which view an offline teacher embeds (TEACHER_VIEW), and how its
-   loss reads the forward outputs (loss_inputs).
+   teacher (teacher_mode) and which view an offline teacher embeds (teacher_view: v1, v2, or a
+   third, weakly augmented view), and how its loss reads the forward outputs (loss_inputs).
 
 An online teacher is trained alongside by its own MoCo v2 loss (methods.mocov2 with
 config.mocov2, the teacher's own queue) on its query (v1) and momentum-encoder key (v2); that
@@ -167,6 +167,34 @@ def two_views(cfg: StepConfig, rng, images):
     def one(key, image):
         v1, v2 = augment.two_views(key, image[None], cfg.augment_cfg, cfg.image_size, cfg.dtype)
         return v1[0], v2[0]
+
+    return jax.vmap(one)(keys, images)
+
+
+# fold_in data of the weak view's key: no split of the step key yields it (with or without
+# jax_threefry_partitionable), so v1, v2 and every other draw of the step stay as they are.
+WEAK_VIEW_STREAM = 0x7765616B  # 'weak'
+WEAK_VIEW_OFF = ("jitter_prob", "gray_prob", "blur_prob")  # colour jitter, greyscale, blur
+
+
+def weak_view(cfg: StepConfig, rng, images):
+    """A third view of this device's images (a method's teacher_view 'weak'): the configured
+    random resized crop and horizontal flip, no colour jitter, greyscale or blur; randomness
+    keyed by the global example index, from its own key (WEAK_VIEW_STREAM)."""
+    if images.ndim != 4:
+        raise ValueError(
+            "the weak teacher view (rekd.miner_view='weak') draws its own crop on the device; "
+            "set data.train_crop='device'"
+        )
+    aug = cfg.augment_cfg
+    weak_cfg = {**(aug.to_dict() if hasattr(aug, "to_dict") else aug)}
+    weak_cfg.update({field: 0.0 for field in WEAK_VIEW_OFF})
+    b = images.shape[0]
+    key = jax.random.fold_in(rng, WEAK_VIEW_STREAM)
+    keys = _local_slice(jax.random.split(key, cfg.global_batch_size), b)
+
+    def one(key, image):
+        return augment.mocov2_view(key, image[None], weak_cfg, cfg.image_size, cfg.dtype)[0]
 
     return jax.vmap(one)(keys, images)
 
@@ -355,9 +383,13 @@ def train_step(
             key_drop,
         )
     if cfg.teacher_mode == "offline":
-        view = {"v1": v1, "v2": v2}[method.TEACHER_VIEW]
-        t = mods.teacher.apply(teacher_variables, view, train=False)["embedding"]
-        forward["teacher"] = jax.lax.stop_gradient(t.astype(jnp.float32))
+        view_name = method.teacher_view(cfg.method_cfg)
+        view = (
+            weak_view(cfg, rng, images) if view_name == "weak" else {"v1": v1, "v2": v2}[view_name]
+        )
+        t_out = mods.teacher.apply(teacher_variables, view, train=False)
+        forward["teacher"] = jax.lax.stop_gradient(t_out["embedding"].astype(jnp.float32))
+        forward["teacher_features"] = jax.lax.stop_gradient(t_out["features"].astype(jnp.float32))
     elif cfg.teacher_mode == "online":
         forward["teacher"], ema_batch_stats["teacher"] = shuffled_key_forward(
             cfg,

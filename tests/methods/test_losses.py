@@ -133,3 +133,61 @@ def test_relation_contrast_without_the_own_key_averages_over_mined_positives_onl
     np.testing.assert_allclose(got, np.mean(expected), rtol=1e-5)
     kept = losses.relation_contrast(q, k, queue, jnp.asarray(mask), tau)
     assert abs(float(kept) - float(got)) > 1e-4
+
+
+def relation_response_loop(q, t, queue, mask, tau, beta, tau_t, keep_own_key=True):
+    """The mixed relation/response loss by explicit loops over anchors and candidates."""
+    expected = []
+    for i in range(len(q)):
+        positives = [j for j in range(1, mask.shape[1]) if mask[i, j]]
+        if keep_own_key or not positives:
+            positives = [0] + positives
+        relation = [1.0 / len(positives) if j in positives else 0.0 for j in range(mask.shape[1])]
+        response = np.exp(log_softmax_loop(candidate_logits(t[i], t[i], queue, tau_t)))
+        log_p = log_softmax_loop(candidate_logits(q[i], t[i], queue, tau))
+        target = [beta * r + (1 - beta) * s for r, s in zip(relation, response)]
+        expected.append(-sum(y * lp for y, lp in zip(target, log_p)))
+    return np.mean(expected)
+
+
+@pytest.mark.parametrize("beta,keep_own_key", [(0.3, True), (0.7, False), (1.0, True)])
+def test_relation_response_matches_loop(beta, keep_own_key):
+    q, t, queue = unit_rows(30, 4, 5), unit_rows(31, 4, 5), unit_rows(32, 6, 5)
+    mask = np.random.default_rng(33).random((4, 7)) < 0.4
+    mask[2, 1:] = False  # an anchor without mined positives keeps its own image
+    got = losses.relation_response(q, t, queue, mask, 0.2, beta, 0.05, keep_own_key)
+    expected = relation_response_loop(q, t, queue, mask, 0.2, beta, 0.05, keep_own_key)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_relation_response_ends_are_relation_contrast_and_seed():
+    """beta 1: relation_contrast over the teacher's candidates; beta 0: SEED's loss with
+    tau_s = the temperature (at SEED's released tau_t 1e-4)."""
+    q, t, queue = unit_rows(34, 5, 8), unit_rows(35, 5, 8), unit_rows(36, 9, 8)
+    mask = np.random.default_rng(37).random((5, 10)) < 0.3
+    for keep in (True, False):
+        np.testing.assert_allclose(
+            losses.relation_response(q, t, queue, mask, 0.2, 1.0, 1e-4, keep),
+            losses.relation_contrast(q, t, queue, mask, 0.2, keep),
+            rtol=1e-6,
+            atol=1e-6,
+        )
+    np.testing.assert_allclose(
+        losses.relation_response(q, t, queue, mask, 0.2, 0.0, 1e-4),
+        losses.seed_loss(q, t, queue, 0.2, 1e-4),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    grad_q, grad_t, grad_queue = jax.grad(
+        lambda q, t, queue: losses.relation_response(q, t, queue, mask, 0.2, 0.5, 0.05),
+        argnums=(0, 1, 2),
+    )(q, t, queue)
+    assert float(jnp.max(jnp.abs(grad_q))) > 1e-3
+    np.testing.assert_array_equal(grad_t, 0.0)
+    np.testing.assert_array_equal(grad_queue, 0.0)
+
+
+def test_relation_response_rejects_beta_outside_the_unit_interval():
+    q = unit_rows(0, 2, 3)
+    with pytest.raises(ValueError, match="beta"):
+        losses.relation_response(q, q, unit_rows(1, 4, 3), np.ones((2, 5), bool), 0.2, 1.5, 0.1)

@@ -67,3 +67,13 @@ def test_global_batch_is_device_major():
     for device in range(4):
         np.testing.assert_array_equal(gathered[device], np.arange(8))
     np.testing.assert_array_equal(queue_lib.global_batch(local, None), local)
+
+
+def test_row_age_counts_rows_enqueued_since():
+    queue = queue_lib.init_queue(jax.random.PRNGKey(0), 6, FIELDS)
+    queue = queue_lib.enqueue(queue, batch(0))  # rows 0, 1
+    queue = queue_lib.enqueue(queue, batch(2))  # rows 2, 3; ptr 4
+    np.testing.assert_array_equal(queue_lib.row_age(queue)[:4], [3, 2, 1, 0])
+    for start in (4, 6):  # wraps: rows 4, 5 then 0, 1; ptr 2
+        queue = queue_lib.enqueue(queue, batch(start))
+    np.testing.assert_array_equal(queue_lib.row_age(queue), [1, 0, 5, 4, 3, 2])

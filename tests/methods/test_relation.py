@@ -220,3 +220,46 @@ def test_oracle_relation_is_label_equality_over_valid_candidates():
     np.testing.assert_array_equal(got, expected)
     with pytest.raises(ValueError, match="oracle.*labels"):
         relation.relation_positives(None, None, None, None, valid, "oracle", 0.0, 1)
+
+
+def test_oracle_topk_takes_the_newest_same_label_candidates():
+    """Exactly topk same-label positives per anchor, the most recently enqueued valid ones;
+    fewer only when the candidates hold fewer; unknown labels relate to nothing."""
+    anchor = np.array([0, 1, 2, -1], np.int32)
+    cand = np.array([0, 0, 1, 0, 0, 1, 0, -1], np.int32)
+    valid = np.array([True, True, True, True, False, True, True, True])
+    age = np.array([7, 6, 5, 4, 3, 2, 1, 0], np.int32)  # row 7 is the newest
+    got = relation.relation_positives(
+        None,
+        None,
+        None,
+        None,
+        valid,
+        "oracle_topk",
+        0.0,
+        2,
+        anchor_labels=anchor,
+        cand_labels=cand,
+        cand_age=age,
+    )
+    expected = np.zeros((4, 9), bool)
+    expected[:, 0] = True
+    for i, label in enumerate(anchor):  # by hand: valid same-label rows, newest first
+        rows = [j for j in np.argsort(age) if valid[j] and cand[j] == label and label >= 0]
+        expected[i, 1 + np.asarray(rows[:2], int)] = True
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got[:, 1:].sum(1), [2, 2, 0, 0])  # label 0: rows 6, 3
+    assert got[0, 1 + 6] and got[0, 1 + 3] and not got[0, 1 + 4]  # row 4 is invalid
+    with pytest.raises(ValueError, match="cand_age"):
+        relation.relation_positives(
+            None,
+            None,
+            None,
+            None,
+            valid,
+            "oracle_topk",
+            0.0,
+            2,
+            anchor_labels=anchor,
+            cand_labels=cand,
+        )
