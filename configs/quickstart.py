@@ -17,8 +17,10 @@ What it does, on the embedded rekd_shapes dataset (built on first use, no downlo
 Variants: `:seeds` runs the quick start once per seed of SEEDS (WORKDIR/seed_<N>) and prints
 each row's mean and [min, max]; `:lr_grid` chooses the students' peak lr (LR) from LR_GRID on a
 validation split (train[:9000] as the bank and probe training set, train[9000:] scored; the
-best validation kNN per method); `:tiny` (rekd_shapes/tiny, a few steps per stage) is what the
-tests run.
+best validation kNN per method); `:x4` trains the students four times longer (2,800 steps, each
+cosine over its own length; the teacher as it is), the quick start's budget probe (with
+`:seeds`: docs/results.md#quick-start); `:tiny` (rekd_shapes/tiny, a few steps per stage) is
+what the tests run.
 Recipe (every value a field; departures from configs/default.py): 16 px views of the 32 px
 images, batch 128, queue 8 batches (1,024 keys, at most 8 steps old), warmup-free cosine, wd
 5e-4, m 0.99, tau 0.2, no blur, SimCLR's colour distortion of strength 1 (jitter
@@ -68,7 +70,8 @@ LR = {"rekd": 0.02, "seed": 0.04, "mocov2": 0.08}
 
 LR_GRID = (0.01, 0.02, 0.04, 0.08, 0.16)
 SEEDS = (0, 1, 2)
-VARIANT_NAMES = ("tiny", "lr_grid", "seeds")  # parsed here: each builds a different plan
+VARIANT_NAMES = ("tiny", "lr_grid", "seeds", "x4")  # parsed here: each builds another plan
+STUDENT_BUDGET_FACTOR = {"x4": 4}  # the students' steps, times the quick start's
 
 
 def get_config(arg=None):
@@ -82,6 +85,8 @@ def get_config(arg=None):
     tiny = "tiny" in variants
     # The teacher gets more steps than the students: ReKD can only pass on what it has learnt.
     teacher_steps, steps, batch = (6, 6, 16) if tiny else (1700, 700, 128)
+    for variant, factor in STUDENT_BUDGET_FACTOR.items():
+        steps *= factor if variant in variants else 1
     dataset = "rekd_shapes/tiny" if tiny else "rekd_shapes"
     teacher = _base(teacher_steps, batch, dataset, peak_lr=0.06)
     teacher.method = "mocov2"

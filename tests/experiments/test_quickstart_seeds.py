@@ -49,3 +49,12 @@ def test_every_seed_runs_every_stage_and_the_summary_spans_them(tmp_path, capsys
         assert json.load(f)["rows"]["student"] == json.loads(json.dumps(student))
     assert os.path.isdir(workdir / "seed_1" / "teacher" / "encoders")
     assert quickstart_lib.format_spread(result, result["seeds"]).count("\n") >= 6
+
+
+def test_the_x4_variant_trains_the_students_four_times_longer():
+    base, x4 = quickstart.get_config("seeds"), quickstart.get_config("seeds,x4")
+    assert x4.runs.teacher.to_dict() == base.runs.teacher.to_dict()
+    for name in ("student", "seed", "baseline"):
+        assert x4.runs[name].num_train_steps == 4 * base.runs[name].num_train_steps == 2800
+        assert x4.runs[name].optimizer.cosine_unit == base.runs[name].optimizer.cosine_unit
+        assert x4.runs[name].optimizer.to_dict() == base.runs[name].optimizer.to_dict()
