@@ -96,3 +96,46 @@ def test_each_layer_imports_only_the_layers_below_it():
 def test_training_and_evaluation_never_import_each_other():
     assert "evaluation" not in ALLOWED["training"]
     assert "training" not in ALLOWED["evaluation"]
+
+
+def _module_name(path):
+    parts = os.path.relpath(path, REPO)[:-3].split(os.sep)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_two_modules_of_the_library_import_each_other():
+    """No import circle between the library's modules, function-level imports included."""
+    modules = {_module_name(p): p for p in _library_files()}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                submodules = {f"{node.module}.{a.name}" for a in node.names}
+                targets |= (submodules & set(modules)) or {node.module}
+        graph[name] = {t for t in targets if t in modules and t != name}
+
+    def cycle_from(start):
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, route = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    return route + [start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, route + [nxt]))
+        return None
+
+    # a package's __init__ importing its own submodules is how a package loads: not a circle
+    circles = [
+        c
+        for name in graph
+        if (c := cycle_from(name))
+        and not any(b.startswith(a + ".") or a.startswith(b + ".") for a, b in zip(c, c[1:]))
+    ]
+    assert not circles, "\n".join(" -> ".join(c) for c in circles)

@@ -278,6 +278,11 @@ def is_finished(root: str, arm: Arm) -> bool:
     return os.path.exists(os.path.join(root, arm.name, "row.json"))
 
 
+def read_row(root: str, arm: Arm) -> dict:
+    """The row a finished arm wrote."""
+    return run_record.read_json(os.path.join(root, arm.name, "row.json"))
+
+
 def run_plan(
     arms: Sequence[Arm],
     root: str,

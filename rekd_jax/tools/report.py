@@ -43,31 +43,17 @@ import numpy as np
 from rekd_jax.core import errors
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.data import pipeline
+from rekd_jax.tools.plot_style import (
+    ARCH_LINESTYLES,
+    CHANCE_STYLE,
+    DIFFERENT_CLASS_COLOUR,
+    RANDOM_INIT,
+    SAME_CLASS_COLOUR,
+    method_colour,
+)
 
 CURVES = ("loss", "contrast_accuracy", "positive_similarity", "learning_rate")
 RELATIONS = ("positive_label_precision", "positives_per_anchor", "prototype_entropy")
-RANDOM_INIT = "random init"
-
-# One colour per method, the same in every figure (the keys are what `method_name` returns).
-METHOD_COLOURS = {
-    RANDOM_INIT: "#8c8c8c",
-    "MoCo v2": "#1f77b4",
-    "SEED": "#2ca02c",
-    "ReKD (offline)": "#d62728",
-    "ReKD (online)": "#ff7f0e",
-    "ReKD (oracle relations)": "#9467bd",
-    "SupCon (oracle)": "#8c564b",
-    "supervised": "#e377c2",
-    "ReKD (supervised teacher)": "#bcbd22",
-    "SEED (supervised teacher)": "#98df8a",
-    "ReKD (k oracle relations)": "#c5b0d5",
-    "ReKD (teacher's space)": "#ff9896",
-    "teacher": "#000000",
-}
-OTHER_COLOUR = "#17becf"  # a method without an entry
-SAME_CLASS_COLOUR, DIFFERENT_CLASS_COLOUR = "#1b9e77", "#969696"
-CHANCE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.0, "alpha": 0.7}
-ARCH_LINESTYLES = ("-", "--", ":", "-.")
 
 # Metric -> (title, y-axis label, chance: None, 'labels' (label agreement of two random
 # examples) or 'queue' (one candidate among K + 1)).
@@ -145,11 +131,6 @@ def method_name(config: Mapping | None) -> str:
             return "ReKD (oracle relations)"
         return f"ReKD ({rekd.get('teacher', 'online')})"
     return {"mocov2": "MoCo v2", "seed": "SEED", "supervised": "supervised"}.get(method, method)
-
-
-def method_colour(name: str) -> str:
-    """The colour of a method (a `method_name`) in every figure."""
-    return METHOD_COLOURS.get(name, OTHER_COLOUR)
 
 
 def read_json(path: str) -> dict | None:
@@ -691,7 +672,7 @@ def _study_result(path: str) -> dict:
 def _redraw_study(paths: Sequence[str], out: str) -> int:
     """Draws the study figures of each results.json (rekd_jax.tools.study_figures) into --out
     (one file), --out/<its folder's name> (several), or plots/ beside the file."""
-    # Here, not at the top: study_figures imports matplotlib (slow) and this module.
+    # Here, not at the top: study_figures imports matplotlib, which is slow to import.
     from rekd_jax.tools import study_figures
 
     for path in paths:

@@ -10,7 +10,12 @@ committed results.json redraws them: `python -m rekd_jax.tools.report RESULTS.js
   mocov2_curve.png  the MoCo v2 student's validation kNN during training beside the
                  random-init encoder's
   students.png   the five students: random init, MoCo v2, SEED and ReKD
-One colour per method in every figure (rekd_jax.tools.report.METHOD_COLOURS).
+  budget.png     test top-1 of the budget axis's arms against the student's epochs (whiskers:
+                 min-max over seeds), each teacher's and the random-init student's as lines
+  lead.png       each distilled arm's gain over the MoCo v2 student at the same budget against
+                 its teacher's lead there (teacher kNN minus the MoCo v2 student's): the budget
+                 axis and the teacher-quality stage pooled
+One colour per method in every figure (rekd_jax.tools.plot_style.METHOD_COLOURS).
 """
 
 from __future__ import annotations
@@ -24,18 +29,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
 import numpy as np  # noqa: E402
 
-from rekd_jax.tools import report  # noqa: E402
+from rekd_jax.tools import plot_style  # noqa: E402
 
-# Colours from the report's METHOD_COLOURS (one colour per method in every figure), by label.
+# Colours from plot_style.METHOD_COLOURS (one colour per method in every figure), by label.
 COLOURS = {
-    label: report.METHOD_COLOURS[key]
+    label: plot_style.METHOD_COLOURS[key]
     for label, key in (
-        ("random init", report.RANDOM_INIT),
+        ("random init", plot_style.RANDOM_INIT),
         ("MoCo v2", "MoCo v2"),
         ("SEED", "SEED"),
         ("ReKD", "ReKD (offline)"),
         ("ReKD, supervised teacher (oracle)", "ReKD (supervised teacher)"),
         ("ReKD, true-label relations (oracle)", "ReKD (oracle relations)"),
+        ("SEED, supervised teacher (oracle)", "SEED (supervised teacher)"),
+        ("ReKD, k true-label positives (oracle)", "ReKD (k oracle relations)"),
+        ("ReKD in the teacher's space (extension)", "ReKD (teacher's space)"),
         ("teacher", "teacher"),
     )
 }
@@ -45,6 +53,9 @@ ARM_LABELS = {
     "rekd": "ReKD",
     "rekd_supervised": "ReKD, supervised teacher (oracle)",
     "rekd_oracle": "ReKD, true-label relations (oracle)",
+    "seed_supervised": "SEED, supervised teacher (oracle)",
+    "rekd_oracle_k": "ReKD, k true-label positives (oracle)",
+    "rekd_space": "ReKD in the teacher's space (extension)",
 }
 SHORT_LABELS = {
     "mocov2": "MoCo v2",
@@ -52,6 +63,9 @@ SHORT_LABELS = {
     "rekd": "ReKD",
     "rekd_supervised": "ReKD\nsupervised\nteacher (oracle)",
     "rekd_oracle": "ReKD\ntrue-label\nrelations (oracle)",
+    "seed_supervised": "SEED\nsupervised\nteacher (oracle)",
+    "rekd_oracle_k": "ReKD\nk true-label\npositives (oracle)",
+    "rekd_space": "ReKD\nteacher's space\n(extension)",
 }
 MODE_TITLES = {"knn": "weighted kNN top-1 (%)", "linear": "linear probe top-1 (%)"}
 
@@ -261,6 +275,93 @@ def students(result: Mapping, path: str) -> str | None:
     return _save(fig, path)
 
 
+TEACHER_LINES = {
+    "teacher/mocov2": ("MoCo v2 teacher", "--"),
+    "teacher/supervised": (
+        "supervised teacher (oracle)",
+        ":",
+    ),
+}
+
+
+def budget(result: Mapping, path: str) -> str | None:
+    data = result.get("budget", {})
+    if not data.get("arms"):
+        return None
+    arch = result["scale_settings"]["mechanism_student"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    for ax, mode in zip(axes, ("knn", "linear")):
+        for arm, entry in data["arms"].items():
+            points = [p for p in entry["points"] if p.get(mode)]
+            xs = [p["epochs"] if p["epochs"] is not None else p["steps"] for p in points]
+            means = np.array([p[mode]["mean"] for p in points])
+            low = means - np.array([p[mode]["min"] for p in points])
+            high = np.array([p[mode]["max"] for p in points]) - means
+            ax.errorbar(
+                xs,
+                means,
+                yerr=[low, high],
+                marker="o",
+                capsize=4,
+                color=COLOURS[ARM_LABELS[arm]],
+                label=ARM_LABELS[arm],
+            )
+        for teacher, scores in data.get("teachers", {}).items():
+            label, style = TEACHER_LINES.get(teacher, (teacher, "-."))
+            if scores.get(mode) is not None:
+                ax.axhline(
+                    scores[mode],
+                    color=COLOURS["teacher"],
+                    linestyle=style,
+                    label=f"{label} ({scores[mode]:.1f})",
+                )
+        init = (data.get("random_init") or {}).get(mode)
+        if init is not None:
+            ax.axhline(
+                init,
+                color=COLOURS["random init"],
+                linestyle="--",
+                label=f"random init ({init:.1f})",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("student epochs (each run's cosine over its own length)")
+        ax.set_ylabel(f"test {MODE_TITLES[mode]}")
+        ax.set_title(f"Budget axis, {arch} student ({'kNN' if mode == 'knn' else 'linear probe'})")
+        ax.legend(fontsize=6, loc="lower right")
+    return _save(fig, path)
+
+
+def lead(result: Mapping, path: str) -> str | None:
+    points = result.get("lead", [])
+    if not points:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    markers = {"budget": "o", "quality": "^"}
+    for ax, mode in zip(axes, ("knn", "linear")):
+        seen = set()
+        for p in points:
+            label = ARM_LABELS[p["arm"]]
+            key = (label, p["source"])
+            ax.scatter(
+                p["lead"],
+                p[mode],
+                color=COLOURS[label],
+                marker=markers[p["source"]],
+                s=40,
+                label=None
+                if key in seen
+                else f"{label}{' (teacher snapshots)' if p['source'] == 'quality' else ''}",
+            )
+            seen.add(key)
+        ax.axhline(0.0, color=COLOURS["MoCo v2"], linestyle="--", linewidth=1)
+        ax.axvline(0.0, **plot_style.CHANCE_STYLE)
+        ax.set_xlabel("teacher's lead: teacher kNN - MoCo v2 student's kNN, same budget")
+        ax.set_ylabel(f"gain over the MoCo v2 student, {MODE_TITLES[mode]}")
+        ax.set_title(f"Gain against the teacher's lead ({'kNN' if mode == 'knn' else 'linear'})")
+        ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
 def draw(result: Mapping, out_dir: str) -> dict:
     """Every figure the results allow, into OUT_DIR; returns {name: path}."""
     drawn = {}
@@ -270,6 +371,8 @@ def draw(result: Mapping, out_dir: str) -> dict:
         ("selection", selection),
         ("mocov2_curve", mocov2_curve),
         ("students", students),
+        ("budget", budget),
+        ("lead", lead),
     ):
         path = function(result, os.path.join(out_dir, f"{name}.png"))
         if path:

@@ -1,8 +1,9 @@
 """The CIFAR-10 study's results as Markdown tables (results.md and docs/results.md): teachers,
 the validation search and learning-rate grid with the choices, the seeded mechanism arms and
-ReKD's margins, teacher quality, and the five students.
+ReKD's margins, teacher quality, the five students, the budget axis and the gain against the
+teacher's lead.
 
-`markdown(result)` reads only the results dict (rekd_jax.experiments.cifar10.run), so the tables
+`markdown(result)` reads only the results dict (rekd_jax.experiments.cifar10.study.run), so the tables
 can be rebuilt from a committed results.json.
 """
 
@@ -91,12 +92,22 @@ def search_tables(result: Mapping) -> list[str]:
     choices = result.get("choices", {})
     settings = choices.get("settings", {})
     lines = []
-    for arm, title in (("rekd", "ReKD reading"), ("seed", "SEED temperatures")):
+    searches = (
+        ("rekd", "ReKD reading"),
+        ("seed", "SEED temperatures"),
+        ("space", "ReKD in the teacher's space (an extension), beta x k"),
+        ("rekd_long", "The chosen ReKD reading's temperature x k, and what its miner reads"),
+    )
+    by_name = _rows(result)
+    for arm, title in searches:
         rows = [
             r
             for r in result["rows"]
             if r["group"] == "search" and r["name"].startswith(f"search/{arm}/")
         ]
+        own = by_name.get(f"search/rekd/{settings.get('rekd')}")
+        if arm == "rekd_long" and rows and own:  # the chosen reading is one of them
+            rows.insert(0, own)
         if not rows:
             continue
         table = []
@@ -136,9 +147,16 @@ def grid_table(result: Mapping) -> list[str]:
             line.append(f"**{text}**" if p is not None and lr == chosen.get(arm) else text)
         table.append(line)
     batch = result["scale_settings"]["batch"]
+    longer = result.get("choices", {}).get("lr_long")
+    note = (
+        ["", f"The longer runs' peak lr (the grid and one step above it): {longer}."]
+        if longer
+        else []
+    )
     return (
         [f"Peak learning rate at batch {batch}, validation kNN / linear; bold: chosen:", ""]
         + _table(["arm"] + [f"lr {lr:g}" for lr in lrs], table)
+        + note
         + [""]
     )
 
@@ -157,7 +175,10 @@ def mechanism_table(result: Mapping) -> list[str]:
             "rekd": "rekd",
             "rekd_supervised": "rekd",
             "rekd_oracle": "rekd",
+            "rekd_oracle_k": "rekd_long",
+            "rekd_space": "space",
             "seed": "seed",
+            "seed_supervised": "seed",
         }.get(arm)
         table.append(
             [
@@ -254,6 +275,77 @@ def students_table(result: Mapping) -> list[str]:
     ]
 
 
+def budget_table(result: Mapping) -> list[str]:
+    budget, chance = result.get("budget", {}), result.get("chance")
+    if not budget.get("arms"):
+        return []
+    table = []
+    for entry in budget["arms"].values():
+        for p in entry["points"]:
+            table.append(
+                [
+                    entry["label"],
+                    f"{p['steps']:,}",
+                    _f(p["epochs"]),
+                    len(p["seeds"]),
+                    _mean_spread(p.get("knn")),
+                    _mean_spread(p.get("linear")),
+                    _precision(p.get("label_precision"), chance),
+                ]
+            )
+    lines = _table(
+        [
+            "arm",
+            "student steps",
+            "epochs",
+            "seeds",
+            "kNN mean ± std [min, max]",
+            "linear mean ± std [min, max]",
+            "mined-positive precision",
+        ],
+        table,
+    )
+    lines.append("")
+    names = {"teacher/mocov2": "MoCo v2 teacher", "teacher/supervised": "supervised teacher"}
+    for teacher, scores in budget.get("teachers", {}).items():
+        lines.append(
+            f"- {names.get(teacher, teacher)}: kNN {_f(scores['knn'])}, linear "
+            f"{_f(scores['linear'])}"
+        )
+    init = budget.get("random_init")
+    if init:
+        lines.append(f"- random-init student: kNN {_f(init['knn'])}, linear {_f(init['linear'])}")
+    return lines + [""]
+
+
+def lead_table(result: Mapping) -> list[str]:
+    points = result.get("lead", [])
+    if not points:
+        return []
+    table = [
+        [
+            p["arm"],
+            p["teacher"],
+            "student budget" if p["steps"] is None else f"{p['steps']:,}",
+            f"{p['lead']:+.1f}",
+            f"{p['knn']:+.1f}",
+            f"{p['linear']:+.1f}",
+        ]
+        for p in points
+    ]
+    return _table(
+        [
+            "arm",
+            "teacher",
+            "student steps",
+            "teacher's lead (kNN)",
+            "gain over MoCo v2, kNN",
+            "gain over MoCo v2, linear",
+        ],
+        table,
+    ) + [""]
+
+
 def markdown(result: Mapping) -> str:
     """All of the study's tables as one Markdown document."""
     settings = result["scale_settings"]
@@ -279,6 +371,9 @@ def markdown(result: Mapping) -> str:
     lines += mechanism_table(result)
     lines += ["## Teacher quality", ""] + quality_table(result)
     lines += ["## Five students (one seed)", ""] + students_table(result)
+    if result.get("budget"):
+        lines += ["## Budget axis", ""] + budget_table(result)
+        lines += ["## Gain against the teacher's lead", ""] + lead_table(result)
     seconds = result.get("seconds", {})
     if seconds:
         lines += ["## Time (training + evaluation, minutes)", ""]
