@@ -45,7 +45,7 @@ def test_main_rejects_unknown_override_without_traceback(tmp_path):
     )
     result = _main(f"--config={cfg}", "--config.optim.lrr=1", f"--workdir={tmp_path}")
     assert result.returncode != 0
-    assert "unknown config field in --config.optim.lrr=1" in result.stderr
+    assert "--config.optim.lrr=1: unknown config field 'lrr'; did you mean 'lr'?" in result.stderr
     assert "Traceback" not in result.stderr
 
 
