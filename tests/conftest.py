@@ -3,6 +3,7 @@ XLA compilation cache for the session (tests compile the same tiny models and st
 times; a cache hit replaces a recompilation and changes no result)."""
 
 import atexit
+import gc
 import os
 import shutil
 import tempfile
@@ -14,3 +15,15 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+import jax  # noqa: E402  (after the device flags above)
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_functions():
+    """Drops the compiled functions of a test module once it is done: one pytest process runs
+    hundreds of pmapped steps, and holding all of them only grows its memory."""
+    yield
+    jax.clear_caches()
+    gc.collect()
