@@ -3,8 +3,8 @@ the validation search and learning-rate grid with the choices, the seeded mechan
 ReKD's margins, teacher quality, the five students, the budget axis and the gain against the
 teacher's lead.
 
-`markdown(result)` reads only the results dict (rekd_jax.experiments.cifar10.study.run), so the tables
-can be rebuilt from a committed results.json.
+`markdown(result)` reads only the results dict (rekd_jax.experiments.cifar10.study.run), so the
+tables can be rebuilt from a committed results.json.
 """
 
 from __future__ import annotations
