@@ -20,7 +20,9 @@ one colour per method in every figure (METHOD_COLOURS, via `method_colour`), the
 several seeds (error bars on bars, a band around curves), histogram ranges fitted to the data
 and shared by a figure's panels, and no axis shared by quantities of different meaning (each
 objective's loss has its own). What each panel shows: docs/usage.md#plots. New figures use the
-same helpers.
+same helpers (rekd_jax.tools.figure_parts). This module draws the training curves and runs the
+command line; rekd_jax.tools.result_figures draws the similarity histograms and result bars from
+what rekd_jax.tools.run_files reads.
 """
 
 from __future__ import annotations
@@ -34,22 +36,24 @@ import glob
 import json
 import os
 import sys
-import zipfile
 from collections.abc import Mapping, Sequence
 
-import ml_collections
 import numpy as np
 
 from rekd_jax.core import errors
 from rekd_jax.core import logging as logging_lib
-from rekd_jax.data import pipeline
-from rekd_jax.tools.plot_style import (
-    ARCH_LINESTYLES,
-    CHANCE_STYLE,
-    DIFFERENT_CLASS_COLOUR,
-    RANDOM_INIT,
-    SAME_CLASS_COLOUR,
-    method_colour,
+from rekd_jax.tools.figure_parts import draw_chance, pyplot, save, style_axes
+from rekd_jax.tools.plot_style import ARCH_LINESTYLES, RANDOM_INIT, method_colour
+from rekd_jax.tools.result_figures import plot_results, plot_similarity
+from rekd_jax.tools.run_files import (
+    knn_features,
+    label_chance,
+    queue_chance,
+    read_json,
+    row_method,
+    run_config,
+    run_label_chance,
+    run_method,
 )
 
 CURVES = ("loss", "contrast_accuracy", "positive_similarity", "learning_rate")
@@ -103,125 +107,6 @@ LOSS_OBJECTIVES = {
     "SupCon (oracle)": "true-label relation loss + λ·InfoNCE",
     "supervised": "cross-entropy on the labels",
 }
-MODES = {"knn": "kNN top-1 accuracy", "linear": "Linear-probe top-1 accuracy"}
-
-
-def _pyplot():
-    # Here, not at the top: matplotlib is slow to import, and the Agg backend is chosen only
-    # when a figure is drawn (a notebook keeps its own).
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def method_name(config: Mapping | None) -> str:
-    """The METHOD_COLOURS key of a pre-training config (a run's config.json); None is an
-    untrained encoder."""
-    if not config:
-        return RANDOM_INIT
-    method = config.get("method", "")
-    if method == "rekd":
-        rekd = config.get("rekd", {})
-        if rekd.get("teacher") == "none":
-            return "SupCon (oracle)"
-        if rekd.get("relation") == "oracle":
-            return "ReKD (oracle relations)"
-        return f"ReKD ({rekd.get('teacher', 'online')})"
-    return {"mocov2": "MoCo v2", "seed": "SEED", "supervised": "supervised"}.get(method, method)
-
-
-def read_json(path: str) -> dict | None:
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def run_config(run_dir: str) -> dict | None:
-    """The config a pre-training run wrote (RUN_DIR/config.json); None for a random-init row."""
-    config = read_json(os.path.join(run_dir, "config.json"))
-    return config if config and config.get("mode") == "pretrain" else None
-
-
-def run_method(run_dir: str) -> str:
-    """The method of a pre-training workdir or a row folder."""
-    return method_name(run_config(run_dir))
-
-
-def row_method(root: str, row: Mapping) -> str:
-    """The method of a row of a quick start or study (its folder's config.json)."""
-    if row.get("label") == RANDOM_INIT or not row.get("steps"):
-        return RANDOM_INIT
-    return run_method(os.path.join(root, row["name"]))
-
-
-def label_chance(labels) -> float:
-    """Probability that two random examples share a label (1 / classes when balanced): the
-    chance level of a top-1 accuracy and of the mined positives' label precision."""
-    counts = np.bincount(np.asarray(labels, np.int64))
-    p = counts / max(1, counts.sum())
-    return float(np.sum(p * p))
-
-
-def run_label_chance(run_dir: str) -> float | None:
-    """label_chance of a run's evaluation labels: its cached features, else the evaluation
-    split of its dataset (None when neither can be read)."""
-    feats = knn_features(run_dir)
-    if feats is not None:
-        return label_chance(feats[1])
-    config = run_config(run_dir)
-    if config is None:
-        return None
-    data = ml_collections.ConfigDict(config["data"])
-    split = config.get("knn_monitor", {}).get("query_split") or data.eval_split
-    try:
-        return label_chance(pipeline.split_metadata(data, split)["labels"])
-    except (OSError, ValueError):  # the dataset cannot be read from here
-        return None
-
-
-def queue_chance(run_dir: str) -> float | None:
-    """1 / (K + 1): one candidate among the own key and a queue of K (its method's block)."""
-    config = run_config(run_dir)
-    if config is None:
-        return None
-    size = config.get(config.get("method", ""), {}).get("queue_size")
-    return 1.0 / (size + 1) if size else None
-
-
-def draw_chance(ax, value: float | None, text: str = "chance") -> None:
-    """The dashed horizontal chance line, named at its right end."""
-    if value is None:
-        return
-    ax.axhline(value, **CHANCE_STYLE)
-    ax.text(
-        1.0,
-        value,
-        f"{text} ",
-        transform=ax.get_yaxis_transform(),
-        ha="right",
-        va="bottom",
-        fontsize=7,
-        alpha=0.8,
-    )
-
-
-def style_axes(ax, title: str, xlabel: str, ylabel: str) -> None:
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-
-
-def save(fig, out: str) -> str:
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")  # a legend outside the panels included
-    _pyplot().close(fig)
-    return out
 
 
 def read_curves(run_dir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -295,7 +180,7 @@ def curves_figure(
             (run_config(d[0]) or {}).get("student", {}).get("arch", "") for d in groups.values()
         )
     )
-    plt = _pyplot()
+    plt = pyplot()
     cols = min(3, len(panels))
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
@@ -361,216 +246,6 @@ def _chance(kind: str | None, run_dir: str) -> float | None:
     if kind == "queue":
         return queue_chance(run_dir)
     return run_label_chance(run_dir)
-
-
-def pair_similarities(
-    features: np.ndarray, labels: np.ndarray, max_examples: int = 2000, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine similarities of all same-class and all different-class pairs (i < j) among at
-    most `max_examples` examples (a seeded subset when there are more)."""
-    features = np.asarray(features, np.float64)
-    labels = np.asarray(labels)
-    if len(labels) > max_examples:
-        keep = np.sort(np.random.default_rng(seed).choice(len(labels), max_examples, False))
-        features, labels = features[keep], labels[keep]
-    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    sims = unit @ unit.T
-    upper = np.triu(np.ones_like(sims, bool), k=1)
-    same = labels[:, None] == labels[None, :]
-    return sims[upper & same], sims[upper & ~same]
-
-
-def separation(same: np.ndarray, different: np.ndarray) -> dict:
-    """Means, and the probability that a random same-class pair is more similar than a random
-    different-class pair (ROC AUC; 0.5 = no class structure)."""
-    ranks = np.argsort(np.argsort(np.concatenate([same, different]), kind="stable"))
-    auc = (ranks[: len(same)].sum() - len(same) * (len(same) - 1) / 2) / (
-        len(same) * len(different)
-    )
-    return {
-        "same_mean": float(same.mean()),
-        "different_mean": float(different.mean()),
-        "auc": float(auc),
-    }
-
-
-def knn_features(run_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(test features, labels) cached by the evaluations of a row, if any."""
-    # pooled_<eval split>.npz; a sliced split keeps its slice (pooled_test[:2000].npz)
-    found = sorted(
-        p
-        for p in glob.glob(os.path.join(glob.escape(run_dir), "features", "pooled_*.npz"))
-        if not os.path.basename(p).startswith("pooled_train")
-    )
-    if not found:
-        return None
-    try:
-        with np.load(found[0]) as data:
-            return data["features"], data["label"]
-    except (zipfile.BadZipFile, ValueError, KeyError, EOFError) as error:
-        raise ValueError(
-            f"{found[0]} is not a readable feature cache ({type(error).__name__}: "
-            f"{error}); delete it (rerunning its evaluation writes it again)"
-        ) from None
-
-
-def fitted_bins(*samples: np.ndarray, count: int = 60) -> np.ndarray:
-    """Histogram bin edges spanning the samples' range (plus a small margin), not -1..1."""
-    low = min(float(s.min()) for s in samples if s.size)
-    high = max(float(s.max()) for s in samples if s.size)
-    margin = max(1e-3, 0.02 * (high - low))
-    return np.linspace(low - margin, high + margin, count + 1)
-
-
-def similarity_figure(
-    feature_sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    max_examples: int = 2000,
-    methods: Mapping[str, str] | None = None,
-    title: str = "Cosine similarity of same-class and different-class pairs",
-):
-    """(Figure, {label: separation stats}) of `plot_similarity`; (None, {}) without features."""
-    if not feature_sets:
-        return None, {}
-    methods = methods or {}
-    pairs = {
-        label: pair_similarities(feats, labels, max_examples)
-        for label, (feats, labels) in feature_sets.items()
-    }
-    bins = fitted_bins(*(s for pair in pairs.values() for s in pair), count=80)
-    plt = _pyplot()
-    cols = min(4, len(pairs))
-    rows = (len(pairs) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows), squeeze=False)
-    stats = {}
-    for ax, (label, (same, diff)) in zip(axes.flat, pairs.items()):
-        stats[label] = separation(same, diff)
-        ax.hist(
-            diff,
-            bins=bins,
-            density=True,
-            alpha=0.6,
-            color=DIFFERENT_CLASS_COLOUR,
-            label="different class",
-        )
-        ax.hist(
-            same, bins=bins, density=True, alpha=0.6, color=SAME_CLASS_COLOUR, label="same class"
-        )
-        ax.set_xlim(bins[0], bins[-1])
-        style_axes(
-            ax,
-            f"{label}: AUC {stats[label]['auc']:.3f} (chance 0.5)",
-            "cosine similarity of backbone features",
-            "density (per unit similarity)",
-        )
-        ax.title.set_color(method_colour(methods.get(label, label)))
-    for ax in list(axes.flat)[len(pairs) :]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle(title)
-    return fig, stats
-
-
-def plot_similarity(
-    feature_sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    out: str,
-    max_examples: int = 2000,
-    methods: Mapping[str, str] | None = None,
-    title: str = "Cosine similarity of same-class and different-class pairs",
-) -> dict:
-    """Histograms of same-class vs different-class cosine similarity, one panel per encoder
-    (the paper's Figure 4), every panel over the same range (the span of all their
-    similarities), so the panels compare; a panel's title has its method's colour (`methods`:
-    label -> method_name). Returns {label: separation stats}."""
-    fig, stats = similarity_figure(feature_sets, max_examples, methods, title)
-    if fig is not None:
-        save(fig, out)
-    return stats
-
-
-def is_teacher(row: Mapping) -> bool:
-    """A row of a teacher (or of its random-init architecture): a study's 'teacher' group."""
-    return row.get("group") == "teacher"
-
-
-def results_figure(
-    rows: Sequence[Mapping], mode: str = "knn", root: str = "", chance: float | None = None
-):
-    """The matplotlib Figure of `plot_results` (None when no row has `mode`)."""
-    rows = [r for r in rows if mode in r.get("eval", {})]
-    if not rows:
-        return None
-    archs = list(dict.fromkeys(r["arch"] for r in rows))
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(archs), figsize=(3.4 * len(archs) + 1, 4.0), squeeze=False)
-    for ax, arch in zip(axes.flat, archs):
-        arms: dict[str, list] = {}  # random init first, then the arms in row order
-        for r in sorted(
-            (r for r in rows if r["arch"] == arch), key=lambda r: r["label"] != RANDOM_INIT
-        ):
-            arms.setdefault(r["label"], []).append(r)
-        for i, (label, chosen) in enumerate(arms.items()):
-            values = np.array([r["eval"][mode]["top1"] for r in chosen])
-            colour = method_colour(
-                row_method(root, chosen[0])
-                if root
-                else (RANDOM_INIT if label == RANDOM_INIT else label)
-            )
-            teacher = all(is_teacher(r) for r in chosen) and label != RANDOM_INIT
-            ax.bar(
-                i,
-                values.mean(),
-                color=colour,
-                alpha=0.85,
-                hatch="//" if teacher else None,
-                edgecolor="black" if teacher else None,
-            )
-            if len(values) > 1:
-                ax.errorbar(
-                    i,
-                    values.mean(),
-                    yerr=[[values.mean() - values.min()], [values.max() - values.mean()]],
-                    color="black",
-                    capsize=4,
-                    lw=1,
-                )
-                ax.scatter(np.full(len(values), i), values, color="black", s=8, zorder=3)
-            ax.text(i, values.max(), f"{values.mean():.1f}", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(
-            range(len(arms)),
-            [f"{label} ({len(c)} seeds)" if len(c) > 1 else label for label, c in arms.items()],
-            rotation=55,
-            ha="right",
-            fontsize=7,
-        )
-        draw_chance(ax, None if chance is None else 100.0 * chance)
-        panel = [r for r in rows if r["arch"] == arch]
-        teachers = sum(is_teacher(r) for r in panel)
-        role = (
-            "teacher"
-            if teachers == len(panel)
-            else "students"
-            if not teachers
-            else "teacher (hatched) and students"
-        )
-        style_axes(ax, f"{arch}: {role}", "", "top-1 accuracy (%)")
-    fig.suptitle(f"{MODES.get(mode, mode)} of every encoder, one panel per architecture")
-    return fig
-
-
-def plot_results(
-    rows: Sequence[Mapping],
-    out: str,
-    mode: str = "knn",
-    root: str = "",
-    chance: float | None = None,
-) -> str | None:
-    """Bars per architecture, teachers and students (each panel's title says which; a teacher's
-    bar is hatched): top-1 of every arm, random init included, coloured by method (`root`: the
-    plan folder that holds each row's config.json). Arms with several seeds show the mean, an
-    error bar from min to max and each seed's point. `chance`: the label chance (a fraction),
-    drawn as a line."""
-    fig = results_figure(rows, mode, root, chance)
-    return None if fig is None else save(fig, out)
 
 
 def study_plots(root: str, rows: Sequence[Mapping], out_dir: str = "") -> dict:

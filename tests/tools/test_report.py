@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rekd_jax.core import logging as logging_lib
-from rekd_jax.tools import report
+from rekd_jax.tools import figure_parts, report, result_figures, run_files
 
 QUEUE = 128
 # (folder, arch, method, label, group, steps): the rows of a quick start, random inits first
@@ -115,7 +115,7 @@ def test_each_objective_has_its_own_loss_axis(quick_start):
             if ax.get_title().startswith("Training loss")
         }
     finally:
-        report._pyplot().close(fig)
+        figure_parts.pyplot().close(fig)
     assert losses == {
         "Training loss, MoCo v2:\nInfoNCE over own key + queue": {
             "resnet18: MoCo v2 (teacher)",
@@ -139,7 +139,7 @@ def test_the_contrastive_accuracy_says_what_it_measures_and_the_knn_monitor_lead
             t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().texts
         ]
     finally:
-        report._pyplot().close(fig)
+        figure_parts.pyplot().close(fig)
     assert titles[0].startswith("kNN monitor")  # the curve that rises when learning works
     title = contrast.get_title()
     assert "own key above all K queue keys" in title and "not a quality measure" in title
@@ -166,21 +166,21 @@ def test_similarity_figures_hold_every_cached_encoder_on_one_x_range(quick_start
         assert os.path.getsize(item["path"]) > 1000
 
     sets = {
-        r["label"]: report.knn_features(str(root / r["name"]))
+        r["label"]: run_files.knn_features(str(root / r["name"]))
         for r in rows
         if r["arch"] == "alexnet"
     }
-    fig, _ = report.similarity_figure(sets)
+    fig, _ = result_figures.similarity_figure(sets)
     try:
         axes = _panels(fig)
         limits = {ax.get_xlim() for ax in axes}
     finally:
-        report._pyplot().close(fig)
+        figure_parts.pyplot().close(fig)
     assert len(axes) == 4 and len(limits) == 1  # one x-range for every panel
     (low, high) = limits.pop()
     spans = [
         (min(same.min(), diff.min()), max(same.max(), diff.max()))
-        for same, diff in (report.pair_similarities(*f) for f in sets.values())
+        for same, diff in (result_figures.pair_similarities(*f) for f in sets.values())
     ]
     assert all(low < a and b < high for a, b in spans)  # every panel's pairs within it
     assert max(b - a for a, b in spans) > 1.5 * min(b - a for a, b in spans)  # ranges differ
@@ -188,14 +188,14 @@ def test_similarity_figures_hold_every_cached_encoder_on_one_x_range(quick_start
 
 def test_result_bars_name_the_teacher_panel_and_hatch_its_bar(quick_start):
     root, rows = quick_start
-    fig = report.results_figure(rows, "knn", str(root))
+    fig = result_figures.results_figure(rows, "knn", str(root))
     try:
         suptitle = fig.get_suptitle()
         panels = {ax.get_title(): ax for ax in _panels(fig)}
         hatches = [bar.get_hatch() for bar in panels["resnet18: teacher"].patches]
         student_hatches = {bar.get_hatch() for bar in panels["alexnet: students"].patches}
     finally:
-        report._pyplot().close(fig)
+        figure_parts.pyplot().close(fig)
     assert suptitle == "kNN top-1 accuracy of every encoder, one panel per architecture"
     assert "student architecture" not in suptitle
     assert hatches == [None, "//"]  # random init, then the teacher
