@@ -21,18 +21,15 @@ epoch (seeded), drop the remainder and repeat forever. Augmentation happens on d
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
 from collections.abc import Sequence
-from concurrent import futures
 
 import ml_collections
 import numpy as np
 
 from rekd_jax.data import host_crop as host_crop_lib
 from rekd_jax.data import loader as loader_lib
-from rekd_jax.data import sources
+from rekd_jax.data import records, sources
 
 _RESIDENT_CHOICES = ("auto", "on", "off")
 _AUGMENT_FIELDS = (
@@ -50,8 +47,6 @@ _AUGMENT_FIELDS = (
 
 
 TRAIN_CROPS = ("device", "host")
-# config.data.max_skipped_fraction is judged over the last this many records read.
-SKIP_WINDOW = 10_000
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -84,7 +79,7 @@ def default_data_config() -> ml_collections.ConfigDict:
             prefetch=2,  # Batches prepared ahead.
             # Records that cannot be used (empty: a truncated or damaged file; or not a
             # decodable image) are skipped and replaced by another example; more than this
-            # fraction of the last SKIP_WINDOW (10,000) records read stops the run with one
+            # fraction of the last records.SKIP_WINDOW (10,000) records read stops the run with one
             # line naming the file. 0 stops at the first, 1 never stops.
             max_skipped_fraction=0.01,
             augment=ml_collections.ConfigDict(
@@ -107,12 +102,20 @@ def default_data_config() -> ml_collections.ConfigDict:
 
 def validate_data_config(cfg) -> None:
     """Raise ValueError naming the bad field of ``config.data`` and the fix."""
+    _check_names(cfg)
+    _check_sizes(cfg)
+    _check_choices(cfg)
+    _check_augment(cfg.augment)
 
-    def bad(field, problem, fix):
-        raise ValueError(f"config.data.{field} {problem}; {fix}")
 
+def _bad(field, problem, fix):
+    raise ValueError(f"config.data.{field} {problem}; {fix}")
+
+
+def _check_names(cfg) -> None:
+    """The dataset's name and the two split names."""
     if not isinstance(cfg.dataset, str) or not cfg.dataset:
-        bad(
+        _bad(
             "dataset",
             f"= {cfg.dataset!r} is not a dataset name",
             "use a TFDS name such as 'rekd_shapes' or 'imagenet2012'",
@@ -120,89 +123,104 @@ def validate_data_config(cfg) -> None:
     try:
         sources._parse_name(cfg.dataset)  # pylint: disable=protected-access
     except ValueError as err:
-        bad("dataset", f"= {cfg.dataset!r} is malformed ({err})", "use 'name[/config][:version]'")
+        _bad("dataset", f"= {cfg.dataset!r} is malformed ({err})", "use 'name[/config][:version]'")
     for field in ("train_split", "eval_split"):
         if not isinstance(cfg[field], str) or not cfg[field]:
-            bad(
+            _bad(
                 field,
                 f"= {cfg[field]!r} is not a split name",
                 "use e.g. 'train', 'test', 'validation'",
             )
+
+
+def _check_sizes(cfg) -> None:
+    """The image sizes, worker and prefetch counts and the resident threshold."""
     for field in ("image_size", "eval_resize", "num_workers", "prefetch", "resident_max_mb"):
         if not isinstance(cfg[field], int) or cfg[field] < 1:
-            bad(field, f"= {cfg[field]!r} must be a positive integer", "set a positive int")
+            _bad(field, f"= {cfg[field]!r} must be a positive integer", "set a positive int")
     if cfg.eval_resize < cfg.image_size:
-        bad(
+        _bad(
             "eval_resize",
             f"= {cfg.eval_resize} is smaller than image_size {cfg.image_size}",
             "set eval_resize >= image_size (e.g. 256 for 224, 32 for 32)",
         )
     if not isinstance(cfg.host_size, int) or cfg.host_size < 0:
-        bad(
+        _bad(
             "host_size",
             f"= {cfg.host_size!r} must be an int >= 0",
             "use 0 for fixed-size datasets or e.g. 256 for ImageNet",
         )
     if 0 < cfg.host_size < cfg.image_size:
-        bad(
+        _bad(
             "host_size",
             f"= {cfg.host_size} is smaller than image_size {cfg.image_size}",
             "set host_size >= image_size (crops are resized up otherwise)",
         )
+
+
+def _check_choices(cfg) -> None:
+    """The skipped-record limit, resident mode and where training crops are drawn."""
     skip = cfg.get("max_skipped_fraction", 0.01)
     if isinstance(skip, bool) or not isinstance(skip, (int, float)) or not 0 <= skip <= 1:
-        bad(
+        _bad(
             "max_skipped_fraction",
             f"= {skip!r} is not a fraction in [0, 1]",
             "use e.g. 0.01 (0 stops at the first unusable record, 1 never stops)",
         )
     if cfg.resident not in _RESIDENT_CHOICES:
-        bad("resident", f"= {cfg.resident!r} is not one of {_RESIDENT_CHOICES}", "pick one of them")
+        _bad(
+            "resident", f"= {cfg.resident!r} is not one of {_RESIDENT_CHOICES}", "pick one of them"
+        )
     if cfg.train_crop not in TRAIN_CROPS:
-        bad(
+        _bad(
             "train_crop",
             f"= {cfg.train_crop!r} is not one of {TRAIN_CROPS}",
             "use 'host' (crops over the full image, as MoCo/SEED) or 'device' (faster)",
         )
     if cfg.train_crop == "host" and cfg.resident == "on":
-        bad(
+        _bad(
             "resident",
             "= 'on' cannot hold host crops (they change every epoch)",
             "set resident='auto' (evaluation stays resident when it fits) or train_crop='device'",
         )
-    aug = cfg.augment
+
+
+def _check_augment(aug) -> None:
+    """The augmentation block: every field present, ranges ordered, probabilities in [0, 1]."""
     missing = [f for f in _AUGMENT_FIELDS if f not in aug]
     if missing:
-        bad("augment", f"lacks {missing}", "start from default_data_config().augment")
+        _bad("augment", f"lacks {missing}", "start from default_data_config().augment")
     for field in ("crop_scale", "crop_ratio", "blur_sigma"):
         lo, hi = _pair(aug[field], f"augment.{field}")
         if not 0 < lo <= hi:
-            bad(
+            _bad(
                 f"augment.{field}",
                 f"= {tuple(aug[field])} must satisfy 0 < low <= high",
                 "give (low, high) with positive values",
             )
     if _pair(aug.crop_scale, "augment.crop_scale")[1] > 1:
-        bad("augment.crop_scale", f"= {tuple(aug.crop_scale)} exceeds 1", "use e.g. (0.2, 1.0)")
+        _bad("augment.crop_scale", f"= {tuple(aug.crop_scale)} exceeds 1", "use e.g. (0.2, 1.0)")
     jitter = tuple(aug.jitter)
     if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5:
-        bad(
+        _bad(
             "augment.jitter",
             f"= {jitter} must be 4 values >= 0 with hue <= 0.5",
             "use (brightness, contrast, saturation, hue), e.g. (0.4, 0.4, 0.4, 0.1)",
         )
     for field in ("jitter_prob", "gray_prob", "blur_prob", "flip_prob"):
         if not 0 <= aug[field] <= 1:
-            bad(f"augment.{field}", f"= {aug[field]} is not a probability", "use a value in [0, 1]")
+            _bad(
+                f"augment.{field}", f"= {aug[field]} is not a probability", "use a value in [0, 1]"
+            )
     for field in ("mean", "std"):
         if len(tuple(aug[field])) != 3:
-            bad(
+            _bad(
                 f"augment.{field}",
                 f"= {tuple(aug[field])} needs 3 values",
                 "give one per RGB channel",
             )
     if min(aug.std) <= 0:
-        bad("augment.std", f"= {tuple(aug.std)} has a non-positive value", "use positive stds")
+        _bad("augment.std", f"= {tuple(aug.std)} has a non-positive value", "use positive stds")
 
 
 def _pair(value, name):
@@ -250,129 +268,6 @@ class Pipeline(loader_lib.Loader):
         return self._skip_guard.value
 
 
-class SkipGuard:
-    """Counts the records a pipeline reads and those it skips, thread-safe. The first skip is
-    logged; once more than ``max_fraction`` of the last ``window`` records read were skipped
-    (a damaged file rather than a few bad images), every further skip raises
-    DatasetCorruptError naming the record's file and the fix."""
-
-    def __init__(self, source, max_fraction: float, window: int = SKIP_WINDOW):
-        self._source, self._max_fraction, self._window = source, max_fraction, window
-        self._lock = threading.Lock()
-        self._skipped_in_window = np.zeros(window, bool)  # a ring over the last reads
-        self._reads = 0
-        self._skips = 0  # in the window
-        self.value = 0  # in all
-
-    def record(self, example_id: int, problem: str | None) -> None:
-        """One record read; `problem` says why it cannot be used (None: it can)."""
-        skipped = problem is not None
-        with self._lock:
-            slot = self._reads % self._window
-            self._skips += int(skipped) - int(self._skipped_in_window[slot])
-            self._skipped_in_window[slot] = skipped
-            self._reads += 1
-            if not skipped:
-                return
-            self.value += 1
-            first = self.value == 1
-            over = self._skips > self._max_fraction * self._window
-            skips, reads = self._skips, min(self._reads, self._window)
-        where = (
-            f"dataset {self._source.name!r} split {self._source.split!r}: record {example_id} "
-            f"in {self._source.file_of(int(example_id))} {problem}"
-        )
-        if over:
-            raise sources.DatasetCorruptError(
-                f"{where}, and {skips} of the last {reads} records read could not be used "
-                f"(more than config.data.max_skipped_fraction={self._max_fraction:g} of "
-                f"{self._window}); {self._source.repair_advice}, then rerun the same command "
-                "(training resumes from its last checkpoint); or, to go on with such records "
-                "replaced, raise config.data.max_skipped_fraction"
-            )
-        if first:
-            logging.warning(
-                "%s: skipped, replaced by another example (skipped records are counted in the "
-                "progress and metrics; more than config.data.max_skipped_fraction=%g of the "
-                "last %d records read stops the run)",
-                where,
-                self._max_fraction,
-                self._window,
-            )
-
-
-def _problem(record: dict, decode, example_id, epoch):
-    """(image, None), or (None, why the record cannot be used)."""
-    data = record.get("image")
-    if data is None or not len(data):
-        return None, "is empty (its file is truncated or damaged)"
-    try:
-        return decode(data, example_id, epoch), None
-    except MemoryError:  # the host, not the file
-        raise
-    except Exception as error:  # pylint: disable=broad-except  (PIL raises many types)
-        detail = (str(error).strip().splitlines() or [""])[0][:200]
-        return None, f"is not a decodable image ({type(error).__name__}: {detail})"
-
-
-def _decoder(source, example_ids, decode, image_shape, guard: SkipGuard):
-    """fetch(positions, epoch) for host mode, and the decoder used to fill resident images.
-
-    ``decode(image bytes, example id, epoch)`` -> uint8 array of ``image_shape``.
-    """
-
-    def decode_or_replace(position, epoch):
-        """The example at ``position``, or past a record that cannot be used, the next one."""
-        for attempt in range(len(example_ids)):
-            example_id = example_ids[(position + attempt) % len(example_ids)]
-            record = source.read([example_id])[0]
-            image, problem = _problem(record, decode, example_id, epoch)
-            guard.record(example_id, problem)
-            if problem is None:
-                return image, record["label"], attempt > 0
-        raise ValueError(f"no decodable image in {source.name}:{source.split}")
-
-    def check(image, example_id):
-        if image.shape != image_shape:
-            raise ValueError(
-                f"image {example_id} of {source.name}:{source.split} has shape {image.shape}, "
-                f"expected {image_shape}: the images vary in size; set config.data.host_size "
-                "(e.g. 256) so the host resizes and centre-crops them to a fixed size"
-            )
-
-    def fetch(positions, epoch):
-        ids = example_ids[positions]
-        records = source.read(ids)
-        images = np.empty((len(ids),) + image_shape, np.uint8)
-        labels = np.empty(len(ids), np.int32)
-        replaced = np.zeros(len(ids), bool)
-        for k, (record, position) in enumerate(zip(records, positions)):
-            image, problem = _problem(record, decode, ids[k], epoch)
-            guard.record(ids[k], problem)
-            label = record["label"]
-            if problem is not None:
-                image, label, _ = decode_or_replace(int(position) + 1, epoch)
-                replaced[k] = True
-            check(image, ids[k])
-            images[k], labels[k] = image, label
-        return {"image": images, "label": labels}, replaced
-
-    return fetch
-
-
-def _probe_shape(source, example_ids, host_size):
-    if host_size > 0:
-        return (host_size, host_size, 3)
-    if source.stored_shape is not None:
-        return source.stored_shape
-    for example_id in example_ids[:100]:
-        try:
-            return sources.decode_image(source.read([example_id])[0]["image"]).shape
-        except Exception:  # pylint: disable=broad-except
-            continue
-    raise ValueError(f"could not decode any of the first images of {source.name}:{source.split}")
-
-
 def create(
     data_cfg,
     *,
@@ -396,26 +291,12 @@ def create(
     ``data_cfg.train_crop == 'host'`` (ignored otherwise and for evaluation pipelines).
     """
     validate_data_config(data_cfg)
-    if num_local_devices is None or process_index is None or process_count is None:
-        import jax  # Only for the defaults: the loader itself is numpy.
-
-        num_local_devices = (
-            jax.local_device_count() if num_local_devices is None else num_local_devices
-        )
-        process_index = jax.process_index() if process_index is None else process_index
-        process_count = jax.process_count() if process_count is None else process_count
+    num_local_devices, process_index, process_count = _process_layout(
+        num_local_devices, process_index, process_count
+    )
     drop_remainder = training if drop_remainder is None else drop_remainder
     source = sources.open_split(data_cfg.dataset, split, data_cfg.data_dir)
-    if indices is None:
-        example_ids = np.arange(len(source))
-    else:
-        example_ids = np.asarray(indices)
-        if example_ids.ndim != 1 or not np.issubdtype(example_ids.dtype, np.integer):
-            raise ValueError("indices must be a 1-D sequence of integer example indices")
-        if example_ids.size and (example_ids.min() < 0 or example_ids.max() >= len(source)):
-            raise ValueError(
-                f"indices must lie in [0, {len(source)}) for {data_cfg.dataset}:{split}"
-            )
+    example_ids = _example_ids(source, indices, f"{data_cfg.dataset}:{split}")
     plan = loader_lib.BatchPlan(
         num_examples=int(example_ids.size),
         global_batch_size=int(global_batch_size),
@@ -427,42 +308,16 @@ def create(
         repeat=training,
         drop_remainder=bool(drop_remainder),
     )
-    skip_guard = SkipGuard(source, float(data_cfg.get("max_skipped_fraction", 0.01)))
-    if training and data_cfg.train_crop == "host":
-        if host_crop is None:
-            raise ValueError(
-                "config.data.train_crop='host' needs the training pipeline's crops: "
-                "pass host_crop=rekd_jax.data.host_crop.HostCrop(...) to create()"
-            )
-        image_shape = (host_crop.views, host_crop.size, host_crop.size, 3)
-        crop_seed = int(seed)
-
-        def decode(data, example_id, epoch):
-            return host_crop_lib.decode_crops(data, host_crop, crop_seed, epoch, int(example_id))
-
-        resident = False
-    else:
-        image_shape = tuple(_probe_shape(source, example_ids, data_cfg.host_size))
-        host_size = data_cfg.host_size
-
-        def decode(data, example_id, epoch):  # pylint: disable=unused-argument  (deterministic)
-            return sources.decode_image(data, host_size)
-
-        resident = _use_resident(data_cfg, source, example_ids.size, image_shape)
-    fetch_images = _decoder(source, example_ids, decode, image_shape, skip_guard)
+    skip_guard = records.SkipGuard(source, float(data_cfg.get("max_skipped_fraction", 0.01)))
+    image_shape, decode, resident = _image_decoding(
+        data_cfg, source, example_ids, training=training, host_crop=host_crop, seed=seed
+    )
+    fetch = records.decoder(source, example_ids, decode, image_shape, skip_guard)
     resident_images = None
-    fetch = fetch_images
     if resident:
-        resident_images, labels, replaced = _load_resident(
-            fetch_images, example_ids.size, image_shape, data_cfg.num_workers
+        resident_images, fetch = _resident_fetch(
+            fetch, example_ids.size, image_shape, data_cfg.num_workers
         )
-
-        def fetch(positions, epoch):  # pylint: disable=function-redefined,unused-argument
-            return (
-                {"index": positions.astype(np.int32), "label": labels[positions]},
-                replaced[positions],
-            )
-
     return Pipeline(
         plan,
         fetch,
@@ -476,6 +331,71 @@ def create(
         class_names=source.class_names,
         skip_guard=skip_guard,
     )
+
+
+def _process_layout(num_local_devices, process_index, process_count) -> tuple[int, int, int]:
+    """(local devices, process index, process count), each given one kept, the rest JAX's."""
+    if num_local_devices is None or process_index is None or process_count is None:
+        import jax  # Only for the defaults: the loader itself is numpy.
+
+        num_local_devices = (
+            jax.local_device_count() if num_local_devices is None else num_local_devices
+        )
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    return num_local_devices, process_index, process_count
+
+
+def _example_ids(source, indices, name: str) -> np.ndarray:
+    """The split's example indices read: all of them, or the checked `indices` of a subset."""
+    if indices is None:
+        return np.arange(len(source))
+    example_ids = np.asarray(indices)
+    if example_ids.ndim != 1 or not np.issubdtype(example_ids.dtype, np.integer):
+        raise ValueError("indices must be a 1-D sequence of integer example indices")
+    if example_ids.size and (example_ids.min() < 0 or example_ids.max() >= len(source)):
+        raise ValueError(f"indices must lie in [0, {len(source)}) for {name}")
+    return example_ids
+
+
+def _image_decoding(data_cfg, source, example_ids, *, training, host_crop, seed):
+    """(image shape, decode(bytes, example id, epoch), resident?): host crops for a training
+    pipeline with train_crop='host', else one fixed-size image per record."""
+    if training and data_cfg.train_crop == "host":
+        if host_crop is None:
+            raise ValueError(
+                "config.data.train_crop='host' needs the training pipeline's crops: "
+                "pass host_crop=rekd_jax.data.host_crop.HostCrop(...) to create()"
+            )
+        crop_seed = int(seed)
+
+        def decode_crops(data, example_id, epoch):
+            return host_crop_lib.decode_crops(data, host_crop, crop_seed, epoch, int(example_id))
+
+        return (host_crop.views, host_crop.size, host_crop.size, 3), decode_crops, False
+    image_shape = tuple(records.probe_shape(source, example_ids, data_cfg.host_size))
+    host_size = data_cfg.host_size
+
+    def decode(data, example_id, epoch):  # pylint: disable=unused-argument  (deterministic)
+        return sources.decode_image(data, host_size)
+
+    resident = _use_resident(data_cfg, source, example_ids.size, image_shape)
+    return image_shape, decode, resident
+
+
+def _resident_fetch(fetch_images, num_examples, image_shape, num_workers):
+    """(the split's images, decoded once, fetch of index batches) for resident mode."""
+    resident_images, labels, replaced = records.load_resident(
+        fetch_images, num_examples, image_shape, num_workers
+    )
+
+    def fetch(positions, epoch):  # pylint: disable=unused-argument
+        return (
+            {"index": positions.astype(np.int32), "label": labels[positions]},
+            replaced[positions],
+        )
+
+    return resident_images, fetch
 
 
 def _use_resident(data_cfg, source, num_examples, image_shape) -> bool:
@@ -492,22 +412,6 @@ def _use_resident(data_cfg, source, num_examples, image_shape) -> bool:
     if data_cfg.resident == "off":
         return False
     return fixed and size_mb <= data_cfg.resident_max_mb
-
-
-def _load_resident(fetch, num_examples, image_shape, num_workers):
-    """Decode the whole (selected) split once, in parallel."""
-    images = np.empty((num_examples,) + image_shape, np.uint8)
-    labels = np.empty(num_examples, np.int32)
-    replaced = np.empty(num_examples, bool)
-    num_chunks = max(1, min(num_examples // 256, 4 * num_workers))
-    chunks = np.array_split(np.arange(num_examples), num_chunks)
-    with futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
-        for chunk, (arrays, chunk_replaced) in zip(
-            chunks, pool.map(fetch, chunks, [0] * len(chunks))
-        ):
-            images[chunk], labels[chunk] = arrays["image"], arrays["label"]
-            replaced[chunk] = chunk_replaced
-    return images, labels, replaced
 
 
 # ---------------------------------------------------------------------------------------------

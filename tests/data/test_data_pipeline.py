@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from rekd_jax.data import loader, pipeline, sources
+from rekd_jax.data import loader, pipeline, records, sources
 
 
 def _create(cfg, **kw):
@@ -266,7 +266,7 @@ def test_a_file_truncated_while_reading_stops_naming_it(shapes_cfg, tmp_path, ca
     assert f"in {train_file} is empty (its file is truncated or damaged)" in text
     assert "more than config.data.max_skipped_fraction=0.01 of 10000" in text
     assert "delete " in text and "rerun the same command" in text
-    limit = 0.01 * pipeline.SKIP_WINDOW
+    limit = 0.01 * records.SKIP_WINDOW
     assert limit < pipe.num_skipped < 2 * limit  # stopped at the limit, not after a full scan
     warned = [r for r in caplog.records if "skipped, replaced by another example" in r.message]
     assert len(warned) == 1 and train_file in warned[0].message
@@ -282,7 +282,7 @@ def test_skipped_records_are_replaced_up_to_the_configured_fraction(shapes_cfg, 
     for _ in range(2 * pipe.steps_per_epoch):
         batch = next(batches)
         assert batch["image"].reshape(16, -1).max(axis=1).min() > 0  # real images only
-    assert pipe.num_skipped > 0.01 * pipeline.SKIP_WINDOW
+    assert pipe.num_skipped > 0.01 * records.SKIP_WINDOW
 
 
 @pytest.mark.parametrize(
