@@ -80,16 +80,7 @@ def knn_classify(
     Returns:
       KnnOutput(predictions (n_test, min(5, C)), scores (n_test, C)).
     """
-    if train_features.ndim != 2 or test_features.ndim != 2:
-        raise ValueError(
-            "knn_classify: features must be 2-D (rows, dim); got "
-            f"{train_features.shape} and {test_features.shape}"
-        )
-    if train_features.shape[0] != train_labels.shape[0]:
-        raise ValueError(
-            f"knn_classify: {train_features.shape[0]} training features but "
-            f"{train_labels.shape[0]} labels"
-        )
+    _check_shapes(train_features, train_labels, test_features)
     n_train = train_features.shape[0]
     n_test = test_features.shape[0]
     k = int(min(k, n_train))
@@ -98,43 +89,10 @@ def knn_classify(
         test_features = l2_normalize(test_features)
     train_features = train_features.astype(jnp.float32)
     test_features = test_features.astype(jnp.float32)
-    train_labels = train_labels.astype(jnp.int32)
-
-    train_chunk = int(min(train_chunk_size, n_train))
-    # Padding rows get similarity -inf so they are never chosen while a real row is left.
-    train_valid = _pad_rows(jnp.ones((n_train,), bool), train_chunk, False)
-    train_blocks = _pad_rows(train_features, train_chunk).reshape(
-        -1, train_chunk, train_features.shape[1]
-    )
-    label_blocks = _pad_rows(train_labels, train_chunk).reshape(-1, train_chunk)
-    valid_blocks = train_valid.reshape(-1, train_chunk)
-
-    def neighbours(query):
-        """Running top-k (similarity, label) of `query` rows over all training blocks."""
-        init = (
-            jnp.full((query.shape[0], k), -jnp.inf, jnp.float32),
-            jnp.zeros((query.shape[0], k), jnp.int32),
-        )
-
-        def scan_block(carry, block):
-            best_sim, best_label = carry
-            feats, labels, valid = block
-            sim = jnp.where(valid[None, :], query @ feats.T, -jnp.inf)
-            # Earlier blocks first, so equal similarities keep the lower training index.
-            all_sim = jnp.concatenate([best_sim, sim], axis=1)
-            all_label = jnp.concatenate(
-                [best_label, jnp.broadcast_to(labels[None, :], sim.shape)], axis=1
-            )
-            top_sim, top_idx = jax.lax.top_k(all_sim, k)
-            return (top_sim, jnp.take_along_axis(all_label, top_idx, axis=1)), None
-
-        (best_sim, best_label), _ = jax.lax.scan(
-            scan_block, init, (train_blocks, label_blocks, valid_blocks)
-        )
-        return best_sim, best_label
+    blocks = _train_blocks(train_features, train_labels.astype(jnp.int32), train_chunk_size)
 
     def score_chunk(query):
-        sim, labels = neighbours(query)
+        sim, labels = _running_top_k(query, blocks, k)
         weights = jnp.exp(sim / temperature)
         return jnp.sum(
             jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * weights[..., None], axis=1
@@ -145,6 +103,58 @@ def knn_classify(
     scores = jax.lax.map(score_chunk, queries).reshape(-1, num_classes)[:n_test]
     _, predictions = jax.lax.top_k(scores, min(5, num_classes))
     return KnnOutput(predictions=predictions.astype(jnp.int32), scores=scores)
+
+
+def _check_shapes(train_features, train_labels, test_features) -> None:
+    """ValueError for features that are not (rows, dim) or labels of another length."""
+    if train_features.ndim != 2 or test_features.ndim != 2:
+        raise ValueError(
+            "knn_classify: features must be 2-D (rows, dim); got "
+            f"{train_features.shape} and {test_features.shape}"
+        )
+    if train_features.shape[0] != train_labels.shape[0]:
+        raise ValueError(
+            f"knn_classify: {train_features.shape[0]} training features but "
+            f"{train_labels.shape[0]} labels"
+        )
+
+
+def _train_blocks(train_features, train_labels, train_chunk_size: int):
+    """(features, labels, valid) of the training set in blocks of `train_chunk_size` rows
+    (fewer when the set is smaller), the last block padded with invalid rows."""
+    n_train = train_features.shape[0]
+    train_chunk = int(min(train_chunk_size, n_train))
+    # Padding rows get similarity -inf so they are never chosen while a real row is left.
+    train_valid = _pad_rows(jnp.ones((n_train,), bool), train_chunk, False)
+    train_blocks = _pad_rows(train_features, train_chunk).reshape(
+        -1, train_chunk, train_features.shape[1]
+    )
+    label_blocks = _pad_rows(train_labels, train_chunk).reshape(-1, train_chunk)
+    valid_blocks = train_valid.reshape(-1, train_chunk)
+    return train_blocks, label_blocks, valid_blocks
+
+
+def _running_top_k(query, blocks, k: int):
+    """Running top-k (similarity, label) of `query` rows over all training blocks."""
+    init = (
+        jnp.full((query.shape[0], k), -jnp.inf, jnp.float32),
+        jnp.zeros((query.shape[0], k), jnp.int32),
+    )
+
+    def scan_block(carry, block):
+        best_sim, best_label = carry
+        feats, labels, valid = block
+        sim = jnp.where(valid[None, :], query @ feats.T, -jnp.inf)
+        # Earlier blocks first, so equal similarities keep the lower training index.
+        all_sim = jnp.concatenate([best_sim, sim], axis=1)
+        all_label = jnp.concatenate(
+            [best_label, jnp.broadcast_to(labels[None, :], sim.shape)], axis=1
+        )
+        top_sim, top_idx = jax.lax.top_k(all_sim, k)
+        return (top_sim, jnp.take_along_axis(all_label, top_idx, axis=1)), None
+
+    (best_sim, best_label), _ = jax.lax.scan(scan_block, init, blocks)
+    return best_sim, best_label
 
 
 def knn_accuracy(output: KnnOutput, labels: jax.Array) -> dict[str, jax.Array]:
