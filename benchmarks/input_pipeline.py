@@ -88,28 +88,31 @@ def _device_rate(batch, size, in_size, dtype, iters, cfg, views=0):
     return batch / seconds, seconds * 1e3
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small", action="store_true", help="small sizes for a CPU run")
-    parser.add_argument("--num_workers", type=int, default=os.cpu_count())
-    parser.add_argument("--host_size", type=int, default=256)
-    args = parser.parse_args(argv)
-    small = args.small
-    tfds.disable_progress_bar()
+def _jpeg_config(data_dir, host_size, num_workers, train_crop):
+    """The data config of the generated JPEG dataset read through one `train_crop` path."""
+    cfg = pipeline.default_data_config()
+    cfg.update(
+        dict(
+            dataset="bench_jpeg",
+            data_dir=data_dir,
+            host_size=host_size,
+            image_size=224,
+            eval_resize=256,
+            resident="off",
+            num_workers=num_workers,
+            prefetch=2,
+            train_crop=train_crop,
+        )
+    )
+    return cfg
+
+
+def _host_rows(args, small):
+    """(path, batch, images/s, images per CPU-second, ms/batch) of each host row: the two JPEG
+    training paths over a generated dataset, and the embedded 32 px rekd_shapes."""
     jpeg_images = 64 if small else 2048
     host_batch = 16 if small else 256
     host_batches = 3 if small else 6
-    batch32 = 64 if small else 512
-    batch224 = 8 if small else 256
-    iters = 3 if small else 20
-    cfg = pipeline.default_data_config()
-    device = jax.devices()[0]
-    print(
-        f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
-        f"python {platform.python_version()}, jax {jax.__version__}"
-    )
-    print(f"device: {device.platform} {device.device_kind} x{jax.local_device_count()}")
-    print(f"decoding threads: {args.num_workers}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "src")
@@ -122,19 +125,8 @@ def main(argv=None):
             log=lambda message: None,
         )
         for train_crop in ("device", "host"):
-            jpeg_cfg = pipeline.default_data_config()
-            jpeg_cfg.update(
-                dict(
-                    dataset="bench_jpeg",
-                    data_dir=os.path.join(tmp, "tfds"),
-                    host_size=args.host_size,
-                    image_size=224,
-                    eval_resize=256,
-                    resident="off",
-                    num_workers=args.num_workers,
-                    prefetch=2,
-                    train_crop=train_crop,
-                )
+            jpeg_cfg = _jpeg_config(
+                os.path.join(tmp, "tfds"), args.host_size, args.num_workers, train_crop
             )
             rate, per_core = _host_rate(jpeg_cfg, host_batch, host_batches)
             name = (
@@ -163,16 +155,25 @@ def main(argv=None):
                 shapes_batch / rate * 1e3,
             )
         )
-    device_rows = []
+    return rows
+
+
+def _device_rows(small, augment_cfg):
+    """(path, batch, images/s, ms/batch) of jitted two_views at 32 and 224 px, and over host
+    crops, in float32 and bfloat16."""
+    batch32 = 64 if small else 512
+    batch224 = 8 if small else 256
+    iters = 3 if small else 20
+    rows = []
     for size, in_size, batch, views in (
         (32, 32, batch32, 0),
         (224, 256, batch224, 0),
         (224, 224, batch224, 2),
     ):
         for dtype in (jnp.float32, jnp.bfloat16):
-            rate, ms = _device_rate(batch, size, in_size, dtype, iters, cfg.augment, views)
+            rate, ms = _device_rate(batch, size, in_size, dtype, iters, augment_cfg, views)
             what = "host crops 2x" if views else ""
-            device_rows.append(
+            rows.append(
                 (
                     f"device: two_views {what}{in_size}->{size} px {jnp.dtype(dtype).name}",
                     batch,
@@ -180,6 +181,26 @@ def main(argv=None):
                     ms,
                 )
             )
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", action="store_true", help="small sizes for a CPU run")
+    parser.add_argument("--num_workers", type=int, default=os.cpu_count())
+    parser.add_argument("--host_size", type=int, default=256)
+    args = parser.parse_args(argv)
+    tfds.disable_progress_bar()
+    cfg = pipeline.default_data_config()
+    device = jax.devices()[0]
+    print(
+        f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
+        f"python {platform.python_version()}, jax {jax.__version__}"
+    )
+    print(f"device: {device.platform} {device.device_kind} x{jax.local_device_count()}")
+    print(f"decoding threads: {args.num_workers}")
+    rows = _host_rows(args, args.small)
+    device_rows = _device_rows(args.small, cfg.augment)
     print(f"\n{'path':<58} {'batch':>6} {'images/s':>10} {'/core':>8} {'ms/batch':>9}")
     for name, batch, rate, per_core, ms in rows:
         print(f"{name:<58} {batch:>6} {rate:>10.0f} {per_core:>8.0f} {ms:>9.2f}")
