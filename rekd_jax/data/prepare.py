@@ -47,7 +47,6 @@ from rekd_jax.core import interrupts  # noqa: F401
 # isort: split
 import argparse
 import collections
-import errno
 import io
 import os
 import re
@@ -63,167 +62,10 @@ from rekd_jax.core import config_lookup, errors, fileio, progress
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.data import embedded
 from rekd_jax.data.embedded import QuietPrepare
+from rekd_jax.data.source_folders import PrepareError, os_reason, printable, scan
 from rekd_jax.data.sources import resolve_data_dir
 
-SPLIT_NAMES = {"val": "validation"}
 _CHUNK = 256
-
-
-class PrepareError(ValueError):
-    """The source folder cannot be turned into a dataset (message says why and the fix)."""
-
-
-def _os_reason(error: OSError) -> str:
-    if error.errno in (errno.EACCES, errno.EPERM):
-        return "permission"
-    if error.errno == errno.ELOOP:
-        return "symlink_loop"
-    if error.errno == errno.ENOENT:
-        return "broken_link"
-    return "unreadable"
-
-
-def printable(path: str) -> str:
-    """`path` with the bytes that are not valid UTF-8 and the control characters escaped (e.g.
-    'caf\\xe9.png', 'a\\nb')."""
-    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(
-        c.encode("unicode_escape").decode() if ord(c) < 32 or ord(c) == 127 else c for c in text
-    )
-
-
-def bad_name(name: str) -> bool:
-    """A file or folder name TFDS cannot store: not valid UTF-8, or with a control character."""
-    return printable(name) != name
-
-
-def _inside(path: str, folder: str) -> bool:
-    return os.path.commonpath([path, folder]) == folder
-
-
-def _walk(top: str, src: str, skipped: list) -> list[str]:
-    """Every file under the class folder `top` (sorted, following symlinked folders once each
-    while they stay inside `top`: a link that leaves it would store other folders' images under
-    this class); folders and entries that cannot be read or are not followed are added to
-    `skipped` with their reason."""
-    files, seen = [], set()
-    real_top = os.path.realpath(top)
-
-    def skip(path, reason, detail=""):
-        skipped.append(
-            {"path": printable(os.path.relpath(path, src)), "reason": reason, "detail": detail}
-        )
-
-    def visit(path):
-        try:
-            st = os.stat(path)
-            entries = sorted(os.scandir(path), key=lambda e: e.name)
-        except OSError as e:
-            return skip(path, _os_reason(e), e.strerror or str(e))
-        if (st.st_dev, st.st_ino) in seen:
-            return skip(path, "symlink_loop", "a folder link back to a folder already read")
-        seen.add((st.st_dev, st.st_ino))
-        for entry in entries:
-            try:
-                is_dir = entry.is_dir()  # follows links; False for broken links and loops
-            except OSError as e:
-                skip(entry.path, _os_reason(e), e.strerror or str(e))
-                continue
-            target = os.path.realpath(entry.path) if is_dir and entry.is_symlink() else None
-            if bad_name(entry.name):
-                skip(
-                    entry.path,
-                    "bad_name",
-                    "the name is not valid UTF-8 or holds a control character",
-                )
-            elif target is not None and _inside(real_top, target):
-                skip(entry.path, "symlink_loop", "a folder link up to a folder holding its class")
-            elif target is not None and not _inside(target, real_top):
-                skip(
-                    entry.path,
-                    "link_outside_class",
-                    f"a folder link to {printable(target)}, outside its class folder: its "
-                    "images would be labelled with this class",
-                )
-            elif is_dir:
-                visit(entry.path)
-            else:
-                files.append(entry.path)
-
-    visit(top)
-    return files
-
-
-def scan(src: str):
-    """Find splits, classes and files: ({split: [(path, relative, class)]}, classes, skipped)."""
-    if not os.path.isdir(src):
-        raise PrepareError(
-            f"--src {src!r} is not a directory; point it at a folder of class "
-            "subfolders (DIR/<class>/*.jpg) or split folders (DIR/train/<class>/*)"
-        )
-    skipped = []
-
-    def listdir(path):
-        try:
-            return sorted(os.listdir(path))
-        except OSError as e:
-            raise PrepareError(
-                f"cannot read {path!r} ({e.strerror}); fix its permissions or point --src elsewhere"
-            ) from None
-
-    def subdirs(path):
-        found = []
-        for d in listdir(path):
-            if not os.path.isdir(os.path.join(path, d)) or d.startswith("."):
-                continue
-            if bad_name(d):
-                entry = {
-                    "path": printable(os.path.relpath(os.path.join(path, d), src)),
-                    "reason": "bad_name",
-                    "detail": "a folder name that is not valid UTF-8 or holds a control character",
-                }
-                if entry not in skipped:
-                    skipped.append(entry)
-                continue
-            found.append(d)
-        return found
-
-    train = os.path.join(src, "train")
-    if os.path.isdir(train) and os.access(train, os.R_OK | os.X_OK) and subdirs(train):
-        split_dirs = {}
-        for entry in listdir(src):
-            path = os.path.join(src, entry)
-            if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
-                skipped.append(
-                    {"path": entry, "reason": "permission", "detail": "folder not readable"}
-                )
-            elif os.path.isdir(path) and not bad_name(entry) and subdirs(path):
-                split_dirs[SPLIT_NAMES.get(entry, entry)] = path
-            else:
-                skipped.append({"path": printable(entry), "reason": "outside_layout"})
-    else:
-        split_dirs = {"train": src}
-    classes = sorted({c for path in split_dirs.values() for c in subdirs(path)})
-    if not classes:
-        raise PrepareError(
-            f"no class subfolders in {src!r}; expected DIR/<class>/*.jpg or DIR/train/<class>/*.jpg"
-        )
-    splits = {}
-    for split, split_dir in split_dirs.items():
-        files = []
-        for entry in listdir(split_dir):
-            if not os.path.isdir(os.path.join(split_dir, entry)):
-                skipped.append(
-                    {
-                        "path": printable(os.path.relpath(os.path.join(split_dir, entry), src)),
-                        "reason": "outside_layout",
-                    }
-                )
-        for cls in subdirs(split_dir):
-            for path in _walk(os.path.join(split_dir, cls), src, skipped):
-                files.append((path, os.path.relpath(path, split_dir), cls))
-        splits[split] = files
-    return splits, classes, skipped
 
 
 def _decoder_failure(error: Exception) -> tuple[str, str]:
@@ -235,7 +77,7 @@ def _decoder_failure(error: Exception) -> tuple[str, str]:
     if isinstance(error, Image.UnidentifiedImageError):
         return "not_an_image", ""
     if isinstance(error, OSError) and error.errno is not None:  # the file system, not the data
-        return _os_reason(error), error.strerror or str(error)
+        return os_reason(error), error.strerror or str(error)
     return "corrupt", f"{type(error).__name__}: {error}"  # PIL: truncated / broken data
 
 
@@ -294,16 +136,7 @@ def prepare(
     src: str, name: str, data_dir: str, *, num_workers: int = 8, overwrite: bool = False, log=print
 ) -> dict:
     """Write the dataset and its report; returns the report dict."""
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise PrepareError(
-            f"--name {name!r} must be snake_case (lowercase letters, digits, "
-            "underscores, starting with a letter), e.g. 'my_images'"
-        )
-    if num_workers < 1:
-        raise PrepareError(
-            f"--num_workers {num_workers}: give at least 1 (the reading and "
-            "decoding threads; e.g. the number of CPU cores)"
-        )
+    _check_arguments(name, num_workers)
     started = time.time()
     splits, classes, skipped = scan(src)
     version = _registered_version(name) or "1.0.0"
@@ -314,11 +147,92 @@ def prepare(
             f"{dataset_dir} already exists; pass --overwrite to rebuild it (the "
             "old version stays in place until the new one is complete)"
         )
+    stats = {split: collections.Counter() for split in splits}
+    candidates, shape = _read_headers(src, splits, num_workers, stats, skipped)
+    log(
+        f"Found {len(classes)} classes, splits "
+        f"{ {s: len(f) for s, f in candidates.items()} }, image shape {shape}"
+    )
+    label_of = {c: i for i, c in enumerate(classes)}
+    per_class = {split: collections.Counter() for split in splits}
 
-    # Pass 1 (headers only): drop empty / non-image files early, find whether sizes are fixed.
+    def generate(split):
+        return _examples(
+            src, candidates[split], label_of, num_workers, stats[split], per_class[split], skipped
+        )
+
+    builder = _folder_builder(name, version, src, _features(shape, classes), generate, candidates)
+    report = {}
+
+    def write_report(folder):
+        report.update(
+            {
+                "name": name,
+                "version": version,
+                "src": os.path.abspath(src),
+                "dataset_dir": dataset_dir,
+                "classes": classes,
+                "image_shape": list(shape),
+                **_outcome(classes, stats, per_class, skipped),
+                "seconds": round(time.time() - started, 1),
+            }
+        )
+        fileio.write_json(os.path.join(folder, "prepare_report.json"), report, indent=1)
+
+    try:
+        with progress.heartbeat(f"writing {name}"):
+            embedded.build_atomically(
+                lambda root: builder(data_dir=root, file_format="array_record"),
+                dataset_dir,
+                overwrite=overwrite,
+                finish=write_report,
+            )
+    except AssertionError as error:  # TFDS: a split whose generator yielded nothing
+        if "No examples were yielded" not in str(error):
+            raise
+        empty = sorted(split for split in candidates if not stats[split]["examples"])
+        reasons = collections.Counter(entry["reason"] for entry in skipped)
+        raise PrepareError(
+            f"no image of split {empty[0] if empty else '?'} of {src!r} decodes "
+            f"(skipped: {dict(reasons)}, e.g. {skipped[-1]['path'] if skipped else '?'}"
+            "); check those files or remove that split"
+        ) from None
+    _log_summary(report, log)
+    data_dir_flag = f" --config.data.data_dir={data_dir}" if data_dir else ""
+    log(
+        f"Next: {config_lookup.entry_command()} "
+        f"--config={config_lookup.config_argument('knn_eval')}"
+        f" --config.data.dataset={name}{data_dir_flag} --config.checkpoint=ENCODER_DIR "
+        f"--workdir=WORKDIR (or give --config.data.dataset={name}{data_dir_flag} to a "
+        "pre-training config)"
+    )
+    return report
+
+
+def _check_arguments(name: str, num_workers: int) -> None:
+    """PrepareError for a dataset name that is not snake_case or fewer than one worker."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise PrepareError(
+            f"--name {name!r} must be snake_case (lowercase letters, digits, "
+            "underscores, starting with a letter), e.g. 'my_images'"
+        )
+    if num_workers < 1:
+        raise PrepareError(
+            f"--num_workers {num_workers}: give at least 1 (the reading and "
+            "decoding threads; e.g. the number of CPU cores)"
+        )
+
+
+def _skip_entry(src: str, path: str, reason: str, detail: str) -> dict:
+    return {"path": printable(os.path.relpath(path, src)), "reason": reason, "detail": detail}
+
+
+def _read_headers(src, splits, num_workers, stats, skipped):
+    """Pass 1 (headers only): ({split: files kept}, image shape). Empty and non-image files are
+    dropped early (counted in `stats`, listed in `skipped`); the shape is fixed when every image
+    has the same size, else (None, None, 3)."""
     candidates = {}
     sizes = set()
-    stats = {split: collections.Counter() for split in splits}
     with futures.ThreadPoolExecutor(num_workers) as pool:
         for split, files in splits.items():
             kept = []
@@ -330,13 +244,7 @@ def prepare(
                     sizes.add(size)
                 else:
                     stats[split]["skipped"] += 1
-                    skipped.append(
-                        {
-                            "path": printable(os.path.relpath(path, src)),
-                            "reason": status,
-                            "detail": detail,
-                        }
-                    )
+                    skipped.append(_skip_entry(src, path, status, detail))
             if not kept:
                 raise PrepareError(
                     f"split {split!r} of {src!r} has no readable images; check the "
@@ -347,44 +255,40 @@ def prepare(
     if len(sizes) == 1:
         width, height = sizes.pop()
         shape = (height, width, 3)
-    log(
-        f"Found {len(classes)} classes, splits "
-        f"{ {s: len(f) for s, f in candidates.items()} }, image shape {shape}"
-    )
+    return candidates, shape
 
-    label_of = {c: i for i, c in enumerate(classes)}
-    per_class = {split: collections.Counter() for split in splits}
 
-    def generate(split):
-        files = candidates[split]
-        with futures.ThreadPoolExecutor(num_workers) as pool:
-            for start in range(0, len(files), _CHUNK * num_workers):
-                chunk = files[start : start + _CHUNK * num_workers]
-                for (path, rel, cls), (status, data, reencoded, detail) in zip(
-                    chunk, pool.map(_load, [f[0] for f in chunk])
-                ):
-                    if status != "ok":
-                        stats[split]["skipped"] += 1
-                        skipped.append(
-                            {
-                                "path": printable(os.path.relpath(path, src)),
-                                "reason": status,
-                                "detail": detail,
-                            }
-                        )
-                        continue
-                    stats[split]["examples"] += 1
-                    per_class[split][cls] += 1
-                    stats[split]["reencoded"] += int(reencoded)
-                    yield rel, {"image": data, "label": label_of[cls], "file_name": rel}
+def _examples(src, files, label_of, num_workers, counts, class_counts, skipped):
+    """Pass 2: (key, example) of every file of a split that decodes, read and decoded in
+    parallel chunks; `counts`, `class_counts` and `skipped` record what happened to each."""
+    with futures.ThreadPoolExecutor(num_workers) as pool:
+        for start in range(0, len(files), _CHUNK * num_workers):
+            chunk = files[start : start + _CHUNK * num_workers]
+            for (path, rel, cls), (status, data, reencoded, detail) in zip(
+                chunk, pool.map(_load, [f[0] for f in chunk])
+            ):
+                if status != "ok":
+                    counts["skipped"] += 1
+                    skipped.append(_skip_entry(src, path, status, detail))
+                    continue
+                counts["examples"] += 1
+                class_counts[cls] += 1
+                counts["reencoded"] += int(reencoded)
+                yield rel, {"image": data, "label": label_of[cls], "file_name": rel}
 
-    features = tfds.features.FeaturesDict(
+
+def _features(shape, classes) -> tfds.features.FeaturesDict:
+    return tfds.features.FeaturesDict(
         {
             "image": tfds.features.Image(shape=shape),
             "label": tfds.features.ClassLabel(names=classes),
             "file_name": tfds.features.Text(),
         }
     )
+
+
+def _folder_builder(name, version, src, features, generate, splits):
+    """The TFDS builder class of the dataset: `generate(split)` yields each split's examples."""
 
     class FolderDataset(QuietPrepare, tfds.core.GeneratorBasedBuilder, skip_registration=True):
         VERSION = tfds.core.Version(version)
@@ -400,63 +304,42 @@ def prepare(
 
         def _split_generators(self, dl_manager):
             del dl_manager
-            return {split: generate(split) for split in candidates}
+            return {split: generate(split) for split in splits}
 
         def _generate_examples(self, split):  # Unused: _split_generators yields directly.
             return generate(split)
 
     FolderDataset.name = name
-    report = {}
+    return FolderDataset
 
-    def write_report(folder):
-        by_reason = collections.Counter(s["reason"] for s in skipped)
-        report.update(
-            {
-                "name": name,
-                "version": version,
-                "src": os.path.abspath(src),
-                "dataset_dir": dataset_dir,
-                "classes": classes,
-                "image_shape": list(shape),
-                "splits": {
-                    s: {
-                        "examples": c["examples"],
-                        "skipped": c["skipped"],
-                        "reencoded": c["reencoded"],
-                    }
-                    for s, c in stats.items()
-                },
-                "skipped_by_reason": dict(by_reason),
-                "skipped": skipped,
-                "empty_classes": {
-                    s: [c for c in classes if not per_class[s][c]]
-                    for s in splits
-                    if any(not per_class[s][c] for c in classes)
-                },
-                "seconds": round(time.time() - started, 1),
+
+def _outcome(classes, stats, per_class, skipped) -> dict:
+    """The report's counts: examples, skipped and re-encoded files per split, the skipped
+    files by reason and one by one, and the classes left without images per split."""
+    by_reason = collections.Counter(s["reason"] for s in skipped)
+    return {
+        "splits": {
+            s: {
+                "examples": c["examples"],
+                "skipped": c["skipped"],
+                "reencoded": c["reencoded"],
             }
-        )
-        fileio.write_json(os.path.join(folder, "prepare_report.json"), report, indent=1)
+            for s, c in stats.items()
+        },
+        "skipped_by_reason": dict(by_reason),
+        "skipped": skipped,
+        "empty_classes": {
+            s: [c for c in classes if not per_class[s][c]]
+            for s in per_class
+            if any(not per_class[s][c] for c in classes)
+        },
+    }
 
-    try:
-        with progress.heartbeat(f"writing {name}"):
-            embedded.build_atomically(
-                lambda root: FolderDataset(data_dir=root, file_format="array_record"),
-                dataset_dir,
-                overwrite=overwrite,
-                finish=write_report,
-            )
-    except AssertionError as error:  # TFDS: a split whose generator yielded nothing
-        if "No examples were yielded" not in str(error):
-            raise
-        empty = sorted(split for split in candidates if not stats[split]["examples"])
-        reasons = collections.Counter(entry["reason"] for entry in skipped)
-        raise PrepareError(
-            f"no image of split {empty[0] if empty else '?'} of {src!r} decodes "
-            f"(skipped: {dict(reasons)}, e.g. {skipped[-1]['path'] if skipped else '?'}"
-            "); check those files or remove that split"
-        ) from None
-    log(f"Wrote {name} {version} to {dataset_dir} in {report['seconds']} s")
+
+def _log_summary(report: dict, log) -> None:
+    """What was written, what was skipped (the first 20) and the classes without images."""
+    skipped, dataset_dir = report["skipped"], report["dataset_dir"]
+    log(f"Wrote {report['name']} {report['version']} to {dataset_dir} in {report['seconds']} s")
     for split, counts in report["splits"].items():
         log(f"  {split}: {counts['examples']} examples ({counts['reencoded']} re-encoded)")
     log(f"  skipped {len(skipped)} files or folders: {report['skipped_by_reason']}")
@@ -470,15 +353,6 @@ def prepare(
             f"  warning: {len(empty)} classes have no images in split {split!r}: {empty[:20]}; "
             "check those folders (see the skipped list)"
         )
-    data_dir_flag = f" --config.data.data_dir={data_dir}" if data_dir else ""
-    log(
-        f"Next: {config_lookup.entry_command()} "
-        f"--config={config_lookup.config_argument('knn_eval')}"
-        f" --config.data.dataset={name}{data_dir_flag} --config.checkpoint=ENCODER_DIR "
-        f"--workdir=WORKDIR (or give --config.data.dataset={name}{data_dir_flag} to a "
-        "pre-training config)"
-    )
-    return report
 
 
 def main(argv=None) -> int:

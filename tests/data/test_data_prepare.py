@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 from data_test_helpers import encode, write_folder
 
-from rekd_jax.data import embedded, prepare, sources
+from rekd_jax.data import embedded, prepare, source_folders, sources
 
 
 def _folder(root):
@@ -68,7 +68,7 @@ def test_prepare_folder_with_bad_files(tmp_path):
         assert record["label"] == ["cat", "dog"].index(name.split("/")[0])
     gray = [r for r in ds["train"] if r["file_name"] == b"dog/gray.png"][0]
     assert sources.decode_image(gray["image"]).shape == (12, 12, 3)
-    with pytest.raises(prepare.PrepareError, match="--overwrite"):
+    with pytest.raises(source_folders.PrepareError, match="--overwrite"):
         prepare.prepare(str(tmp_path / "src"), "pets", data_dir, log=lambda m: None)
 
 
@@ -111,13 +111,13 @@ def test_bad_folders_give_clear_errors(tmp_path, layout, match):
     src = tmp_path / "src"
     if layout:
         write_folder(src, layout)
-    with pytest.raises(prepare.PrepareError, match=match):
+    with pytest.raises(source_folders.PrepareError, match=match):
         prepare.prepare(str(src), "bad", str(tmp_path / "tfds"), log=lambda m: None)
     assert (
         prepare.main(["--src", str(src), "--name", "bad", "--data_dir", str(tmp_path / "tfds")])
         == 2
     )
-    with pytest.raises(prepare.PrepareError, match="snake_case"):
+    with pytest.raises(source_folders.PrepareError, match="snake_case"):
         prepare.prepare(str(src), "Bad-Name", str(tmp_path / "tfds"), log=lambda m: None)
 
 
