@@ -18,11 +18,12 @@ top-1 of the best conv layer under the AlexNet conv protocol (configs/conv_probe
 (previous best self-supervised 44.7%, supervised 50.5%).
 """
 
+import functools
+
 from rekd_jax import recipes
-from rekd_jax.variants import apply_variants
+from rekd_jax.variants import config_getter
 
 VARIANTS = recipes.STUDENT_VARIANTS
-
-
-def get_config(arg=None):
-    return apply_variants(recipes.imagenet_student("alexnet"), arg, VARIANTS, "configs/alexnet.py")
+get_config = config_getter(
+    functools.partial(recipes.imagenet_student, "alexnet"), VARIANTS, "configs/alexnet.py"
+)

@@ -13,10 +13,7 @@ Expected result: none claimed; this is the base the recipe configs change, not a
 """
 
 from rekd_jax import recipes
-from rekd_jax.variants import apply_variants
+from rekd_jax.variants import config_getter
 
 VARIANTS = recipes.BASE_VARIANTS
-
-
-def get_config(arg=None):
-    return apply_variants(recipes.base_config(), arg, VARIANTS, "configs/default.py")
+get_config = config_getter(recipes.base_config, VARIANTS, "configs/default.py")

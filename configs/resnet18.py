@@ -18,13 +18,12 @@ measured by us): MoCo v2 ResNet-18 52.5%, SEED ResNet-18 with a ResNet-50x2 teac
 ImageNet linear top-1; ReKD should land above MoCo v2.
 """
 
+import functools
+
 from rekd_jax import recipes
-from rekd_jax.variants import apply_variants
+from rekd_jax.variants import config_getter
 
 VARIANTS = recipes.STUDENT_VARIANTS
-
-
-def get_config(arg=None):
-    return apply_variants(
-        recipes.imagenet_student("resnet18"), arg, VARIANTS, "configs/resnet18.py"
-    )
+get_config = config_getter(
+    functools.partial(recipes.imagenet_student, "resnet18"), VARIANTS, "configs/resnet18.py"
+)

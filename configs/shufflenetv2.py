@@ -2,29 +2,26 @@
 
 Command:
   python main.py --config=configs/shufflenetv2.py --workdir=/ckpt/rekd_shufflenetv2
-Variants (comma-separated after ':'): offline (frozen teacher from
---config.teacher.checkpoint=T/encoders/student of a configs/teacher_resnet50.py run, or an
-import_torch output), mocov2 (baseline: the student alone with MoCo v2), seed (SEED from a
-frozen teacher), shapes / tiny (the embedded rekd_shapes / its 200-image toy split, CIFAR
-stems), runlocal (shrink steps and sizes for a laptop CPU, keeping the dataset), e.g. the
-smoke run --config=configs/shufflenetv2.py:offline,tiny,runlocal (about a minute).
 Then evaluate WORKDIR/encoders/student with configs/linear_eval.py.
+Variants: those of every ImageNet student (rekd_jax.recipes.STUDENT_VARIANTS; `python main.py
+--help` describes each): offline (a frozen teacher, --config.teacher.checkpoint=DIR), mocov2
+and seed (the baselines), shapes / tiny (the embedded data), runlocal (laptop sizes); the smoke
+run is --config=configs/shufflenetv2.py:offline,tiny,runlocal (about a minute).
 Hardware / time: 8 GPUs of H100 class (global batch 256, bf16); an estimate, not measured:
-MoCo v2 ResNet-50 for 200 epochs took about 53 h on 8 V100s (MoCo v2 paper), and ReKD with an
-online ResNet-50 teacher costs about 2.2x MoCo v2 (paper), so plan on roughly 1-2 days on
-8 H100s; the offline variant costs about the student's MoCo v2 time plus teacher forwards.
+roughly 1-2 days with the online teacher (about 2.2x MoCo v2, paper), less offline.
 Expected result (approximate reference from secondary summaries of the paper, not measured
 by us): about +10 points ImageNet linear top-1 over the MoCo v2 ShuffleNetV2 baseline
 (`:mocov2` variant); the absolute number is not known to us.
 """
 
+import functools
+
 from rekd_jax import recipes
-from rekd_jax.variants import apply_variants
+from rekd_jax.variants import config_getter
 
 VARIANTS = recipes.STUDENT_VARIANTS
-
-
-def get_config(arg=None):
-    return apply_variants(
-        recipes.imagenet_student("shufflenetv2_x1_0"), arg, VARIANTS, "configs/shufflenetv2.py"
-    )
+get_config = config_getter(
+    functools.partial(recipes.imagenet_student, "shufflenetv2_x1_0"),
+    VARIANTS,
+    "configs/shufflenetv2.py",
+)

@@ -6,13 +6,17 @@ docstring is its one-line description in `python main.py --help`) and ends its g
 and evaluation:
 
   * the variants apply in the order given, except `runlocal`, which always applies last (it
-    shrinks whatever the others chose), so `runlocal,cifar10` equals `cifar10,runlocal`;
+    shrinks whatever the others chose), so `runlocal,cifar10` equals `cifar10,runlocal`; a
+    name given twice applies once, at its last place;
   * dataset variants (imagenet, cifar10, shapes, tiny) set the whole dataset block (DATASETS),
     so the last one given wins and none depends on the config's default;
   * `runlocal` shrinks steps, batches, widths and image sizes for a laptop CPU but keeps the
     dataset; `tiny` selects the embedded toy data (rekd_shapes/tiny, 200 train / 100 test
     images), so the smoke run of any recipe is `:tiny,runlocal`;
   * an unknown name is an error that lists the known ones.
+
+A config whose get_config only builds a base config and applies its variants gets it from
+`config_getter(build, VARIANTS, "configs/NAME.py")` (the ImageNet students share one builder).
 """
 
 from __future__ import annotations
@@ -66,8 +70,9 @@ def set_dataset(data: ml_collections.ConfigDict, name: str) -> None:
 
 
 def order(names: list[str]) -> list[str]:
-    """The application order: as given, `runlocal` last."""
-    return sorted(names, key=lambda n: n == SHRINK)
+    """The application order: as given, `runlocal` last; a repeated name at its last place."""
+    last_places = [n for i, n in enumerate(names) if n not in names[i + 1 :]]
+    return sorted(last_places, key=lambda n: n == SHRINK)
 
 
 def apply_variants(
@@ -84,6 +89,18 @@ def apply_variants(
     for name in order(names):
         known[name](config)
     return config
+
+
+def config_getter(
+    build: Callable[[], ml_collections.ConfigDict], known: Mapping[str, Callable], file: str
+) -> Callable[..., ml_collections.ConfigDict]:
+    """The `get_config(arg=None)` of a config file whose config is `build()` with the variants
+    of `arg` applied (apply_variants)."""
+
+    def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+        return apply_variants(build(), arg, known, file)
+
+    return get_config
 
 
 def describe(known: Mapping[str, Callable]) -> list[tuple[str, str]]:

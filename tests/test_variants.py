@@ -56,7 +56,9 @@ def _validate(config, encoders):
         ):
             config.teacher.checkpoint = encoders["resnet18"]
         train_config.validate(config)
-    elif config.mode in eval_config.MODES:
+    elif config.mode in ("quickstart", "quickstart_grid"):
+        train_config.validate(config)
+    else:  # an evaluation protocol
         config.checkpoint = encoders["alexnet" if config.mode == "conv_probe" else "resnet18"]
         eval_config.validate(config)
 
@@ -89,10 +91,12 @@ def test_every_documented_combination_loads_and_validates(name, arg, encoders):
 def test_every_variant_alone_and_as_a_smoke_run_validates(name, encoders):
     module = _load(name)
     prefix = "alexnet," if name == "cifar10_student" else ""
+    smoke_run = "tiny,runlocal" if "runlocal" in module.VARIANTS else "tiny"
     for variant in module.VARIANTS:
         _validate(module.get_config(prefix + variant), encoders)
-        smoke = module.get_config(prefix + f"{variant},tiny,runlocal")
-        assert smoke.data.dataset == "rekd_shapes/tiny"
+        smoke = module.get_config(prefix + f"{variant},{smoke_run}")
+        data = smoke.data if "data" in smoke else smoke.evaluation.data  # the quick start's
+        assert data.dataset == "rekd_shapes/tiny"
         _validate(smoke, encoders)
 
 
@@ -123,6 +127,35 @@ def test_pretraining_and_evaluation_share_the_rules():
         teacher.get_config("toy,runlocal")
     with pytest.raises(ValueError, match=r"unknown variant 'toy'.*pct10"):
         linear.get_config("toy")
+
+
+def test_a_repeated_variant_applies_once_at_its_last_place():
+    assert variants.order(["tiny", "runlocal", "shapes", "tiny"]) == ["shapes", "tiny", "runlocal"]
+    teacher = _load("cifar10_teacher")
+    assert teacher.get_config("tiny,shapes,tiny").data.dataset == "rekd_shapes/tiny"
+    assert teacher.get_config("shapes,tiny,shapes").data.dataset == "rekd_shapes"
+    quickstart = _load("quickstart")
+    assert quickstart.get_config("x4,x4").to_dict() == quickstart.get_config("x4").to_dict()
+
+
+@pytest.mark.parametrize(
+    "name, arch",
+    [
+        ("alexnet", "alexnet"),
+        ("resnet18", "resnet18"),
+        ("efficientnet_b0", "efficientnet_b0"),
+        ("mobilenetv3_large", "mobilenetv3_large"),
+        ("shufflenetv2", "shufflenetv2_x1_0"),
+    ],
+)
+def test_the_imagenet_students_share_one_builder_and_differ_only_in_the_arch(name, arch):
+    config = _load(name).get_config("offline")
+    assert config.student.arch == arch
+    assert config.rekd.teacher == "offline"
+    config.student.arch = "alexnet"
+    assert config.to_dict() == _load("alexnet").get_config("offline").to_dict()
+    with pytest.raises(ValueError, match=rf"configs/{name}\.py: unknown variant 'toy'"):
+        _load(name).get_config("toy")
 
 
 @pytest.mark.parametrize("arg", ["tiny,runlocal,pct10", "runlocal,pct1,tiny"])
