@@ -1,7 +1,5 @@
-"""The repository speaks about the software, not about how it was developed: no tracked text
-file (README, docs, configs, code, comments, the notebook, file names) holds a phrase about a
-particular development machine, a session, a target met or missed, or a throwaway script.
-Hardware belongs in a result as a description ("2-core x86 CPU, Python 3.11, jax 0.10.2")."""
+"""No tracked text file, and no file name, matches PHRASES. Hardware appears in a result as a
+specification ("2-core x86 CPU, Python 3.11, jax 0.10.2")."""
 
 import os
 import re
@@ -59,21 +57,28 @@ def _tracked_files() -> list[str]:
         return found
 
 
-def test_the_pattern_finds_each_phrase():
-    for text in (
-        "measured on this machine",
-        "The five-minute target is met.",
-        "the 2-minute aim is not met",
-        "a throwaway script",
-        "the lent GPU",
-        "sized for one 10-minute H200 call",
-        "benchmarks/gpu_session.sh",
+def test_each_phrase_is_found_and_a_specification_is_not():
+    examples = (
+        "on this machine",
+        "this 2-core CPU",
+        "this project's sessions",
+        "sessions so far",
+        "no session",
+        "development session",
+        "target is met",
+        "aims are not met",
+        "throwaway",
+        "lent GPU",
+        "borrowed machine",
+        "device tool",
+        "H200 call",
+        "10-minute call",
+        "gpu_session",
         "question 4 of the study",
-        "the earlier 1.0 blew the loss up",
-        "not tested in this project's sessions",
-        "on this 2-core CPU",
-    ):
-        assert PATTERN.search(text), text
+        "the earlier 1",
+    )
+    for phrase in PHRASES:
+        assert any(re.search(phrase, text, re.IGNORECASE) for text in examples), phrase
     for text in (
         "2-core x86 CPU, Python 3.11, jax 0.10.2",
         "scope='session'",
@@ -83,7 +88,7 @@ def test_the_pattern_finds_each_phrase():
         assert not PATTERN.search(text), text
 
 
-def test_no_tracked_file_speaks_about_how_the_project_was_developed():
+def test_no_tracked_file_matches_a_phrase():
     hits = []
     for path in _tracked_files():
         if path == THIS_FILE:
