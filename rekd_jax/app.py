@@ -10,23 +10,21 @@ import jax
 import ml_collections
 from absl import logging as absl_logging
 
+from rekd_jax import run_summary
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.core import run_record
 from rekd_jax.evaluation import config as eval_config
+from rekd_jax.evaluation import protocols
 from rekd_jax.evaluation import run as eval_run
 from rekd_jax.experiments import quickstart, quickstart_grid
 from rekd_jax.training import config as train_config
 from rekd_jax.training import pretrain
 
-# mode -> (validate(config), run(config, workdir))
-_MODES = {
+# mode -> (validate(config), run(config, workdir)); every evaluation protocol besides these
+_TRAINING_MODES = {
     "pretrain": (train_config.validate, pretrain.train_and_evaluate),
     "quickstart": (train_config.validate, quickstart.run),
     "quickstart_grid": (train_config.validate, quickstart_grid.run),
-    "linear": (eval_config.validate, eval_run.evaluate),
-    "conv_probe": (eval_config.validate, eval_run.evaluate),
-    "knn": (eval_config.validate, eval_run.evaluate),
-    "semi_supervised": (eval_config.validate, eval_run.evaluate),
 }
 
 
@@ -34,16 +32,24 @@ class ConfigError(ValueError):
     """The config is invalid; the message names the field and the fix."""
 
 
+def modes() -> dict:
+    """mode -> (validate(config), run(config, workdir)): pre-training, the quick starts, and
+    each protocol of rekd_jax.evaluation.protocols (read when called, so a protocol added to
+    the registry is a mode at once)."""
+    evaluation = (eval_config.validate, eval_run.evaluate)
+    return {**_TRAINING_MODES, **{name: evaluation for name in protocols.PROTOCOLS}}
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError (a ValueError) naming the bad field and the fix."""
-    mode = config.get("mode")
-    if mode not in _MODES:
+    mode, known = config.get("mode"), modes()
+    if mode not in known:
         raise ConfigError(
-            f"config.mode={mode!r} is not a known mode; use one of {sorted(_MODES)} "
+            f"config.mode={mode!r} is not a known mode; use one of {sorted(known)} "
             "(set it in the config file or with --config.mode=...)."
         )
     try:
-        _MODES[mode][0](config)
+        known[mode][0](config)
     except ValueError as e:
         raise ConfigError(str(e)) from e
 
@@ -88,9 +94,9 @@ def run(config: ml_collections.ConfigDict, workdir: str):
     absl_logging.info("%s", describe(config, workdir))
     if config.mode == "quickstart":  # pre-training and evaluation write their own config.json
         run_record.write_config(workdir, config)
-    result = _MODES[config.mode][1](config, workdir)
+    result = modes()[config.mode][1](config, workdir)
     if jax.process_index() == 0:
-        summary = run_record.closing_summary(config, workdir, result)
+        summary = run_summary.closing_summary(config, workdir, result)
         if summary:
             print(summary, flush=True)
     return result

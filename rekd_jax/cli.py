@@ -2,7 +2,7 @@
 
 `pip install` puts the console command `rekd-jax` on the PATH; in a clone, `python main.py` runs
 the same `main()` with the same flags. `--config` is a config file or a recipe name
-(rekd_jax.core.config_lookup); `rekd-jax --help` lists them with their variants.
+(rekd_jax.config_lookup); `rekd-jax --help` lists them with their variants.
 
 What a command-line run sets up before it hands (config, workdir) to `rekd_jax.app.run`:
   * the console: "HH:MM:SS message" lines (`--log_prefix` for absl's prefix), the libraries'
@@ -32,8 +32,8 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from rekd_jax import cli_help
-from rekd_jax.core import config_lookup, errors
+from rekd_jax import cli_help, config_lookup
+from rekd_jax.core import errors, invocation
 from rekd_jax.core import logging as logging_lib
 
 XLA_CACHE_ENV = "REKD_JAX_XLA_CACHE"
@@ -52,7 +52,7 @@ def program_name(argv0: str) -> str:
         return "python -m rekd_jax.cli"
     if base.endswith(".py"):
         return f"python {argv0}"
-    return base or config_lookup.CONSOLE_COMMAND
+    return base or invocation.CONSOLE_COMMAND
 
 
 def default_xla_cache() -> str:

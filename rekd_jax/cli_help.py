@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import textwrap
 
+import ml_collections
+
+from rekd_jax import config_lookup
 from rekd_jax import variants as variants_lib
-from rekd_jax.core import config_lookup
 
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull")
 
@@ -60,11 +62,17 @@ def _purpose(module) -> str:
     return paragraph if end < 0 else paragraph[: end + 1]
 
 
-def _mode(module) -> str:
+def _group(module) -> str:
+    """'pre-training', 'evaluation' (a config that carries the block of its mode, as every
+    evaluation protocol's config does: rekd_jax.evaluation.protocols) or 'other'."""
     try:
-        return str(module.get_config().get("mode", "?"))
-    except Exception:  # a config whose default needs an argument: listed without a mode
-        return "?"
+        config = module.get_config()
+    except Exception:  # a config whose default needs an argument: listed with the others
+        return "other"
+    mode = str(config.get("mode", "?"))
+    if mode == "pretrain":
+        return "pre-training"
+    return "evaluation" if isinstance(config.get(mode), ml_collections.ConfigDict) else "other"
 
 
 def help_text(program: str = "python main.py") -> str:
@@ -82,14 +90,7 @@ def help_text(program: str = "python main.py") -> str:
     groups: dict[str, list] = {"pre-training": [], "evaluation": [], "other": []}
     legends: dict[str, dict[str, str]] = {"pre-training": {}, "evaluation": {}, "other": {}}
     for file, module in modules:
-        mode = _mode(module)
-        group = (
-            "pre-training"
-            if mode == "pretrain"
-            else "evaluation"
-            if mode in ("linear", "conv_probe", "knn", "semi_supervised")
-            else "other"
-        )
+        group = _group(module)
         table = getattr(module, "VARIANTS", {}) or {}
         groups[group].append((file, _purpose(module), list(table)))
         for name, doc in variants_lib.describe(table):

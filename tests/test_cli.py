@@ -11,8 +11,8 @@ import sys
 import pytest
 from commands import ROOT, fatal_line, run
 
-from rekd_jax import cli
-from rekd_jax.core import config_lookup, run_record
+from rekd_jax import cli, config_lookup
+from rekd_jax.core import invocation, run_record
 
 MAIN = os.path.join(ROOT, "main.py")
 TIME = re.compile(r"^\d\d:\d\d:\d\d ")
@@ -109,10 +109,10 @@ def test_configs_are_found_by_file_or_by_name_from_anywhere(tmp_path, monkeypatc
     assert by_name.mode == "knn" and by_name.data.dataset == "rekd_shapes/tiny"
     path, variant = config_lookup.find_config("configs/alexnet.py:tiny")  # not here: the clone's
     assert path == os.path.join(ROOT, "configs", "alexnet.py") and variant == "tiny"
-    assert config_lookup.config_argument("knn_eval", "tiny") == "knn_eval:tiny"
+    assert invocation.config_argument("knn_eval", "tiny") == "knn_eval:tiny"
     monkeypatch.chdir(ROOT)
-    assert config_lookup.config_argument("knn_eval", "tiny") == "configs/knn_eval.py:tiny"
-    assert config_lookup.entry_command() == "python main.py"
+    assert invocation.config_argument("knn_eval", "tiny") == "configs/knn_eval.py:tiny"
+    assert invocation.entry_command() == "python main.py"
 
 
 def test_installed_configs_are_found_when_the_package_has_them(tmp_path, monkeypatch):
@@ -205,7 +205,7 @@ def test_native_stderr_goes_through_the_filter_and_python_stderr_does_not(tmp_pa
 
 def test_app_run_from_python_logs_like_the_command_line(shared, tmp_path):
     code = (
-        "from rekd_jax import app; from rekd_jax.core import config_lookup; "
+        "from rekd_jax import app, config_lookup; "
         "c = config_lookup.load_config('knn_eval:tiny,runlocal'); "
         "c.checkpoint = 'init:alexnet:cifar_stem=true'; "
         f"app.run(c, {str(tmp_path / 'w')!r})"

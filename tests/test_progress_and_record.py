@@ -11,7 +11,7 @@ import sys
 import pytest
 from absl import logging as absl_logging
 
-from rekd_jax import recipes
+from rekd_jax import recipes, run_summary
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.core import progress, run_record
 
@@ -201,7 +201,7 @@ def test_pretraining_records_config_teacher_and_train_time(tmp_path):
 
 def test_evaluation_metrics_are_on_disk_after_every_epoch(tmp_path):
     """A killed evaluation keeps the metrics of its finished epochs (metrics.jsonl flushed)."""
-    from rekd_jax.evaluation import linear
+    from rekd_jax.evaluation import epoch_loop
 
     writer = logging_lib.create_writer(str(tmp_path), tensorboard="off")
     path = str(tmp_path / "metrics.jsonl")
@@ -211,7 +211,7 @@ def test_evaluation_metrics_are_on_disk_after_every_epoch(tmp_path):
         on_disk.append(len(logging_lib.read_jsonl(path)))
         return state, {"train_loss": 1.0 / (epoch + 1)}
 
-    linear.EpochLoop(None, writer, num_epochs=3, name="probe").run(0, run_epoch)
+    epoch_loop.EpochLoop(None, writer, num_epochs=3, name="probe").run(0, run_epoch)
     assert on_disk == [0, 1, 2]
     writer.close()
 
@@ -220,5 +220,5 @@ def test_the_pretraining_summary_gives_the_knn_monitor_in_percent(tmp_path):
     config = recipes.base_config()
     config.mode = "pretrain"
     result = {"step": 10, "knn": {"knn/top1": 0.14, "knn/top5": 0.5}, "train_seconds": 3.0}
-    text = run_record.closing_summary(config, str(tmp_path), result)
+    text = run_summary.closing_summary(config, str(tmp_path), result)
     assert "kNN top-1 14.0%" in text.splitlines()[0]

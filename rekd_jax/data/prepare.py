@@ -58,7 +58,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from rekd_jax.core import config_lookup, errors, fileio, progress
+from rekd_jax.core import errors, fileio, invocation, progress
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.data import embedded
 from rekd_jax.data.embedded import QuietPrepare
@@ -200,8 +200,8 @@ def prepare(
     _log_summary(report, log)
     data_dir_flag = f" --config.data.data_dir={data_dir}" if data_dir else ""
     log(
-        f"Next: {config_lookup.entry_command()} "
-        f"--config={config_lookup.config_argument('knn_eval')}"
+        f"Next: {invocation.entry_command()} "
+        f"--config={invocation.config_argument('knn_eval')}"
         f" --config.data.dataset={name}{data_dir_flag} --config.checkpoint=ENCODER_DIR "
         f"--workdir=WORKDIR (or give --config.data.dataset={name}{data_dir_flag} to a "
         "pre-training config)"

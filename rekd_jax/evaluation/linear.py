@@ -24,9 +24,6 @@ Both checkpoint after every epoch with `core.checkpoint.Checkpointer` (probe sta
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,10 +34,9 @@ import numpy as np
 import optax
 from absl import logging
 
-from rekd_jax.core import fileio, parallel
-from rekd_jax.core import progress as progress_lib
+from rekd_jax.core import parallel
 from rekd_jax.core.parallel import AXIS_NAME as AXIS
-from rekd_jax.evaluation import scoring
+from rekd_jax.evaluation import epoch_loop, scoring
 from rekd_jax.readout import features as features_lib
 
 
@@ -280,133 +276,20 @@ def apply_gradients(
     )
 
 
-# --------------------------------------------------------------------------- epoch loop
-
-
-class EpochLoop:
-    """Resumable epoch loop over a device-replicated state: restore, run, checkpoint, log.
-
-    `run_epoch(state, epoch) -> (state, metrics)` receives and returns the replicated state.
-    Checkpoints hold the unreplicated state plus {'epoch', 'data', 'signature'}: 'data' is the
-    data-iterator state from `data_state()` (None when the data order derives from the epoch),
-    'signature' a JSON-able description of the run (protocol block, checkpoint, dataset...); a
-    checkpoint written under another signature is refused rather than silently continued.
-    """
-
-    def __init__(
-        self,
+def _epoch_loop(
+    block, checkpointer, writer, every_epochs: int, name: str, signature
+) -> epoch_loop.EpochLoop:
+    """The resumable loop of block.epochs epochs that both modes run (and the note on a large
+    learning rate, logged once)."""
+    if note := large_loss_note(name, block):
+        logging.info("%s", note)
+    return epoch_loop.EpochLoop(
         checkpointer,
         writer,
-        *,
-        num_epochs: int,
-        every_epochs: int = 1,
-        name: str = "probe",
-        signature: Mapping[str, Any] | None = None,
-    ):
-        self.checkpointer = checkpointer
-        self.writer = writer
-        self.num_epochs = int(num_epochs)
-        self.every_epochs = max(1, int(every_epochs))
-        self.name = name
-        self.signature = json.loads(json.dumps(dict(signature or {}), default=str))
-
-    def run(
-        self,
-        state: Any,
-        run_epoch: Callable[[Any, int], tuple[Any, dict]],
-        *,
-        data_state: Callable[[], dict] | None = None,
-        set_data_state: Callable[[dict], None] | None = None,
-    ) -> Any:
-        """Run from the latest checkpoint (or epoch 0) to num_epochs; returns the final state."""
-        start = 0
-        if self.checkpointer is not None and self.checkpointer.latest_step() is not None:
-            target = jax.device_get(flax.jax_utils.unreplicate(state))
-            # the newest checkpoint that restores (damaged newer ones are moved aside)
-            restored, extra, _ = self.checkpointer.restore_newest(target)
-            self._check_signature(extra.get("signature") or {})
-            state = parallel.replicate(restored, AXIS)
-            start = int(extra["epoch"])
-            if set_data_state is not None and extra.get("data") is not None:
-                set_data_state(extra["data"])
-            logging.info("%s: resumed after epoch %d of %d", self.name, start, self.num_epochs)
-        progress = progress_lib.Progress(self.name, self.num_epochs, unit="epoch", start=start)
-        for epoch in range(start, self.num_epochs):
-            t0 = time.time()
-            if epoch == start:  # includes compilation
-                with progress_lib.heartbeat(f"{self.name}: epoch {epoch + 1} (includes compiling)"):
-                    state, metrics = run_epoch(state, epoch)
-            else:
-                state, metrics = run_epoch(state, epoch)
-            loss = metrics.get("train_loss")
-            if loss is not None and not np.isfinite(loss):
-                raise FloatingPointError(
-                    f"{self.name}: the training loss is {loss} after epoch {epoch + 1}; lower "
-                    f"{self.name}.learning_rate (lr 30 suits MoCo-scale features; features "
-                    "with a larger norm need less)"
-                )
-            metrics = {f"{self.name}/{k}": float(v) for k, v in metrics.items()}
-            metrics[f"{self.name}/epoch_seconds"] = time.time() - t0
-            if self.writer is not None:
-                self.writer.write_scalars(epoch + 1, metrics)
-                self.writer.flush()  # metrics.jsonl is complete after every epoch
-            progress.update(1, **({"loss": float(loss)} if loss is not None else {}))
-            done = epoch + 1
-            if self.checkpointer is not None and (
-                done % self.every_epochs == 0 or done == self.num_epochs
-            ):
-                host = jax.device_get(flax.jax_utils.unreplicate(state))
-                self.checkpointer.save(
-                    done,
-                    host,
-                    {
-                        "epoch": done,
-                        "data": data_state() if data_state else None,
-                        "signature": self.signature,
-                    },
-                )
-        progress.close()
-        if self.checkpointer is not None:
-            self.checkpointer.wait()
-        return state
-
-    def _check_signature(self, saved: Mapping[str, Any]) -> None:
-        check_signature(self.name, self.checkpointer.directory, saved, self.signature)
-
-
-# Signature keys that are not config fields of the same name (see run._signature).
-_SIGNATURE_FIELDS = {
-    "dataset": "data.dataset",
-    "train_split": "data.train_split",
-    "image_size": "data.image_size",
-}
-
-
-class SettingsChangedError(ValueError):
-    """A probe checkpoint was written under other settings than the run's."""
-
-
-def check_signature(
-    name: str, directory: str, saved: Mapping[str, Any], now: Mapping[str, Any]
-) -> None:
-    """SettingsChangedError naming every setting of `now` that differs from the `saved`
-    signature of the checkpoints in `directory`, the flags that resume them, and the way to a
-    new run (another --workdir)."""
-    now = json.loads(json.dumps(dict(now), default=str))
-    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-    if not differ:
-        return
-    details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in differ)
-    flags = [
-        f"--config.{_SIGNATURE_FIELDS.get(k, k)}={saved[k]}"
-        for k in differ
-        if k in saved and k not in ("mode", "spec_mtime") and not isinstance(saved[k], dict)
-    ]
-    workdir = os.path.dirname(fileio.absolute(directory))
-    raise SettingsChangedError(
-        f"{name}: the checkpoint in {directory} was written by a different run ({details}); "
-        f"give this evaluation its own --workdir (e.g. --workdir={workdir}_2)"
-        + (f", or resume that run with its settings ({' '.join(flags)})" if flags else "")
+        num_epochs=int(block.epochs),
+        every_epochs=every_epochs,
+        name=name,
+        signature=signature,
     )
 
 
@@ -449,6 +332,34 @@ def epoch_indices(
         valid[d, : len(perm)] = True
     shape = (num_devices, steps, per_device_batch)
     return idx.reshape(shape), valid.reshape(shape)
+
+
+def _device_epoch(tx: optax.GradientTransformation, head_names: list[str]) -> Callable:
+    """(state, device-resident data, idx, valid) -> (state, mean loss): one epoch of fast mode
+    on one device, a `lax.scan` over its steps (pmapped over AXIS)."""
+
+    def device_epoch(state, data, idx, valid):
+        def step(state, inputs):
+            rows, ok = inputs
+            feats = {k: data[k][rows] for k in head_names}
+            batch_mask = data["mask"][rows] & ok
+            count = jax.lax.psum(jnp.sum(batch_mask.astype(jnp.float32)), AXIS)
+            (loss, (_, stats)), grads = jax.value_and_grad(masked_loss, has_aux=True)(
+                state.params,
+                feats,
+                data["label"][rows],
+                batch_mask,
+                jnp.maximum(count, 1.0),
+                state.stats,
+                AXIS,
+            )
+            grads = jax.lax.psum(grads, AXIS)
+            return apply_gradients(state, grads, tx, stats), jax.lax.psum(loss, AXIS)
+
+        state, losses = jax.lax.scan(step, state, (idx, valid))
+        return state, jnp.mean(losses)
+
+    return device_epoch
 
 
 def train_on_features(
@@ -503,50 +414,38 @@ def train_on_features(
     )
     # Device-resident shards: a pmapped identity leaves shard d on local device d.
     resident = jax.pmap(lambda x: x)({**shards, "mask": mask})
-    head_names = sorted(flat)
 
-    def device_epoch(state, data, idx, valid):
-        def step(state, inputs):
-            rows, ok = inputs
-            feats = {k: data[k][rows] for k in head_names}
-            batch_mask = data["mask"][rows] & ok
-            count = jax.lax.psum(jnp.sum(batch_mask.astype(jnp.float32)), AXIS)
-            (loss, (_, stats)), grads = jax.value_and_grad(masked_loss, has_aux=True)(
-                state.params,
-                feats,
-                data["label"][rows],
-                batch_mask,
-                jnp.maximum(count, 1.0),
-                state.stats,
-                AXIS,
-            )
-            grads = jax.lax.psum(grads, AXIS)
-            return apply_gradients(state, grads, tx, stats), jax.lax.psum(loss, AXIS)
-
-        state, losses = jax.lax.scan(step, state, (idx, valid))
-        return state, jnp.mean(losses)
-
-    epoch_fn = jax.pmap(device_epoch, axis_name=AXIS, donate_argnums=(0,))
+    epoch_fn = jax.pmap(_device_epoch(tx, sorted(flat)), axis_name=AXIS, donate_argnums=(0,))
 
     def run_epoch(state, epoch):
         idx, valid = epoch_indices(mask, steps, per_device, seed, epoch)
         state, loss = epoch_fn(state, resident, idx, valid)
         return state, {"train_loss": float(jax.device_get(loss)[0])}
 
-    loop = EpochLoop(
-        checkpointer,
-        writer,
-        num_epochs=int(block.epochs),
-        every_epochs=checkpoint_every_epochs,
-        name=name,
-        signature=signature,
-    )
-    if note := large_loss_note(name, block):
-        logging.info("%s", note)
+    loop = _epoch_loop(block, checkpointer, writer, checkpoint_every_epochs, name, signature)
     return trained_heads(loop.run(state, run_epoch))
 
 
 # --------------------------------------------------------------------------- image mode
+
+
+def _device_step(feature_fn, train_view: Callable, tx, base_key: jax.Array) -> Callable:
+    """(state, frozen, x, labels, mask, resident) -> (state, loss): one step of image mode on
+    one device: augment, run the frozen backbone, update the heads (pmapped over AXIS)."""
+
+    def device_step(state, frozen, x, labels, mask, resident):
+        # Per-step, per-device augmentation key: reproducible on resume (derived from the step).
+        key = jax.random.fold_in(jax.random.fold_in(base_key, state.step), jax.lax.axis_index(AXIS))
+        images = train_view(key, features_lib.images_on_device(x, resident))
+        feats = jax.lax.stop_gradient(feature_fn(frozen, images))
+        count = jax.lax.psum(jnp.sum(mask.astype(jnp.float32)), AXIS)
+        (loss, (_, stats)), grads = jax.value_and_grad(masked_loss, has_aux=True)(
+            state.params, feats, labels, mask, jnp.maximum(count, 1.0), state.stats, AXIS
+        )
+        grads = jax.lax.psum(grads, AXIS)
+        return apply_gradients(state, grads, tx, stats), jax.lax.psum(loss, AXIS)
+
+    return device_step
 
 
 def train_on_images(
@@ -587,21 +486,12 @@ def train_on_images(
     )
     frozen = flax.jax_utils.replicate(variables)
     resident = features_lib.replicate_resident(pipeline)
-    base_key = jax.random.PRNGKey(seed + 1)
 
-    def device_step(state, frozen, x, labels, mask, resident):
-        # Per-step, per-device augmentation key: reproducible on resume (derived from the step).
-        key = jax.random.fold_in(jax.random.fold_in(base_key, state.step), jax.lax.axis_index(AXIS))
-        images = train_view(key, features_lib.images_on_device(x, resident))
-        feats = jax.lax.stop_gradient(feature_fn(frozen, images))
-        count = jax.lax.psum(jnp.sum(mask.astype(jnp.float32)), AXIS)
-        (loss, (_, stats)), grads = jax.value_and_grad(masked_loss, has_aux=True)(
-            state.params, feats, labels, mask, jnp.maximum(count, 1.0), state.stats, AXIS
-        )
-        grads = jax.lax.psum(grads, AXIS)
-        return apply_gradients(state, grads, tx, stats), jax.lax.psum(loss, AXIS)
-
-    step_fn = jax.pmap(device_step, axis_name=AXIS, donate_argnums=(0,))
+    step_fn = jax.pmap(
+        _device_step(feature_fn, train_view, tx, jax.random.PRNGKey(seed + 1)),
+        axis_name=AXIS,
+        donate_argnums=(0,),
+    )
     iterator = None
 
     def run_epoch(state, epoch):
@@ -619,16 +509,7 @@ def train_on_images(
             losses.append(loss)
         return state, {"train_loss": float(np.mean(jax.device_get(losses), axis=0)[0])}
 
-    loop = EpochLoop(
-        checkpointer,
-        writer,
-        num_epochs=int(block.epochs),
-        every_epochs=checkpoint_every_epochs,
-        name=name,
-        signature=signature,
-    )
-    if note := large_loss_note(name, block):
-        logging.info("%s", note)
+    loop = _epoch_loop(block, checkpointer, writer, checkpoint_every_epochs, name, signature)
     return trained_heads(
         loop.run(state, run_epoch, data_state=pipeline.get_state, set_data_state=pipeline.set_state)
     )

@@ -6,6 +6,9 @@ or the images named in `subset_file` (one file name per line, e.g. the standard 
 BatchNorm in train mode (statistics synchronised across devices with `sync_bn`, otherwise
 averaged after each step so that replicas stay identical) and its own learning rate; the head
 has another. Scored on the whole evaluation split with BatchNorm in eval mode.
+
+A protocol module: NAME, TRAINED, default_block(), validate(config), runlocal(block) and
+evaluate(config, workdir, backbone, writer) (rekd_jax.evaluation.protocols).
 """
 
 from __future__ import annotations
@@ -16,15 +19,81 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
-from rekd_jax.core import parallel
+from rekd_jax.core import fileio, parallel
 from rekd_jax.core.parallel import AXIS_NAME as AXIS
 from rekd_jax.data import pipeline as data_pipeline
-from rekd_jax.evaluation import linear, scoring
+from rekd_jax.evaluation import common, epoch_loop, linear, scoring
 from rekd_jax.models import get_model
 from rekd_jax.readout import features as features_lib
+
+NAME = "semi_supervised"
+TRAINED = True  # resumable fine-tuning checkpoints under WORKDIR/ckpt_semi_supervised
+
+
+def default_block() -> ml_collections.ConfigDict:
+    """config.semi_supervised: 20 epochs, backbone lr 0.01 and head lr 0.1 (x0.2 at 12 / 16),
+    1% of the labels, cross-device BatchNorm."""
+    return common.optim_block(
+        epochs=20,
+        learning_rate=0.01,
+        head_learning_rate=0.1,
+        milestones=(12, 16),
+        decay_factor=0.2,
+        fraction=0.01,
+        subset_file="",
+        sync_bn=True,
+    )
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """ValueError naming the bad field of config.semi_supervised."""
+    common.validate_optim(config, NAME)
+    block = config.semi_supervised
+    if not float(block.head_learning_rate) > 0:
+        common.fail("semi_supervised.head_learning_rate", block.head_learning_rate, "must be > 0")
+    if block.subset_file:
+        if not fileio.exists(block.subset_file):
+            common.fail(
+                "semi_supervised.subset_file",
+                block.subset_file,
+                "file not found; give a list of training file names (one per line) or "
+                "set it to '' to draw a class-balanced subset of `fraction`",
+            )
+    elif not 0.0 < float(block.fraction) <= 1.0:
+        common.fail(
+            "semi_supervised.fraction",
+            block.fraction,
+            "must be in (0, 1], e.g. 0.01 or 0.1 (or set subset_file)",
+        )
+
+
+def runlocal(block: ml_collections.ConfigDict) -> None:
+    """Two epochs; batch 8, which 1% / 10% of the toy split (10 / 20 labelled images) fit."""
+    common.shrink_training(block)
+    block.batch_size = 8
+
+
+def evaluate(config, workdir: str, backbone: features_lib.Backbone, writer) -> dict:
+    """Fine-tunes on the labelled subset and scores the evaluation split."""
+    block = config.semi_supervised
+    checkpointer = common.checkpointer_of(config, workdir, NAME)
+    try:
+        return run(
+            config,
+            backbone,
+            checkpointer=checkpointer,
+            writer=writer,
+            signature=common.signature(config, block),
+            train_view=common.train_view(config, block),
+            host_crop=common.training_host_crop(config, block),
+            score_fn=lambda logits_fn, args: common.score_images(config, logits_fn, args),
+        )
+    finally:
+        checkpointer.close()
 
 
 @flax.struct.dataclass
@@ -159,7 +228,7 @@ def finetune(
             losses.append(loss)
         return state, {"train_loss": float(np.mean(jax.device_get(losses), axis=0)[0])}
 
-    loop = linear.EpochLoop(
+    loop = epoch_loop.EpochLoop(
         checkpointer,
         writer,
         num_epochs=int(block.epochs),
@@ -189,13 +258,13 @@ def run(
     `host_crop` is the training crop when data.train_crop='host'."""
     block = config.semi_supervised
     scoring.per_device_batch_size(int(block.batch_size), "semi_supervised.batch_size")
-    subset = select_subset(config.data, block, int(config.seed))
+    subset = select_subset(config.data, block, int(config.rng_seed))
     pipe = data_pipeline.create(
         config.data,
         split=config.data.train_split,
         training=True,
         global_batch_size=int(block.batch_size),
-        seed=config.seed,
+        seed=config.rng_seed,
         indices=subset,
         host_crop=host_crop,
     )
@@ -211,7 +280,7 @@ def run(
         image_size=int(config.data.image_size),
         num_classes=int(pipe.num_classes),
         block=block,
-        seed=int(config.seed),
+        seed=int(config.rng_seed),
         sync_bn=bool(block.sync_bn),
         checkpointer=checkpointer,
         writer=writer,

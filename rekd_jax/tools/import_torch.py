@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from rekd_jax import models
-from rekd_jax.core import config_lookup, errors, fileio
+from rekd_jax.core import errors, fileio, invocation
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.models import heads, io
 
@@ -436,8 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"Wrote encoder checkpoint {args.dst}: arch={args.arch} overrides={spec['overrides']} "
             f"projector={spec['projector']} (format {fmt})\n"
-            f"Next: evaluate it ({config_lookup.entry_command()} --config="
-            f"{config_lookup.config_argument('linear_eval')} "
+            f"Next: evaluate it ({invocation.entry_command()} --config="
+            f"{invocation.config_argument('linear_eval')} "
             f"--config.checkpoint={args.dst} --workdir=WORKDIR) or distil from it "
             f"(--config.teacher.checkpoint={args.dst} with an offline ReKD or SEED config)"
         )

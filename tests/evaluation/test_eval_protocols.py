@@ -10,8 +10,8 @@ import pytest
 from configs import conv_probe as conv_probe_config
 from configs import linear_eval as linear_config
 from rekd_jax.data import augment, host_crop
+from rekd_jax.evaluation import common, linear, run
 from rekd_jax.evaluation import config as eval_config
-from rekd_jax.evaluation import linear, run
 
 
 def test_conv_probe_is_rotnets_imagenet_protocol():
@@ -54,7 +54,7 @@ def test_linear_probe_keeps_mocos_main_lincls_protocol():
 
 def test_probe_host_crop_follows_the_block():
     config = conv_probe_config.get_config()
-    spec = run._host_crop(config, config.conv_probe)
+    spec = common.training_host_crop(config, config.conv_probe)
     assert spec == host_crop.HostCrop(
         views=1,
         size=224,

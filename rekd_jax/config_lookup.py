@@ -16,10 +16,8 @@ an unknown variant or a config that fails to build raises ConfigNotFoundError / 
 with one line that lists what exists. `unknown_field(config, path)` finds the misspelt part of
 a `--config.PATH=VALUE` override. Each suggests the closest name (`did_you_mean`).
 
-`entry_command()` is how a command line starts where the user is: `python main.py` in a clone
-(with the path to main.py when the working directory is elsewhere), else the console command
-`rekd-jax` that `pip install` puts on the PATH. `config_argument(name, variant)` is the
-`--config` value that finds recipe `name` from the working directory.
+This is the command-line layer: the library below never looks a config up by name. How the
+command that runs a config is spelt where the user is lives in rekd_jax.core.invocation.
 """
 
 from __future__ import annotations
@@ -28,15 +26,17 @@ import difflib
 import importlib
 import importlib.util
 import os
-import shutil
-import sys
 import traceback
 
 import ml_collections
 
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # rekd_jax/
-INSTALLED_CONFIGS = os.path.join(PACKAGE_DIR, "configs")
-CONSOLE_COMMAND = "rekd-jax"
+from rekd_jax.core import invocation
+
+INSTALLED_CONFIGS = os.path.join(invocation.PACKAGE_DIR, "configs")
+INSTALLED_PACKAGE = "rekd_jax.configs"
+# Fields renamed since configs were first written: old name -> new name (an override of the
+# old name is answered with the new one).
+RENAMED_FIELDS = {"seed": "rng_seed"}
 
 
 class ConfigNotFoundError(ValueError):
@@ -47,17 +47,9 @@ class ConfigError(ValueError):
     """A config file that cannot be loaded or built, or an unknown variant."""
 
 
-def clone_root() -> str | None:
-    """The clone the package is imported from (the folder holding rekd_jax/, main.py and
-    configs/), or None for an installed package."""
-    root = os.path.dirname(PACKAGE_DIR)
-    has = lambda name: os.path.exists(os.path.join(root, name))
-    return root if has("main.py") and has("configs") else None
-
-
 def config_folders() -> list[str]:
     """The folders where recipe names are looked up, in order (see the module docstring)."""
-    root = clone_root()
+    root = invocation.clone_root()
     folders = [os.path.join(root, "configs")] if root else []
     return folders + ([INSTALLED_CONFIGS] if os.path.isdir(INSTALLED_CONFIGS) else [])
 
@@ -131,7 +123,7 @@ def _import_file(path: str):
     folder = os.path.dirname(path)
     name = os.path.splitext(os.path.basename(path))[0]
     if folder == INSTALLED_CONFIGS and os.path.exists(os.path.join(folder, "__init__.py")):
-        return importlib.import_module(f"rekd_jax.configs.{name}")
+        return importlib.import_module(f"{INSTALLED_PACKAGE}.{name}")
     spec = importlib.util.spec_from_file_location(f"rekd_jax_config_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -195,32 +187,12 @@ def unknown_field(config: ml_collections.ConfigDict, path: str) -> str | None:
         fields = list(node.keys())
         if name not in fields:
             where = ".".join(parents)
+            renamed = RENAMED_FIELDS.get(name)
+            if renamed in fields:
+                return f"{where}.{name} is now {where}.{renamed}; give --{where}.{renamed}=VALUE"
             return (
                 f"unknown config field {name!r}; {did_you_mean(name, fields)}the fields of "
                 f"{where} are {', '.join(fields)}"
             )
         node, parents = node[name], parents + [name]
     return None
-
-
-# ------------------------------------------------------------------ commands for the user
-
-
-def entry_command() -> str:
-    """How a config is run where the user is (see the module docstring)."""
-    root = clone_root()
-    if root is not None:
-        main = os.path.join(root, "main.py")
-        relative = os.path.relpath(main)
-        return f"python {relative if not relative.startswith('..') else main}"
-    if shutil.which(CONSOLE_COMMAND):
-        return CONSOLE_COMMAND
-    return f"{os.path.basename(sys.executable) or 'python'} -m rekd_jax.cli"
-
-
-def config_argument(name: str, variant: str = "") -> str:
-    """The --config value of recipe `name`: configs/NAME.py when the working directory holds
-    that file (a clone), else the recipe name; with ':variant' when one is given."""
-    path = os.path.join("configs", f"{name}.py")
-    base = path if os.path.isfile(path) else name
-    return f"{base}:{variant}" if variant else base
