@@ -20,7 +20,7 @@ import numpy as np
 from rekd_jax.core.checkpoint import Checkpointer
 from rekd_jax.data import augment, host_crop, sources
 from rekd_jax.data import pipeline as data_pipeline
-from rekd_jax.evaluation import epoch_loop, linear, scoring
+from rekd_jax.evaluation import epoch_loop, feature_probe, linear, scoring
 from rekd_jax.readout import features
 
 SCHEDULES = ("step", "cosine", "constant")
@@ -256,7 +256,7 @@ def probe(config, workdir, backbone, writer, *, name, block, feature_fn, kind) -
                 config, workdir, backbone, feature_fn, config.data.eval_split, kind
             )
             num_classes = dataset_classes(config)
-            params = linear.train_on_features(
+            params = feature_probe.train_on_features(
                 train_x,
                 train_y,
                 num_classes=num_classes,

@@ -137,34 +137,11 @@ def optimizer(block, steps_per_epoch: int) -> optax.GradientTransformation:
     )
 
 
-def finetune(
-    module,
-    variables: dict,
-    pipeline,
-    *,
-    train_view: Callable,
-    image_size: int,
-    num_classes: int,
-    block,
-    seed: int,
-    sync_bn: bool,
-    checkpointer=None,
-    writer=None,
-    checkpoint_every_epochs: int = 1,
-    signature: dict | None = None,
+def _init_state(
+    module, variables: dict, tx, image_size: int, num_classes: int, block, seed: int
 ) -> FinetuneState:
-    """Fine-tune `module` (backbone, num_classes=0) and a new linear head; returns host state.
-
-    `module` must be built with bn_axis_name=AXIS when `sync_bn`. The pipeline yields the
-    labelled subset (pipeline.create(..., indices=subset)).
-    """
-    steps = int(pipeline.steps_per_epoch)
-    if steps < 1:
-        raise ValueError(
-            "semi_supervised: the labelled subset gives no full batch; lower "
-            "semi_supervised.batch_size"
-        )
-    tx = optimizer(block, steps)
+    """The pre-trained backbone, a new linear head (N(0, init_std^2), seeded) and the
+    optimizer state of both."""
     dim = features_lib.feature_dims(features_lib.pooled_features(module), variables, image_size)[
         "features"
     ]
@@ -172,15 +149,17 @@ def finetune(
         jax.random.PRNGKey(seed), {"features": dim}, num_classes, float(block.init_std)
     )["features"]
     params = {"backbone": variables["params"], "head": head}
-    state = FinetuneState(
+    return FinetuneState(
         params=params,
         batch_stats=variables.get("batch_stats", {}),
         opt_state=tx.init(params),
         step=jnp.zeros((), jnp.int32),
     )
-    state = parallel.replicate(state, AXIS)
-    resident = features_lib.replicate_resident(pipeline)
-    base_key = jax.random.PRNGKey(seed + 1)
+
+
+def _device_step(module, train_view: Callable, tx, base_key: jax.Array, sync_bn: bool):
+    """(state, x, labels, mask, resident) -> (state, loss): one fine-tuning step on one device,
+    BatchNorm in train mode (pmapped over AXIS)."""
 
     def device_step(state, x, labels, mask, resident):
         key = jax.random.fold_in(jax.random.fold_in(base_key, state.step), jax.lax.axis_index(AXIS))
@@ -211,7 +190,47 @@ def finetune(
         )
         return new_state, jax.lax.psum(loss, AXIS)
 
-    step_fn = jax.pmap(device_step, axis_name=AXIS, donate_argnums=(0,))
+    return device_step
+
+
+def finetune(
+    module,
+    variables: dict,
+    pipeline,
+    *,
+    train_view: Callable,
+    image_size: int,
+    num_classes: int,
+    block,
+    seed: int,
+    sync_bn: bool,
+    checkpointer=None,
+    writer=None,
+    checkpoint_every_epochs: int = 1,
+    signature: dict | None = None,
+) -> FinetuneState:
+    """Fine-tune `module` (backbone, num_classes=0) and a new linear head; returns host state.
+
+    `module` must be built with bn_axis_name=AXIS when `sync_bn`. The pipeline yields the
+    labelled subset (pipeline.create(..., indices=subset)).
+    """
+    steps = int(pipeline.steps_per_epoch)
+    if steps < 1:
+        raise ValueError(
+            "semi_supervised: the labelled subset gives no full batch; lower "
+            "semi_supervised.batch_size"
+        )
+    tx = optimizer(block, steps)
+    state = parallel.replicate(
+        _init_state(module, variables, tx, image_size, num_classes, block, seed), AXIS
+    )
+    resident = features_lib.replicate_resident(pipeline)
+
+    step_fn = jax.pmap(
+        _device_step(module, train_view, tx, jax.random.PRNGKey(seed + 1), sync_bn),
+        axis_name=AXIS,
+        donate_argnums=(0,),
+    )
     iterator = None
 
     def run_epoch(state, epoch):

@@ -7,7 +7,7 @@ import pytest
 
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.core.checkpoint import Checkpointer
-from rekd_jax.evaluation import linear, scoring
+from rekd_jax.evaluation import feature_probe, linear, scoring
 
 
 def separable(n, num_classes=4, dim=8, seed=0):
@@ -51,7 +51,7 @@ def evaluate(params, feats, labels):
 def test_probe_reaches_full_accuracy_on_separable_features():
     train_x, train_y = separable(203)
     test_x, test_y = separable(101, seed=1)
-    params = linear.train_on_features(
+    params = feature_probe.train_on_features(
         {"features": train_x}, train_y, num_classes=4, block=block(), batch_size=32, seed=0
     )
     result = evaluate(params, test_x, test_y)
@@ -82,12 +82,12 @@ def test_every_real_row_is_visited_once_per_epoch():
     mask = np.zeros((4, 6), bool)
     mask[:3] = True
     mask[3, :2] = True
-    idx, valid = linear.epoch_indices(mask, steps=3, per_device_batch=2, seed=0, epoch=1)
+    idx, valid = feature_probe.epoch_indices(mask, steps=3, per_device_batch=2, seed=0, epoch=1)
     for d in range(4):
         rows = idx[d][valid[d]]
         assert sorted(rows.tolist()) == np.flatnonzero(mask[d]).tolist()
-    again, _ = linear.epoch_indices(mask, steps=3, per_device_batch=2, seed=0, epoch=1)
-    other, _ = linear.epoch_indices(mask, steps=3, per_device_batch=2, seed=0, epoch=2)
+    again, _ = feature_probe.epoch_indices(mask, steps=3, per_device_batch=2, seed=0, epoch=1)
+    other, _ = feature_probe.epoch_indices(mask, steps=3, per_device_batch=2, seed=0, epoch=2)
     np.testing.assert_array_equal(idx, again)
     assert not np.array_equal(idx, other)
 
@@ -95,13 +95,13 @@ def test_every_real_row_is_visited_once_per_epoch():
 def test_resume_matches_uninterrupted_run(tmp_path):
     train_x, train_y = separable(97)
     kwargs = dict(num_classes=4, batch_size=16, seed=3)
-    straight = linear.train_on_features(
+    straight = feature_probe.train_on_features(
         {"features": train_x}, train_y, block=block(epochs=4), **kwargs
     )
     # First run stops after 2 epochs (its config says 2); the rerun with 4 resumes from there.
     ckpt = Checkpointer(str(tmp_path / "ckpt"), max_to_keep=2, async_save=False)
     with pytest.raises(_Stopped):
-        linear.train_on_features(
+        feature_probe.train_on_features(
             {"features": train_x},
             train_y,
             block=block(epochs=4),
@@ -109,7 +109,7 @@ def test_resume_matches_uninterrupted_run(tmp_path):
             **kwargs,
         )
     assert ckpt.latest_step() == 2
-    resumed = linear.train_on_features(
+    resumed = feature_probe.train_on_features(
         {"features": train_x}, train_y, block=block(epochs=4), checkpointer=ckpt, **kwargs
     )
     assert ckpt.latest_step() == 4
@@ -152,7 +152,7 @@ def test_a_large_lr_on_unnormalised_features_is_announced_before_its_large_first
     metrics = tmp_path / "metrics.jsonl"
     writer = logging_lib.JsonlWriter(str(metrics))
     with caplog.at_level("INFO"):
-        linear.train_on_features(
+        feature_probe.train_on_features(
             {"features": train_x},
             train_y,
             num_classes=4,
@@ -175,7 +175,7 @@ def test_a_large_lr_on_unnormalised_features_is_announced_before_its_large_first
     caplog.clear()
     with caplog.at_level("INFO"):
         for quiet in (block(epochs=1, learning_rate=30.0, head_bn=True), block(epochs=1)):
-            linear.train_on_features(
+            feature_probe.train_on_features(
                 {"features": train_x}, train_y, num_classes=4, block=quiet, batch_size=32, seed=0
             )
     assert "unnormalised" not in caplog.text  # normalised heads, or a small lr: no note
