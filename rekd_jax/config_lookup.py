@@ -1,4 +1,4 @@
-"""Finding and loading configs, and the command that runs them where the user is.
+"""Finding and loading configs by file or recipe name, for the command line.
 
 `--config` takes a file (`configs/alexnet.py`, `/my/config.py`) or a recipe name (`alexnet`),
 either followed by `:VARIANT,...`. A name, or a `configs/NAME.py` path that does not exist

@@ -1,4 +1,4 @@
-"""The record a run leaves in its workdir, and the summary it prints at the end.
+"""The record a run leaves in its workdir, and the mode of run a workdir holds.
 
   config.json       the resolved config (written atomically at the start of every run)
   teacher.json      the offline teacher really loaded: checkpoint, arch, overrides, source, step
