@@ -6,7 +6,7 @@ from __future__ import annotations
 RANDOM_INIT = "random init"
 
 # One colour per method, the same in every figure (the keys are what
-# rekd_jax.tools.report.method_name returns).
+# rekd_jax.tools.run_files.method_name returns).
 METHOD_COLOURS = {
     RANDOM_INIT: "#8c8c8c",
     "MoCo v2": "#1f77b4",
@@ -29,5 +29,5 @@ ARCH_LINESTYLES = ("-", "--", ":", "-.")
 
 
 def method_colour(name: str) -> str:
-    """The colour of a method (a `report.method_name`) in every figure."""
+    """The colour of a method (a `run_files.method_name`) in every figure."""
     return METHOD_COLOURS.get(name, OTHER_COLOUR)
