@@ -21,8 +21,9 @@ import pytest
 from commands import ROOT, fatal_line, run
 from PIL import Image
 
+from rekd_jax import config_lookup
 from rekd_jax.core import checkpoint as checkpoint_lib
-from rekd_jax.core import config_lookup, errors, fileio, run_record
+from rekd_jax.core import errors, fileio, run_record
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.data import prepare
 from rekd_jax.evaluation import run as eval_run

@@ -307,7 +307,7 @@ def test_the_readmes_python_snippet_logs_its_progress(venv, shared, tmp_path):
     bin_dir, _ = venv
     code = (
         "from rekd_jax import app\n"
-        "from rekd_jax.core import config_lookup\n"
+        "from rekd_jax import config_lookup\n"
         "config = config_lookup.load_config('knn_eval:tiny,runlocal')\n"
         "config.checkpoint = 'init:alexnet:cifar_stem=true'\n"
         f"app.run(config, {str(tmp_path / 'py')!r})\n"

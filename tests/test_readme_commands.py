@@ -13,8 +13,7 @@ import sys
 
 from commands import ROOT, run
 
-from rekd_jax import app
-from rekd_jax.core import config_lookup
+from rekd_jax import app, config_lookup
 from rekd_jax.experiments import quickstart
 from rekd_jax.readout import features
 
