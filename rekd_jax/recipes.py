@@ -57,8 +57,9 @@ from __future__ import annotations
 
 import ml_collections
 
+from rekd_jax import methods
 from rekd_jax.data import pipeline
-from rekd_jax.methods import mocov2, rekd, seed, supervised
+from rekd_jax.methods import seed
 from rekd_jax.variants import set_dataset
 
 
@@ -75,7 +76,9 @@ def encoder_block(arch: str, **overrides) -> ml_collections.ConfigDict:
 
 def base_config() -> ml_collections.ConfigDict:
     """MoCo v2, CIFAR-stem ResNet-18, on the embedded rekd_shapes dataset: the base every recipe
-    changes (the fields are described in the module docstring)."""
+    changes (the fields are described in the module docstring). teacher.method names the method
+    whose loss trains an online teacher (its block is config[teacher.method]). The method blocks
+    come from the registry, rekd_jax.methods.METHODS, in its order."""
     config = ml_collections.ConfigDict()
     config.mode = "pretrain"
     config.method = "mocov2"
@@ -84,13 +87,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.student = encoder_block("resnet18", cifar_stem=True)
     config.teacher = encoder_block("resnet50")
     config.teacher.checkpoint = ""
-    config.mocov2 = mocov2.default_config()
-    config.seed = seed.default_config()
-    config.rekd = rekd.default_config()
-    config.supervised = supervised.default_config()
-    config.mocov2.queue_size = 4096
-    config.seed.queue_size = 4096
-    config.rekd.queue_size = 4096
+    config.teacher.method = "mocov2"
+    for name, method in methods.METHODS.items():
+        config[name] = method.default_config()
+    set_queue_size(config, 4096)
     config.global_batch_size = 256
     config.num_epochs = 200
     config.num_train_steps = 0
@@ -144,9 +144,10 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def set_queue_size(config: ml_collections.ConfigDict, size: int) -> None:
-    """The same queue size K for every method block that has a queue."""
-    for block in ("mocov2", "seed", "rekd"):
-        config[block].queue_size = size
+    """The same queue size K for every method block that has a queue (a queue_size field)."""
+    for name in methods.METHODS:
+        if name in config and "queue_size" in config[name]:
+            config[name].queue_size = size
 
 
 def imagenet(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -1,4 +1,5 @@
-"""Small pieces shared by the method modules: cross-device reductions and config checks."""
+"""Small pieces shared by the method modules: cross-device reductions, the contrastive task's
+monitors and config checks."""
 
 from __future__ import annotations
 
@@ -9,10 +10,25 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from rekd_jax.methods import losses
+
 
 def global_mean(x: jax.Array, axis_name: str | None) -> jax.Array:
     """Mean over devices of a per-device scalar (identity on one un-pmapped device)."""
     return x if axis_name is None else jax.lax.pmean(x, axis_name)
+
+
+def contrast_metrics(
+    q: jax.Array, k: jax.Array, queue_k: jax.Array, axis_name: str | None
+) -> dict[str, jax.Array]:
+    """Monitors of instance discrimination over the global batch: mean q.k, and the fraction of
+    queries whose own key beats every queue entry (top-1 accuracy of the contrastive task)."""
+    logits = losses.contrast_logits(q, k, queue_k, 1.0)
+    accuracy = jnp.mean((jnp.argmax(logits, axis=1) == 0).astype(jnp.float32))
+    return {
+        "positive_similarity": global_mean(jnp.mean(logits[:, 0]), axis_name),
+        "contrast_accuracy": global_mean(accuracy, axis_name),
+    }
 
 
 def replicated_rng(rng: jax.Array, axis_name: str | None) -> jax.Array:

@@ -1,4 +1,5 @@
-"""MoCo v2 (instance-wise contrast): the baseline, and the online teacher's own loss.
+"""MoCo v2 (instance-wise contrast): the baseline, and the loss that trains an online teacher
+(config.teacher.method, the default).
 
 q = f_s(v1), k = f_s'(v2) (EMA key encoder), queue Q of past keys:
   L_inst = -log( exp(q.k/tau) / (exp(q.k/tau) + sum_{n in Q} exp(q.n/tau)) ),  tau = 0.2.
@@ -52,7 +53,7 @@ def init_state(
 ) -> dict:
     """{'queue': {'key': [K, student_dim] random unit rows, 'ptr', 'valid'}}.
 
-    For an online teacher's own MoCo loss pass the teacher's embedding width as student_dim.
+    For an online teacher trained by this loss the teacher's embedding width is student_dim.
     teacher_dim is unused (MoCo has no teacher); it is accepted for a uniform signature.
     """
     del teacher_dim
@@ -60,19 +61,6 @@ def init_state(
         "queue": queue_lib.init_queue(
             rng, cfg.queue_size, {"key": ((student_dim,), jnp.float32, queue_lib.UNIT)}
         )
-    }
-
-
-def contrast_metrics(
-    q: jax.Array, k: jax.Array, queue_k: jax.Array, axis_name: str | None
-) -> dict[str, jax.Array]:
-    """Monitors of instance discrimination over the global batch: mean q.k, and the fraction of
-    queries whose own key beats every queue entry (top-1 accuracy of the contrastive task)."""
-    logits = losses.contrast_logits(q, k, queue_k, 1.0)
-    accuracy = jnp.mean((jnp.argmax(logits, axis=1) == 0).astype(jnp.float32))
-    return {
-        "positive_similarity": common.global_mean(jnp.mean(logits[:, 0]), axis_name),
-        "contrast_accuracy": common.global_mean(accuracy, axis_name),
     }
 
 
@@ -100,6 +88,6 @@ def loss_fn(
     metrics = {
         "loss": mean_loss,
         "loss_inst": mean_loss,
-        **contrast_metrics(jax.lax.stop_gradient(q), k, queue["key"], axis_name),
+        **common.contrast_metrics(jax.lax.stop_gradient(q), k, queue["key"], axis_name),
     }
     return loss, (metrics, {"queue": new_queue})

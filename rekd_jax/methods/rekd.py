@@ -7,7 +7,7 @@ queue entries nearest to t_i}; 'prototype' relates the entries that share t_i's 
 dynamic bank C (a(t) = argmax_m t.c_m, or Sinkhorn-balanced), 'threshold' those with
 t_i.t_j >= a threshold, and 'oracle' / 'oracle_topk' use the true labels (ablations). Then
   L_rel = -(1/B) sum_i (1/|P_i|) sum_{j in P_i} log softmax_j(q_i.[k_i, queue_k] / tau)
-  L = L_rel + lambda_inst L_inst      (+ the online teacher's own MoCo v2 loss, added by training)
+  L = L_rel + lambda_inst L_inst      (+ an online teacher's own loss, added by training)
 the bank moves towards the teacher embeddings assigned to each prototype, and the global batch's
 (k, t, label) are enqueued.
 
@@ -20,11 +20,13 @@ teacher's pooled backbone features (`miner_input`) of a weakly augmented third v
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from rekd_jax.methods import common, losses, mocov2, relation
+from rekd_jax.methods import common, losses, relation
 from rekd_jax.methods import queue as queue_lib
 
 NAME = "rekd"
@@ -154,8 +156,8 @@ def validate_config(cfg: ml_collections.ConfigDict, global_batch_size: int) -> N
 
 
 def teacher_mode(cfg: ml_collections.ConfigDict) -> str | None:
-    """'online' (trained alongside with its own MoCo v2 loss), 'offline' (frozen), or None
-    (teacher 'none': true-label relations only)."""
+    """'online' (trained alongside by its own loss, config.teacher.method), 'offline' (frozen),
+    or None (teacher 'none': true-label relations only)."""
     return None if cfg.teacher == "none" else cfg.teacher
 
 
@@ -263,56 +265,119 @@ def loss_fn(
     metrics are global-batch scalars; new_state has the updated bank and the global batch
     enqueued. Gradients flow to q only.
     """
-    if rng is None:
-        raise ValueError("rekd.loss_fn needs rng (prototype initialisation and re-seeding).")
-    with_teacher = "t" in embeddings
-    labels = embeddings.get("labels")
-    if not with_teacher and cfg.relation not in relation.LABEL_VARIANTS:
-        raise ValueError(
-            "rekd.loss_fn without teacher embeddings 't' needs relation 'oracle' or 'oracle_topk'."
-        )
-    if labels is None and cfg.relation in relation.LABEL_VARIANTS:
-        raise ValueError(
-            f"rekd relation {cfg.relation!r} needs embeddings['labels'] (the true labels)."
-        )
+    _check_loss_inputs(embeddings, cfg, rng)
     q = embeddings["q"]
     k = jax.lax.stop_gradient(embeddings["k"])
+    labels = embeddings.get("labels")
     if labels is None:
         labels = jnp.full((q.shape[0],), -1, jnp.int32)
     labels = labels.astype(jnp.int32)
     queue, bank = state["queue"], state["prototypes"]
     cand_age = queue_lib.row_age(queue) if cfg.relation == "oracle_topk" else None
+    batch = _global_items(embeddings, cfg, k, labels, axis_name)
+    positive_mask, assign_global, num_prototypes = _mine_positives(
+        cfg, batch, queue, bank, labels, cand_age, q.shape[0], axis_name
+    )
+    loss_rel = _relation_loss(cfg, q, k, batch.teacher, queue, positive_mask)
+    loss_inst = losses.info_nce(q, k, queue["key"], cfg.temperature)
+    loss = loss_rel + cfg.lambda_inst * loss_inst
 
+    if batch.teacher is not None:
+        bank = relation.update_prototypes(
+            bank,
+            batch.items[batch.miner_field],
+            assign_global,
+            cfg.prototype_momentum,
+            cfg.reseed_after,
+            common.replicated_rng(rng, axis_name),
+        )
+    new_queue = queue_lib.enqueue(queue, batch.items)
+    metrics = {
+        "loss": common.global_mean(loss, axis_name),
+        "loss_rel": common.global_mean(loss_rel, axis_name),
+        "loss_inst": common.global_mean(loss_inst, axis_name),
+        **common.contrast_metrics(jax.lax.stop_gradient(q), k, queue["key"], axis_name),
+        **relation.relation_diagnostics(
+            positive_mask,
+            labels,
+            queue["label"],
+            assign_global,
+            num_prototypes,
+            axis_name=axis_name,
+        ),
+    }
+    if batch.teacher is not None:
+        metrics["prototype_mean_age"] = jnp.mean(bank["age"].astype(jnp.float32))
+    return loss, (metrics, {"queue": new_queue, "prototypes": bank})
+
+
+def _relation_loss(cfg, q, k, teacher, queue, positive_mask) -> jax.Array:
+    """L_rel over the candidates cfg.candidates names: the student's key and queue, or the
+    teacher's embedding and queue (mixed with SEED's target by beta)."""
+    if cfg.candidates == "teacher":
+        return losses.relation_response(
+            q,
+            teacher,
+            queue["teacher"],
+            positive_mask,
+            cfg.temperature,
+            cfg.beta,
+            cfg.target_tau_t,
+            cfg.instance_positive,
+        )
+    return losses.relation_contrast(
+        q, k, queue["key"], positive_mask, cfg.temperature, cfg.instance_positive
+    )
+
+
+def _check_loss_inputs(embeddings: dict, cfg: ml_collections.ConfigDict, rng) -> None:
+    """What loss_fn needs besides q and k: rng always, 't' or true labels by the relation."""
+    if rng is None:
+        raise ValueError("rekd.loss_fn needs rng (prototype initialisation and re-seeding).")
+    if "t" not in embeddings and cfg.relation not in relation.LABEL_VARIANTS:
+        raise ValueError(
+            "rekd.loss_fn without teacher embeddings 't' needs relation 'oracle' or 'oracle_topk'."
+        )
+    if embeddings.get("labels") is None and cfg.relation in relation.LABEL_VARIANTS:
+        raise ValueError(
+            f"rekd relation {cfg.relation!r} needs embeddings['labels'] (the true labels)."
+        )
+
+
+class _GlobalBatch(NamedTuple):
+    """This step's rows, as loss_fn reads and enqueues them.
+
+    items        queue field -> the global batch's rows (what enqueue appends)
+    teacher      this device's teacher embeddings t (float32), None without a teacher
+    miner        this device's rows the miner relates (t, or the normalised backbone features)
+    miner_field  the queue field holding the miner's rows ('teacher' or 'miner')
+    """
+
+    items: dict
+    teacher: jax.Array | None
+    miner: jax.Array | None
+    miner_field: str | None
+
+
+def _global_items(embeddings, cfg, k, labels, axis_name) -> _GlobalBatch:
+    """The global batch's key, teacher, miner and label rows (device-major)."""
     items = {"key": queue_lib.global_batch(k, axis_name)}
-    if with_teacher:
-        t = jax.lax.stop_gradient(embeddings["t"]).astype(jnp.float32)
-        items["teacher"] = queue_lib.global_batch(t, axis_name)
-        miner, miner_field = t, "teacher"
+    teacher = miner = miner_field = None
+    if "t" in embeddings:
+        teacher = jax.lax.stop_gradient(embeddings["t"]).astype(jnp.float32)
+        items["teacher"] = queue_lib.global_batch(teacher, axis_name)
+        miner, miner_field = teacher, "teacher"
         if cfg.miner_input == "backbone":
             miner, miner_field = _miner_features(embeddings), "miner"
             items["miner"] = queue_lib.global_batch(miner, axis_name)
     items["label"] = queue_lib.global_batch(labels, axis_name)
+    return _GlobalBatch(items, teacher, miner, miner_field)
 
-    if with_teacher:
-        assign_global, assign_queue = _assignments(
-            cfg, items[miner_field], queue[miner_field], queue["valid"], bank["centers"]
-        )
-        assign_local = common.local_rows(assign_global, q.shape[0], axis_name)
-        positive_mask = relation.relation_positives(
-            miner,
-            queue[miner_field],
-            assign_local,
-            assign_queue,
-            queue["valid"],
-            cfg.relation,
-            cfg.relation_threshold,
-            cfg.relation_topk,
-            anchor_labels=labels,
-            cand_labels=queue["label"],
-            cand_age=cand_age,
-        )
-        num_prototypes = cfg.num_prototypes
-    else:
+
+def _mine_positives(cfg, batch: _GlobalBatch, queue, bank, labels, cand_age, num_local, axis_name):
+    """(positive_mask [b, K] over the queue, prototype of each global-batch row, the number of
+    prototypes): relations mined in the teacher's space, or from the true labels without one."""
+    if batch.teacher is None:
         positive_mask = relation.relation_positives(
             None,
             None,
@@ -326,54 +391,26 @@ def loss_fn(
             cand_labels=queue["label"],
             cand_age=cand_age,
         )
-        assign_global, num_prototypes = jnp.zeros_like(items["label"]), 1
-
-    if cfg.candidates == "teacher":
-        loss_rel = losses.relation_response(
-            q,
-            t,
-            queue["teacher"],
-            positive_mask,
-            cfg.temperature,
-            cfg.beta,
-            cfg.target_tau_t,
-            cfg.instance_positive,
-        )
-    else:
-        loss_rel = losses.relation_contrast(
-            q, k, queue["key"], positive_mask, cfg.temperature, cfg.instance_positive
-        )
-    loss_inst = losses.info_nce(q, k, queue["key"], cfg.temperature)
-    loss = loss_rel + cfg.lambda_inst * loss_inst
-
-    if with_teacher:
-        bank = relation.update_prototypes(
-            bank,
-            items[miner_field],
-            assign_global,
-            cfg.prototype_momentum,
-            cfg.reseed_after,
-            common.replicated_rng(rng, axis_name),
-        )
-    new_queue = queue_lib.enqueue(queue, items)
-
-    metrics = {
-        "loss": common.global_mean(loss, axis_name),
-        "loss_rel": common.global_mean(loss_rel, axis_name),
-        "loss_inst": common.global_mean(loss_inst, axis_name),
-        **mocov2.contrast_metrics(jax.lax.stop_gradient(q), k, queue["key"], axis_name),
-        **relation.relation_diagnostics(
-            positive_mask,
-            labels,
-            queue["label"],
-            assign_global,
-            num_prototypes,
-            axis_name=axis_name,
-        ),
-    }
-    if with_teacher:
-        metrics["prototype_mean_age"] = jnp.mean(bank["age"].astype(jnp.float32))
-    return loss, (metrics, {"queue": new_queue, "prototypes": bank})
+        return positive_mask, jnp.zeros_like(batch.items["label"]), 1
+    field = batch.miner_field
+    assign_global, assign_queue = _assignments(
+        cfg, batch.items[field], queue[field], queue["valid"], bank["centers"]
+    )
+    assign_local = common.local_rows(assign_global, num_local, axis_name)
+    positive_mask = relation.relation_positives(
+        batch.miner,
+        queue[field],
+        assign_local,
+        assign_queue,
+        queue["valid"],
+        cfg.relation,
+        cfg.relation_threshold,
+        cfg.relation_topk,
+        anchor_labels=labels,
+        cand_labels=queue["label"],
+        cand_age=cand_age,
+    )
+    return positive_mask, assign_global, cfg.num_prototypes
 
 
 def _miner_features(embeddings: dict[str, jax.Array]) -> jax.Array:

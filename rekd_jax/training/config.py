@@ -1,8 +1,9 @@
 """Validation of pre-training and quick-start configs: runs before anything compiles.
 
 `validate(config)` raises ValueError naming the bad field and the fix. It checks the method and
-its block (rekd_jax.methods.<method>.validate_config), the architectures, the batch / device /
-queue arithmetic, the optimiser and schedule fields, the offline teacher's checkpoint, the kNN
+its block (rekd_jax.methods.<method>.validate_config), the teacher it needs (an online teacher's
+architecture and own method, config.teacher.method; an offline teacher's checkpoint), the
+architectures, the batch / device / queue arithmetic, the optimiser and schedule fields, the kNN
 monitor and the distributed block. Device counts are only queried when jax.distributed is off
 (querying devices first would make jax.distributed.initialize fail); with it on, the same checks
 run in `check_devices` right after initialisation.
@@ -18,7 +19,6 @@ import numpy as np
 
 from rekd_jax import methods, models
 from rekd_jax.data import pipeline
-from rekd_jax.methods import mocov2
 from rekd_jax.models import io as model_io
 from rekd_jax.training import optim
 from rekd_jax.training import state as state_lib
@@ -143,37 +143,37 @@ def check_total_steps(config, steps_per_epoch: int) -> None:
         )
 
 
+REQUIRED_FIELDS = (
+    "method",
+    "student",
+    "teacher",
+    "data",
+    "global_batch_size",
+    "num_epochs",
+    "num_train_steps",
+    "optimizer",
+    "ema_momentum",
+    "key_bn_splits",
+    "student_bn",
+    "dtype",
+    "rng_seed",
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "knn_monitor",
+    "distributed",
+    "tensorboard",
+    "key_shuffle",
+    "key_shuffle_devices",
+)
+
+
 def validate_pretrain(
     config: ml_collections.ConfigDict, *, teacher_checkpoint: bool = True, devices: bool = True
 ) -> None:
     """Checks one pre-training config. `teacher_checkpoint=False` skips the existence check of
     an offline teacher that an earlier stage (the quick start's teacher run) will produce."""
-    _require(
-        config,
-        (
-            "method",
-            "student",
-            "teacher",
-            "data",
-            "global_batch_size",
-            "num_epochs",
-            "num_train_steps",
-            "optimizer",
-            "ema_momentum",
-            "key_bn_splits",
-            "student_bn",
-            "dtype",
-            "rng_seed",
-            "log_every_steps",
-            "checkpoint_every_steps",
-            "keep_checkpoints",
-            "knn_monitor",
-            "distributed",
-            "tensorboard",
-            "key_shuffle",
-            "key_shuffle_devices",
-        ),
-    )
+    _require(config, REQUIRED_FIELDS)
     if config.method not in methods.METHODS:
         _fail("method", f"{config.method!r} is unknown", f"choose one of {tuple(methods.METHODS)}")
     _require(config, (config.method,))
@@ -192,15 +192,56 @@ def validate_pretrain(
         raise ValueError(f"config.{config.method}: {e}") from None
     pipeline.validate_data_config(config.data)
     _check_arch("student", config.student)
-    mode = state_lib.teacher_mode(config)
+    _check_teacher(config, batch, teacher_checkpoint)
+    _check_steps(config)
+    _check_optimizer(config.optimizer)
+    _check_run_fields(config)
+
+
+def _check_teacher(config, batch: int, teacher_checkpoint: bool) -> None:
+    """The teacher the method needs: an online teacher's architecture and own method, an
+    offline teacher's checkpoint (unless `teacher_checkpoint` is False)."""
+    if "method" not in config.teacher:
+        _fail(
+            "teacher.method",
+            "missing",
+            "set it to the method whose loss trains an online teacher, one of "
+            f"{methods.online_teacher_methods()} (rekd_jax.recipes.base_config() has it)",
+        )
+    mode = methods.teacher_plan(config).mode
     if mode == "online":
         _check_arch("teacher", config.teacher)
-        try:
-            mocov2.validate_config(config.mocov2, batch)
-        except ValueError as e:
-            raise ValueError(f"config.mocov2 (the online teacher's MoCo v2 loss): {e}") from None
+        check_teacher_method(config, batch)
     if mode == "offline" and teacher_checkpoint:
         check_teacher_checkpoint(config)
+
+
+def check_teacher_method(config, batch: int) -> None:
+    """config.teacher.method must name a method that can train an online teacher on its query
+    and momentum key alone (no teacher, no parameters of its own), with a valid block."""
+    name = config.teacher.method
+    fix = f"use one of {methods.online_teacher_methods()}"
+    if name not in methods.METHODS:
+        _fail("teacher.method", f"{name!r} is unknown", fix)
+    _require(config, (name,))
+    teacher_method = methods.get_method(name)
+    if not methods.can_train_online_teacher(teacher_method, config[name]):
+        _fail(
+            "teacher.method",
+            f"{name!r} cannot train an online teacher (it learns from a teacher, or trains "
+            "parameters of its own)",
+            fix,
+        )
+    try:
+        teacher_method.validate_config(config[name], batch)
+    except ValueError as e:
+        raise ValueError(
+            f"config.{name} (the online teacher's own loss, config.teacher.method): {e}"
+        ) from None
+
+
+def _check_steps(config) -> None:
+    """num_train_steps / num_epochs: some training, within the int32 step counter."""
     steps = config.num_train_steps
     if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 0:
         _fail(
@@ -218,7 +259,10 @@ def validate_pretrain(
             f"{config.num_train_steps} give no training",
             "set num_epochs > 0 (or num_train_steps > 0, which takes precedence)",
         )
-    opt = config.optimizer
+
+
+def _check_optimizer(opt) -> None:
+    """The SGD and schedule fields of config.optimizer."""
     _require(opt, ("cosine_unit",))
     for field in ("base_learning_rate", "lr_scaling_batch"):
         if not opt[field] > 0:
@@ -236,6 +280,11 @@ def validate_pretrain(
             f"use one of {optim.COSINE_UNITS} ('epoch' steps the cosine once per epoch, as "
             "MoCo's main_moco.py does)",
         )
+
+
+def _check_run_fields(config) -> None:
+    """EMA, dtype, logging and checkpoint cadence, the kNN monitor, encoder snapshots,
+    TensorBoard and the distributed block."""
     if not 0 <= config.ema_momentum < 1:
         _fail(
             "ema_momentum",

@@ -7,7 +7,8 @@ its last checkpoint left it. Outputs in WORKDIR:
 
   checkpoints/<step>/      Orbax: the whole TrainState and the data-iterator state
   encoders/student/        the trained student (models.io format; evaluation reads it)
-  encoders/teacher/        the online teacher (ReKD with config.rekd.teacher='online')
+  encoders/teacher/        the online teacher (a method whose teacher_mode is 'online', e.g.
+                           ReKD with config.rekd.teacher='online')
   metrics.jsonl            every logged scalar (plus TensorBoard files when TF is installed)
 
 Preemption: on SIGTERM the run saves a checkpoint after a step that all processes agree on
@@ -63,9 +64,11 @@ class Run:
 
 
 def build(config: ml_collections.ConfigDict) -> Run:
-    """Modules, data, optimiser and a fresh (host, unreplicated) TrainState."""
-    teacher_spec, teacher_variables = state_lib.load_offline_teacher(config)
-    modules = state_lib.build_modules(config, teacher_spec)
+    """Modules, data, optimiser and a fresh (host, unreplicated) TrainState. The teacher plan
+    is decided here, once (methods.teacher_plan), and carried by the Modules."""
+    plan = methods.teacher_plan(config)
+    teacher_spec, teacher_variables = state_lib.load_offline_teacher(config, plan)
+    modules = state_lib.build_modules(config, teacher_spec, plan)
     batch = config.global_batch_size
     train_data = pipeline.create(
         config.data,
@@ -265,9 +268,10 @@ def _train_and_evaluate(
     primary = jax.process_index() == 0
     fileio.makedirs(workdir)
     run_record.check_mode(workdir, config)  # before anything is created in another mode's workdir
-    ckpt_dir = os.path.join(workdir, "checkpoints")
     ckpt = checkpoint_lib.Checkpointer(
-        ckpt_dir, max_to_keep=config.keep_checkpoints, async_save=config.async_checkpointing
+        os.path.join(workdir, "checkpoints"),
+        max_to_keep=config.keep_checkpoints,
+        async_save=config.async_checkpointing,
     )
     signature = resume.check_signature(
         config, workdir, resuming=ckpt.latest_step() is not None, primary=primary
@@ -277,10 +281,19 @@ def _train_and_evaluate(
     writer = logging_lib.create_writer(workdir, is_primary=primary, tensorboard=config.tensorboard)
     with progress_lib.heartbeat("building the models, the data pipeline and the train state"):
         run = build(config)
-    if primary and state_lib.teacher_mode(config) == "offline":
+    if primary and run.modules.teacher_plan.mode == "offline":
         run_record.record_teacher(
             workdir, config.teacher.checkpoint, run.modules.teacher_spec, config.teacher.arch
         )
+    state = _restore_or_start(config, workdir, ckpt, writer, run, primary)
+    loop = _TrainLoop(config, workdir, run, ckpt, writer, signature, start=int(state.step))
+    p_state = loop.train(state, stop)
+    return _closing_summary(config, workdir, run, loop, p_state)
+
+
+def _restore_or_start(config, workdir: str, ckpt, writer, run: Run, primary: bool):
+    """The newest complete checkpoint's TrainState (with the data-iterator state set and
+    metrics.jsonl trimmed to its step), or the fresh state of a new run (hparams written)."""
     state = run.state
     found = ckpt.restore_newest(state_lib.to_host(state), check_extra=check_side_item)
     if found is not None:
@@ -289,99 +302,135 @@ def _train_and_evaluate(
         run.train_data.set_state(extra["data"])
         if primary:
             logging_lib.trim_metrics(os.path.join(workdir, "metrics.jsonl"), restored_step)
-        absl_logging.info("resumed from %s step %d", ckpt_dir, restored_step)
-    else:
-        if primary:  # records of an earlier attempt that never reached a checkpoint
-            logging_lib.trim_metrics(os.path.join(workdir, "metrics.jsonl"), 0, keep_hparams=False)
-        writer.write_hparams(
-            {
-                k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                for k, v in resume.flatten_config(config).items()
-            }
-        )
-    start = int(state.step)
-    p_step = progress_lib.heartbeat_first_call(
-        step_lib.make_pmapped_step(run.step_config), "compiling the training step"
+        absl_logging.info("resumed from %s step %d", ckpt.directory, restored_step)
+        return state
+    if primary:  # records of an earlier attempt that never reached a checkpoint
+        logging_lib.trim_metrics(os.path.join(workdir, "metrics.jsonl"), 0, keep_hparams=False)
+    writer.write_hparams(
+        {
+            k: v if isinstance(v, (int, float, str, bool)) else str(v)
+            for k, v in resume.flatten_config(config).items()
+        }
     )
-    p_state = replicate(state)
-    teacher_vars = replicate(run.teacher_variables)
-    resident = features_lib.replicate_resident(run.train_data)
-    knn_every = config.knn_monitor.every_epochs * run.steps_per_epoch
-    progress = progress_lib.Progress("pre-training", run.total_steps, start=start)
-    clock = run_record.TrainClock(workdir)
-    history: list[tuple[int, Any]] = []
-    summary: dict = {"metrics": {}, "knn": None}
-    batches = _batches(run.train_data)
-    tick, tick_step = time.time(), start
-    skipped_logged = 0  # records the data pipeline skipped, as far as logged
+    return state
 
-    def flush_history(step: int) -> None:
-        nonlocal tick, tick_step, skipped_logged
-        host = [(s, {k: float(v) for k, v in unreplicate(m).items()}) for s, m in history]
-        history.clear()
-        _check_finite(host, ckpt)
+
+class _TrainLoop:
+    """The steps of one run from its start step to run.total_steps, and what they leave: metric
+    rows (means of the steps since the last row), checkpoints, encoder exports and snapshots,
+    kNN monitor results."""
+
+    def __init__(self, config, workdir: str, run: Run, ckpt, writer, signature: dict, start: int):
+        self.config, self.workdir, self.run = config, workdir, run
+        self.ckpt, self.writer, self.signature = ckpt, writer, signature
+        self.start = self.step = start
+        self.primary = jax.process_index() == 0
+        self.history: list[tuple[int, Any]] = []  # step metrics not logged yet
+        self.metrics: dict = {}  # the last row written
+        self.knn: dict | None = None  # the last kNN monitor result
+        self.clock: run_record.TrainClock | None = None
+        self.tick, self.tick_step = time.time(), start
+        self.skipped_logged = 0  # records the data pipeline skipped, as far as logged
+
+    def flush_history(self, step: int) -> None:
+        """Writes the means of the waiting step metrics as the row of `step`; NonFiniteError
+        (nothing saved) when a loss or gradient norm is not finite."""
+        host = [(s, {k: float(v) for k, v in unreplicate(m).items()}) for s, m in self.history]
+        self.history.clear()
+        _check_finite(host, self.ckpt)
         if not host:
             return
         means = {f"train/{k}": float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
         now = time.time()
         means["train/images_per_sec"] = (
-            (step - tick_step) * config.global_batch_size / max(now - tick, 1e-9)
+            (step - self.tick_step) * self.config.global_batch_size / max(now - self.tick, 1e-9)
         )
-        means["train/epoch"] = step / run.steps_per_epoch
-        skipped = run.train_data.num_skipped
-        means["train/skipped_records"] = float(skipped - skipped_logged)  # since the last row
-        skipped_logged = skipped
-        tick, tick_step = now, step
-        writer.write_scalars(step, means)
-        summary["metrics"] = means
+        means["train/epoch"] = step / self.run.steps_per_epoch
+        skipped = self.run.train_data.num_skipped
+        means["train/skipped_records"] = float(skipped - self.skipped_logged)  # since the last row
+        self.skipped_logged = skipped
+        self.tick, self.tick_step = now, step
+        self.writer.write_scalars(step, means)
+        self.metrics = means
 
-    def save(step: int, host_state) -> None:
-        ckpt.save(
+    def save(self, step: int, host_state) -> None:
+        """A checkpoint of `host_state` (with the data-iterator state and the run signature),
+        the encoders exported from it, and the training time so far."""
+        self.ckpt.save(
             step,
             state_lib.to_host(host_state),
-            {"data": run.train_data.get_state(), resume.SIGNATURE_KEY: signature},
+            {"data": self.run.train_data.get_state(), resume.SIGNATURE_KEY: self.signature},
         )
-        export_encoders(workdir, config, run.modules, host_state)
-        if primary:
-            clock.save()
+        export_encoders(self.workdir, self.config, self.run.modules, host_state)
+        if self.primary:
+            self.clock.save()
 
-    snapshots = set(int(s) for s in config.get("export_encoder_steps", ()))
+    def train(self, state, stop: preemption.StopOnSignal):
+        """Runs the steps; returns the replicated final state. Raises preemption.Preempted
+        after saving a checkpoint when a stop was agreed."""
+        config, run = self.config, self.run
+        p_step = progress_lib.heartbeat_first_call(
+            step_lib.make_pmapped_step(run.step_config), "compiling the training step"
+        )
+        p_state = replicate(state)
+        teacher_vars = replicate(run.teacher_variables)
+        resident = features_lib.replicate_resident(run.train_data)
+        knn_every = config.knn_monitor.every_epochs * run.steps_per_epoch
+        progress = progress_lib.Progress("pre-training", run.total_steps, start=self.start)
+        self.clock = run_record.TrainClock(self.workdir)
+        batches = _batches(run.train_data)
+        self.tick, self.tick_step = time.time(), self.start
+        snapshots = set(int(s) for s in config.get("export_encoder_steps", ()))
+        for step in range(self.start + 1, run.total_steps + 1):
+            self.step = step
+            try:
+                batch = next(batches)
+            except sources.DatasetCorruptError:
+                self.ckpt.close()  # the checkpoints saved so far stay complete: resume from them
+                raise
+            p_state, metrics = p_step(p_state, batch, teacher_vars, resident)
+            self.history.append((step, metrics))
+            skipped = run.train_data.num_skipped
+            progress.set(step, **({"skipped_records": skipped} if skipped else {}))
+            is_last = step == run.total_steps
+            preempted = stop.agreed(step - self.start) and not is_last
+            if step % config.log_every_steps == 0 or is_last:
+                self.flush_history(step)
+            if step in snapshots:  # before the checkpoint: a resume never skips it (every
+                # process takes part in the Orbax save, as in save())
+                host = unreplicate(p_state)
+                export_encoders(self.workdir, config, run.modules, host, snapshot=True)
+            if step % config.checkpoint_every_steps == 0 or is_last or preempted:
+                self.flush_history(step)
+                self.save(step, unreplicate(p_state))
+            if preempted:
+                for closable in (progress, self.ckpt, self.writer):  # ckpt.close waits for the save
+                    closable.close()
+                raise preemption.Preempted(step)
+            if (knn_every and step % knn_every == 0) or (
+                is_last and config.knn_monitor.every_epochs
+            ):
+                host = unreplicate(p_state)
+                encoder = state_lib.encoder_variables(host, "student")
+                self.knn = knn_monitor(config, run.modules, encoder)
+                self.writer.write_scalars(step, self.knn)
+            self.writer.flush()
+        progress.close()
+        self.ckpt.close()
+        self.writer.close()
+        return p_state
 
-    step = start
-    for step in range(start + 1, run.total_steps + 1):
-        try:
-            batch = next(batches)
-        except sources.DatasetCorruptError:
-            ckpt.close()  # the checkpoints saved so far stay complete: the run resumes from them
-            raise
-        p_state, metrics = p_step(p_state, batch, teacher_vars, resident)
-        history.append((step, metrics))
-        skipped = run.train_data.num_skipped
-        progress.set(step, **({"skipped_records": skipped} if skipped else {}))
-        is_last = step == run.total_steps
-        preempted = stop.agreed(step - start) and not is_last
-        if step % config.log_every_steps == 0 or is_last:
-            flush_history(step)
-        if step in snapshots:  # before the checkpoint: a resume never skips it (every process
-            # takes part in the Orbax save, as in save())
-            export_encoders(workdir, config, run.modules, unreplicate(p_state), snapshot=True)
-        if step % config.checkpoint_every_steps == 0 or is_last or preempted:
-            flush_history(step)
-            save(step, unreplicate(p_state))
-        if preempted:
-            for closable in (progress, ckpt, writer):  # ckpt.close waits for the save
-                closable.close()
-            raise preemption.Preempted(step)
-        if (knn_every and step % knn_every == 0) or (is_last and config.knn_monitor.every_epochs):
-            host = unreplicate(p_state)
-            result = knn_monitor(config, run.modules, state_lib.encoder_variables(host, "student"))
-            writer.write_scalars(step, result)
-            summary["knn"] = result
-        writer.flush()
-    progress.close()
-    ckpt.close()
-    writer.close()
-    summary["train_seconds"] = clock.save() if primary and step > start else round(clock.before, 1)
+
+def _closing_summary(config, workdir: str, run: Run, loop: _TrainLoop, p_state) -> dict:
+    """{'metrics' (last logged), 'knn' (last monitor, if any), 'train_seconds', 'step',
+    'encoders' (paths)}; exports the encoders when no checkpoint step wrote them."""
+    clock = loop.clock
+    trained = loop.primary and loop.step > loop.start
+    summary = {
+        "metrics": loop.metrics,
+        "knn": loop.knn,
+        "train_seconds": clock.save() if trained else round(clock.before, 1),
+    }
     final = unreplicate(p_state)
     if not fileio.exists(os.path.join(workdir, "encoders", "student", model_io.SPEC_FILE)):
         export_encoders(workdir, config, run.modules, final)

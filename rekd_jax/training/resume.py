@@ -5,7 +5,9 @@
 seed, EMA, shuffle-BN) with WORKDIR/run_signature.json, written by the run that made the
 checkpoints. A resumed run whose config differs stops with ConfigChangedError listing every
 difference; `--config.allow_config_change=True` accepts them (and records the new signature).
-A field added to the project since the run started is no difference while it keeps its default.
+A field added to the project since the run started is no difference while it keeps its default
+(teacher.method, the online teacher's own method, is one: older online runs were trained by the
+base recipe's default).
 Operational fields (logging and checkpoint cadence, data_dir, worker threads, residency, the
 kNN monitor, TensorBoard, the distributed setup) may change freely. An offline teacher is part
 of the signature by what it computes (`teacher.fingerprint`: rekd_jax.models.io.fingerprint),
@@ -31,7 +33,6 @@ from rekd_jax import methods, recipes
 from rekd_jax.core import checkpoint as checkpoint_lib
 from rekd_jax.core import fileio, run_record
 from rekd_jax.models import io as model_io
-from rekd_jax.training import state as state_lib
 
 SIGNATURE_FILE = "run_signature.json"
 SIGNATURE_KEY = "signature"  # the signature in every pre-training checkpoint's side item
@@ -74,17 +75,19 @@ def flatten_config(node, prefix="") -> dict:
     return out
 
 
-def signature(config: ml_collections.ConfigDict) -> dict:
+def signature(config: ml_collections.ConfigDict, plan: methods.TeacherPlan) -> dict:
     """The run-defining fields of a pre-training config, dotted names -> JSON values. Method
-    blocks other than the one in use (and MoCo v2's, for an online ReKD teacher) and the
-    teacher block of a method without a teacher are left out: changing them changes nothing."""
+    blocks other than the one in use (and the online teacher's own method's, `plan.method`),
+    the teacher block of a run without a teacher and teacher.method of a run without an online
+    teacher are left out: changing them changes nothing."""
     used = {config.method}
-    mode = state_lib.teacher_mode(config)
-    if mode == "online":
-        used.add("mocov2")
+    if plan.mode == "online":
+        used.add(plan.method)
     unused = [m for m in methods.METHODS if m not in used]
-    if mode is None:
+    if plan.mode is None:
         unused.append("teacher")
+    elif plan.mode != "online":
+        unused.append("teacher.method")
     flat = flatten_config(config)
     keep = {
         k: v
@@ -106,10 +109,10 @@ def _show(value) -> str:
     return json.dumps(value) if not isinstance(value, str) else repr(value)
 
 
-def run_signature(config: ml_collections.ConfigDict) -> dict:
-    """signature(config) plus the fingerprint of an offline teacher (which it loads)."""
-    out = signature(config)
-    if state_lib.teacher_mode(config) == "offline" and config.teacher.checkpoint:
+def run_signature(config: ml_collections.ConfigDict, plan: methods.TeacherPlan) -> dict:
+    """signature(config, plan) plus the fingerprint of an offline teacher (which it loads)."""
+    out = signature(config, plan)
+    if plan.mode == "offline" and config.teacher.checkpoint:
         out[TEACHER_FINGERPRINT] = model_io.fingerprint(config.teacher.checkpoint)
     return out
 
@@ -138,7 +141,7 @@ def check_signature(
     checkpoint stores it under SIGNATURE_KEY)."""
     run_record.check_mode(workdir, config)
     path = os.path.join(workdir, SIGNATURE_FILE)
-    new = run_signature(config)
+    new = run_signature(config, methods.teacher_plan(config))
     old = _recorded_signature(workdir) if resuming else None
     if old is not None:
         defaults = signature_defaults()

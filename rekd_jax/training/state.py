@@ -9,7 +9,7 @@ TrainState fields (dicts keyed 'student' / 'teacher'; a part a method does not u
   ema_batch_stats     their BatchNorm statistics (updated by their own forward passes, as MoCo)
   opt_state           optax state over `params`
   method_state        the method's state (queues, prototypes) from rekd_jax.methods.<method>
-  teacher_method_state  the online teacher's MoCo v2 queue ({} otherwise)
+  teacher_method_state  the state of the online teacher's own method (its queue; {} otherwise)
   rng                 raw uint32 PRNG key; step randomness is fold_in(rng, step)
 
 An offline teacher is not part of the state: it is frozen, loaded from its own encoder
@@ -29,7 +29,6 @@ import numpy as np
 
 from rekd_jax import methods, models
 from rekd_jax.core.parallel import AXIS_NAME
-from rekd_jax.methods import mocov2
 from rekd_jax.models import heads
 from rekd_jax.models import io as model_io
 
@@ -48,8 +47,9 @@ class TrainState:
 
 
 def teacher_mode(config: ml_collections.ConfigDict) -> str | None:
-    """'online' | 'offline' | None: what the method's teacher_mode says of its block."""
-    return methods.get_method(config.method).teacher_mode(config[config.method])
+    """'online' | 'offline' | None of a config (for callers that hold no Modules: a run reads
+    `Modules.teacher_plan`, decided once by build_modules)."""
+    return methods.teacher_plan(config).mode
 
 
 def compute_dtype(config: ml_collections.ConfigDict):
@@ -107,41 +107,51 @@ def build_encoder_module(spec: dict, *, dtype, bn_axis_name: str | None):
 
 @dataclasses.dataclass(frozen=True)
 class Modules:
-    """Flax modules of a run. `*_key` modules run per device/split BN (shuffle-BN)."""
+    """Flax modules of a run, and its teacher plan. `*_key` modules run per device/split BN
+    (shuffle-BN)."""
 
     student: Any
     student_key: Any
     student_spec: dict
+    teacher_plan: methods.TeacherPlan = methods.TeacherPlan()
     teacher: Any = None  # online: query encoder (cross-replica BN); offline: frozen
     teacher_key: Any = None  # online only
     teacher_spec: dict | None = None
 
 
-def build_modules(config: ml_collections.ConfigDict, teacher_spec: dict | None = None) -> Modules:
-    """Student (+ key) and teacher modules. `teacher_spec`: the offline teacher's spec."""
+def build_modules(
+    config: ml_collections.ConfigDict,
+    teacher_spec: dict | None = None,
+    plan: methods.TeacherPlan | None = None,
+) -> Modules:
+    """Student (+ key) and teacher modules. `teacher_spec`: the offline teacher's spec; `plan`:
+    the run's methods.teacher_plan (decided here when not given)."""
+    plan = methods.teacher_plan(config) if plan is None else plan
     dtype = compute_dtype(config)
     student_spec = encoder_spec(config.student, f"rekd-jax pretrain {config.method}")
-    mode = teacher_mode(config)
     teacher = teacher_key = None
-    if mode == "online":
+    if plan.mode == "online":
         teacher_spec = encoder_spec(config.teacher, "rekd-jax online teacher")
         teacher = build_encoder_module(teacher_spec, dtype=dtype, bn_axis_name=AXIS_NAME)
         teacher_key = build_encoder_module(teacher_spec, dtype=dtype, bn_axis_name=None)
-    elif mode == "offline":
+    elif plan.mode == "offline":
         teacher = build_encoder_module(teacher_spec, dtype=dtype, bn_axis_name=None)
     return Modules(
         student=build_encoder_module(student_spec, dtype=dtype, bn_axis_name=AXIS_NAME),
         student_key=build_encoder_module(student_spec, dtype=dtype, bn_axis_name=None),
         student_spec=student_spec,
+        teacher_plan=plan,
         teacher=teacher,
         teacher_key=teacher_key,
         teacher_spec=teacher_spec,
     )
 
 
-def load_offline_teacher(config: ml_collections.ConfigDict) -> tuple[dict | None, Any]:
-    """(spec, variables) of the frozen teacher, or (None, {}) when the method has none."""
-    if teacher_mode(config) != "offline":
+def load_offline_teacher(
+    config: ml_collections.ConfigDict, plan: methods.TeacherPlan
+) -> tuple[dict | None, Any]:
+    """(spec, variables) of the frozen teacher, or (None, {}) when the run has none."""
+    if plan.mode != "offline":
         return None, {}
     spec, variables = model_io.load_encoder(config.teacher.checkpoint)
     return spec, {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
@@ -167,13 +177,16 @@ def create_train_state(config: ml_collections.ConfigDict, modules: Modules, tx) 
     student_dim = embedding_dim(modules.student_spec)
     teacher_dim = embedding_dim(modules.teacher_spec) if modules.teacher_spec else None
     teacher_method_state = {}
-    if teacher_mode(config) == "online":
+    plan = modules.teacher_plan
+    if plan.mode == "online":
         params["teacher"], batch_stats["teacher"] = _init_encoder(
             modules.teacher, teacher_rng, size
         )
         ema_params["teacher"] = params["teacher"]
         ema_batch_stats["teacher"] = batch_stats["teacher"]
-        teacher_method_state = mocov2.init_state(teacher_method_rng, config.mocov2, teacher_dim)
+        teacher_method_state = methods.get_method(plan.method).init_state(
+            teacher_method_rng, config[plan.method], teacher_dim, None
+        )
     widths = {}
     if modules.teacher_spec and getattr(method, "reads_teacher_features", lambda cfg: False)(
         config[config.method]

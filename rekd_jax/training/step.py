@@ -1,4 +1,4 @@
-"""The pre-training step for MoCo v2, SEED and ReKD, written per device for jax.pmap.
+"""The pre-training step of every method, written per device for jax.pmap.
 
 Inside `pmap(..., axis_name='batch')` each device holds `b` images of the global batch of
 N = D*b (device-major). One step:
@@ -12,23 +12,25 @@ N = D*b (device-major). One step:
    'global' = cross-replica over the global batch (axis 'batch'), 'per_device' = statistics of
    each device's b images, 'split:N' = N groups over the global batch (MoCo's SplitBN; N/D per
    device, vmapped). An offline teacher runs with BN in eval mode; an online teacher's query
-   encoder (cross-replica BN) is trained by its own MoCo v2 loss.
+   encoder (cross-replica BN) is trained by its own method's loss.
 4. Loss of the method (rekd_jax.methods), gradients averaged across devices (pmean), SGD
-   update. The method module says what runs: the key encoder or not (KEY_ENCODER), which
-   teacher (teacher_mode) and which view an offline teacher embeds (teacher_view: v1, v2, or a
-   third, weakly augmented view), and how its loss reads the forward outputs (loss_inputs).
+   update. The method module says what runs: the key encoder or not (KEY_ENCODER), and how its
+   loss reads the forward outputs (loss_inputs); the run's methods.TeacherPlan (decided once,
+   carried by the Modules) says which teacher runs, which view an offline teacher embeds (v1,
+   v2, or a third, weakly augmented view) and which method trains an online teacher.
 
-An online teacher is trained alongside by its own MoCo v2 loss (methods.mocov2 with
-config.mocov2, the teacher's own queue) on its query (v1) and momentum-encoder key (v2); that
-key is also the teacher embedding the student's loss reads. Teacher embeddings enter the
-student loss through stop_gradient, so the teacher never gets gradients from the student loss.
+An online teacher is trained alongside by the loss of the method config.teacher.method names
+(with that method's block and the teacher's own method state) on its query (v1) and
+momentum-encoder key (v2); that key is also the teacher embedding the student's loss reads.
+Teacher embeddings enter the student loss through stop_gradient, so the teacher never gets
+gradients from the student loss.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +40,6 @@ import optax
 from rekd_jax import methods
 from rekd_jax.core.parallel import AXIS_NAME
 from rekd_jax.data import augment
-from rekd_jax.methods import mocov2
 from rekd_jax.training import state as state_lib
 
 
@@ -47,10 +48,10 @@ class StepConfig:
     """Everything static the step needs (hashable by identity; built once per run)."""
 
     method: str
-    teacher_mode: str | None
+    teacher: methods.TeacherPlan
     modules: state_lib.Modules
     method_cfg: ml_collections.ConfigDict
-    teacher_mocov2_cfg: ml_collections.ConfigDict | None
+    teacher_method_cfg: ml_collections.ConfigDict | None  # the online teacher's method block
     augment_cfg: ml_collections.ConfigDict
     image_size: int
     dtype: Any
@@ -73,12 +74,15 @@ def make_step_config(
     global_batch_size: int,
     num_devices: int,
 ) -> StepConfig:
+    """The step's static configuration; the teacher plan is the one the Modules carry
+    (decided from the config when there are none: key-encoder tests and benchmarks)."""
+    plan = methods.teacher_plan(config) if modules is None else modules.teacher_plan
     return StepConfig(
         method=config.method,
-        teacher_mode=state_lib.teacher_mode(config),
+        teacher=plan,
         modules=modules,
         method_cfg=config[config.method],
-        teacher_mocov2_cfg=config.mocov2 if state_lib.teacher_mode(config) == "online" else None,
+        teacher_method_cfg=config[plan.method] if plan.mode == "online" else None,
         augment_cfg=config.data.augment,
         image_size=config.data.image_size,
         dtype=state_lib.compute_dtype(config),
@@ -194,7 +198,9 @@ def weak_view(cfg: StepConfig, rng, images):
     keys = _local_slice(jax.random.split(key, cfg.global_batch_size), b)
 
     def one(key, image):
-        return augment.mocov2_view(key, image[None], weak_cfg, cfg.image_size, cfg.dtype)[0]
+        height, width = image.shape[:2]
+        params = augment.sample_view_params(key, 1, height, width, weak_cfg, cfg.image_size)
+        return augment.apply_view(image[None], params, weak_cfg, cfg.image_size, cfg.dtype)[0]
 
     return jax.vmap(one)(keys, images)
 
@@ -346,6 +352,147 @@ def ema(old, new, momentum):
     return jax.tree_util.tree_map(lambda o, n: momentum * o + (1.0 - momentum) * n, old, new)
 
 
+class StepKeys(NamedTuple):
+    """The random keys of one step, all drawn from fold_in(state.rng, state.step)."""
+
+    step: jax.Array  # the step's own key (the weak teacher view folds its stream into it)
+    augment: jax.Array
+    shuffle: jax.Array
+    teacher_shuffle: jax.Array
+    loss: jax.Array
+    teacher_loss: jax.Array
+    student_dropout: jax.Array  # dropout / stochastic depth: this device's key per forward
+    teacher_dropout: jax.Array
+    key_dropout: jax.Array
+    teacher_key_dropout: jax.Array
+
+
+def step_keys(state: state_lib.TrainState) -> StepKeys:
+    """The step's keys; the dropout keys differ per device (stochastic depth, EfficientNet)."""
+    rng = jax.random.fold_in(state.rng, state.step)
+    augment_rng, shuffle, teacher_shuffle, loss, teacher_loss, dropout = jax.random.split(rng, 6)
+    dropout = jax.random.fold_in(dropout, jax.lax.axis_index(AXIS_NAME))
+    return StepKeys(
+        rng,
+        augment_rng,
+        shuffle,
+        teacher_shuffle,
+        loss,
+        teacher_loss,
+        *jax.random.split(dropout, 4),
+    )
+
+
+def offline_teacher_forward(cfg: StepConfig, teacher_variables, rng, images, v1, v2) -> dict:
+    """The frozen teacher (BN in eval mode) on the view its plan names: its embedding
+    'teacher' and pooled backbone features 'teacher_features', both without gradient."""
+    view_name = cfg.teacher.view
+    view = weak_view(cfg, rng, images) if view_name == "weak" else {"v1": v1, "v2": v2}[view_name]
+    out = cfg.modules.teacher.apply(teacher_variables, view, train=False)
+    return {
+        "teacher": jax.lax.stop_gradient(out["embedding"].astype(jnp.float32)),
+        "teacher_features": jax.lax.stop_gradient(out["features"].astype(jnp.float32)),
+    }
+
+
+def forwards_without_gradient(
+    cfg: StepConfig, method, state, ema_params, teacher_variables, keys: StepKeys, images, v1, v2
+):
+    """The forward outputs no gradient flows through: the student's momentum (key) encoder on v2
+    (a method with KEY_ENCODER) and the teacher's embedding (the frozen teacher, or the online
+    teacher's momentum encoder on v2). Returns (forward, ema_batch_stats)."""
+    mods = cfg.modules
+    ema_batch_stats = dict(state.ema_batch_stats)
+    forward = {}
+    if method.KEY_ENCODER:
+        forward["key"], ema_batch_stats["student"] = shuffled_key_forward(
+            cfg,
+            mods.student_key,
+            {"params": ema_params["student"], "batch_stats": state.ema_batch_stats["student"]},
+            v2,
+            keys.shuffle,
+            keys.key_dropout,
+        )
+    if cfg.teacher.mode == "offline":
+        forward.update(offline_teacher_forward(cfg, teacher_variables, keys.step, images, v1, v2))
+    elif cfg.teacher.mode == "online":
+        forward["teacher"], ema_batch_stats["teacher"] = shuffled_key_forward(
+            cfg,
+            mods.teacher_key,
+            {"params": ema_params["teacher"], "batch_stats": state.ema_batch_stats["teacher"]},
+            v2,
+            keys.teacher_shuffle,
+            keys.teacher_key_dropout,
+        )
+    return forward, ema_batch_stats
+
+
+def student_loss(cfg: StepConfig, method, state, params, forward: dict, v1, keys: StepKeys):
+    """The student's method loss on its query (v1) and the forward outputs.
+    Returns (loss, metrics, new batch_stats {'student'}, new method state)."""
+    out, mutated = student_forward(
+        cfg,
+        {"params": params["student"], "batch_stats": state.batch_stats["student"]},
+        v1,
+        keys.student_dropout,
+    )
+    new_stats = {"student": mutated.get("batch_stats", {})}  # {}: a BN-free encoder
+    embeddings = method.loss_inputs({**forward, "query": out["embedding"].astype(jnp.float32)})
+    own = {"params": params["method"]} if "method" in params else {}
+    loss, (metrics, method_state) = method.loss_fn(
+        embeddings, state.method_state, cfg.method_cfg, rng=keys.loss, axis_name=AXIS_NAME, **own
+    )
+    return loss, dict(metrics), new_stats, method_state
+
+
+def online_teacher_loss(cfg: StepConfig, state, params, forward: dict, v1, keys: StepKeys):
+    """The online teacher's own method loss (cfg.teacher.method) on its query encoder's v1
+    (cross-replica BN) and its momentum key on v2 (forward['teacher']).
+    Returns (loss, metrics, the teacher's new batch_stats, its new method state)."""
+    teacher_method = methods.get_method(cfg.teacher.method)
+    out, mutated = cfg.modules.teacher.apply(
+        {"params": params["teacher"], "batch_stats": state.batch_stats["teacher"]},
+        v1,
+        train=True,
+        mutable=["batch_stats"],
+        rngs={"dropout": keys.teacher_dropout},
+    )
+    embeddings = teacher_method.loss_inputs(
+        {
+            "query": out["embedding"].astype(jnp.float32),
+            "key": forward["teacher"],
+            "labels": forward["labels"],
+        }
+    )
+    loss, (metrics, method_state) = teacher_method.loss_fn(
+        embeddings,
+        state.teacher_method_state,
+        cfg.teacher_method_cfg,
+        rng=keys.teacher_loss,
+        axis_name=AXIS_NAME,
+    )
+    return loss, metrics, mutated["batch_stats"], method_state
+
+
+def total_loss(cfg: StepConfig, method, state, params, forward: dict, v1, keys: StepKeys):
+    """The student's loss plus, with an online teacher, the teacher's own (metrics 'loss' is
+    their sum, 'student_loss' the student's, 'teacher/*' the teacher's).
+    Returns (loss, (metrics, new batch_stats, method state, teacher method state))."""
+    loss, metrics, new_stats, method_state = student_loss(
+        cfg, method, state, params, forward, v1, keys
+    )
+    teacher_method_state = state.teacher_method_state
+    if cfg.teacher.mode == "online":
+        t_loss, t_metrics, new_stats["teacher"], teacher_method_state = online_teacher_loss(
+            cfg, state, params, forward, v1, keys
+        )
+        metrics.update({f"teacher/{k}": v for k, v in t_metrics.items()})
+        metrics["student_loss"] = metrics["loss"]
+        metrics["loss"] = metrics["loss"] + t_metrics["loss"]
+        loss = loss + t_loss
+    return loss, (metrics, new_stats, method_state, teacher_method_state)
+
+
 def train_step(
     cfg: StepConfig,
     state: state_lib.TrainState,
@@ -355,89 +502,23 @@ def train_step(
 ):
     """One optimisation step on this device's shard. Returns (new_state, metrics)."""
     method = methods.get_method(cfg.method)
-    mods = cfg.modules
-    rng = jax.random.fold_in(state.rng, state.step)
-    (aug_rng, shuffle_rng, teacher_shuffle_rng, loss_rng, teacher_loss_rng, dropout_rng) = (
-        jax.random.split(rng, 6)
-    )
-    # Stochastic depth / dropout (EfficientNet): a key per device and per forward.
-    dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(AXIS_NAME))
-    student_drop, teacher_drop, key_drop, teacher_key_drop = jax.random.split(dropout_rng, 4)
+    keys = step_keys(state)
     images = batch["image"] if "image" in batch else resident_images[batch["index"]]
-    v1, v2 = two_views(cfg, aug_rng, images)
+    v1, v2 = two_views(cfg, keys.augment, images)
 
     # Momentum encoders first (MoCo order: EMA of the current weights, then keys).
     ema_params = {
         part: ema(state.ema_params[part], state.params[part], cfg.ema_momentum)
         for part in state.ema_params
     }
-    ema_batch_stats = dict(state.ema_batch_stats)
-    forward = {"labels": batch["label"]}  # what the method's loss_inputs reads
-    if method.KEY_ENCODER:
-        forward["key"], ema_batch_stats["student"] = shuffled_key_forward(
-            cfg,
-            mods.student_key,
-            {"params": ema_params["student"], "batch_stats": state.ema_batch_stats["student"]},
-            v2,
-            shuffle_rng,
-            key_drop,
-        )
-    if cfg.teacher_mode == "offline":
-        view_name = method.teacher_view(cfg.method_cfg)
-        view = (
-            weak_view(cfg, rng, images) if view_name == "weak" else {"v1": v1, "v2": v2}[view_name]
-        )
-        t_out = mods.teacher.apply(teacher_variables, view, train=False)
-        forward["teacher"] = jax.lax.stop_gradient(t_out["embedding"].astype(jnp.float32))
-        forward["teacher_features"] = jax.lax.stop_gradient(t_out["features"].astype(jnp.float32))
-    elif cfg.teacher_mode == "online":
-        forward["teacher"], ema_batch_stats["teacher"] = shuffled_key_forward(
-            cfg,
-            mods.teacher_key,
-            {"params": ema_params["teacher"], "batch_stats": state.ema_batch_stats["teacher"]},
-            v2,
-            teacher_shuffle_rng,
-            teacher_key_drop,
-        )
+    forward, ema_batch_stats = forwards_without_gradient(
+        cfg, method, state, ema_params, teacher_variables, keys, images, v1, v2
+    )
+    forward = {"labels": batch["label"], **forward}  # what the methods' loss_inputs read
 
-    def loss_fn(params):
-        out, mutated = student_forward(
-            cfg,
-            {"params": params["student"], "batch_stats": state.batch_stats["student"]},
-            v1,
-            student_drop,
-        )
-        new_stats = {"student": mutated.get("batch_stats", {})}  # {}: a BN-free encoder
-        embeddings = method.loss_inputs({**forward, "query": out["embedding"].astype(jnp.float32)})
-        own = {"params": params["method"]} if "method" in params else {}
-        loss, (metrics, method_state) = method.loss_fn(
-            embeddings, state.method_state, cfg.method_cfg, rng=loss_rng, axis_name=AXIS_NAME, **own
-        )
-        metrics = dict(metrics)
-        teacher_method_state = state.teacher_method_state
-        if cfg.teacher_mode == "online":
-            t_out, t_mutated = mods.teacher.apply(
-                {"params": params["teacher"], "batch_stats": state.batch_stats["teacher"]},
-                v1,
-                train=True,
-                mutable=["batch_stats"],
-                rngs={"dropout": teacher_drop},
-            )
-            new_stats["teacher"] = t_mutated["batch_stats"]
-            t_loss, (t_metrics, teacher_method_state) = mocov2.loss_fn(
-                {"q": t_out["embedding"].astype(jnp.float32), "k": forward["teacher"]},
-                state.teacher_method_state,
-                cfg.teacher_mocov2_cfg,
-                rng=teacher_loss_rng,
-                axis_name=AXIS_NAME,
-            )
-            metrics.update({f"teacher/{k}": v for k, v in t_metrics.items()})
-            metrics["student_loss"] = metrics["loss"]
-            metrics["loss"] = metrics["loss"] + t_metrics["loss"]
-            loss = loss + t_loss
-        return loss, (metrics, new_stats, method_state, teacher_method_state)
-
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    grad_fn = jax.value_and_grad(
+        lambda params: total_loss(cfg, method, state, params, forward, v1, keys), has_aux=True
+    )
     (_, (metrics, new_stats, method_state, teacher_method_state)), grads = grad_fn(state.params)
     grads = jax.lax.pmean(grads, AXIS_NAME)
     new_stats = jax.lax.pmean(new_stats, AXIS_NAME)

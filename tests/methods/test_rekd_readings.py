@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rekd_jax.methods import common, losses, mocov2, rekd, relation, seed
+from rekd_jax.methods import common, losses, rekd, relation, seed
 from rekd_jax.methods import queue as queue_lib
 
 DEVICES, LOCAL = 4, 2
@@ -112,7 +112,7 @@ def reference_loss_fn(embeddings, state, cfg, *, rng, axis_name=None):
         "loss": common.global_mean(loss, axis_name),
         "loss_rel": common.global_mean(loss_rel, axis_name),
         "loss_inst": common.global_mean(loss_inst, axis_name),
-        **mocov2.contrast_metrics(jax.lax.stop_gradient(q), k, queue["key"], axis_name),
+        **common.contrast_metrics(jax.lax.stop_gradient(q), k, queue["key"], axis_name),
         **relation.relation_diagnostics(
             mask, labels, queue["label"], assign_global, cfg.num_prototypes, axis_name=axis_name
         ),

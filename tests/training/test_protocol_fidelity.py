@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from rekd_jax import recipes
+from rekd_jax import methods, recipes
 from rekd_jax.methods import seed
 from rekd_jax.training import config as config_lib
 from rekd_jax.training import optim
@@ -139,10 +139,10 @@ def test_step_views_of_host_crops_are_the_crops_augmented():
     )
     cfg = step_lib.StepConfig(
         method="mocov2",
-        teacher_mode=None,
+        teacher=methods.TeacherPlan(),
         modules=None,
         method_cfg=None,
-        teacher_mocov2_cfg=None,
+        teacher_method_cfg=None,
         augment_cfg=aug,
         image_size=16,
         dtype=np.float32,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from rekd_jax import recipes
+from rekd_jax import methods, recipes
 from rekd_jax.data import augment
 from rekd_jax.models import heads
 from rekd_jax.models import io as model_io
@@ -69,8 +69,9 @@ def test_each_reading_trains_on_four_devices(fields, teacher_checkpoint):
     if jax.device_count() < DEVICES:
         pytest.skip("needs 4 (fake) devices: tests/conftest.py sets XLA_FLAGS")
     config = _config(teacher_checkpoint, **fields)
-    teacher_spec, teacher_variables = state_lib.load_offline_teacher(config)
-    modules = state_lib.build_modules(config, teacher_spec)
+    plan = methods.teacher_plan(config)
+    teacher_spec, teacher_variables = state_lib.load_offline_teacher(config, plan)
+    modules = state_lib.build_modules(config, teacher_spec, plan)
     schedule = optim.learning_rate_schedule(config.optimizer, GLOBAL_BATCH, 10, 0)
     tx = optim.create_optimizer(config.optimizer, schedule)
     state = state_lib.create_train_state(config, modules, tx)
@@ -144,10 +145,10 @@ def _view_config(augment_cfg, global_batch, num_devices):
     """The fields of a StepConfig that the views read (8 x 8 views, float32)."""
     return step_lib.StepConfig(
         method="rekd",
-        teacher_mode="offline",
+        teacher=methods.TeacherPlan(mode="offline", view="weak"),
         modules=None,
         method_cfg=None,
-        teacher_mocov2_cfg=None,
+        teacher_method_cfg=None,
         augment_cfg=augment_cfg,
         image_size=8,
         dtype=jnp.float32,

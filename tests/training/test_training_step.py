@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from rekd_jax import recipes
+from rekd_jax import methods, recipes
 from rekd_jax.training import optim
 from rekd_jax.training import state as state_lib
 from rekd_jax.training import step as step_lib
@@ -155,8 +155,9 @@ def test_offline_teacher_without_projector(tmp_path):
     )
     model_io.save_encoder(tmp_path / "teacher", spec, variables)
     config.teacher.checkpoint = str(tmp_path / "teacher")
-    teacher_spec, teacher_variables = state_lib.load_offline_teacher(config)
-    modules = state_lib.build_modules(config, teacher_spec)
+    plan = methods.teacher_plan(config)
+    teacher_spec, teacher_variables = state_lib.load_offline_teacher(config, plan)
+    modules = state_lib.build_modules(config, teacher_spec, plan)
     schedule = optim.learning_rate_schedule(config.optimizer, GLOBAL_BATCH, 10, 0)
     tx = optim.create_optimizer(config.optimizer, schedule)
     state = state_lib.create_train_state(config, modules, tx)
