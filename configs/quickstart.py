@@ -14,13 +14,14 @@ What it does, on the embedded rekd_shapes dataset (built on first use, no downlo
      ReKD's mined positives, the checks of rekd_jax.experiments.quickstart (each with its value
      and whether it holds; ReKD's margins over SEED and MoCo v2 beside them), and
      WORKDIR/results.json.
-Variants: `:seeds` runs the quick start once per seed of SEEDS (WORKDIR/seed_<N>) and prints
-each row's mean and [min, max]; `:lr_grid` chooses the students' peak lr (LR) from LR_GRID on a
-validation split (train[:9000] as the bank and probe training set, train[9000:] scored; the
-best validation kNN per method); `:x4` trains the students four times longer (2,800 steps, each
+Variants (VARIANTS, comma-separated, e.g. `:tiny,seeds`; each changes the whole plan):
+`:seeds` runs the quick start once per seed of SEEDS (WORKDIR/seed_<N>) and prints each row's
+mean and [min, max]; `:lr_grid` chooses the students' peak lr (LR) from LR_GRID on a validation
+split (train[:9000] as the bank and probe training set, train[9000:] scored; the best
+validation kNN per method); `:x4` trains the students four times longer (2,800 steps, each
 cosine over its own length; the teacher as it is), the quick start's budget probe (with
 `:seeds`: docs/results.md#quick-start); `:tiny` (rekd_shapes/tiny, a few steps per stage) is
-what the tests run.
+what the tests run. `--config.rng_seed=N` reseeds every stage.
 Recipe (every value a field; departures from configs/default.py): 16 px views of the 32 px
 images, batch 128, queue 8 batches (1,024 keys, at most 8 steps old), warmup-free cosine, wd
 5e-4, m 0.99, tau 0.2, no blur, SimCLR's colour distortion of strength 1 (jitter
@@ -42,96 +43,141 @@ import ml_collections
 
 from rekd_jax import recipes
 from rekd_jax.evaluation import config as eval_config
+from rekd_jax.variants import apply_variants
 
-
-def _base(steps: int, batch: int, dataset: str, peak_lr: float) -> ml_collections.ConfigDict:
-    config = recipes.base_config()
-    config.data.update(dataset=dataset, image_size=16, eval_resize=16, num_workers=2)
-    config.data.augment.update(blur_prob=0.0, jitter=(0.8, 0.8, 0.8, 0.2))
-    config.global_batch_size = batch
-    config.num_train_steps = steps
-    recipes.set_queue_size(config, 8 * batch)
-    config.rekd.num_prototypes = 100
-    config.rekd.relation = "prototype"  # the reading of LR and of docs/results.md's seeds
-    config.optimizer.base_learning_rate = peak_lr
-    config.optimizer.lr_scaling_batch = batch
-    config.optimizer.weight_decay = 5e-4
-    config.ema_momentum = 0.99
-    config.log_every_steps = max(1, steps // 10)
-    config.checkpoint_every_steps = steps
-    config.knn_monitor.every_epochs = 0
-    return config
-
+# The teacher gets more steps than the students: ReKD can only pass on what it has learnt.
+TEACHER_STEPS, STUDENT_STEPS, BATCH = 1700, 700, 128
+DATASET = "rekd_shapes"
+# :tiny: every stage this many steps (the students, times their multiple of STUDENT_STEPS).
+TINY_STEPS, TINY_BATCH, TINY_DATASET = 6, 16, "rekd_shapes/tiny"
 
 # Peak lr of each student method at batch 128: the best validation kNN of LR_GRID
 # (configs/quickstart.py:lr_grid; the grid is in docs/results.md).
 LR = {"rekd": 0.02, "seed": 0.04, "mocov2": 0.08}
-
-
+TEACHER_LR = 0.06
 LR_GRID = (0.01, 0.02, 0.04, 0.08, 0.16)
+TINY_LR_GRID = LR_GRID[:2]
 SEEDS = (0, 1, 2)
-VARIANT_NAMES = ("tiny", "lr_grid", "seeds", "x4")  # parsed here: each builds another plan
-STUDENT_BUDGET_FACTOR = {"x4": 4}  # the students' steps, times the quick start's
+STUDENTS = (("student", "rekd"), ("seed", "seed"), ("baseline", "mocov2"))  # (run, method)
 
 
-def get_config(arg=None):
-    variants = [v for v in (arg or "").split(",") if v]
-    unknown = [v for v in variants if v not in VARIANT_NAMES]
-    if unknown:
-        raise ValueError(
-            f"configs/quickstart.py: unknown variant {unknown[0]!r}; use "
-            f"{', '.join(repr(v) for v in VARIANT_NAMES)} or several ('tiny,seeds')"
-        )
-    tiny = "tiny" in variants
-    # The teacher gets more steps than the students: ReKD can only pass on what it has learnt.
-    teacher_steps, steps, batch = (6, 6, 16) if tiny else (1700, 700, 128)
-    for variant, factor in STUDENT_BUDGET_FACTOR.items():
-        steps *= factor if variant in variants else 1
-    dataset = "rekd_shapes/tiny" if tiny else "rekd_shapes"
-    teacher = _base(teacher_steps, batch, dataset, peak_lr=0.06)
-    teacher.method = "mocov2"
+def _set_steps(run: ml_collections.ConfigDict, steps: int) -> None:
+    """A stage's length and what follows from it: ten log lines, one checkpoint at the end."""
+    run.num_train_steps = steps
+    run.log_every_steps = max(1, steps // 10)
+    run.checkpoint_every_steps = steps
+
+
+def _set_batch(run: ml_collections.ConfigDict, batch: int) -> None:
+    """A stage's batch, the peak lr given at that batch (not scaled), a queue of 8 batches."""
+    run.global_batch_size = batch
+    run.optimizer.lr_scaling_batch = batch
+    recipes.set_queue_size(run, 8 * batch)
+
+
+def _stage(method: str, peak_lr: float, steps: int) -> ml_collections.ConfigDict:
+    """One pre-training stage at the quick start's recipe (the module docstring)."""
+    config = recipes.base_config()
+    config.method = method
+    config.data.update(dataset=DATASET, image_size=16, eval_resize=16, num_workers=2)
+    config.data.augment.update(blur_prob=0.0, jitter=(0.8, 0.8, 0.8, 0.2))
+    _set_batch(config, BATCH)
+    _set_steps(config, steps)
+    config.rekd.num_prototypes = 100
+    config.rekd.relation = "prototype"  # the reading of LR and of docs/results.md's seeds
+    config.optimizer.base_learning_rate = peak_lr
+    config.optimizer.weight_decay = 5e-4
+    config.ema_momentum = 0.99
+    config.knn_monitor.every_epochs = 0
+    return config
+
+
+def _evaluation(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """kNN and the fast linear probe of every encoder, on the students' 16 px data."""
+    evaluation = eval_config.default_eval_config()
+    evaluation.data = data.copy_and_resolve_references()
+    evaluation.eval_batch_size = 64
+    evaluation.linear.update(
+        fast=True, epochs=30, batch_size=64, learning_rate=1.0, schedule="cosine", milestones=()
+    )
+    evaluation.knn.chunk_size = 128
+    return evaluation
+
+
+def default_plan() -> ml_collections.ConfigDict:
+    """The quick start without variants: the teacher, the three students, their evaluation."""
+    teacher = _stage("mocov2", TEACHER_LR, TEACHER_STEPS)
     teacher.student.arch = "resnet18"
     teacher.student.overrides = {"cifar_stem": True, "width_multiplier": 0.125}
     teacher.data.image_size = 12  # its views only; it is evaluated (and mines) at 16 px
     students = {}
-    for name, method, peak_lr in (
-        ("student", "rekd", LR["rekd"]),
-        ("seed", "seed", LR["seed"]),
-        ("baseline", "mocov2", LR["mocov2"]),
-    ):
-        run = _base(steps, batch, dataset, peak_lr=peak_lr)
-        run.method = method
+    for name, method in STUDENTS:
+        run = _stage(method, LR[method], STUDENT_STEPS)
         run.rekd.teacher = "offline"
         run.student.arch = "alexnet"
         run.student.overrides = {"cifar_stem": True, "width_multiplier": 0.25}
         run.teacher.arch = teacher.student.arch  # the offline teacher's (its checkpoint's)
         run.teacher.overrides = dict(teacher.student.overrides)
         students[name] = run
-    seed = ml_collections.FieldReference(0)  # --config.seed=N reseeds every stage
+    rng_seed = ml_collections.FieldReference(0)  # --config.rng_seed=N reseeds every stage
     for run in (teacher, *students.values()):
-        run.rng_seed = seed
-
-    evaluation = eval_config.default_eval_config()
-    evaluation.data = students["student"].data.copy_and_resolve_references()  # 16 px
-    evaluation.eval_batch_size = 64 if not tiny else 16
-    evaluation.linear.update(
-        fast=True,
-        epochs=30 if not tiny else 2,
-        batch_size=64,
-        learning_rate=1.0,
-        schedule="cosine",
-        milestones=(),
-    )
-    evaluation.knn.chunk_size = 128
+        run.rng_seed = rng_seed
 
     config = ml_collections.ConfigDict()
     config.mode = "quickstart"
-    config.seed = seed
-    config.seeds = SEEDS if "seeds" in variants else ()  # non-empty: one run per seed
+    config.rng_seed = rng_seed
+    config.rng_seeds = ()  # non-empty: one run per seed (:seeds)
     config.runs = ml_collections.ConfigDict({"teacher": teacher, **students})
-    config.evaluation = evaluation
+    config.evaluation = _evaluation(students["student"].data)
     config.eval_modes = ("knn", "linear")
-    if "lr_grid" in variants:  # the students' lr chosen on validation (quickstart_grid)
-        config.mode = "quickstart_grid"
-        config.lr_grid = LR_GRID[:2] if tiny else LR_GRID
     return config
+
+
+def _is_tiny(config: ml_collections.ConfigDict) -> bool:
+    return config.evaluation.data.dataset == TINY_DATASET
+
+
+def tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The embedded toy data rekd_shapes/tiny (200 train / 100 test images), batch 16, 6 steps
+    per stage (24 for the students with x4), 2 probe epochs: what the tests run."""
+    for name, run in config.runs.items():
+        run.data.dataset = TINY_DATASET
+        _set_batch(run, TINY_BATCH)
+        budget = 1 if name == "teacher" else max(1, run.num_train_steps // STUDENT_STEPS)
+        _set_steps(run, TINY_STEPS * budget)
+    config.evaluation.data.dataset = TINY_DATASET
+    config.evaluation.eval_batch_size = TINY_BATCH
+    config.evaluation.linear.epochs = 2
+    if "lr_grid" in config:
+        config.lr_grid = TINY_LR_GRID
+    return config
+
+
+def lr_grid(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Chooses the students' peak lr from LR_GRID on a validation split (mode quickstart_grid,
+    rekd_jax.experiments.quickstart_grid; with tiny, the grid's first two)."""
+    config.mode = "quickstart_grid"
+    config.lr_grid = TINY_LR_GRID if _is_tiny(config) else LR_GRID
+    return config
+
+
+def seeds(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Runs the quick start once per seed of SEEDS (0, 1, 2; WORKDIR/seed_<N>) and prints each
+    row's mean and [min, max] over the seeds."""
+    config.rng_seeds = SEEDS
+    return config
+
+
+def x4(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Trains the students four times longer (2,800 steps, each cosine over its own length; the
+    teacher as it is): the quick start's budget probe."""
+    for name, _ in STUDENTS:
+        _set_steps(config.runs[name], 4 * config.runs[name].num_train_steps)
+    return config
+
+
+VARIANTS = {"tiny": tiny, "lr_grid": lr_grid, "seeds": seeds, "x4": x4}
+
+
+def get_config(arg=None):
+    return apply_variants(default_plan(), arg, VARIANTS, "configs/quickstart.py")

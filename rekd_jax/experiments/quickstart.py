@@ -6,9 +6,10 @@ random-init encoder of its architecture, with kNN and a linear probe. Runs on a 
 random_init/<arch>/), each with its eval_<mode>/ folders and row.json; results.json holds the
 table and the checks (CHECKS). Each stage resumes like any pre-training run and finished rows
 are skipped, so rerunning the command after an interruption continues where it stopped. The
-students' offline teacher is teacher/encoders/student. With config.seeds (the `:seeds`
-variant) the whole quick start runs once per seed in WORKDIR/seed_<N>, and WORKDIR/results.json
-holds each row's mean, min and max over the seeds (run_seeds).
+students' offline teacher is teacher/encoders/student. config.rng_seed (a FieldReference
+shared by every stage's rng_seed) seeds the run; with config.rng_seeds (the `:seeds` variant)
+the whole quick start runs once per seed in WORKDIR/seed_<N>, and WORKDIR/results.json holds
+each row's mean, min and max over the seeds (run_seeds).
 """
 
 from __future__ import annotations
@@ -139,8 +140,8 @@ def targets(rows: list[dict], chance: float) -> list[str]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """The quick start at config.seed, or at each of config.seeds (run_seeds)."""
-    if config.get("seeds"):
+    """The quick start at config.rng_seed, or at each of config.rng_seeds (run_seeds)."""
+    if config.get("rng_seeds"):
         return run_seeds(config, workdir)
     return run_once(config, workdir)
 
@@ -230,19 +231,19 @@ def format_spread(summary: dict, seeds) -> str:
 
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """The quick start once per seed of config.seeds, each in WORKDIR/seed_<N> (resumable like
-    a single run), then the mean and range over seeds of every row (WORKDIR/results.json)."""
+    """The quick start once per seed of config.rng_seeds, each in WORKDIR/seed_<N> (resumable
+    like a single run), then the mean and range over seeds of every row (WORKDIR/results.json)."""
     start = time.time()
-    seeds = [int(s) for s in config.seeds]
-    original = config.seed
+    seeds = [int(s) for s in config.rng_seeds]
+    original = config.rng_seed
     per_seed = {}
     try:
         for seed in seeds:
-            config.seed = seed  # a FieldReference: reseeds every stage
+            config.rng_seed = seed  # a FieldReference: reseeds every stage
             print(f"quick start, seed {seed}", flush=True)
             per_seed[seed] = run_once(config, os.path.join(workdir, f"seed_{seed}"))
     finally:
-        config.seed = original
+        config.rng_seed = original
     summary = spread_summary(per_seed)
     result = {
         "seeds": seeds,

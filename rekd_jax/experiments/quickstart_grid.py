@@ -111,7 +111,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     chosen = choices(rows, lrs)
     result = {
         "lrs": list(lrs),
-        "seed": int(config.seed),
+        "seed": int(config.rng_seed),
         "chosen": chosen,
         "rows": rows,
         "validation": {"bank": evaluation.data.train_split, "scored": evaluation.data.eval_split},

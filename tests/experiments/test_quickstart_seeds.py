@@ -12,8 +12,8 @@ from rekd_jax.experiments import quickstart as quickstart_lib
 
 def test_every_seed_runs_every_stage_and_the_summary_spans_them(tmp_path, capsys):
     config = quickstart.get_config("tiny,seeds")
-    assert tuple(config.seeds) == quickstart.SEEDS
-    config.seeds = (0, 1)
+    assert tuple(config.rng_seeds) == quickstart.SEEDS
+    config.rng_seeds = (0, 1)
     del config.runs["seed"]  # teacher, ReKD student and MoCo v2 baseline keep it short
     for run in (*config.runs.values(), config.evaluation):
         run.data.data_dir = str(tmp_path / "tfds")
@@ -27,7 +27,7 @@ def test_every_seed_runs_every_stage_and_the_summary_spans_them(tmp_path, capsys
         assert [r["name"] for r in rows][-3:] == ["teacher", "student", "baseline"]
         with open(workdir / f"seed_{seed}" / "student" / "config.json") as f:
             assert json.load(f)["rng_seed"] == seed
-    assert int(config.seed) == 0  # the config's own seed is left as it was
+    assert int(config.rng_seed) == 0  # the config's own seed is left as it was
     student = result["rows"]["student"]
     assert len(student["knn"]["values"]) == 2
     assert student["knn"]["min"] <= student["knn"]["mean"] <= student["knn"]["max"]
