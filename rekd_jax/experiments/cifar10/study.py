@@ -179,6 +179,139 @@ def import_rows(path: str, workdir: str, scale_name: str, teachers: dict) -> int
     return written
 
 
+def _new_result(scale_name: str, scale: Scale, data_dir: str) -> dict:
+    """The results dict before any stage: the scale, where the data is, what ran it."""
+    return {
+        "scale": scale_name,
+        "scale_settings": dataclasses.asdict(scale),
+        "data_dir": data_dir,
+        "command": " ".join(sys.argv),
+        "machine": machine(),
+        "chance": None,
+        "choices": {},
+        "rows": [],
+    }
+
+
+def _chosen(search: str, candidates: list[dict], needs: str) -> str:
+    """The setting of the best validation row of CANDIDATES; ValueError naming the stage whose
+    rows are missing when there are none."""
+    if not candidates:
+        raise ValueError(
+            f"the study's {search!r} choice needs the {needs} stage's validation rows; "
+            f"add {needs} to --stages"
+        )
+    return choose(candidates)["name"].split("/")[2]
+
+
+class StudyRun:
+    """One run of the study into a workdir: each stage's rows (run when the stage is in
+    STAGES_TO_RUN, else read from its finished arms), the rows by name, the results dict
+    written after every stage that runs, and the ETA's budget."""
+
+    def __init__(self, scale_name, workdir, data_dir, families, stages_to_run, plots, log):
+        self.scale = SCALES[scale_name]
+        self.study = Study(self.scale, data_dir, families)
+        self.workdir, self.stages_to_run, self.plots, self.log = workdir, stages_to_run, plots, log
+        self.cost = _cost(self.scale)
+        self.budget = plan.Budget.of(
+            self._arms([s for s in STAGES if s in stages_to_run]), self.cost, workdir
+        )
+        self.result = _new_result(scale_name, self.scale, data_dir)
+        self.rows: dict[str, dict] = {}
+
+    def _arms(self, stages) -> list[plan.Arm]:
+        return [a for _, arms in self.study.plan(stages) for a in arms]
+
+    def replan(self, stages) -> None:
+        """The ETA's budget over STAGES under the choices made so far."""
+        self.budget.replan(self._arms(stages), self.cost, self.workdir)
+
+    def stage(self, name: str) -> None:
+        """Runs (or reads) stage NAME's rows; writes the results when it ran."""
+        arms = self.study.arms(name)
+        if name in self.stages_to_run:
+            self.log(f"stage {name}: {len(arms)} runs")
+            found = plan.run_plan(
+                arms,
+                self.workdir,
+                self.study.test,
+                MODES,
+                cost=self.cost,
+                log=self.log,
+                budget=self.budget,
+            )
+        else:
+            found = [
+                plan.read_row(self.workdir, a) for a in arms if plan.is_finished(self.workdir, a)
+            ]
+        self.rows.update({row["name"]: row for row in found})
+        self.result["rows"] = list(self.rows.values())
+        if name in self.stages_to_run:
+            test_data = self.study.test.data
+            self.result["chance"] = self.result["chance"] or plan.label_chance(
+                test_data, self.scale.test_split
+            )
+            self.result["train_examples"] = self.result.get("train_examples") or plan.split_size(
+                test_data, self.scale.train_split
+            )
+            _write(self.workdir, self.scale, self.result, self.plots)
+
+
+def choose_searched(run: StudyRun) -> None:
+    """ReKD's reading and SEED's temperatures: the best validation rows of the search."""
+    study, rows = run.study, run.rows
+    for arm in ("rekd", "seed"):
+        names = [search_name(arm, v) for v in readings(run.scale, arm, {})]
+        study.choices[arm] = _chosen(arm, [rows[n] for n in names if n in rows], "search")
+    run.result["choices"]["settings"] = dict(study.choices)
+
+
+def choose_lrs(run: StudyRun) -> None:
+    """Each tuned method's peak lr: the best validation row of the grid; the arms that follow a
+    method take its lr."""
+    study, scale = run.study, run.scale
+    for arm in TUNED:
+        variant, _ = setting_of(arm, study.choices, scale)
+        if not any(select_name(arm, variant, lr) in run.rows for lr in scale.lr_grid):
+            _chosen(f"{arm} lr", [], "grid")
+        study.lrs[arm] = choose_lr(scale, run.rows, arm, variant, scale.lr_grid)
+    study.lrs.update({arm: study.lrs[method] for arm, method in LR_FOLLOWS.items()})
+    run.result["choices"]["lr"] = dict(study.lrs)
+    run.log(f"chosen on validation: settings {study.choices}, peak lr {study.lrs}")
+
+
+def choose_more_searched(run: StudyRun) -> None:
+    """The later searches' settings, and whether ReKD in the teacher's space beats the chosen
+    reading on validation (then it joins the budget axis)."""
+    study, rows = run.study, run.rows
+    for search in MORE_SEARCHES:
+        study.choices[search] = _chosen(
+            search, more_search_rows(run.scale, rows, search, study.choices), "more_search"
+        )
+    space = rows[search_name("space", study.choices["space"])]
+    long = study.choices["rekd_long"]
+    reading = rows[search_name("rekd" if long == study.choices["rekd"] else "rekd_long", long)]
+    study.extension = choose([reading, space]) is space
+    run.result["choices"]["settings"] = dict(study.choices)
+    run.result["choices"]["space_beats_reading"] = study.extension
+
+
+def choose_long_lrs(run: StudyRun) -> None:
+    """The longer runs' peak lr: the grid's choice, or the step above the grid (lr_edge)."""
+    study, scale = run.study, run.scale
+    for arm in TUNED:
+        variant, _ = setting_of(arm, study.choices, scale)
+        study.lrs_long[arm] = choose_lr(
+            scale, run.rows, arm, variant, scale.lr_grid + (edge_lr(scale),)
+        )
+    study.lrs_long.update({arm: study.lrs_long[m] for arm, m in LR_FOLLOWS.items()})
+    run.result["choices"]["lr_long"] = dict(study.lrs_long)
+    run.log(
+        f"chosen on validation: settings {study.choices}, longer runs' peak lr {study.lrs_long}"
+    )
+
+
 def run(
     scale_name: str,
     workdir: str,
@@ -195,98 +328,25 @@ def run(
     every stage; returns the results dict. ROWS_FROM (a results.json of the same scale) gives
     the rows of arms the workdir has not run, once the teachers trained here score exactly as
     that file's (import_rows)."""
-    scale = SCALES[scale_name]
-    study = Study(scale, data_dir, families)
-    cost = _cost(scale)
-    budget = plan.Budget.of(
-        [a for _, arms in study.plan([s for s in STAGES if s in stages]) for a in arms],
-        cost,
-        workdir,
-    )
-    result = {
-        "scale": scale_name,
-        "scale_settings": dataclasses.asdict(scale),
-        "data_dir": data_dir,
-        "command": " ".join(sys.argv),
-        "machine": machine(),
-        "chance": None,
-        "choices": {},
-        "rows": [],
-    }
-    rows: dict[str, dict] = {}
-
-    def stage(name):
-        arms = study.arms(name)
-        if name in stages:
-            log(f"stage {name}: {len(arms)} runs")
-            found = plan.run_plan(
-                arms, workdir, study.test, MODES, cost=cost, log=log, budget=budget
-            )
-        else:
-            found = [plan.read_row(workdir, a) for a in arms if plan.is_finished(workdir, a)]
-        rows.update({row["name"]: row for row in found})
-        result["rows"] = list(rows.values())
-        if name in stages:
-            result["chance"] = result["chance"] or plan.label_chance(
-                study.test.data, scale.test_split
-            )
-            result["train_examples"] = result.get("train_examples") or plan.split_size(
-                study.test.data, scale.train_split
-            )
-            _write(workdir, scale, result, plots)
-
-    def chosen(search, candidates, needs):
-        if not candidates:
-            raise ValueError(
-                f"the study's {search!r} choice needs the {needs} stage's validation rows; "
-                f"add {needs} to --stages"
-            )
-        return choose(candidates)["name"].split("/")[2]
-
-    stage("teachers")
+    study_run = StudyRun(scale_name, workdir, data_dir, families, stages, plots, log)
+    study_run.stage("teachers")
     if rows_from:
-        imported = import_rows(rows_from, workdir, scale_name, rows)
+        imported = import_rows(rows_from, workdir, scale_name, study_run.rows)
         log(f"took {imported} finished rows from {rows_from}")
-    stage("search")
-    for arm in ("rekd", "seed"):
-        names = [search_name(arm, v) for v in readings(scale, arm, {})]
-        study.choices[arm] = chosen(arm, [rows[n] for n in names if n in rows], "search")
-    result["choices"]["settings"] = dict(study.choices)
-    budget.replan([a for _, arms in study.plan(STAGES[2:]) for a in arms], cost, workdir)
-    stage("grid")
-    for arm in TUNED:
-        variant, _ = setting_of(arm, study.choices, scale)
-        if not any(select_name(arm, variant, lr) in rows for lr in scale.lr_grid):
-            chosen(f"{arm} lr", [], "grid")
-        study.lrs[arm] = choose_lr(scale, rows, arm, variant, scale.lr_grid)
-    study.lrs.update({arm: study.lrs[method] for arm, method in LR_FOLLOWS.items()})
-    result["choices"]["lr"] = dict(study.lrs)
-    log(f"chosen on validation: settings {study.choices}, peak lr {study.lrs}")
-    stage("more_search")
-    for search in MORE_SEARCHES:
-        study.choices[search] = chosen(
-            search, more_search_rows(scale, rows, search, study.choices), "more_search"
-        )
-    space = rows[search_name("space", study.choices["space"])]
-    long = study.choices["rekd_long"]
-    reading = rows[search_name("rekd" if long == study.choices["rekd"] else "rekd_long", long)]
-    study.extension = choose([reading, space]) is space
-    result["choices"]["settings"] = dict(study.choices)
-    result["choices"]["space_beats_reading"] = study.extension
-    stage("lr_edge")
-    for arm in TUNED:
-        variant, _ = setting_of(arm, study.choices, scale)
-        study.lrs_long[arm] = choose_lr(
-            scale, rows, arm, variant, scale.lr_grid + (edge_lr(scale),)
-        )
-    study.lrs_long.update({arm: study.lrs_long[m] for arm, m in LR_FOLLOWS.items()})
-    result["choices"]["lr_long"] = dict(study.lrs_long)
-    log(f"chosen on validation: settings {study.choices}, longer runs' peak lr {study.lrs_long}")
-    budget.replan([a for _, arms in study.plan(STAGES[5:]) for a in arms], cost, workdir)
+    study_run.stage("search")
+    choose_searched(study_run)
+    study_run.replan(STAGES[2:])
+    study_run.stage("grid")
+    choose_lrs(study_run)
+    study_run.stage("more_search")
+    choose_more_searched(study_run)
+    study_run.stage("lr_edge")
+    choose_long_lrs(study_run)
+    study_run.replan(STAGES[5:])
     for name in STAGES[5:]:
-        stage(name)
+        study_run.stage(name)
     log(f"wrote {os.path.join(workdir, 'results.json')}, results.md and plots/")
-    return result
+    return study_run.result
 
 
 def _write(workdir: str, scale: Scale, result: dict, plots: bool) -> None:
@@ -351,7 +411,8 @@ def _ensure_dataset(scale: Scale, data_dir: str, src: str) -> None:
     prepare.prepare(src, "cifar10", data_dir)
 
 
-def main(argv=None) -> None:
+def _parser() -> argparse.ArgumentParser:
+    """The study's command line (`python -m rekd_jax.experiments.cifar10 --help`)."""
     parser = argparse.ArgumentParser(
         prog="python -m rekd_jax.experiments.cifar10",
         description="Does ReKD beat MoCo v2 and SEED with a teacher that knows something? "
@@ -395,7 +456,11 @@ def main(argv=None) -> None:
         "has not run, once its teachers, trained here, score exactly as the file's",
     )
     parser.add_argument("--no_plots", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
     families = tuple(s for s in args.students.split(",") if s)
     unknown = [s for s in families if s not in STUDENT_FAMILIES]
     if unknown:
