@@ -118,6 +118,7 @@ def test_the_online_teacher_is_trained_by_the_method_config_teacher_method_names
     monkeypatch.setitem(methods.METHODS, toy.NAME, toy)
     config = _tiny_config()
     config.method, config.rekd.teacher = "rekd", "online"
+    config.teacher.arch = "resnet18"  # the smallest teacher to initialise
     config[toy.NAME] = toy.default_config()
     default_plan = methods.teacher_plan(config)
     assert default_plan == methods.TeacherPlan(mode="online", method=config.teacher.method)
