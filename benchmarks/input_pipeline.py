@@ -30,13 +30,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow_datasets as tfds  # noqa: E402
-from PIL import Image  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
 
-from rekd_jax.data import augment, host_crop, pipeline, prepare  # noqa: E402
+from rekd_jax.data import augment, host_crop, pipeline, prepare
 
 
 def _random_jpeg_folder(root, num_images, rng):

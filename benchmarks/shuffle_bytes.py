@@ -36,16 +36,16 @@ os.environ["JAX_PLATFORMS"] = "cpu"  # the HLO's collectives do not depend on th
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=256")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
 
-from rekd_jax import recipes  # noqa: E402
-from rekd_jax.core import parallel  # noqa: E402
-from rekd_jax.training import config as config_lib  # noqa: E402
-from rekd_jax.training import state as state_lib  # noqa: E402
-from rekd_jax.training import step as step_lib  # noqa: E402
+from rekd_jax import recipes
+from rekd_jax.core import parallel
+from rekd_jax.training import config as config_lib
+from rekd_jax.training import state as state_lib
+from rekd_jax.training import step as step_lib
 
 flags.DEFINE_list("devices", ["8", "32", "256"], "device counts D")
 flags.DEFINE_list(

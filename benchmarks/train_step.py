@@ -23,15 +23,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import jax
+import numpy as np
+from absl import app, flags
 
-from rekd_jax import recipes  # noqa: E402
-from rekd_jax.core import parallel  # noqa: E402
-from rekd_jax.training import optim  # noqa: E402
-from rekd_jax.training import state as state_lib  # noqa: E402
-from rekd_jax.training import step as step_lib  # noqa: E402
+from rekd_jax import methods, recipes
+from rekd_jax.core import parallel
+from rekd_jax.training import optim
+from rekd_jax.training import state as state_lib
+from rekd_jax.training import step as step_lib
 
 flags.DEFINE_list("methods", ["mocov2", "seed", "rekd"], "steps to time")
 flags.DEFINE_string("student", "resnet18", "student architecture")
@@ -88,7 +88,7 @@ def make_config(method: str):
 
 def bench(method: str) -> dict:
     config = make_config(method)
-    mode = state_lib.teacher_mode(config)
+    mode = methods.teacher_plan(config).mode
     teacher_spec = teacher_vars = None
     if mode == "offline":
         teacher_spec = state_lib.encoder_spec(config.teacher, "benchmark (random weights)")

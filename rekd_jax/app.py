@@ -10,7 +10,7 @@ import jax
 import ml_collections
 from absl import logging as absl_logging
 
-from rekd_jax import run_summary
+from rekd_jax import methods, run_summary
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.core import run_record
 from rekd_jax.evaluation import config as eval_config
@@ -58,7 +58,7 @@ def describe(config: ml_collections.ConfigDict, workdir: str) -> str:
     """One line saying what a run of `config` does, logged before anything is built."""
     mode = config.get("mode")
     if mode == "pretrain":
-        teacher = config.teacher.arch if config.method != "mocov2" else ""
+        teacher = config.teacher.arch if methods.teacher_plan(config).mode else ""
         length = (
             f"{config.num_train_steps} steps"
             if config.num_train_steps

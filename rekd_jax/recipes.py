@@ -16,10 +16,11 @@ Fields of `base_config()`:
   student / teacher    arch, overrides (backbone fields, e.g. cifar_stem, width_multiplier),
                        projector {hidden (0 = backbone width), dim, bn, layers (2 = MLP,
                        1 = linear head)}; teacher.checkpoint is the encoder directory of an
-                       offline teacher (SEED, ReKD offline)
+                       offline teacher (SEED, ReKD offline); teacher.method names the method
+                       whose loss trains an online teacher (default 'mocov2')
   mocov2 / seed / rekd / supervised   the method blocks (rekd_jax.methods.<m>.default_config());
-                       for ReKD with an online teacher, `mocov2` configures the teacher's own
-                       MoCo v2 loss
+                       an online teacher's loss is configured by the block teacher.method
+                       names
   global_batch_size, num_epochs, num_train_steps (> 0 overrides num_epochs)
   optimizer            SGD: lr = base_learning_rate * batch / lr_scaling_batch, momentum,
                        weight_decay, exclude_bn_and_bias_from_weight_decay, nesterov,
@@ -197,7 +198,7 @@ def cifar10(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     Departures: the kNN monitor scores the pooled backbone features (the demo scores the 128-d
     head output; evaluation protocols read the backbone, as MoCo's linear probe does); ReKD's
     100 prototypes are ours (method.md). The CPU scale of the CIFAR-10 study departs further,
-    each a field of its Scale (rekd_jax/experiments/cifar10.py).
+    each a field of its Scale (rekd_jax/experiments/cifar10/scales.py).
     """
     set_dataset(config.data, "cifar10")
     config.data.augment.update(
@@ -282,7 +283,8 @@ def offline_teacher(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
 
 
 def online_teacher(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """ReKD with the teacher trained alongside the student (its own MoCo v2 loss)."""
+    """ReKD with the teacher trained alongside the student (by the loss of the method
+    config.teacher.method names: MoCo v2 by default)."""
     config.rekd.teacher = "online"
     return config
 

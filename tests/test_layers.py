@@ -40,7 +40,7 @@ ALLOWED = {
     # the closing summaries, app, --help and the command line itself.
     "config_lookup": {"core", "configs"},
     "run_summary": {"core", "evaluation"},
-    "app": {"core", "training", "evaluation", "experiments", "run_summary"},
+    "app": {"core", "methods", "training", "evaluation", "experiments", "run_summary"},
     "cli_help": {"core", "variants", "config_lookup"},
     "cli": {"core", "app", "cli_help", "config_lookup"},
     "__init__": set(),

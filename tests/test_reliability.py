@@ -32,7 +32,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from rekd_jax.core import checkpoint as checkpoint_lib
-from rekd_jax.core import fileio
+from rekd_jax.core import fileio, workdir_lock
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.training import resume
 
@@ -107,8 +107,8 @@ def _lock_holder(shared, workdir, purpose):
         shared,
         f"""
 import time
-from rekd_jax.core import fileio
-lock = fileio.WorkdirLock({workdir!r}, {purpose!r}).acquire()
+from rekd_jax.core import workdir_lock
+lock = workdir_lock.WorkdirLock({workdir!r}, {purpose!r}).acquire()
 print("ready", flush=True)
 time.sleep(60)
 """,
@@ -168,17 +168,17 @@ def test_a_swap_cut_in_the_middle_is_put_back(tmp_path):
 def test_workdir_lock_names_the_holder_and_is_taken_over_after_a_kill(tmp_path, shared):
     workdir = str(tmp_path / "w")
     proc = _lock_holder(shared, workdir, "pre-training")
-    with pytest.raises(fileio.WorkdirBusyError) as info:
-        fileio.WorkdirLock(workdir, "evaluation").acquire()
+    with pytest.raises(workdir_lock.WorkdirBusyError) as info:
+        workdir_lock.WorkdirLock(workdir, "evaluation").acquire()
     message = str(info.value)
     assert f"pid {proc.pid} on {socket.gethostname()}" in message and "pre-training" in message
-    assert f"kill {proc.pid}" in message and fileio.lock_holder(workdir)["pid"] == proc.pid
+    assert f"kill {proc.pid}" in message and workdir_lock.lock_holder(workdir)["pid"] == proc.pid
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert fileio.lock_holder(workdir) is None  # the kernel released the dead process's lock
-    with fileio.WorkdirLock(workdir, "evaluation"):
-        assert fileio.lock_holder(workdir)["pid"] == os.getpid()
-    assert fileio.lock_holder(workdir) is None
+    assert workdir_lock.lock_holder(workdir) is None  # the kernel released the dead process's lock
+    with workdir_lock.WorkdirLock(workdir, "evaluation"):
+        assert workdir_lock.lock_holder(workdir)["pid"] == os.getpid()
+    assert workdir_lock.lock_holder(workdir) is None
 
 
 # ----------------------------------------------------------------------------- datasets

@@ -1,4 +1,4 @@
-"""workdir and data_dir on gs://: fileio's lock, folders, JSON files, the metrics writer, the
+"""workdir and data_dir on gs://: the workdir lock, folders, JSON files, the metrics writer, the
 dataset lookup, and a tiny pre-training killed and resumed with a gs:// workdir, all against
 tests/fake_gcs.py (gs://BUCKET/PATH served from a local folder through the same fsspec and
 TensorStore entry points the real GCS uses); and every entry point given a gs:// path where
@@ -17,7 +17,7 @@ import pytest
 from commands import fatal_line, run
 from PIL import Image
 
-from rekd_jax.core import fileio
+from rekd_jax.core import fileio, workdir_lock
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.data import sources
 
@@ -92,21 +92,21 @@ def test_workdir_lock_on_gs_is_a_holder_record(gcs, caplog):
             "what": "pre-training",
         }
         fileio.write_json(workdir + "/.lock", record)
-        assert fileio.lock_holder(workdir)["pid"] == sleeper.pid
-        with pytest.raises(fileio.WorkdirBusyError, match=f"kill {sleeper.pid}"):
-            fileio.WorkdirLock(workdir, "pre-training").acquire()
+        assert workdir_lock.lock_holder(workdir)["pid"] == sleeper.pid
+        with pytest.raises(workdir_lock.WorkdirBusyError, match=f"kill {sleeper.pid}"):
+            workdir_lock.WorkdirLock(workdir, "pre-training").acquire()
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert fileio.lock_holder(workdir) is None  # its process is gone
+    assert workdir_lock.lock_holder(workdir) is None  # its process is gone
     fileio.write_json(workdir + "/.lock", dict(record, host="preempted-vm"))
     with caplog.at_level(logging.WARNING):
-        with fileio.WorkdirLock(workdir, "evaluation"):
-            assert fileio.lock_holder(workdir)["pid"] == os.getpid()
+        with workdir_lock.WorkdirLock(workdir, "evaluation"):
+            assert workdir_lock.lock_holder(workdir)["pid"] == os.getpid()
     messages = " ".join(r.message for r in caplog.records)
     assert "taking over from pre-training" in messages and "preempted-vm" in messages
     assert "no exclusive locks" in messages
-    assert fileio.lock_holder(workdir) is None and not (gcs / "b" / "run" / ".lock").exists()
+    assert workdir_lock.lock_holder(workdir) is None and not (gcs / "b" / "run" / ".lock").exists()
 
 
 def test_metrics_writer_and_trim_on_gs(gcs):

@@ -25,7 +25,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from rekd_jax.core import fileio
+from rekd_jax.core import fileio, workdir_lock
 from rekd_jax.core.interrupts import (  # noqa: F401  (stop_at_once: part of this module's API)
     INTERRUPTED,
     signals_stop_at_once,
@@ -113,7 +113,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     return (
         ValueError,
         OSError,
-        fileio.WorkdirBusyError,
+        workdir_lock.WorkdirBusyError,
         fileio.StorageLibraryMissingError,
         FloatingPointError,
         MemoryError,

@@ -25,7 +25,7 @@ from typing import Any
 
 import jax
 
-from rekd_jax.core import distributed, fileio, run_record
+from rekd_jax.core import distributed, fileio, run_record, workdir_lock
 from rekd_jax.core import logging as metric_logging
 from rekd_jax.evaluation import common, protocols
 from rekd_jax.evaluation import config as eval_config
@@ -41,7 +41,7 @@ def evaluate(config, workdir: str) -> dict:
     """
     eval_config.validate(config)
     distributed.initialize(config.distributed)
-    with fileio.WorkdirLock(workdir, "evaluation", primary=jax.process_index() == 0):
+    with workdir_lock.WorkdirLock(workdir, "evaluation", primary=jax.process_index() == 0):
         return _evaluate(config, workdir)
 
 

@@ -21,9 +21,9 @@ import time
 import ml_collections
 import numpy as np
 
+from rekd_jax import methods
 from rekd_jax.core import fileio
 from rekd_jax.experiments import plan
-from rekd_jax.training import state as state_lib
 
 STAGES = (
     ("teacher", "teacher", "MoCo v2 (teacher)"),
@@ -41,7 +41,7 @@ def stage_names(config: ml_collections.ConfigDict) -> list[str]:
 
 def teacher_of(run: ml_collections.ConfigDict) -> str:
     """'teacher' (the teacher stage's row) for a run that distils offline, else ''."""
-    return "teacher" if state_lib.teacher_mode(run) == "offline" else ""
+    return "teacher" if methods.teacher_plan(run).mode == "offline" else ""
 
 
 def arms(config: ml_collections.ConfigDict) -> list[plan.Arm]:

@@ -33,7 +33,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from rekd_jax.core import fileio
+from rekd_jax.core import fileio, workdir_lock
 from rekd_jax.models.heads import encoder_variable_shapes
 
 SPEC_FILE = "spec.json"
@@ -173,7 +173,7 @@ def fingerprint(directory: str | epath.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
-class EncoderBusyError(fileio.WorkdirBusyError):
+class EncoderBusyError(workdir_lock.WorkdirBusyError):
     """The encoder cannot be read while another process (named) is rewriting it: the workdir
     that holds it is busy."""
 
@@ -183,7 +183,7 @@ def _writer(directory: epath.Path) -> dict | None:
     encoder belongs to (WORKDIR/encoders/<part>), if any."""
     if directory.parent.name != "encoders":
         return None
-    holder = fileio.lock_holder(os.fspath(directory.parent.parent))
+    holder = workdir_lock.lock_holder(os.fspath(directory.parent.parent))
     return holder if holder and holder.get("pid") != os.getpid() else None
 
 
@@ -206,7 +206,7 @@ def load_encoder(
             if attempt == retries:
                 first_line = (str(error).splitlines() or [""])[0][:200]
                 raise EncoderBusyError(
-                    f"cannot read encoder {directory} while {fileio.describe_holder(holder)} "
+                    f"cannot read encoder {directory} while {workdir_lock.describe_holder(holder)} "
                     f"rewrites it ({type(error).__name__}: {first_line}); "
                     "evaluate it after that run finishes, or evaluate a copy of it"
                 ) from None

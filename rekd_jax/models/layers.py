@@ -183,7 +183,7 @@ def adaptive_avg_pool(x: jax.Array, out_hw: int | Sequence[int]) -> jax.Array:
     (rectangular bins), so rows are pooled first, then columns.
     """
     out_h, out_w = _check_out_hw(x, out_hw, "adaptive_avg_pool")
-    mean = lambda t, axis: jnp.mean(t, axis=axis)  # noqa: E731
+    mean = lambda t, axis: jnp.mean(t, axis=axis)
     y = x.astype(jnp.float32)
     y = _adaptive_pool_axis(y, 1, out_h, mean)
     y = _adaptive_pool_axis(y, 2, out_w, mean)
@@ -193,7 +193,7 @@ def adaptive_avg_pool(x: jax.Array, out_hw: int | Sequence[int]) -> jax.Array:
 def adaptive_max_pool(x: jax.Array, out_hw: int | Sequence[int]) -> jax.Array:
     """``torch.nn.AdaptiveMaxPool2d(out_hw)`` on NHWC (rows first, then columns)."""
     out_h, out_w = _check_out_hw(x, out_hw, "adaptive_max_pool")
-    amax = lambda t, axis: jnp.max(t, axis=axis)  # noqa: E731
+    amax = lambda t, axis: jnp.max(t, axis=axis)
     return _adaptive_pool_axis(_adaptive_pool_axis(x, 1, out_h, amax), 2, out_w, amax)
 
 

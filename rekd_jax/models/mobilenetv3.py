@@ -165,7 +165,7 @@ def mobilenet_v3_config(
     if width_multiplier <= 0:
         raise ValueError(f"width_multiplier must be positive, got {width_multiplier}.")
     setting, last_channel = _VARIANTS[variant]
-    adjust = lambda channels: make_divisible(channels * width_multiplier, 8)  # noqa: E731
+    adjust = lambda channels: make_divisible(channels * width_multiplier, 8)
     blocks = tuple(
         BlockConfig(adjust(inp), k, adjust(exp), adjust(out), se, act == "HS", s)
         for inp, k, exp, out, se, act, s in setting

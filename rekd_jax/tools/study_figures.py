@@ -26,10 +26,10 @@ from collections.abc import Mapping
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from rekd_jax.tools import plot_style  # noqa: E402
+from rekd_jax.tools import plot_style
 
 # Colours from plot_style.METHOD_COLOURS (one colour per method in every figure), by label.
 COLOURS = {

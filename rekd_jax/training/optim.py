@@ -44,7 +44,7 @@ def learning_rate_schedule(
         if not steps_per_epoch or steps_per_epoch < 1:
             raise ValueError("learning_rate_schedule: cosine_unit='epoch' needs steps_per_epoch")
         per_step, every = cosine, int(steps_per_epoch)
-        cosine = lambda count: per_step(count - count % every)  # noqa: E731  (hold per epoch)
+        cosine = lambda count: per_step(count - count % every)
     if warmup_steps <= 0:
         return cosine
     warmup = optax.linear_schedule(0.0, peak, warmup_steps)

@@ -36,7 +36,7 @@ from absl import logging as absl_logging
 
 from rekd_jax import methods
 from rekd_jax.core import checkpoint as checkpoint_lib
-from rekd_jax.core import distributed, fileio, parallel, run_record
+from rekd_jax.core import distributed, fileio, parallel, run_record, workdir_lock
 from rekd_jax.core import logging as logging_lib
 from rekd_jax.core import progress as progress_lib
 from rekd_jax.data import augment, host_crop, loader, pipeline, sources
@@ -251,12 +251,12 @@ def check_side_item(extra: dict) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Pre-trains (resuming if WORKDIR/checkpoints has a checkpoint); returns a summary dict
     {'step', 'metrics' (last logged), 'knn' (last monitor, if any), 'encoders' (paths)}.
-    Holds WORKDIR's lock (rekd_jax.core.fileio.WorkdirLock) while it runs. Raises
+    Holds WORKDIR's lock (rekd_jax.core.workdir_lock.WorkdirLock) while it runs. Raises
     preemption.Preempted after saving a checkpoint when SIGTERM arrives (see the docstring)."""
     distributed.initialize(config.distributed)  # first: it starts JAX's preemption service
     with (
         preemption.StopOnSignal() as stop,
-        fileio.WorkdirLock(workdir, "pre-training", primary=jax.process_index() == 0),
+        workdir_lock.WorkdirLock(workdir, "pre-training", primary=jax.process_index() == 0),
     ):
         return _train_and_evaluate(config, workdir, stop)
 

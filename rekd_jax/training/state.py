@@ -46,12 +46,6 @@ class TrainState:
     rng: Any
 
 
-def teacher_mode(config: ml_collections.ConfigDict) -> str | None:
-    """'online' | 'offline' | None of a config (for callers that hold no Modules: a run reads
-    `Modules.teacher_plan`, decided once by build_modules)."""
-    return methods.teacher_plan(config).mode
-
-
 def compute_dtype(config: ml_collections.ConfigDict):
     return jnp.dtype(config.dtype)
 

@@ -182,4 +182,3 @@ def test_teacher_plans_of_the_registered_methods():
     for (method, rekd_teacher), plan in expected.items():
         config.method, config.rekd.teacher = method, rekd_teacher
         assert methods.teacher_plan(config) == plan, (method, rekd_teacher)
-        assert state_lib.teacher_mode(config) == plan.mode
