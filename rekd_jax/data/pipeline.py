@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -476,3 +477,20 @@ def subset_from_file(path: str, file_names: Sequence[str]) -> np.ndarray:
             f"(first: {missing[:3]}); check the split (train) and the file list"
         )
     return np.sort(np.asarray(indices, np.int64))
+
+
+def replicate_resident(pipeline) -> jax.Array | None:
+    """The pipeline's resident uint8 dataset, one copy per local device, laid out for pmap
+    (None in host mode). Each copy goes straight to its device (no stacked host/device copy)."""
+    images = getattr(pipeline, "resident_images", None)
+    if images is None:
+        return None
+    images = np.asarray(images)
+    devices = jax.local_devices()
+    sharding = jax.sharding.NamedSharding(
+        jax.sharding.Mesh(np.array(devices), ("devices",)), jax.sharding.PartitionSpec("devices")
+    )
+    shards = [jax.device_put(images[None], device) for device in devices]
+    return jax.make_array_from_single_device_arrays(
+        (len(devices),) + images.shape, sharding, shards
+    )

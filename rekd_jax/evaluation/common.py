@@ -173,7 +173,7 @@ def split_features(
             backbone.variables,
             pipe,
             preprocess=eval_view(config),
-            resident=features.replicate_resident(pipe),
+            resident=data_pipeline.replicate_resident(pipe),
         )
 
     if not config.cache_features:
@@ -337,7 +337,7 @@ def score_images(config, logits_fn, args: tuple) -> dict:
     """Top-k of `logits_fn(*args, float images)` over the whole eval split, streamed."""
     scoring.per_device_batch_size(int(config.eval_batch_size), "eval_batch_size")
     pipe = eval_pipeline(config, config.data.eval_split)
-    resident = features.replicate_resident(pipe)
+    resident = data_pipeline.replicate_resident(pipe)
     view = eval_view(config)
 
     def device_logits(*inputs):

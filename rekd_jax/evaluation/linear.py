@@ -36,6 +36,7 @@ from absl import logging
 
 from rekd_jax.core import parallel
 from rekd_jax.core.parallel import AXIS_NAME as AXIS
+from rekd_jax.data import pipeline as data_pipeline
 from rekd_jax.evaluation import epoch_loop
 from rekd_jax.readout import features as features_lib
 
@@ -352,7 +353,7 @@ def train_on_images(
         init_probe(jax.random.PRNGKey(seed), shapes, num_classes, block, tx), AXIS
     )
     frozen = flax.jax_utils.replicate(variables)
-    resident = features_lib.replicate_resident(pipeline)
+    resident = data_pipeline.replicate_resident(pipeline)
 
     step_fn = jax.pmap(
         _device_step(feature_fn, train_view, tx, jax.random.PRNGKey(seed + 1)),

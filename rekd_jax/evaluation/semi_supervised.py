@@ -224,7 +224,7 @@ def finetune(
     state = parallel.replicate(
         _init_state(module, variables, tx, image_size, num_classes, block, seed), AXIS
     )
-    resident = features_lib.replicate_resident(pipeline)
+    resident = data_pipeline.replicate_resident(pipeline)
 
     step_fn = jax.pmap(
         _device_step(module, train_view, tx, jax.random.PRNGKey(seed + 1), sync_bn),

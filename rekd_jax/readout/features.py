@@ -186,23 +186,6 @@ def images_on_device(x: jax.Array, resident: jax.Array | None) -> jax.Array:
     return x if resident is None else resident[x]
 
 
-def replicate_resident(pipeline) -> jax.Array | None:
-    """The pipeline's resident uint8 dataset, one copy per local device, laid out for pmap
-    (None in host mode). Each copy goes straight to its device (no stacked host/device copy)."""
-    images = getattr(pipeline, "resident_images", None)
-    if images is None:
-        return None
-    images = np.asarray(images)
-    devices = jax.local_devices()
-    sharding = jax.sharding.NamedSharding(
-        jax.sharding.Mesh(np.array(devices), ("devices",)), jax.sharding.PartitionSpec("devices")
-    )
-    shards = [jax.device_put(images[None], device) for device in devices]
-    return jax.make_array_from_single_device_arrays(
-        (len(devices),) + images.shape, sharding, shards
-    )
-
-
 def extract_features(
     feature_fn: FeatureFn,
     variables: Any,

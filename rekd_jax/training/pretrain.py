@@ -188,7 +188,7 @@ def knn_monitor(config, modules: state_lib.Modules, encoder_vars) -> dict:
             encoder_vars,
             data,
             preprocess=preprocess,
-            resident=features_lib.replicate_resident(data),
+            resident=pipeline.replicate_resident(data),
         )
         out[name] = (feats["features"], labels)
         num_classes = int(data.num_classes)
@@ -374,7 +374,7 @@ class _TrainLoop:
         )
         p_state = replicate(state)
         teacher_vars = replicate(run.teacher_variables)
-        resident = features_lib.replicate_resident(run.train_data)
+        resident = pipeline.replicate_resident(run.train_data)
         knn_every = config.knn_monitor.every_epochs * run.steps_per_epoch
         progress = progress_lib.Progress("pre-training", run.total_steps, start=self.start)
         self.clock = run_record.TrainClock(self.workdir)
