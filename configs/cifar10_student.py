@@ -22,17 +22,9 @@ random init (`--config.checkpoint=init:ARCH:cifar_stem=true` in any evaluation c
 """
 
 from rekd_jax import recipes
-from rekd_jax.variants import apply_variants
 
 VARIANTS = recipes.STUDENT_VARIANTS
 
 
 def get_config(arg=None):
-    names = [a for a in (arg or "alexnet").split(",") if a]
-    arch, variants = names[0], ",".join(names[1:])
-    config = recipes.cifar10(recipes.base_config())
-    config.method = "rekd"
-    config.rekd.teacher = "offline"
-    config.student.arch = arch
-    config.teacher.arch = "resnet50"
-    return apply_variants(config, variants, VARIANTS, "configs/cifar10_student.py")
+    return recipes.cifar10_student(arg, "configs/cifar10_student.py")

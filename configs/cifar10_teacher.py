@@ -19,32 +19,7 @@ Expected result (the demo's published number, not measured by us): ResNet-18 wei
 """
 
 from rekd_jax import recipes
-from rekd_jax.variants import apply_variants
+from rekd_jax.variants import config_getter
 
-
-def resnet18(config):
-    """A CIFAR-stem ResNet-18 teacher instead of the ResNet-50."""
-    config.student.arch = "resnet18"
-    return config
-
-
-def ep400(config):
-    """400 epochs (teachers may train longer, method.md)."""
-    config.num_epochs = 400
-    return config
-
-
-VARIANTS = {
-    "resnet18": resnet18,
-    "ep400": ep400,
-    "shapes": recipes.shapes,
-    "tiny": recipes.tiny,
-    "runlocal": recipes.runlocal,
-}
-
-
-def get_config(arg=None):
-    config = recipes.cifar10(recipes.base_config())
-    config.method = "mocov2"
-    config.student.arch = "resnet50"
-    return apply_variants(config, arg, VARIANTS, "configs/cifar10_teacher.py")
+VARIANTS = recipes.CIFAR10_TEACHER_VARIANTS
+get_config = config_getter(recipes.cifar10_teacher, VARIANTS, "configs/cifar10_teacher.py")

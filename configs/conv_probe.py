@@ -46,7 +46,7 @@ CPU smoke run (about a minute):
   10-step pre-training).
 """
 
-from rekd_jax.evaluation.config import VARIANTS, get_protocol_config  # noqa: F401 (help)
+from rekd_jax.recipes.evaluation import VARIANTS, get_protocol_config  # noqa: F401 (help)
 
 
 def get_config(arg=None):

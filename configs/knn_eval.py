@@ -23,7 +23,7 @@ CPU smoke run (seconds):
   (/tmp/pre from `python main.py --config=configs/default.py:tiny,runlocal --workdir=/tmp/pre`.)
 """
 
-from rekd_jax.evaluation.config import VARIANTS, get_protocol_config  # noqa: F401 (help)
+from rekd_jax.recipes.evaluation import VARIANTS, get_protocol_config  # noqa: F401 (help)
 
 
 def get_config(arg=None):

@@ -35,7 +35,7 @@ CPU smoke run (2 epochs on rekd_shapes/tiny; about half a minute on a laptop CPU
   10-step pre-training gives near-chance numbers: the run checks the plumbing, not accuracy).
 """
 
-from rekd_jax.evaluation.config import VARIANTS, get_protocol_config  # noqa: F401 (help)
+from rekd_jax.recipes.evaluation import VARIANTS, get_protocol_config  # noqa: F401 (help)
 
 
 def get_config(arg=None):

@@ -39,7 +39,7 @@ CPU smoke run (1% of rekd_shapes/tiny labelled, 2 epochs; about a minute):
         --config.checkpoint=/tmp/pre/encoders/student --workdir=/tmp/eval_semi
 """
 
-from rekd_jax.evaluation.config import VARIANTS, get_protocol_config  # noqa: F401 (help)
+from rekd_jax.recipes.evaluation import VARIANTS, get_protocol_config  # noqa: F401 (help)
 
 
 def get_config(arg=None):

@@ -15,25 +15,7 @@ ImageNet linear top-1 67.5% after 200 epochs, 71.1% after 800 (configs/linear_ev
 """
 
 from rekd_jax import recipes
-from rekd_jax.variants import apply_variants
+from rekd_jax.variants import config_getter
 
-
-def ep800(config):
-    """800 epochs instead of 200."""
-    config.num_epochs = 800
-    return config
-
-
-VARIANTS = {
-    "ep800": ep800,
-    "shapes": recipes.shapes,
-    "tiny": recipes.tiny,
-    "runlocal": recipes.runlocal,
-}
-
-
-def get_config(arg=None):
-    config = recipes.imagenet(recipes.base_config())
-    config.method = "mocov2"
-    config.student.arch = "resnet50"
-    return apply_variants(config, arg, VARIANTS, "configs/teacher_resnet50.py")
+VARIANTS = recipes.IMAGENET_TEACHER_VARIANTS
+get_config = config_getter(recipes.imagenet_teacher, VARIANTS, "configs/teacher_resnet50.py")

@@ -19,10 +19,14 @@ ALLOWED = {
     "data": {"core"},
     "methods": {"core"},
     "variants": set(),
+    # The pre-training config's fields and defaults (the recipes' base, the run signature's).
+    "defaults": {"core", "data", "methods"},
     "readout": {"core", "models"},
-    "recipes": {"core", "data", "methods", "variants"},
-    "training": {"core", "models", "data", "methods", "readout", "recipes", "variants"},
-    "evaluation": {"core", "models", "data", "readout", "recipes", "variants"},
+    "training": {"core", "models", "data", "methods", "readout", "defaults", "variants"},
+    "evaluation": {"core", "models", "data", "readout", "variants"},
+    # Every recipe: pre-training's (on defaults), evaluation's (on evaluation.config)
+    # and the quick start's plan.
+    "recipes": {"core", "data", "methods", "defaults", "variants", "training", "evaluation"},
     "tools": {"core", "models", "data"},
     "experiments": {
         "core",
@@ -31,6 +35,7 @@ ALLOWED = {
         "methods",
         "readout",
         "recipes",
+        "defaults",
         "variants",
         "training",
         "evaluation",

@@ -1,6 +1,8 @@
 """Config variants: one mechanism (rekd_jax.variants) with the same rules in pre-training and
-evaluation, and every combination the docs list loads and validates (the smoke ones run)."""
+evaluation, and every combination the docs list loads and validates (the smoke ones run). The
+config files are thin: every recipe and variant lives in rekd_jax.recipes."""
 
+import ast
 import glob
 import importlib
 import os
@@ -25,6 +27,46 @@ CONFIGS = sorted(
 
 def _load(name):
     return importlib.import_module(f"configs.{name}")
+
+
+# What a config file may import: the recipes, the variant mechanism, functools.partial.
+THIN_IMPORTS = ("rekd_jax.recipes", "rekd_jax.variants", "functools")
+
+
+def _thickness(name):
+    """What makes a config file more than a docstring plus a get_config calling the recipes:
+    a definition other than VARIANTS / get_config, a get_config of more than one return
+    statement, an import from outside the recipes."""
+    path = os.path.join(REPO, "configs", f"{name}.py")
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    found = []
+    for index, node in enumerate(tree.body):
+        if isinstance(node, ast.Expr) and index == 0:
+            continue  # the docstring
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            else:
+                modules = [f"{node.module}.{a.name}" for a in node.names]
+            if not all(m.startswith(THIN_IMPORTS) for m in modules):
+                found.append(f"line {node.lineno}: imports {modules}")
+        elif isinstance(node, ast.FunctionDef) and node.name == "get_config":
+            if len(node.body) != 1 or not isinstance(node.body[0], ast.Return):
+                found.append(f"line {node.lineno}: get_config does more than call a recipe")
+        elif isinstance(node, ast.Assign):
+            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            if not set(names) <= {"VARIANTS", "get_config"}:
+                found.append(f"line {node.lineno}: defines {names}")
+        else:
+            found.append(f"line {node.lineno}: {type(node).__name__}")
+    return found
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_files_are_thin(name):
+    assert _thickness(name) == [], f"configs/{name}.py: move these into rekd_jax.recipes"
+    assert "get_config" in vars(_load(name))
 
 
 @pytest.fixture(scope="module")

@@ -266,7 +266,11 @@ def _check_optimizer(opt) -> None:
     _require(opt, ("cosine_unit",))
     for field in ("base_learning_rate", "lr_scaling_batch"):
         if not opt[field] > 0:
-            _fail(f"optimizer.{field}", f"must be > 0, got {opt[field]}", "see rekd_jax/recipes.py")
+            _fail(
+                f"optimizer.{field}",
+                f"must be > 0, got {opt[field]}",
+                "see rekd_jax/defaults.py",
+            )
     if not 0 <= opt.momentum < 1:
         _fail("optimizer.momentum", f"must be in [0, 1), got {opt.momentum}", "use 0.9")
     if opt.weight_decay < 0:

@@ -29,7 +29,7 @@ import os
 
 import ml_collections
 
-from rekd_jax import methods, recipes
+from rekd_jax import defaults, methods
 from rekd_jax.core import checkpoint as checkpoint_lib
 from rekd_jax.core import fileio, run_record
 from rekd_jax.models import io as model_io
@@ -98,11 +98,11 @@ def signature(config: ml_collections.ConfigDict, plan: methods.TeacherPlan) -> d
 
 
 def signature_defaults() -> dict:
-    """The base recipe's value of every field (rekd_jax.recipes.base_config), as signatures
+    """The base config's value of every field (rekd_jax.defaults), as signatures
     hold them. A field the old signature lacks (added to the project after that run started)
     is no change when the resumed run leaves it at this default: new fields default to the
     behaviour runs had before they existed."""
-    return json.loads(json.dumps(flatten_config(recipes.base_config()), default=str))
+    return json.loads(json.dumps(flatten_config(defaults.base_config()), default=str))
 
 
 def _show(value) -> str:

@@ -15,6 +15,7 @@ from rekd_jax.data import pipeline
 from rekd_jax.evaluation import config as eval_config
 from rekd_jax.evaluation import linear, run, semi_supervised
 from rekd_jax.models import heads, io
+from rekd_jax.recipes import evaluation as eval_recipes
 from rekd_jax.variants import apply_variants
 
 
@@ -37,7 +38,7 @@ def assets(tmp_path_factory):
 def tiny_config(assets, mode):
     checkpoint, data_dir = assets
     config = apply_variants(
-        eval_config.default_eval_config(), "tiny,runlocal", eval_config.VARIANTS, "test"
+        eval_config.default_eval_config(), "tiny,runlocal", eval_recipes.VARIANTS, "test"
     )
     config.mode = mode
     config.checkpoint = checkpoint
@@ -198,7 +199,9 @@ def test_validation_names_the_field_and_the_fix(assets, tmp_path):
     with pytest.raises(ValueError, match="config.mode='lineaer'"):
         eval_config.validate(config)
     with pytest.raises(ValueError, match="unknown variant 'imagenet2'"):
-        apply_variants(eval_config.default_eval_config(), "imagenet2", eval_config.VARIANTS, "x.py")
+        apply_variants(
+            eval_config.default_eval_config(), "imagenet2", eval_recipes.VARIANTS, "x.py"
+        )
 
 
 def test_eval_configs_load_and_validate(assets):

@@ -29,7 +29,7 @@ def test_a_protocol_in_one_module_runs_through_main_py(tmp_path):
     command line, validation, the workdir record and the closing summary come with it."""
     config_file = tmp_path / "centroid_eval.py"
     config_file.write_text(
-        "from rekd_jax.evaluation.config import VARIANTS, get_protocol_config\n\n\n"
+        "from rekd_jax.recipes.evaluation import VARIANTS, get_protocol_config\n\n\n"
         "def get_config(arg=None):\n"
         "    return get_protocol_config('centroid', 'tiny', arg, 'centroid_eval.py')\n"
     )
